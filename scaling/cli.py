@@ -73,6 +73,11 @@ def cmd_fit(args) -> int:
     cls = get_law(args.law)
     kwargs = dict(loss=args.loss, delta=args.delta, bootstrap=args.bootstrap, seed=args.seed, level=args.level,
                   fixed=args.fix or None, prune=not args.no_prune)
+    if args.law in ("gao-bon", "gao-rl"):
+        kwargs.pop("loss")  # linear least squares
+        kwargs.update(shared_alpha=args.shared_alpha, kl_penalty=args.kl_penalty, score=args.score)
+    elif args.shared_alpha or args.kl_penalty is not None or args.score != "gold":
+        raise ScalingError("--shared-alpha, --kl-penalty and --score apply to --law gao-bon / gao-rl")
     if args.tie_exponents:
         if args.law != "chinchilla":
             raise ScalingError("--tie-exponents applies to --law chinchilla")
@@ -239,6 +244,15 @@ def cmd_plot(args) -> int:
 
     law = Law.load(args.fit)
     data = None
+    if law.name in ("gao-bon", "gao-rl"):
+        from .data import read_table
+        from .plotting import plot_overopt
+
+        if not args.data:
+            raise ScalingError(f"plotting a {law.name} fit needs its data: scaling plot FIT DATA --out PNG")
+        table = read_table(args.data)
+        print(f"wrote {save(plot_overopt(table, {law.method: law}, methods=[law.method]), args.out)}")
+        return 0
     if args.data and law.name != "isoflop":
         data = prepare(args.data, list(law.inputs) + [law.target] + (["C"] if "N" in law.inputs and "D" in law.inputs else []),
                        columns=args.columns)
@@ -330,6 +344,63 @@ def cmd_sweep_export(args) -> int:
     return 0
 
 
+def cmd_overopt_run(args) -> int:
+    from .overopt import export, load_spec, run_overopt, status
+
+    spec = load_spec(args.definition)
+    df = run_overopt(spec, executor=args.executor, workers=args.workers, root=args.root)
+    st = status(spec["name"], args.root)
+    if args.out:
+        _write_overopt(df, export(spec["name"], args.root, per_prompt=True), args.out)
+    _emit(st, args.json, f"overopt {st['name']}: {st['done']} of {st['total']} cells done, {st['failed']} failed; "
+          f"{len(df)} result rows" + (f"; wrote {args.out}" if args.out else ""))
+    return 0 if st["failed"] == 0 else 1
+
+
+def _write_overopt(df, per_prompt, out) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    per_prompt.to_csv(out.with_name(out.stem + "-prompts" + out.suffix), index=False)
+
+
+def cmd_overopt_status(args) -> int:
+    from .overopt import status
+
+    st = status(args.name, args.root)
+    stages = "\n".join(f"  {k:<7} " + ", ".join(f"{n} {s}" for s, n in v.items()) for k, v in st["stages"].items())
+    _emit(st, args.json, f"overopt {st['name']}: {st['total']} cells; {st['done']} done, {st['running']} running, "
+          f"{st['pending']} pending, {st['failed']} failed\n{stages}")
+    return 0
+
+
+def cmd_overopt_export(args) -> int:
+    from .overopt import export
+
+    df = export(args.name, args.root)
+    if df.empty:
+        raise ScalingError(f"overoptimization sweep {args.name!r} has no finished best-of-n, RL or DPO cells yet")
+    _write_overopt(df, export(args.name, args.root, per_prompt=True), args.out)
+    print(f"wrote {args.out} ({len(df)} rows) and its per-prompt table beside it")
+    return 0
+
+
+def cmd_overopt_plot(args) -> int:
+    from .data import read_table
+    from .laws import Law
+    from .plotting import plot_overopt, save
+
+    laws = {}
+    for f in args.fit or []:
+        law = Law.load(f)
+        if law.name not in ("gao-bon", "gao-rl"):
+            raise ScalingError(f"{f} is a {law.name} fit; overlay gao-bon or gao-rl fits")
+        laws[law.method] = law
+    fig = plot_overopt(read_table(args.data), laws, kl_penalty=args.kl_penalty)
+    print(f"wrote {save(fig, args.out)}")
+    return 0
+
+
 def cmd_laws(args) -> int:
     from .laws import available_laws, get_law
 
@@ -368,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--runs", help="--law tissue: the sweep's runs table (DATA is its curves table)")
     f.add_argument("--curve-loss", default="eval_loss", help="--law tissue: curve column to fit (eval_loss)")
     f.add_argument("--momentum", type=_num, default=0.999, help="--law tissue: annealing momentum lambda")
+    f.add_argument("--shared-alpha", action="store_true", help="--law gao-*: one alpha for every RM size")
+    f.add_argument("--kl-penalty", type=_num, help="--law gao-rl: fit only the runs with this KL penalty")
+    f.add_argument("--score", choices=["gold", "proxy"], default="gold", help="--law gao-*: which reward to fit")
     f.add_argument("--out", help="write the fit (with bootstrap samples) to this JSON file")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fit)
@@ -460,6 +534,33 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--curves", help="curves file (default: curves.csv beside --out)")
     exp.add_argument("--root", default="out/sweeps")
     exp.set_defaults(func=cmd_sweep_export)
+
+    oo = sub.add_parser("overopt", help="reward-model overoptimization sweeps (Gao et al. 2022)")
+    oosub = oo.add_subparsers(dest="overopt_cmd", required=True)
+    r = oosub.add_parser("run", help="run (or resume) an overoptimization sweep from its YAML definition")
+    r.add_argument("definition")
+    r.add_argument("--executor", default="local", help="local (default) or submitit")
+    r.add_argument("--workers", type=int, help="parallel cells (default: one per core, or per GPU)")
+    r.add_argument("--root", default="out/overopt")
+    r.add_argument("--out", help="also write the results CSV here (and NAME-prompts.csv beside it)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_overopt_run)
+    r = oosub.add_parser("status", help="cells done, running, pending, failed, by stage")
+    r.add_argument("name")
+    r.add_argument("--root", default="out/overopt")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_overopt_status)
+    r = oosub.add_parser("export", help="write the results CSV (and the per-prompt CSV beside it)")
+    r.add_argument("name")
+    r.add_argument("--out", required=True)
+    r.add_argument("--root", default="out/overopt")
+    r.set_defaults(func=cmd_overopt_export)
+    r = oosub.add_parser("plot", help="gold and proxy vs sqrt(KL) per RM size, with fitted laws overlaid")
+    r.add_argument("data")
+    r.add_argument("--fit", action="append", help="a gao-bon or gao-rl fit JSON (repeatable)")
+    r.add_argument("--kl-penalty", type=_num, default=0.0, help="RL runs to show (default 0)")
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=cmd_overopt_plot)
 
     lw = sub.add_parser("laws", help="list the laws")
     lw.add_argument("--json", action="store_true")

@@ -486,7 +486,8 @@ class Law:
                              f"the best objective; spread near the best {100 * fi['start_spread']:.2g}%")
             boot = getattr(self, "bootstrap_theta_", None)
             nb = 0 if boot is None else len(boot)
-            lines.append(f"uncertainty: {nb} bootstrap resamples over runs" if nb else "uncertainty: none (bootstrap=0)")
+            over = fi.get("bootstrap_over", "runs")
+            lines.append(f"uncertainty: {nb} bootstrap resamples over {over}" if nb else "uncertainty: none (bootstrap=0)")
         lines.append("")
         lines.append(f"  {'param':<10}{'value':>14}{'stderr':>12}{f'{pct}% CI':>30}")
         for n in self.param_names():

@@ -118,14 +118,14 @@ class _NoBar:
         pass
 
 
-def _bar(total, initial, name, progress):
+def _bar(total, initial, name, progress, unit="run", kind="sweep"):
     if not progress:
         return _NoBar()
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return _NoBar()
-    return tqdm(total=total, initial=initial, desc=f"sweep {name}", unit="run")
+    return tqdm(total=total, initial=initial, desc=f"{kind} {name}", unit=unit)
 
 
 def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:

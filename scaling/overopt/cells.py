@@ -1,0 +1,303 @@
+"""One cell of an overoptimization sweep: ``run_cell(cell, sweep_dir)`` is what every executor calls.
+
+A cell reads what the cells it needs left on disk (the policy's weights, the
+data, a reward model), does its work and writes ``cells/<id>/result.json``
+atomically. A finished cell is never redone; a killed one restarts from scratch
+(cells take seconds to a minute).
+
+Gold and proxy are reported relative to the initial policy: gold minus the mean
+gold of the initial policy's samples for the same prompt, proxy minus the reward
+model's mean over the initial policy's samples (so both are 0 at KL = 0).
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..sweep.train import _atomic_json
+from . import models as M
+from .estimators import bon_curve, bon_kl_analytic, bon_kl_empirical
+from .gold import get_gold
+
+
+def _gold(spec):
+    g = dict(spec["gold"])
+    return get_gold(g.pop("name"), vocab=spec["policy"]["vocab"], **g)
+
+
+def _load(path: Path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _save(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _policy(spec, base: Path):
+    p = spec["policy"]
+    model = M.build_policy(p["vocab"], p["d_model"], p["n_layer"], p["n_head"],
+                           spec["prompt_len"] + spec["completion_len"] + 1)
+    src = Path(p["dir"]) / "policy.pt" if p["dir"] else base / "policy.pt"
+    model.load_state_dict(_load(src)["model"])
+    return model.eval()
+
+
+def _rm(spec, base: Path, rid: str, shape=None):
+    state = _load(base / "rms" / f"{rid}.pt")
+    shape = state["shape"]
+    model = M.build_reward_model(spec["policy"]["vocab"], *shape, spec["prompt_len"] + spec["completion_len"] + 1)
+    model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
+def run_cell(cell: dict, sweep_dir: str, threads: int = 1) -> dict:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    base = Path(sweep_dir)
+    d = base / "cells" / cell["id"]
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # an orphaned worker may still be on this cell
+        done = d / "result.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        result = STAGES[cell["stage"]](cell, cell["spec"], base)
+        _atomic_json(done, result)
+        return result
+
+
+# -------------------------------------------------------------------- stages
+def stage_policy(cell, spec, base: Path) -> dict:
+    import torch
+
+    p = spec["policy"]
+    if p["dir"]:
+        model = _policy(spec, base)
+        return {"policy_params": M.n_params(model), "source": str(p["dir"])}
+    lang = M.language(p["vocab"], p["states"], p["seed"])
+    toks = lang.sample(int(p["corpus_tokens"]), seed=p["seed"])
+    np.save(base / "corpus.npy", toks)
+    torch.manual_seed(p["seed"])
+    model = M.build_policy(p["vocab"], p["d_model"], p["n_layer"], p["n_head"],
+                           spec["prompt_len"] + spec["completion_len"] + 1)
+    loss = M.pretrain(model, toks, steps=p["pretrain_steps"], batch=p["batch"],
+                      seq_len=spec["prompt_len"] + spec["completion_len"], lr=float(p["lr"]), seed=p["seed"])
+    _save({"model": model.state_dict()}, base / "policy.pt")
+    return {"policy_params": M.n_params(model), "pretrain_loss": loss, "entropy_rate": lang.entropy_rate()}
+
+
+def _prompts(toks: np.ndarray, n: int, length: int, seed: int):
+    import torch
+
+    rng = np.random.default_rng([seed, 11])
+    s = rng.integers(0, len(toks) - length, n)
+    return torch.from_numpy(np.stack([toks[i:i + length] for i in s]).astype(np.int64))
+
+
+def stage_data(cell, spec, base: Path) -> dict:
+    """Preference pairs (train + held-out) and the bank of initial-policy samples on the evaluation prompts."""
+    import torch
+
+    pol = _policy(spec, base)
+    gold = _gold(spec)
+    if spec["policy"]["dir"]:
+        p = spec["policy"]
+        toks = M.language(p["vocab"], p["states"], p["seed"]).sample(int(p["corpus_tokens"]), seed=p["seed"])
+    else:
+        toks = np.load(base / "corpus.npy")
+    pr, T, PL = spec["preferences"], spec["completion_len"], spec["prompt_len"]
+    n_pairs = max(pr["pairs"]) + pr["eval_pairs"]
+    prompts = _prompts(toks, n_pairs, PL, 1)
+    g = torch.Generator().manual_seed(123)
+    y1 = torch.cat([M.sample(pol, prompts[s], T, generator=g)[0] for s in M.batches(n_pairs, 4096)])
+    y2 = torch.cat([M.sample(pol, prompts[s], T, generator=g)[0] for s in M.batches(n_pairs, 4096)])
+    g1, g2 = gold(y1.numpy()), gold(y2.numpy())
+    rng = np.random.default_rng([spec["gold"]["seed"], 13])
+    if pr["labels"] == "deterministic":
+        first = g1 > g2
+        keep = g1 != g2  # exact ties carry no preference
+    else:
+        z = (g1 - g2) / pr["temperature"]
+        first = rng.random(n_pairs) < 1 / (1 + np.exp(-z))
+        keep = np.ones(n_pairs, bool)
+    if keep[:-pr["eval_pairs"]].sum() < 8 or keep[-pr["eval_pairs"]:].sum() < 8:
+        raise ValueError(f"degenerate preference data: {int((~keep).sum())} of {n_pairs} pairs tie under the gold "
+                         "reward, leaving too few to train or judge a reward model (is the gold reward constant?)")
+    flip = rng.random(n_pairs) < pr["label_noise"]
+    first = first ^ flip
+    f = torch.from_numpy(first)[:, None]
+    chosen, rejected = torch.where(f, y1, y2), torch.where(f, y2, y1)
+    keep_t = torch.from_numpy(keep)
+    n_eval = pr["eval_pairs"]
+    train_keep, eval_keep = keep_t[:-n_eval], keep_t[-n_eval:]
+    data = {
+        "train": {k: v[:-n_eval][train_keep] for k, v in (("prompts", prompts), ("chosen", chosen), ("rejected", rejected))},
+        "eval": {k: v[-n_eval:][eval_keep] for k, v in (("prompts", prompts), ("chosen", chosen), ("rejected", rejected))},
+    }
+    # bank: bon.samples completions per held-out prompt from the initial policy (best-of-n and recentring)
+    b = spec["bon"]
+    eval_prompts = _prompts(toks, b["prompts"], PL, 2)
+    bank = []
+    for j in range(len(eval_prompts)):
+        P = eval_prompts[j:j + 1].expand(b["samples"], PL)
+        bank.append(M.sample(pol, P, T, generator=g)[0])
+    bank = torch.stack(bank)  # (prompts, samples, T)
+    bank_gold = gold(bank.reshape(-1, T).numpy()).reshape(len(eval_prompts), -1)
+    data.update(eval_prompts=eval_prompts, bank=bank.to(torch.uint8) if spec["policy"]["vocab"] <= 256 else bank,
+                bank_gold=bank_gold)
+    _save(data, base / "data.pt")
+    ties = int((~keep).sum())
+    return {"pairs": int(train_keep.sum()), "eval_pairs": int(eval_keep.sum()), "ties_dropped": ties,
+            "gold_std": float(bank_gold.std()), "label_noise": pr["label_noise"]}
+
+
+def stage_rm(cell, spec, base: Path) -> dict:
+    import torch
+
+    data = _load(base / "data.pt")
+    tr = data["train"]
+    n = min(cell["pairs"], len(tr["prompts"]))
+    if n < 8:
+        raise ValueError(f"only {n} usable preference pairs (after dropping ties): cannot train a reward model")
+    torch.manual_seed(cell["seed"])
+    shape = cell["shape"]
+    rm = M.build_reward_model(spec["policy"]["vocab"], *shape, spec["prompt_len"] + spec["completion_len"] + 1)
+    r = spec["reward_models"]
+    loss = M.train_reward_model(rm, tr["prompts"][:n], tr["chosen"][:n], tr["rejected"][:n], lr=float(r["lr"]),
+                                batch=r["batch"], seed=cell["seed"])
+    rm.eval()
+    ev = data["eval"]
+    acc = float((M.score(rm, ev["prompts"], ev["chosen"]) > M.score(rm, ev["prompts"], ev["rejected"])).mean())
+    bank, P = data["bank"].long(), data["eval_prompts"]
+    S = bank.shape[1]
+    scores = M.score(rm, P.repeat_interleave(S, 0), bank.reshape(-1, bank.shape[-1])).reshape(len(P), S)
+    offset = float(scores.mean())
+    (base / "rms").mkdir(exist_ok=True)
+    _save({"model": rm.state_dict(), "shape": shape, "offset": offset, "bank_scores": scores}, base / "rms" / f"{cell['id']}.pt")
+    return {"rm_params": M.n_params(rm), "rm_data": n, "rm_accuracy": acc, "rm_n_eval": int(len(ev["prompts"])),
+            "train_loss": loss, "offset": offset}
+
+
+def _rm_info(base: Path, rid: str) -> dict:
+    return json.loads((base / "cells" / rid / "result.json").read_text())
+
+
+def stage_bon(cell, spec, base: Path) -> dict:
+    data = _load(base / "data.pt")
+    state = _load(base / "rms" / f"{cell['rm']}.pt")
+    info = _rm_info(base, cell["rm"])
+    proxy = state["bank_scores"] - state["offset"]
+    gold = data["bank_gold"] - data["bank_gold"].mean(axis=1, keepdims=True)
+    ns = np.array(sorted(set(int(n) for n in spec["bon"]["n"])))
+    curve = bon_curve(proxy, gold, ns)
+    kl_emp = np.array([[bon_kl_empirical(proxy[j], int(n)) for n in ns] for j in range(len(proxy))])
+    kl = bon_kl_analytic(ns)
+    rows, prompt_rows = [], []
+    for i, n in enumerate(ns):
+        rows.append({"n": int(n), "kl": float(kl[i]), "kl_empirical": float(kl_emp[:, i].mean()),
+                     "gold": float(curve["gold"][:, i].mean()), "proxy": float(curve["proxy"][:, i].mean()),
+                     "gold_se": float(curve["gold"][:, i].std(ddof=1) / math.sqrt(len(proxy)))})
+        prompt_rows += [{"n": int(n), "prompt": j, "kl": float(kl[i]), "gold": float(curve["gold"][j, i]),
+                         "proxy": float(curve["proxy"][j, i])} for j in range(len(proxy))]
+    return {"rm": cell["rm"], **{k: info[k] for k in ("rm_params", "rm_data", "rm_accuracy", "rm_n_eval")},
+            "rows": rows, "prompt_rows": prompt_rows}
+
+
+def _checkpoint_rows(ev: dict, step: int, extra: dict) -> tuple[dict, list[dict]]:
+    kl = float(ev["kl"].mean())
+    row = {"step": step, "kl": kl, "kl_sampled": float(ev["kl_sampled"].mean()), "gold": float(ev["gold"].mean()),
+           "proxy": float(ev["proxy"].mean()), "gold_se": float(ev["gold"].std(ddof=1) / math.sqrt(len(ev["gold"]))),
+           **extra}
+    prompt_rows = [{"step": step, "prompt": j, "kl": float(ev["kl"][j]), "gold": float(ev["gold"][j]),
+                    "proxy": float(ev["proxy"][j])} for j in range(len(ev["kl"]))]
+    return row, prompt_rows
+
+
+def stage_rl(cell, spec, base: Path) -> dict:
+    import torch
+
+    data = _load(base / "data.pt")
+    ref = _policy(spec, base)
+    rm, state = _rm(spec, base, cell["rm"])
+    info = _rm_info(base, cell["rm"])
+    gold = _gold(spec)
+    base_gold = data["bank_gold"].mean(axis=1)  # per held-out prompt
+    r = spec["rl"]
+    torch.manual_seed(cell["seed"])
+    pi = copy.deepcopy(ref).train()
+    for p_ in ref.parameters():
+        p_.requires_grad_(False)
+    rows, prompt_rows = [], []
+    eval_prompts = data["eval_prompts"]
+
+    def checkpoint(step, _opt=None):
+        pi.eval()
+        ev = M.evaluate_policy(pi, ref, rm, gold, eval_prompts, spec["completion_len"], rm_offset=state["offset"],
+                               gold_offset=0.0, seed=1000 + cell["seed"], per_prompt=r["eval_samples"])
+        pi.train()
+        ev["gold"] = ev["gold"] - base_gold
+        row, pr = _checkpoint_rows(ev, step, {})
+        rows.append(row)
+        prompt_rows.extend(pr)
+
+    checkpoint(0)
+    M.rl(pi, ref, rm, data["train"]["prompts"], spec["completion_len"], steps=r["steps"], kl_coef=cell["kl_penalty"],
+         lr=float(r["lr"]), batch_prompts=r["batch_prompts"], samples_per_prompt=r["samples_per_prompt"],
+         rm_offset=state["offset"], seed=cell["seed"], on_checkpoint=checkpoint, every=r["every"])
+    return {"rm": cell["rm"], "kl_penalty": cell["kl_penalty"],
+            **{k: info[k] for k in ("rm_params", "rm_data", "rm_accuracy", "rm_n_eval")},
+            "rows": rows, "prompt_rows": prompt_rows}
+
+
+def stage_dpo(cell, spec, base: Path) -> dict:
+    """DPO on the gold-labelled pairs; 'proxy' is DPO's implicit reward beta * log(pi / pi0) of the samples."""
+    import torch
+
+    data = _load(base / "data.pt")
+    ref = _policy(spec, base)
+    for p_ in ref.parameters():
+        p_.requires_grad_(False)
+    gold = _gold(spec)
+    base_gold = data["bank_gold"].mean(axis=1)
+    tr = data["train"]
+    n = min(cell["pairs"], len(tr["prompts"]))
+    o = spec["dpo"]
+    torch.manual_seed(cell["seed"])
+    pi = copy.deepcopy(ref).train()
+    for p_ in pi.parameters():
+        p_.requires_grad_(True)
+    rows, prompt_rows = [], []
+
+    def checkpoint(step):
+        pi.eval()
+        ev = M.evaluate_policy(pi, ref, None, gold, data["eval_prompts"], spec["completion_len"], rm_offset=0.0,
+                               gold_offset=0.0, seed=1000 + cell["seed"], per_prompt=spec["rl"]["eval_samples"])
+        pi.train()
+        ev["gold"] = ev["gold"] - base_gold
+        ev["proxy"] = cell["beta"] * ev["kl_sampled"]  # implicit reward, up to the prompt's constant
+        row, pr = _checkpoint_rows(ev, step, {})
+        rows.append(row)
+        prompt_rows.extend(pr)
+
+    checkpoint(0)
+    M.dpo(pi, ref, tr["prompts"][:n], tr["chosen"][:n], tr["rejected"][:n], beta=cell["beta"], lr=float(o["lr"]),
+          batch=o["batch"], epochs=o["epochs"], seed=cell["seed"], on_checkpoint=checkpoint, every=o["every"])
+    return {"beta": cell["beta"], "rm_data": n, "rows": rows, "prompt_rows": prompt_rows}
+
+
+STAGES = {"policy": stage_policy, "data": stage_data, "rm": stage_rm, "bon": stage_bon, "rl": stage_rl,
+          "dpo": stage_dpo}

@@ -1,0 +1,337 @@
+"""Overoptimization: estimators against exact enumeration, KL bookkeeping, the CI-sized sweep, the laws."""
+
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.cli import main
+from scaling.errors import DataError, FitError, ScalingError
+from scaling.laws import GaoBoN, GaoRL, backtest_largest, get_law
+from scaling.overopt import (OveroptSpecError, bon_curve, bon_kl_analytic, bon_kl_empirical, bon_kl_exact,
+                             bon_weights, load_spec)
+
+ROOT = Path(__file__).resolve().parents[1]
+CI_YAML = ROOT / "sweeps" / "overopt-ci.yaml"
+
+
+# ------------------------------------------------------------ best-of-n estimator
+def brute_force_bon(proxy, gold, n):
+    """Mean gold of the proxy-best sample over every n-subset of the samples (ties: average of the tied)."""
+    vals = []
+    for sub in itertools.combinations(range(len(proxy)), n):
+        best = max(proxy[i] for i in sub)
+        tied = [gold[i] for i in sub if proxy[i] == best]
+        vals.append(sum(tied) / len(tied))
+    return float(np.mean(vals))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_unbiased_bon_estimator_equals_enumeration_over_all_subsets(seed):
+    rng = np.random.default_rng(seed)
+    N = 9
+    proxy = rng.standard_normal(N)
+    if seed == 2:  # ties in the proxy score
+        proxy = np.round(proxy, 0)
+    gold = rng.standard_normal(N)
+    ns = np.arange(1, N + 1)
+    est = bon_curve(proxy, gold, ns)
+    for j, n in enumerate(ns):
+        assert est["gold"][0, j] == pytest.approx(brute_force_bon(proxy, gold, n), abs=1e-12)
+        assert est["proxy"][0, j] == pytest.approx(brute_force_bon(proxy, proxy, n), abs=1e-12)
+
+
+def test_bon_weights_are_a_distribution_without_overflow_at_large_n():
+    for N, n in [(10, 3), (2000, 1000), (5000, 5000), (5000, 1)]:
+        w = bon_weights(N, n)
+        assert w.sum() == pytest.approx(1.0, abs=1e-9)
+        assert np.all(w[: n - 1] == 0) and np.all(np.isfinite(w))
+    with pytest.raises(ValueError, match="1 <= n <= N"):
+        bon_weights(10, 11)
+    with pytest.raises(ValueError, match="n must lie"):
+        bon_curve(np.zeros((2, 5)), np.zeros((2, 5)), [1, 6])
+
+
+# ------------------------------------------------------------------- KL of best-of-n
+def brute_force_bon_kl(p, r, n):
+    """KL(best-of-n || base) by enumerating every ordered n-tuple of outcomes (ties broken uniformly)."""
+    M = len(p)
+    q = np.zeros(M)
+    for tup in itertools.product(range(M), repeat=n):
+        prob = np.prod([p[i] for i in tup])
+        best = max(r[i] for i in tup)
+        winners = [i for i in tup if r[i] == best]
+        for i in winners:
+            q[i] += prob / len(winners)
+    ok = q > 0
+    return float(np.sum(q[ok] * np.log(q[ok] / p[ok])))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_exact_bon_kl_matches_enumeration_on_a_small_discrete_policy(ties):
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(5))
+    r = np.array([0.1, 0.5, 0.5, 0.9, 0.2]) if ties else rng.standard_normal(5)
+    for n in (1, 2, 3, 4):
+        assert bon_kl_exact(p, r, n) == pytest.approx(brute_force_bon_kl(p, r, n), abs=1e-12)
+
+
+def test_analytic_bon_kl_is_the_limit_and_an_upper_bound():
+    ns = np.array([1, 2, 4, 16, 64, 256, 1000])
+    analytic = bon_kl_analytic(ns)
+    assert analytic[0] == 0 and analytic[1] == pytest.approx(math.log(2) - 0.5)
+    for M in (50, 1000, 200_000):
+        exact = np.array([bon_kl_exact(np.full(M, 1 / M), np.arange(M), int(n)) for n in ns])
+        assert np.all(exact <= analytic + 1e-9)
+        if M == 200_000:  # many equiprobable distinct outcomes: the analytic value
+            np.testing.assert_allclose(exact, analytic, atol=2e-3)
+    # a discrete policy with a few heavy outcomes stays far below the bound
+    assert bon_kl_exact(np.array([0.5, 0.5]), np.array([0.0, 1.0]), 1000) == pytest.approx(math.log(2), abs=1e-9)
+    # the empirical estimate is the exact formula on the samples: log N at most
+    s = np.random.default_rng(0).standard_normal(1000)
+    assert bon_kl_empirical(s, 1000) <= math.log(1000) + 1e-12
+    assert bon_kl_empirical(s, 10) == pytest.approx(bon_kl_analytic(10), abs=0.01)
+
+
+# --------------------------------------------------------------- sequence KL (torch)
+def test_sequence_kl_estimators_are_exact_in_expectation_by_enumeration():
+    torch = pytest.importorskip("torch")
+    from scaling.overopt import models as M
+
+    torch.manual_seed(0)
+    V, T = 3, 3
+    pi = M.build_policy(V, 8, 1, 2, 8).eval()
+    ref = M.build_policy(V, 8, 1, 2, 8).eval()
+    prompt = torch.tensor([[1, 0]])
+    ys = torch.tensor(list(itertools.product(range(V), repeat=T)))
+    P = prompt.expand(len(ys), -1)
+    with torch.no_grad():
+        lp = M.token_logprobs(pi, P, ys).sum(-1).double()
+        lp0 = M.token_logprobs(ref, P, ys).sum(-1).double()
+    p = lp.exp()
+    assert float(p.sum()) == pytest.approx(1.0, abs=1e-5)
+    exact_kl = float((p * (lp - lp0)).sum())
+    per_token, sampled = M.sequence_kl(pi, ref, P, ys)
+    assert float((p * per_token.double()).sum()) == pytest.approx(exact_kl, rel=1e-4)
+    assert float((p * sampled.double()).sum()) == pytest.approx(exact_kl, rel=1e-4)
+    assert float(per_token.min()) >= 0  # never negative, unlike the sampled log-ratio
+    assert float(sampled.min()) < 0
+    # sampling with the KV cache draws from the same distribution the log-probs describe
+    g = torch.Generator().manual_seed(1)
+    y, lps = M.sample(pi, prompt.expand(4000, -1), T, generator=g)
+    idx = (y * torch.tensor([V * V, V, 1])).sum(-1)
+    freq = torch.bincount(idx, minlength=V ** T).double() / 4000
+    assert float((freq - p).abs().max()) < 0.03
+    np.testing.assert_allclose(lps.sum(-1).numpy(), M.token_logprobs(pi, prompt.expand(4000, -1), y).sum(-1).detach().numpy(),
+                               atol=1e-4)
+
+
+# ------------------------------------------------------------------------ the laws
+TRUTH = dict(alpha=0.9, alpha_slope=0.25, beta=0.35, beta_slope=-0.08)
+
+
+def synthetic(law_cls, noise=0.01, prompts=None, seed=3):
+    law = law_cls.from_params(n_ref=1e4, **TRUTH)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for N in (1e3, 4e3, 2.5e4, 1e5):  # geometric mean 1e4: the fit's n_ref
+        for d in np.linspace(0.15, 4.0, 14):
+            g = law.predict(d=d, rm_params=N)[0]
+            if prompts:
+                rows += [dict(method=law_cls.method, rm_params=N, kl=d * d, gold=g + 0.1 * rng.standard_normal(),
+                              prompt=j) for j in range(prompts)]
+            else:
+                rows.append(dict(method=law_cls.method, rm_params=N, kl=d * d, gold=g + noise * rng.standard_normal()))
+    return pd.DataFrame(rows), law
+
+
+@pytest.mark.parametrize("law_cls", [GaoBoN, GaoRL])
+def test_gao_fit_recovers_known_coefficients_and_peaks(law_cls):
+    df, truth = synthetic(law_cls)
+    law = law_cls(bootstrap=300, level=0.99).fit(df)
+    for k, v in TRUTH.items():
+        lo, hi = law.ci_[k]
+        assert lo <= v <= hi, (k, v, law.ci_[k])
+        assert law.params_[k] == pytest.approx(v, abs=0.02)
+    for r in law.per_size_:  # per-size fits: alpha(N), beta(N) and the closed-form peak
+        a, b = truth.coefficients(r["rm_params"])
+        assert r["alpha"] == pytest.approx(a[0], abs=0.03) and r["beta"] == pytest.approx(b[0], abs=0.03)
+        d_star = a[0] / (2 * b[0]) if law_cls is GaoBoN else math.exp(a[0] / b[0] - 1)
+        assert r["d_star"] == pytest.approx(d_star, rel=0.05)
+        assert r["kl_star"] == pytest.approx(r["d_star"] ** 2)
+    # a larger RM, outside the data: predicted peak from the size scaling
+    pk = law.peak(2.56e5)
+    a, b = truth.coefficients(2.56e5)
+    d_true = a[0] / (2 * b[0]) if law_cls is GaoBoN else math.exp(a[0] / b[0] - 1)
+    assert pk["d_star"][0] == pytest.approx(d_true, rel=0.1)
+    lo, hi = pk["d_star_ci"][0]
+    assert lo <= d_true <= hi
+
+
+def test_gao_bootstrap_over_prompts_and_backtest_of_the_largest_rm():
+    df, truth = synthetic(GaoBoN, prompts=20, seed=4)
+    law = GaoBoN(bootstrap=200, level=0.99).fit(df)
+    assert law.fit_info_["bootstrap_over"] == "prompts"
+    for k, v in TRUTH.items():
+        lo, hi = law.ci_[k]
+        assert lo <= v <= hi, (k, v, law.ci_[k])
+    bt = backtest_largest(GaoBoN, df, bootstrap=100)
+    assert bt["rm_params"] == 100000 and bt["trained_on"] == [1000, 4000, 25000]
+    assert bt["mae"] < 0.05
+    a, b = truth.coefficients(1e5)
+    assert bt["predicted_peak"]["d_star"] == pytest.approx(a[0] / (2 * b[0]), rel=0.1)
+
+
+def test_gao_shared_alpha_and_round_trip(tmp_path):
+    df, _ = synthetic(GaoRL)
+    law = GaoRL(bootstrap=50, shared_alpha=True).fit(df)
+    assert law.params_["alpha_slope"] == 0.0 and "alpha_slope" not in law.fit_info_["free"]
+    law.save(tmp_path / "rl.json")
+    from scaling.laws import Law
+
+    back = Law.load(tmp_path / "rl.json")
+    assert back.n_ref == law.n_ref and back.shared_alpha
+    np.testing.assert_allclose(back.predict(d=[0.5, 2.0], rm_params=[1e3, 1e5]), law.predict(d=[0.5, 2.0], rm_params=[1e3, 1e5]))
+    assert back.peak(1e4)["d_star"] == law.peak(1e4)["d_star"]
+
+
+def test_gao_bad_input_is_explained():
+    df, _ = synthetic(GaoBoN)
+    with pytest.raises(DataError, match="method == 'bon'.*methods \\['rl'\\]"):
+        GaoBoN(bootstrap=0).fit(df.assign(method="rl"))
+    neg = df.copy()
+    neg.loc[:3, "kl"] = -0.01
+    with pytest.warns(Warning, match="negative KL estimate.*left out"):
+        law = GaoBoN(bootstrap=0).fit(neg)
+    assert law.n_points_ == len(df) - 4
+    chance = df.assign(rm_accuracy=np.where(df["rm_params"] == 1e3, 0.51, 0.8), rm_n_eval=500)
+    with pytest.warns(Warning, match="at chance.*1,000 params"):
+        law = GaoBoN(bootstrap=0).fit(chance)
+    assert law.fit_info_["rm_sizes"] == [4000, 25000, 100000]
+    with pytest.raises(FitError, match="no reward model beats chance"):
+        GaoBoN(bootstrap=0).fit(chance.assign(rm_accuracy=0.5))
+    with pytest.raises(DataError, match="missing column 'd'.*or 'kl'"):
+        GaoBoN(bootstrap=0).fit(df.drop(columns=["kl"]))
+    with pytest.raises(DataError, match="needs more runs"):
+        GaoBoN(bootstrap=0).fit(df.iloc[:2])
+
+
+# ------------------------------------------------------------------------ the sweep
+def test_spec_errors_are_caught_before_anything_runs():
+    with pytest.raises(OveroptSpecError, match="bon.n must lie"):
+        load_spec({"name": "x", "bon": {"samples": 10, "n": [1, 20]}})
+    with pytest.raises(OveroptSpecError, match="unknown key 'reward_model'"):
+        load_spec({"name": "x", "reward_model": {}})
+    with pytest.raises(OveroptSpecError, match="samples_per_prompt must be >= 2"):
+        load_spec({"name": "x", "rl": {"samples_per_prompt": 1}})
+    with pytest.raises(OveroptSpecError, match="not divisible"):
+        load_spec({"name": "x", "reward_models": {"shapes": [[6, 1, 4]]}})
+
+
+@pytest.fixture(scope="module")
+def ci_sweep(tmp_path_factory):
+    from scaling.overopt import export, run_overopt
+
+    root = tmp_path_factory.mktemp("overopt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df = run_overopt(CI_YAML, root=root, workers=2, progress=False)
+    return root, df, export("overopt-ci", root, per_prompt=True)
+
+
+def test_ci_sweep_runs_every_method_and_keeps_the_bookkeeping_exact(ci_sweep):
+    root, df, per_prompt = ci_sweep
+    for c in ("method", "rm_params", "rm_data", "kl_penalty", "step", "n", "kl", "d", "gold", "proxy", "seed"):
+        assert c in df.columns
+    assert set(df["method"]) == {"bon", "rl", "dpo"}
+    spec = load_spec(CI_YAML)
+    bon = df[df["method"] == "bon"]
+    assert bon["rm_params"].nunique() == 4
+    assert bon["rm_params"].max() / bon["rm_params"].min() >= 30
+    # best-of-1 is the initial policy: gold and proxy are recentred to exactly 0
+    n1 = bon[bon["n"] == 1]
+    np.testing.assert_allclose(n1[["gold", "proxy", "kl"]].to_numpy(), 0, atol=1e-9)
+    np.testing.assert_allclose(bon["kl"], bon_kl_analytic(bon["n"]))
+    assert np.all(bon["kl_empirical"] <= bon["kl"] + 1e-9)
+    # RL and DPO start at the initial policy: exactly zero KL at step 0
+    start = df[df["method"].isin(["rl", "dpo"]) & (df["step"] == 0)]
+    assert len(start) == 4 * len(spec["rl"]["kl_penalty"]) + len(spec["dpo"]["beta"])
+    np.testing.assert_allclose(start["kl"], 0, atol=1e-6)
+    later = df[df["method"].isin(["rl", "dpo"]) & (df["step"] > 0)]
+    assert (later["kl"] > 0).all()
+    assert later.loc[later["method"] == "rl", "step"].max() == spec["rl"]["steps"]
+    # the per-prompt table averages back to the summary
+    pp = per_prompt[per_prompt["method"] == "bon"].groupby(["rm_params", "n"])["gold"].mean()
+    np.testing.assert_allclose(pp.to_numpy(), bon.set_index(["rm_params", "n"])["gold"].sort_index().to_numpy(), atol=1e-12)
+    # reward models: trained on the requested pairs, accuracies recorded
+    assert set(bon["rm_data"]) <= {1500} and bon["rm_accuracy"].between(0, 1).all()
+
+
+def test_ci_sweep_results_fit_and_plot_through_the_cli(ci_sweep, tmp_path, capsys):
+    root, df, _ = ci_sweep
+    csv = tmp_path / "overopt-ci.csv"
+    assert main(["overopt", "export", "overopt-ci", "--root", str(root), "--out", str(csv)]) == 0
+    assert (tmp_path / "overopt-ci-prompts.csv").exists()
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", str(csv), "--law", "gao-bon", "--bootstrap", "50", "--json",
+                     "--out", str(tmp_path / "bon.json")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["law"] == "gao-bon" and set(out["params"]) == {"alpha", "alpha_slope", "beta", "beta_slope"}
+    assert {"rm_params", "alpha", "beta", "d_star", "kl_star", "gold_star"} <= set(out["per_size"][-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", str(csv), "--law", "gao-rl", "--kl-penalty", "0", "--bootstrap", "50",
+                     "--out", str(tmp_path / "rl.json")]) == 0
+        assert main(["overopt", "plot", str(csv), "--fit", str(tmp_path / "bon.json"), "--fit", str(tmp_path / "rl.json"),
+                     "--out", str(tmp_path / "fig.png")]) == 0
+    assert (tmp_path / "fig.png").stat().st_size > 10_000
+    capsys.readouterr()
+    assert main(["overopt", "status", "overopt-ci", "--root", str(root), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["total"] == st["done"] == 19 and st["failed"] == 0
+    assert main(["fit", str(csv), "--law", "chinchilla", "--shared-alpha"]) == 2
+    assert "apply to --law gao-bon" in capsys.readouterr().err
+
+
+def test_degenerate_preferences_and_a_killed_sweep(tmp_path):
+    """All-tie preference data fails with the reason; a killed sweep resumes without redoing finished cells."""
+    from scaling.overopt import run_overopt
+
+    spec = load_spec(CI_YAML)
+    flat = dict(spec, name="flat", gold=dict(spec["gold"], w_unigram=0.0, w_bigram=0.0, w_repetition=0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ScalingError, match="degenerate preference data: .* pairs tie"):
+            run_overopt(flat, root=tmp_path, workers=1, progress=False)
+    # kill a sweep mid-way, then run it again
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    code = ("import sys\nif __name__ == '__main__':\n    from scaling.overopt import run_overopt\n"
+            f"    run_overopt({str(CI_YAML)!r}, root={str(tmp_path)!r}, workers=1, progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    cells = tmp_path / "overopt-ci" / "cells"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cells.glob("*/result.json"))) < 6:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in cells.glob("*/result.json")}
+    assert 6 <= len(finished) < 19
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df = run_overopt(CI_YAML, root=tmp_path, workers=1, progress=False)
+    assert len(list(cells.glob("*/result.json"))) == 19
+    for name, mtime in finished.items():  # nothing finished was redone
+        assert (cells / name / "result.json").stat().st_mtime_ns == mtime
+    assert set(df["method"]) == {"bon", "rl", "dpo"}
