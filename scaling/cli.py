@@ -75,9 +75,9 @@ def cmd_fit(args) -> int:
                   fixed=args.fix or None, prune=not args.no_prune)
     if args.law in ("gao-bon", "gao-rl"):
         kwargs.pop("loss")  # linear least squares
-        kwargs.update(shared_alpha=args.shared_alpha, kl_penalty=args.kl_penalty, score=args.score)
-    elif args.shared_alpha or args.kl_penalty is not None or args.score != "gold":
-        raise ScalingError("--shared-alpha, --kl-penalty and --score apply to --law gao-bon / gao-rl")
+        kwargs.update(shared_alpha=args.shared_alpha, kl_penalty=args.kl_penalty, score=args.score, max_d=args.max_d)
+    elif args.shared_alpha or args.kl_penalty is not None or args.score != "gold" or args.max_d is not None:
+        raise ScalingError("--shared-alpha, --kl-penalty, --max-d and --score apply to --law gao-bon / gao-rl")
     if args.tie_exponents:
         if args.law != "chinchilla":
             raise ScalingError("--tie-exponents applies to --law chinchilla")
@@ -442,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--shared-alpha", action="store_true", help="--law gao-*: one alpha for every RM size")
     f.add_argument("--kl-penalty", type=_num, help="--law gao-rl: fit only the runs with this KL penalty")
     f.add_argument("--score", choices=["gold", "proxy"], default="gold", help="--law gao-*: which reward to fit")
+    f.add_argument("--max-d", type=_num, help="--law gao-*: fit only points with sqrt(KL) <= this")
     f.add_argument("--out", help="write the fit (with bootstrap samples) to this JSON file")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fit)

@@ -192,11 +192,13 @@ def save(fig, path: str | Path, dpi: int = 120) -> Path:
 
 
 def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, kl_penalty: float | None = 0.0):
-    """Gao et al. Figure 1: gold (solid) and proxy (dashed) reward against sqrt(KL), a colour per RM size.
+    """Gao et al. Figure 1: gold (top row) and proxy (bottom row) reward against sqrt(KL), a colour per RM size.
 
     ``data`` is an exported overoptimization table; ``laws`` maps a method ("bon",
-    "rl") to a fitted gao law, whose curves (dotted) and peaks (x) are overlaid.
-    RL panels show the runs with ``kl_penalty`` (default: no penalty).
+    "rl") to a fitted gao law, whose curves (dotted, over the range it was fitted
+    on) and peaks (x) are overlaid. RL panels show the runs with ``kl_penalty``
+    (default: no penalty). Gold axes stop at three times the highest gold below
+    zero, so a collapse does not flatten the rise and fall.
     """
     plt = _plt()
     laws = laws or {}
@@ -206,34 +208,41 @@ def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, 
     methods = [m for m in (methods or ("bon", "rl", "dpo")) if m in set(df["method"])]
     if not methods:
         raise ValueError("no bon, rl or dpo rows to plot")
-    fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 4.2), squeeze=False)
-    titles = {"bon": "best-of-n", "rl": "RL (RLOO)", "dpo": "DPO"}
-    for ax, m in zip(axes[0], methods):
+    fig, axes = plt.subplots(2, len(methods), figsize=(5.2 * len(methods), 7.0), squeeze=False, sharex="col")
+    titles = {"bon": "best-of-n", "rl": "RL (RLOO)", "dpo": "DPO (implicit reward as proxy)"}
+    cmap = plt.get_cmap("viridis")
+    for j, m in enumerate(methods):
+        top, bottom = axes[0, j], axes[1, j]
         sub = df[df["method"] == m]
-        if m in ("rl",) and kl_penalty is not None and "kl_penalty" in sub and np.isclose(sub["kl_penalty"], kl_penalty).any():
+        if m == "rl" and kl_penalty is not None and np.isclose(sub["kl_penalty"], kl_penalty).any():
             sub = sub[np.isclose(sub["kl_penalty"], kl_penalty)]
         key = "kl_penalty" if m == "dpo" else "rm_params"
         groups = sorted(sub[key].dropna().unique())
-        cmap = plt.get_cmap("viridis")
+        law = laws.get(m)
         for i, g in enumerate(groups):
             color = cmap(i / max(1, len(groups) - 1) * 0.9)
             s = sub[sub[key] == g].sort_values("d")
             label = f"beta {g:g}" if m == "dpo" else f"RM {int(g):,}"
-            ax.plot(s["d"], s["gold"], "-o", ms=3, color=color, label=label)
-            ax.plot(s["d"], s["proxy"], "--", color=color, alpha=0.7)
-            law = laws.get(m)
+            top.plot(s["d"], s["gold"], "-o", ms=3, color=color, label=label)
+            bottom.plot(s["d"], s["proxy"], "--o", ms=2, color=color, label=label)
             if law is not None and m != "dpo":
-                xs = np.linspace(0, s["d"].max() * 1.05, 100)
-                ax.plot(xs, law.predict(d=xs, rm_params=np.full_like(xs, g)), ":", color=color, lw=2)
+                hi = s["d"].max() if law.max_d is None else min(s["d"].max(), law.max_d)
+                xs = np.linspace(0, hi, 100)
+                top.plot(xs, law.predict(d=xs, rm_params=np.full_like(xs, g)), ":", color=color, lw=2)
                 pk = law.peak(g)
-                if pk["d_star"][0] is not None and pk["d_star"][0] <= xs[-1]:
-                    ax.plot(pk["d_star"][0], pk["gold_star"][0], "x", color=color, ms=9, mew=2)
-        ax.axhline(0, color="0.6", lw=0.8)
-        ax.set_xlabel("d = sqrt(KL(pi || pi_init))  [nats^1/2]")
-        ax.set_ylabel("reward (relative to the initial policy)")
+                if pk["d_star"][0] is not None and pk["d_star"][0] <= hi:
+                    top.plot(pk["d_star"][0], pk["gold_star"][0], "x", color=color, ms=9, mew=2)
+        gmax = max(float(sub["gold"].max()), 1e-9)
+        if sub["gold"].min() < -3 * gmax:
+            top.set_ylim(-3 * gmax, 1.15 * gmax)
+        for ax in (top, bottom):
+            ax.axhline(0, color="0.6", lw=0.8)
         extra = f", kl_penalty {kl_penalty:g}" if m == "rl" and kl_penalty is not None else ""
-        ax.set_title(f"{titles[m]}{extra}: gold (solid), proxy (dashed)" + (", fit (dotted)" if m in laws else ""),
-                     fontsize=9)
-        ax.legend(fontsize=7)
+        top.set_title(f"{titles[m]}{extra}: gold" + (" (points), fit (dotted)" if law is not None else ""), fontsize=9)
+        bottom.set_title(f"{titles[m]}{extra}: proxy", fontsize=9)
+        top.set_ylabel("gold reward (vs the initial policy)")
+        bottom.set_ylabel("proxy reward (vs the initial policy)")
+        bottom.set_xlabel("d = sqrt(KL(pi || pi_init))  [nats^1/2]")
+        top.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -478,7 +478,7 @@ class Law:
         if hasattr(self, "n_points_"):
             fi = getattr(self, "fit_info_", {})
             loss = fi.get("loss", self.loss)
-            lines.append(f"fitted on {self.n_points_} runs, {loss} loss"
+            lines.append(f"fitted on {self.n_points_} {fi.get('unit', 'runs')}, {loss} loss"
                          + (f" (delta={fi.get('delta', self.delta):g})" if loss == "huber" else "")
                          + f"; objective {self.objective_:.6g}; converged: {'yes' if self.converged_ else 'NO'}")
             if fi.get("n_starts", 1) > 1:

@@ -60,13 +60,14 @@ class GaoLaw(Law):
     nonnegative_inputs = ("d",)
 
     def __init__(self, *, shared_alpha: bool = False, n_ref: float | None = None, score: str = "gold",
-                 kl_penalty: float | None = None, **kwargs):
+                 kl_penalty: float | None = None, max_d: float | None = None, **kwargs):
         kwargs.setdefault("loss", "squared")
         super().__init__(**kwargs)
         self.shared_alpha = shared_alpha
         self.n_ref = n_ref
         self.score = score
         self.kl_penalty = kl_penalty
+        self.max_d = max_d
 
     # ------------------------------------------------------------- the form
     @staticmethod
@@ -183,6 +184,8 @@ class GaoLaw(Law):
     def fit(self, data, *, columns=None, **_ignored) -> "GaoLaw":
         df = self._table(data, columns)
         df = df[df["d"] > 0]  # R(0) = 0 by construction: those rows carry no information
+        if self.max_d is not None:
+            df = df[df["d"] <= self.max_d]
         sizes = np.sort(df["rm_params"].unique())
         free = self._free(len(sizes))
         if len(df) <= free.sum():
@@ -204,7 +207,8 @@ class GaoLaw(Law):
         self.fit_info_ = {"free": [n for n, f in zip(self.param_names(), free) if f], "loss": "squared",
                           "delta": None, "n_starts": 1, "n_pruned": 0, "n_at_best": 1, "start_spread": 0.0,
                           "n_ref": self.n_ref, "rm_sizes": [int(s) for s in sizes],
-                          "bootstrap_over": "prompts" if "prompt" in df.columns else "residuals within RM size"}
+                          "bootstrap_over": "prompts" if "prompt" in df.columns else "residuals within RM size",
+                          "unit": "points", "max_d": self.max_d}
         self.data_range_ = {"d": [float(d.min()), float(d.max())], "rm_params": [float(sizes[0]), float(sizes[-1])]}
         self.bootstrap_theta_ = None
         W = None
@@ -352,7 +356,7 @@ class GaoLaw(Law):
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d["settings"].update({"shared_alpha": self.shared_alpha, "n_ref": self.n_ref, "score": self.score,
-                              "kl_penalty": self.kl_penalty})
+                              "kl_penalty": self.kl_penalty, "max_d": self.max_d})
         return d
 
     def _restore_extra(self, d: Mapping[str, Any]) -> None:
@@ -361,6 +365,7 @@ class GaoLaw(Law):
         self.n_ref = s.get("n_ref", d.get("n_ref"))
         self.score = s.get("score", "gold")
         self.kl_penalty = s.get("kl_penalty")
+        self.max_d = s.get("max_d")
         self.per_size_ = d.get("per_size", [])
 
     @classmethod
@@ -401,7 +406,7 @@ class GaoRL(GaoLaw):
         if beta <= 0:
             return None
         z = alpha / beta - 1
-        return math.exp(z) if z < 700 else None
+        return math.exp(z) if z < 300 else None
 
 
 def backtest_largest(law_cls, data, **settings) -> dict[str, Any]:
