@@ -37,15 +37,16 @@ def config_curve(cfg, at_steps):
     return S1[i], S2[i]
 
 
-def whole_curve(sweep: Path, min_tpp: float = 0.0):
+def whole_curve(sweep: Path, min_tpp: float = 0.0, loss: str = "eval_loss"):
     runs = pd.read_csv(sweep / "runs.csv")
     runs = runs[runs["status"] == "done"]
     curves = pd.read_csv(sweep / "curves.csv")
-    pts = curve_points(curves, runs)
+    pts = curve_points(curves, runs, loss=loss)
     ok = runs[runs["D"] / runs["N"] >= min_tpp]
     big = ok[ok["N"] == ok["N"].max()].sort_values("D").iloc[-1]
     train = pts[pts["N"] < big["N"]]
     test = pts[pts["run"] == big["run_id"]].sort_values("step")
+    early = test[test["step"] <= 0.1 * int(big["steps"])]
     steps, tps = int(big["steps"]), int(big["tokens_per_step"])
     cfg = {"steps": steps, "tokens_per_step": tps, "optimizer": {"lr": float(big["lr"])},
            "schedule": {"type": big["schedule"], "warmup": 0.05, "final_lr_frac": 0.1}}
@@ -59,21 +60,18 @@ def whole_curve(sweep: Path, min_tpp: float = 0.0):
         pred = law.predict(**X)
         lo, hi = law.predict_interval(**X)
         rows.append(("tissue, config only", pred, lo, hi))
-        early = curves[(curves["run_id"] == big["run_id"]) & (curves["step"] < 0.1 * steps)].iloc[::5]
-        e1, e2 = config_curve(cfg, early["step"].to_numpy())
-        extra = pd.DataFrame({"run": big["run_id"], "N": big["N"], "S1": e1, "S2": e2, "loss": early["train_loss"]})
-        law10 = LossCurveLaw(bootstrap=100).fit(pd.concat([train, extra], ignore_index=True))
-        p10 = law10.predict(**X)
-        rows.append(("tissue, + first 10% of steps", p10, *law10.predict_interval(**X)))
+        if len(early):  # the same quantity, from the held-out run's first 10% of steps
+            law10 = LossCurveLaw(bootstrap=100).fit(pd.concat([train, early], ignore_index=True))
+            p10 = law10.predict(**X)
+            rows.append((f"tissue, + first 10% ({len(early)} pts)", p10, *law10.predict_interval(**X)))
         ks = pd.DataFrame({"N": train["N"], "S": train["step"].clip(lower=1), "loss": train["loss"]})
         kap = KaplanSteps(bootstrap=100).fit(ks)
         XS = {"N": X["N"], "S": test["step"].clip(lower=1).to_numpy()}
         rows.append(("kaplan L(N, S), config only", kap.predict(**XS), *kap.predict_interval(**XS)))
     later = test["step"].to_numpy() >= 0.1 * steps
     print(f"\nheld out: N = {big['N']:,.0f}, D = {big['D']:,.0f} ({steps} steps, {big['D'] / big['N']:.0f} tokens/param); "
-          f"fitted on the {train['run'].nunique()} runs of smaller models, "
-          f"{len(train)} eval points")
-    print(f"{'prediction':<32}{'median err':>12}{'max err':>10}{'covered':>9}   (eval points after 10% of steps: {int(later.sum())})")
+          f"fitted on the {train['run'].nunique()} runs of smaller models, {len(train)} {loss} points")
+    print(f"{'prediction':<32}{'median err':>12}{'max err':>10}{'covered':>9}   (points after 10% of steps: {int(later.sum())})")
     for label, p, lo_, hi_ in rows:
         err = np.abs(p - y) / y
         cov = np.mean((y >= lo_) & (y <= hi_))
@@ -94,13 +92,19 @@ def broken_runs(sweep: Path):
     runs = pd.read_csv(sweep / "runs.csv")
     runs = runs[runs["status"] == "done"]
     curves = pd.read_csv(sweep / "curves.csv")
+    laws = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        law = LossCurveLaw(bootstrap=100).fit(curve_points(curves, runs))
+        # the monitor below reads training loss: plan with a law fitted on (smoothed) training loss. A plan
+        # fitted on held-out loss is shown too: on these byte-level runs held-out loss sits ~10% above training
+        # loss (the held-out split is other stdlib files), which a monitor of training loss reads as drift
+        laws["train_loss"] = LossCurveLaw(bootstrap=100).fit(curve_points(curves, runs, loss="train_loss"))
+        laws["eval_loss"] = LossCurveLaw(bootstrap=100).fit(curve_points(curves, runs))
     spec = load_spec(Path(__file__).resolve().parent.parent / "sweeps" / "cpu-chinchilla.yaml")
     cfg = min((c for c in expand(spec) if c["budget"] == 1e12), key=lambda c: abs(c["N"] - 50000))
-    plan = make_plan(law, model={k: cfg[k] for k in ("n_layer", "d_model", "n_head", "family", "vocab_size", "seq_len")},
-                     tokens=cfg["D"], tokens_per_step=cfg["tokens_per_step"], schedule_spec=cfg["schedule"])
+    plans = {k: make_plan(law, model={k: cfg[k] for k in ("n_layer", "d_model", "n_head", "family", "vocab_size", "seq_len")},
+                          tokens=cfg["D"], tokens_per_step=cfg["tokens_per_step"], schedule_spec=cfg["schedule"])
+             for k, law in laws.items()}
     root = Path(tempfile.mkdtemp())
     jobs = []
     for label, f in (("as planned", 1.0), ("lr 10x too high", 10.0), ("lr 10x too low", 0.1)):
@@ -109,24 +113,26 @@ def broken_runs(sweep: Path):
         jobs.append((label, c, str(root / label.replace(" ", "_"))))
     with ProcessPoolExecutor(2) as ex:
         list(ex.map(_train, [(c, d) for _, c, d in jobs]))
-    print(f"\nplanned run: N = {plan['N']:,.0f}, {cfg['steps']} steps of {cfg['tokens_per_step']} tokens; "
-          f"final loss {plan['final_loss']:.4f} [{plan['final_interval'][0]:.4f}, {plan['final_interval'][1]:.4f}]")
-    print(f"{'run':<18}{'final eval':>11}{'first flag':>12}{'of run':>8}  state")
-    for label, c, d in jobs:
-        mon = Monitor(plan)
-        first = None
-        for line in Path(d, "log.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            if "train_loss" not in r:
-                continue
-            st = mon.update(r["step"], r["train_loss"], r["tokens"])
-            if st.off_track and first is None:
-                first = st
-        res = json.loads(Path(d, "result.json").read_text())
-        fl = "-" if first is None else str(first.step)
-        frac = "-" if first is None else f"{100 * first.step / c['steps']:.0f}%"
-        print(f"{label:<18}{res['final_eval_loss'] or float('nan'):>11.4f}{fl:>12}{frac:>8}  "
-              f"{'' if first is None else first.state + ': ' + first.message}")
+    for kind, plan in plans.items():
+        print(f"\nplan fitted on {kind}: N = {plan['N']:,.0f}, {cfg['steps']} steps of {cfg['tokens_per_step']} "
+              f"tokens; final loss {plan['final_loss']:.4f} [{plan['final_interval'][0]:.4f}, {plan['final_interval'][1]:.4f}]; "
+              "monitored: training loss")
+        print(f"{'run':<18}{'final eval':>11}{'first flag':>12}{'of run':>8}  state")
+        for label, c, d in jobs:
+            mon = Monitor(plan)
+            first = None
+            for line in Path(d, "log.jsonl").read_text().splitlines():
+                r = json.loads(line)
+                if "train_loss" not in r:
+                    continue
+                st = mon.update(r["step"], r["train_loss"], r["tokens"])
+                if st.off_track and first is None:
+                    first = st
+            res = json.loads(Path(d, "result.json").read_text())
+            fl = "-" if first is None else str(first.step)
+            frac = "-" if first is None else f"{100 * first.step / c['steps']:.0f}%"
+            print(f"{label:<18}{res['final_eval_loss'] or float('nan'):>11.4f}{fl:>12}{frac:>8}  "
+                  f"{'' if first is None else first.state + ': ' + first.message}")
 
 
 if __name__ == "__main__":
@@ -134,7 +140,8 @@ if __name__ == "__main__":
     ap.add_argument("--sweep", default="data/sweeps/cpu-chinchilla")
     ap.add_argument("--skip-broken", action="store_true")
     a = ap.parse_args()
-    whole_curve(Path(a.sweep))  # the largest model (the sweep trained it on 3 tokens/param only)
-    whole_curve(Path(a.sweep), min_tpp=10)  # the largest model trained on at least 10 tokens/param
+    for loss in ("eval_loss", "train_loss"):
+        whole_curve(Path(a.sweep), loss=loss)  # the largest model (the sweep trained it on 3 tokens/param only)
+        whole_curve(Path(a.sweep), min_tpp=10, loss=loss)  # the largest model trained on >= 10 tokens/param
     if not a.skip_broken:
         broken_runs(Path(a.sweep))

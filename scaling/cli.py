@@ -385,6 +385,24 @@ def cmd_overopt_export(args) -> int:
     return 0
 
 
+def cmd_overopt_backtest(args) -> int:
+    from .laws import backtest_largest, get_law
+
+    kw = dict(bootstrap=args.bootstrap, kl_penalty=args.kl_penalty, max_d=args.max_d)
+    if args.law == "gao-bon":
+        kw.pop("kl_penalty")
+    res = backtest_largest(get_law(args.law), args.data, **kw)
+    res.pop("law")
+    pk, own = res["predicted_peak"], res["fitted_peak"]
+    f = (lambda v: "none" if v is None else f"{v:.3g}")
+    text = (f"{args.law}: fitted on RMs {', '.join(f'{n:,}' for n in res['trained_on'])}; predicting RM "
+            f"{res['rm_params']:,} over {res['n_test']} points: mean abs error {res['mae']:.3g}, max {res['max_abs_error']:.3g}\n"
+            f"  predicted peak: d* {f(pk['d_star'])}, KL* {f(pk['kl_star'])}, gold* {f(pk['gold_star'])}\n"
+            f"  its own fit:    d* {f(own['d_star'])}, KL* {f(own['kl_star'])}, gold* {f(own['gold_star'])}")
+    _emit(res, args.json, text)
+    return 0
+
+
 def cmd_overopt_plot(args) -> int:
     from .data import read_table
     from .laws import Law
@@ -556,6 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--root", default="out/overopt")
     r.set_defaults(func=cmd_overopt_export)
+    r = oosub.add_parser("backtest", help="fit a gao law on the smaller RMs, predict the largest one's curve and peak")
+    r.add_argument("data")
+    r.add_argument("--law", choices=["gao-bon", "gao-rl"], required=True)
+    r.add_argument("--kl-penalty", type=_num, help="gao-rl: runs with this KL penalty only")
+    r.add_argument("--max-d", type=_num, help="fit only points with sqrt(KL) <= this")
+    r.add_argument("--bootstrap", type=int, default=200)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_overopt_backtest)
     r = oosub.add_parser("plot", help="gold and proxy vs sqrt(KL) per RM size, with fitted laws overlaid")
     r.add_argument("data")
     r.add_argument("--fit", action="append", help="a gao-bon or gao-rl fit JSON (repeatable)")

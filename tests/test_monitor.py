@@ -207,3 +207,28 @@ def test_trainer_callback(plan, law):
     for s, v, t in run_log(law, lambda s: 1.0 + 0.004 * s)[:120]:
         cb.on_log(args, SimpleNamespace(global_step=s), control, logs={"loss": v})
     assert any(h.off_track for h in cb.monitor.history)
+
+
+def test_curve_points_smooth_training_loss_into_a_trailing_mean():
+    """Per-step training loss becomes ~40 trailing-mean points per run; held-out loss is kept as logged."""
+    from scaling.laws.curve import curve_points
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(1000)
+    true = 2.0 + 3.0 / np.sqrt(steps + 1)
+    train = true + 0.05 * rng.standard_normal(steps.size)
+    ev = np.where(steps % 100 == 99, true + 0.1, np.nan)
+    curves = pd.DataFrame({"run_id": "r0", "step": steps, "tokens": (steps + 1) * 1024.0, "lr": 1e-3,
+                           "train_loss": train, "eval_loss": ev})
+    runs = pd.DataFrame({"run_id": ["r0"], "N": [1e5]})
+    e = curve_points(curves, runs)
+    assert len(e) == 10 and np.allclose(e["loss"], true[99::100] + 0.1)
+    t = curve_points(curves, runs, loss="train_loss")
+    assert 38 <= len(t) <= 40
+    window = 20  # 2% of 1000 steps
+    for _, r in t.iterrows():
+        i = int(r["step"])
+        assert r["loss"] == pytest.approx(train[i - window + 1:i + 1].mean())
+    # the smoothing removes the step noise: within 0.03 of the truth once the curve flattens
+    late = t[t["step"] > 200]
+    assert np.abs(late["loss"].to_numpy() - true[late["step"].to_numpy()]).max() < 0.03

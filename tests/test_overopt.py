@@ -298,6 +298,9 @@ def test_ci_sweep_results_fit_and_plot_through_the_cli(ci_sweep, tmp_path, capsy
                      "--out", str(tmp_path / "fig.png")]) == 0
     assert (tmp_path / "fig.png").stat().st_size > 10_000
     capsys.readouterr()
+    assert main(["overopt", "backtest", str(csv), "--law", "gao-bon", "--bootstrap", "20", "--json"]) == 0
+    bt = json.loads(capsys.readouterr().out)
+    assert bt["rm_params"] == int(df["rm_params"].max()) and len(bt["trained_on"]) == 2  # the chance RM is left out
     assert main(["overopt", "status", "overopt-ci", "--root", str(root), "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
     assert st["total"] == st["done"] == 19 and st["failed"] == 0
@@ -335,3 +338,36 @@ def test_degenerate_preferences_and_a_killed_sweep(tmp_path):
     for name, mtime in finished.items():  # nothing finished was redone
         assert (cells / name / "result.json").stat().st_mtime_ns == mtime
     assert set(df["method"]) == {"bon", "rl", "dpo"}
+
+
+def test_bradley_terry_labels_with_noise_and_a_saved_policy_directory(tmp_path):
+    """Sampled labels agree with the gold ordering as often as the model says; a save_pretrained policy loads."""
+    torch = pytest.importorskip("torch")
+    from scaling.overopt.cells import _load, _gold, run_cell
+
+    spec = load_spec(CI_YAML)
+    spec = dict(spec, name="bt", preferences=dict(spec["preferences"], labels="bradley-terry", temperature=0.2,
+                                                   label_noise=0.1, pairs=[3000], eval_pairs=300))
+    for stage in ("policy", "data"):
+        run_cell({"id": stage, "stage": stage, "spec": spec}, str(tmp_path))
+    data = _load(tmp_path / "data.pt")
+    gold = _gold(spec)
+    tr = data["train"]
+    gw, gl = gold(tr["chosen"].numpy()), gold(tr["rejected"].numpy())
+    agree = np.mean(gw > gl) + 0.5 * np.mean(gw == gl)
+    p = 1 / (1 + np.exp(-np.abs(gw - gl) / 0.2))
+    expected = np.mean(0.9 * p + 0.1 * (1 - p))  # a tie: p = 0.5, counted as half agreeing
+    se = math.sqrt(expected * (1 - expected) / len(gw))
+    assert abs(agree - expected) < 4 * se + 0.01, (agree, expected)
+    assert 0.6 < agree < 0.95
+    # a policy saved with save_pretrained is used as the initial policy
+    from scaling.overopt import models as M
+
+    model = M.build_policy(32, 16, 1, 2, 25)
+    model.save_pretrained(tmp_path / "hf")
+    other = dict(spec, name="hf", policy=dict(spec["policy"], dir=str(tmp_path / "hf")))
+    res = run_cell({"id": "policy", "stage": "policy", "spec": other}, str(tmp_path / "other"))
+    assert res["policy_params"] == M.n_params(model)
+    bad = dict(other, policy=dict(other["policy"], vocab=64))
+    with pytest.raises(ValueError, match="vocabulary of 32 tokens"):
+        run_cell({"id": "policy", "stage": "policy", "spec": bad}, str(tmp_path / "bad"))

@@ -64,8 +64,16 @@ def test_isoflop_grid_sets_D_from_C():
 
 
 def test_shipped_definitions_are_valid():
+    from scaling.overopt import load_spec as load_overopt
+    from scaling.overopt.spec import cells
+
     for path in (ROOT / "sweeps").glob("*.yaml"):
-        assert expand(load_spec(path)), path
+        if path.name.startswith("overopt-"):
+            assert len(cells(load_overopt(path))) > 2, path
+            with pytest.raises(SpecError, match="scaling overopt run"):
+                load_spec(path)
+        else:
+            assert expand(load_spec(path)), path
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

@@ -76,11 +76,15 @@ class LossCurveLaw(_FunctionLaw):
 
 
 def curve_points(curves: pd.DataFrame, runs: pd.DataFrame, *, loss: str = "eval_loss",
-                 lam: float = 0.999) -> pd.DataFrame:
+                 lam: float = 0.999, points: int = 40) -> pd.DataFrame:
     """Rows (run, N, step, tokens, S1, S2, loss) from a sweep's curves and runs tables.
 
     S1 and S2 come from each run's logged learning rate at every step; rows are the
-    steps where ``loss`` was logged.
+    steps where ``loss`` was logged. Per-step training loss (``loss="train_loss"``)
+    is noisy and logged at every step: it is averaged over a trailing window of 2%
+    of the run (at least 5 steps, the way a monitor's moving average sees it) and
+    kept at about ``points`` steps per run. Fit the quantity you will monitor:
+    held-out and training loss can differ by several percent.
     """
     N = runs.set_index("run_id")["N"]
     out = []
@@ -93,6 +97,11 @@ def curve_points(curves: pd.DataFrame, runs: pd.DataFrame, *, loss: str = "eval_
         s = pd.DataFrame({"step": steps["step"].to_numpy(), "S1": S1, "S2": S2})
         g = g.merge(s, on="step", how="left")
         g[["S1", "S2"]] = g[["S1", "S2"]].ffill()
+        if loss == "train_loss":
+            window = max(5, int(0.02 * len(g)))
+            g = g.assign(train_loss=g["train_loss"].rolling(window, min_periods=window).mean())
+            g = g[g[loss].notna() & g["S1"].notna()]
+            g = g.iloc[np.unique(np.linspace(0, len(g) - 1, min(points, len(g))).astype(int))] if len(g) else g
         g = g[g[loss].notna() & g["S1"].notna()]
         out.append(pd.DataFrame({"run": rid, "N": float(N[rid]), "step": g["step"], "tokens": g["tokens"],
                                  "S1": g["S1"], "S2": g["S2"], "loss": g[loss]}))

@@ -47,10 +47,22 @@ def _save(obj, path: Path) -> None:
 
 
 def _policy(spec, base: Path):
+    """The initial policy: this sweep's, another sweep's directory (policy.pt), or a save_pretrained directory."""
     p = spec["policy"]
+    if p["dir"] and (Path(p["dir"]) / "config.json").exists():
+        import transformers
+
+        model = transformers.AutoModelForCausalLM.from_pretrained(p["dir"])
+        if model.config.vocab_size != p["vocab"]:
+            raise ValueError(f"the policy in {p['dir']} has a vocabulary of {model.config.vocab_size} tokens; the "
+                             f"sweep's language and gold reward use policy.vocab = {p['vocab']}")
+        return model.eval()
+    src = Path(p["dir"]) / "policy.pt" if p["dir"] else base / "policy.pt"
+    if not src.exists():
+        raise FileNotFoundError(f"no initial policy at {src} (policy.dir must hold policy.pt from another "
+                                "overopt sweep, or a save_pretrained directory)")
     model = M.build_policy(p["vocab"], p["d_model"], p["n_layer"], p["n_head"],
                            spec["prompt_len"] + spec["completion_len"] + 1)
-    src = Path(p["dir"]) / "policy.pt" if p["dir"] else base / "policy.pt"
     model.load_state_dict(_load(src)["model"])
     return model.eval()
 

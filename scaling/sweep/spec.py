@@ -80,6 +80,8 @@ def load_spec(source: str | Path | dict) -> dict:
             raw.setdefault("name", path.stem)
     if not isinstance(raw, dict):
         raise SpecError(f"{origin}: a sweep definition is a mapping of keys")
+    if {"reward_models", "gold", "bon", "rl", "dpo"} & set(raw):
+        raise SpecError(f"{origin} defines a reward-model overoptimization sweep: run it with `scaling overopt run`")
     spec = _merge(DEFAULTS, raw)
     _validate(spec)
     return spec
