@@ -239,76 +239,63 @@ def _checkpoint_rows(ev: dict, step: int, extra: dict) -> tuple[dict, list[dict]
     return row, prompt_rows
 
 
-def stage_rl(cell, spec, base: Path) -> dict:
-    import torch
+class _Tuning:
+    """What RL and DPO share: the data, a frozen reference, a trainable copy, and held-out checkpoints."""
 
-    data = _load(base / "data.pt")
-    ref = _policy(spec, base)
+    def __init__(self, cell, spec, base: Path, rm=None, rm_offset: float = 0.0):
+        import torch
+
+        self.cell, self.spec = cell, spec
+        self.data = _load(base / "data.pt")
+        self.ref = _policy(spec, base)
+        torch.manual_seed(cell["seed"])
+        self.pi = copy.deepcopy(self.ref).train()
+        for p_ in self.ref.parameters():
+            p_.requires_grad_(False)
+        self.rm, self.rm_offset = rm, rm_offset
+        self.gold = _gold(spec)
+        self.base_gold = self.data["bank_gold"].mean(axis=1)  # per held-out prompt
+        self.rows, self.prompt_rows = [], []
+
+    def checkpoint(self, step, _opt=None) -> None:
+        self.pi.eval()
+        ev = M.evaluate_policy(self.pi, self.ref, self.rm, self.gold, self.data["eval_prompts"],
+                               self.spec["completion_len"], rm_offset=self.rm_offset, gold_offset=0.0,
+                               seed=1000 + self.cell["seed"], per_prompt=self.spec["rl"]["eval_samples"])
+        self.pi.train()
+        ev["gold"] = ev["gold"] - self.base_gold
+        if self.rm is None:  # DPO: its implicit reward, beta * log(pi / pi0), up to the prompt's constant
+            ev["proxy"] = self.cell["beta"] * ev["kl_sampled"]
+        row, pr = _checkpoint_rows(ev, step, {})
+        self.rows.append(row)
+        self.prompt_rows.extend(pr)
+
+
+def stage_rl(cell, spec, base: Path) -> dict:
     rm, state = _rm(spec, base, cell["rm"])
     info = _rm_info(base, cell["rm"])
-    gold = _gold(spec)
-    base_gold = data["bank_gold"].mean(axis=1)  # per held-out prompt
+    t = _Tuning(cell, spec, base, rm=rm, rm_offset=state["offset"])
     r = spec["rl"]
-    torch.manual_seed(cell["seed"])
-    pi = copy.deepcopy(ref).train()
-    for p_ in ref.parameters():
-        p_.requires_grad_(False)
-    rows, prompt_rows = [], []
-    eval_prompts = data["eval_prompts"]
-
-    def checkpoint(step, _opt=None):
-        pi.eval()
-        ev = M.evaluate_policy(pi, ref, rm, gold, eval_prompts, spec["completion_len"], rm_offset=state["offset"],
-                               gold_offset=0.0, seed=1000 + cell["seed"], per_prompt=r["eval_samples"])
-        pi.train()
-        ev["gold"] = ev["gold"] - base_gold
-        row, pr = _checkpoint_rows(ev, step, {})
-        rows.append(row)
-        prompt_rows.extend(pr)
-
-    checkpoint(0)
-    M.rl(pi, ref, rm, data["train"]["prompts"], spec["completion_len"], steps=r["steps"], kl_coef=cell["kl_penalty"],
-         lr=float(r["lr"]), batch_prompts=r["batch_prompts"], samples_per_prompt=r["samples_per_prompt"],
-         rm_offset=state["offset"], seed=cell["seed"], on_checkpoint=checkpoint, every=r["every"])
+    t.checkpoint(0)
+    M.rl(t.pi, t.ref, rm, t.data["train"]["prompts"], spec["completion_len"], steps=r["steps"],
+         kl_coef=cell["kl_penalty"], lr=float(r["lr"]), batch_prompts=r["batch_prompts"],
+         samples_per_prompt=r["samples_per_prompt"], rm_offset=state["offset"], seed=cell["seed"],
+         on_checkpoint=t.checkpoint, every=r["every"])
     return {"rm": cell["rm"], "kl_penalty": cell["kl_penalty"],
             **{k: info[k] for k in ("rm_params", "rm_data", "rm_accuracy", "rm_n_eval")},
-            "rows": rows, "prompt_rows": prompt_rows}
+            "rows": t.rows, "prompt_rows": t.prompt_rows}
 
 
 def stage_dpo(cell, spec, base: Path) -> dict:
     """DPO on the gold-labelled pairs; 'proxy' is DPO's implicit reward beta * log(pi / pi0) of the samples."""
-    import torch
-
-    data = _load(base / "data.pt")
-    ref = _policy(spec, base)
-    for p_ in ref.parameters():
-        p_.requires_grad_(False)
-    gold = _gold(spec)
-    base_gold = data["bank_gold"].mean(axis=1)
-    tr = data["train"]
+    t = _Tuning(cell, spec, base)
+    tr = t.data["train"]
     n = min(cell["pairs"], len(tr["prompts"]))
     o = spec["dpo"]
-    torch.manual_seed(cell["seed"])
-    pi = copy.deepcopy(ref).train()
-    for p_ in pi.parameters():
-        p_.requires_grad_(True)
-    rows, prompt_rows = [], []
-
-    def checkpoint(step):
-        pi.eval()
-        ev = M.evaluate_policy(pi, ref, None, gold, data["eval_prompts"], spec["completion_len"], rm_offset=0.0,
-                               gold_offset=0.0, seed=1000 + cell["seed"], per_prompt=spec["rl"]["eval_samples"])
-        pi.train()
-        ev["gold"] = ev["gold"] - base_gold
-        ev["proxy"] = cell["beta"] * ev["kl_sampled"]  # implicit reward, up to the prompt's constant
-        row, pr = _checkpoint_rows(ev, step, {})
-        rows.append(row)
-        prompt_rows.extend(pr)
-
-    checkpoint(0)
-    M.dpo(pi, ref, tr["prompts"][:n], tr["chosen"][:n], tr["rejected"][:n], beta=cell["beta"], lr=float(o["lr"]),
-          batch=o["batch"], epochs=o["epochs"], seed=cell["seed"], on_checkpoint=checkpoint, every=o["every"])
-    return {"beta": cell["beta"], "rm_data": n, "rows": rows, "prompt_rows": prompt_rows}
+    t.checkpoint(0)
+    M.dpo(t.pi, t.ref, tr["prompts"][:n], tr["chosen"][:n], tr["rejected"][:n], beta=cell["beta"], lr=float(o["lr"]),
+          batch=o["batch"], epochs=o["epochs"], seed=cell["seed"], on_checkpoint=t.checkpoint, every=o["every"])
+    return {"beta": cell["beta"], "rm_data": n, "rows": t.rows, "prompt_rows": t.prompt_rows}
 
 
 STAGES = {"policy": stage_policy, "data": stage_data, "rm": stage_rm, "bon": stage_bon, "rl": stage_rl,

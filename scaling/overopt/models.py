@@ -73,6 +73,17 @@ def n_params(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+def _update(model, opt, loss, progress: Callable[[int], None] | None = None, n: int = 1) -> None:
+    """Backward, clip the gradient norm at 1, step, clear; report ``n`` units of progress."""
+    torch = _torch()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if progress:
+        progress(n)
+
+
 def pretrain(model, tokens: np.ndarray, *, steps: int, batch: int, seq_len: int, lr: float, seed: int,
              progress: Callable[[int], None] | None = None) -> float:
     """Next-token training of the initial policy; returns the last loss."""
@@ -90,12 +101,7 @@ def pretrain(model, tokens: np.ndarray, *, steps: int, batch: int, seq_len: int,
         x = torch.from_numpy(np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int64))
         logits = model(input_ids=x[:, :-1], use_cache=False).logits
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if progress:
-            progress(1)
+        _update(model, opt, loss, progress)
     return float(loss.detach())
 
 
@@ -173,13 +179,8 @@ def train_reward_model(rm, prompts, chosen, rejected, *, lr: float, batch: int, 
         x_l = torch.cat([prompts[idx], rejected[idx]], 1)
         r = rm(input_ids=torch.cat([x_w, x_l])).logits[:, 0]
         loss = -F.logsigmoid(r[:len(idx)] - r[len(idx):]).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
         total += float(loss.detach()) * len(idx)
-        if progress:
-            progress(len(idx))
+        _update(rm, opt, loss, progress, len(idx))
     return total / len(order)
 
 
@@ -229,13 +230,7 @@ def rl(policy, ref, rm, prompts, length: int, *, steps: int, kl_coef: float, lr:
             r = torch.from_numpy(score(rm, P, y) - rm_offset).float() - kl_coef * (lp.detach() - lp0)
             r = r.view(batch_prompts, k)
             adv = (r - (r.sum(1, keepdim=True) - r) / (k - 1)).view(-1)
-        loss = -(adv * lp).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if progress:
-            progress(1)
+        _update(policy, opt, -(adv * lp).mean(), progress)
         if (step + 1) % every == 0:
             on_checkpoint(step + 1, opt)
     return opt
@@ -259,14 +254,8 @@ def dpo(policy, ref, prompts, chosen, rejected, *, beta: float, lr: float, batch
             idx = order[i:i + batch]
             lw = token_logprobs(policy, prompts[idx], chosen[idx]).sum(-1)
             ll = token_logprobs(policy, prompts[idx], rejected[idx]).sum(-1)
-            loss = -F.logsigmoid(beta * ((lw - ref_w[idx]) - (ll - ref_l[idx]))).mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            _update(policy, opt, -F.logsigmoid(beta * ((lw - ref_w[idx]) - (ll - ref_l[idx]))).mean(), progress)
             step += 1
-            if progress:
-                progress(1)
             if step % every == 0:
                 on_checkpoint(step)
     return step

@@ -10,12 +10,9 @@ trains.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..sweep.spec import SpecError, _merge
+from ..sweep.spec import SpecError, _merge, read_definition
 
 
 class OveroptSpecError(SpecError):
@@ -47,24 +44,8 @@ METHODS = ("bon", "rl", "dpo")
 
 
 def load_spec(definition) -> dict:
-    """A validated spec from a YAML path, YAML text or a dict."""
-    if isinstance(definition, dict):
-        raw = definition
-    else:
-        p = Path(str(definition))
-        if p.suffix in (".yaml", ".yml") or p.exists():
-            if not p.exists():
-                raise OveroptSpecError(f"no such sweep definition: {p}")
-            try:
-                raw = yaml.safe_load(p.read_text())
-            except yaml.YAMLError as exc:
-                raise OveroptSpecError(f"{p} is not valid YAML: {exc}") from None
-            if isinstance(raw, dict):
-                raw.setdefault("name", p.stem)
-        else:
-            raw = yaml.safe_load(str(definition))
-    if not isinstance(raw, dict):
-        raise OveroptSpecError("an overoptimization sweep definition is a YAML mapping (name:, policy:, ...)")
+    """A validated spec from a YAML path or a dict."""
+    raw, _ = read_definition(definition, OveroptSpecError)
     try:
         spec = _merge(DEFAULTS, raw)
     except OveroptSpecError:

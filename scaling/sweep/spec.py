@@ -63,23 +63,30 @@ def _merge(base: dict, override: dict, path: str = "") -> dict:
     return out
 
 
-def load_spec(source: str | Path | dict) -> dict:
-    """Read and validate a sweep definition (path to YAML, or a dict)."""
+def read_definition(source: str | Path | dict, error=None) -> tuple[dict, str]:
+    """(raw mapping, where it came from) from a YAML path or a dict; the name defaults to the file's stem."""
+    error = error or SpecError
     if isinstance(source, dict):
-        raw, origin = source, "<dict>"
+        raw, origin = dict(source), "<dict>"
     else:
         path = Path(source)
         if not path.exists():
-            raise SpecError(f"no such sweep file: {path}")
+            raise error(f"no such sweep file: {path}")
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise SpecError(f"{path} is not valid YAML: {exc}") from None
+            raise error(f"{path} is not valid YAML: {exc}") from None
         origin = str(path)
         if isinstance(raw, dict):
             raw.setdefault("name", path.stem)
     if not isinstance(raw, dict):
-        raise SpecError(f"{origin}: a sweep definition is a mapping of keys")
+        raise error(f"{origin}: a sweep definition is a mapping of keys")
+    return raw, origin
+
+
+def load_spec(source: str | Path | dict) -> dict:
+    """Read and validate a sweep definition (path to YAML, or a dict)."""
+    raw, origin = read_definition(source)
     if {"reward_models", "gold", "bon", "rl", "dpo"} & set(raw):
         raise SpecError(f"{origin} defines a reward-model overoptimization sweep: run it with `scaling overopt run`")
     spec = _merge(DEFAULTS, raw)
