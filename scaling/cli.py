@@ -436,6 +436,22 @@ def cmd_quickstart(args) -> int:
 
 
 # ------------------------------------------------------------------ parser
+def _run_and_status(sub, unit: str, root: str, run_fn, status_fn, status_help: str):
+    """`run DEFINITION` and `status NAME` subcommands of a sweep kind; returns the run parser."""
+    r = sub.add_parser("run", help="run (or resume) the sweep of a YAML definition")
+    r.add_argument("definition")
+    r.add_argument("--executor", default="local", help="local (default) or submitit")
+    r.add_argument("--workers", type=int, help=f"parallel {unit} (default: one per core, or per GPU)")
+    r.add_argument("--root", default=root, help="where the sweep's store and working directories live")
+    r.set_defaults(func=run_fn)
+    st = sub.add_parser("status", help=status_help)
+    st.add_argument("name")
+    st.add_argument("--root", default=root)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=status_fn)
+    return r
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scaling", description="Scaling laws for language models: fit, predict, allocate, plot.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -536,17 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="train families of models: run, status, export")
     swsub = sw.add_subparsers(dest="sweep_command", required=True)
-    r = swsub.add_parser("run", help="run (or resume) a sweep from its YAML definition")
-    r.add_argument("definition")
-    r.add_argument("--executor", default="local", help="local (default) or submitit")
-    r.add_argument("--workers", type=int, help="parallel runs (default: one per core, or per GPU)")
-    r.add_argument("--root", default="out/sweeps", help="where sweep stores and run directories live")
-    r.set_defaults(func=cmd_sweep_run)
-    stp = swsub.add_parser("status", help="done, running, failed, remaining, ETA")
-    stp.add_argument("name")
-    stp.add_argument("--root", default="out/sweeps")
-    stp.add_argument("--json", action="store_true")
-    stp.set_defaults(func=cmd_sweep_status)
+    _run_and_status(swsub, "runs", "out/sweeps", cmd_sweep_run, cmd_sweep_status,
+                    "done, running, failed, remaining, ETA")
     exp = swsub.add_parser("export", help="write the runs table (and curves) as CSV or Parquet")
     exp.add_argument("name")
     exp.add_argument("--out", required=True)
@@ -556,19 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     oo = sub.add_parser("overopt", help="reward-model overoptimization sweeps (Gao et al. 2022)")
     oosub = oo.add_subparsers(dest="overopt_cmd", required=True)
-    r = oosub.add_parser("run", help="run (or resume) an overoptimization sweep from its YAML definition")
-    r.add_argument("definition")
-    r.add_argument("--executor", default="local", help="local (default) or submitit")
-    r.add_argument("--workers", type=int, help="parallel cells (default: one per core, or per GPU)")
-    r.add_argument("--root", default="out/overopt")
+    r = _run_and_status(oosub, "cells", "out/overopt", cmd_overopt_run, cmd_overopt_status,
+                        "cells done, running, pending, failed, by stage")
     r.add_argument("--out", help="also write the results CSV here (and NAME-prompts.csv beside it)")
     r.add_argument("--json", action="store_true")
-    r.set_defaults(func=cmd_overopt_run)
-    r = oosub.add_parser("status", help="cells done, running, pending, failed, by stage")
-    r.add_argument("name")
-    r.add_argument("--root", default="out/overopt")
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(func=cmd_overopt_status)
     r = oosub.add_parser("export", help="write the results CSV (and the per-prompt CSV beside it)")
     r.add_argument("name")
     r.add_argument("--out", required=True)
