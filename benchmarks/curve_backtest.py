@@ -139,8 +139,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", default="data/sweeps/cpu-chinchilla")
     ap.add_argument("--skip-broken", action="store_true")
+    ap.add_argument("--skip-whole", action="store_true")
     a = ap.parse_args()
-    for loss in ("eval_loss", "train_loss"):
+    for loss in () if a.skip_whole else ("eval_loss", "train_loss"):
         whole_curve(Path(a.sweep), loss=loss)  # the largest model (the sweep trained it on 3 tokens/param only)
         whole_curve(Path(a.sweep), min_tpp=10, loss=loss)  # the largest model trained on >= 10 tokens/param
     if not a.skip_broken:

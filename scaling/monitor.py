@@ -50,7 +50,8 @@ class Monitor:
     A run is flagged ``drift`` after ``consecutive`` points in a row outside the band,
     ``diverged`` on a NaN/inf loss, ``spike`` when a point exceeds ``spike`` times the
     expected loss, and ``flat`` when, over the last ``flat_window`` of the planned
-    tokens, it gained less than a quarter of the improvement the plan expected.
+    tokens, it gained less than a quarter of the improvement the plan expected (and the
+    shortfall exceeds three standard deviations of the moving average's batch noise).
     """
 
     plan: dict
@@ -70,6 +71,7 @@ class Monitor:
         span = self.smooth if self.smooth is not None else max(1.0, 0.01 * self.plan.get("steps", 100))
         self._alpha = 2.0 / (span + 1.0)
         self._ema = None
+        self._noise2 = None
 
     def expected(self, tokens: float) -> tuple[float, float, float] | None:
         lt = math.log(tokens)
@@ -84,6 +86,7 @@ class Monitor:
             self.history = [h for h in self.history if h.step < step]
             self.n_out = 0
             self._ema = None
+            self._noise2 = None
         self.last_step = step
         tokens = float(tokens) if tokens is not None and np.isfinite(tokens) else float(step) * self.plan["tokens_per_step"]
         if not np.isfinite(loss):
@@ -105,6 +108,9 @@ class Monitor:
         if self._ema is None:
             self._ema, self._ema_exp = raw, mean
         else:
+            # batch noise of the raw losses (relative to the trend), for judging a "flat" stretch
+            r2 = ((raw - self._ema) - (mean - self._ema_exp)) ** 2
+            self._noise2 = r2 if self._noise2 is None else self._noise2 + 0.05 * (r2 - self._noise2)
             self._ema += self._alpha * (raw - self._ema)
             self._ema_exp += self._alpha * (mean - self._ema_exp)
         loss = self._ema * mean / self._ema_exp
@@ -128,15 +134,23 @@ class Monitor:
         return st
 
     def _flat(self, tokens: float, loss: float) -> str | None:
+        """Compare the mean over the start of the last ``flat_window`` with the mean over its last tenth."""
         window = self.flat_window * self.plan["tokens"]
-        past = [h for h in self.history if h.expected is not None and tokens - window <= h.tokens < tokens - 0.5 * window]
+        seen = [h for h in self.history if h.expected is not None and h.smoothed is not None]
+        past = [h for h in seen if tokens - window <= h.tokens < tokens - 0.5 * window]
+        recent = [h for h in seen if h.tokens >= tokens - 0.1 * window]
         if not past or tokens < 2 * window:
             return None
-        h = past[0]
-        expected_gain = h.expected - self.expected(tokens)[0]
-        actual_gain = getattr(h, "smoothed", h.loss) - loss
-        if expected_gain > 0 and actual_gain < 0.25 * expected_gain:
-            return (f"loss flat: improved {actual_gain:+.4f} since step {h.step}, the plan expected "
+        exp_now = self.expected(tokens)[0]
+        expected_gain = np.mean([h.expected for h in past]) - np.mean([h.expected for h in recent] + [exp_now])
+        actual_gain = np.mean([h.smoothed for h in past]) - np.mean([h.smoothed for h in recent] + [loss])
+        # averages of moving averages still carry batch noise: a shortfall within three standard
+        # deviations of it (taken, conservatively, as that of two single moving-average values) is not
+        # evidence of a flat run
+        sd_ema = math.sqrt(self._noise2 or 0.0) * math.sqrt(self._alpha / (2.0 - self._alpha))
+        significant = expected_gain - actual_gain > 3.0 * math.sqrt(2.0) * sd_ema
+        if expected_gain > 0 and actual_gain < 0.25 * expected_gain and significant:
+            return (f"loss flat: improved {actual_gain:+.4f} since step {past[0].step}, the plan expected "
                     f"{expected_gain:.4f}")
         return None
 

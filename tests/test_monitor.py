@@ -232,3 +232,18 @@ def test_curve_points_smooth_training_loss_into_a_trailing_mean():
     # the smoothing removes the step noise: within 0.03 of the truth once the curve flattens
     late = t[t["step"] > 200]
     assert np.abs(late["loss"].to_numpy() - true[late["step"].to_numpy()]).max() < 0.03
+
+
+def test_batch_noise_is_not_read_as_a_flat_run(law, plan):
+    """With 3% batch noise a healthy run is not called flat; a stuck one with the same noise still is."""
+    for seed in range(5):
+        mon = Monitor(plan)
+        states = [mon.update(s, v, t).state for s, v, t in run_log(law, noise=0.03, seed=seed)]
+        assert "flat" not in states, seed
+    log = run_log(law, noise=0.03, seed=1)
+    stuck = np.mean([v for _, v, _ in log[55:65]])
+    rng = np.random.default_rng(9)
+    mon = Monitor(plan)
+    states = [mon.update(s, v if s < 60 else stuck * float(np.exp(0.03 * rng.standard_normal())), t).state
+              for s, v, t in log]
+    assert "flat" in states or "drift" in states
