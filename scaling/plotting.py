@@ -200,6 +200,14 @@ def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, 
     (default: no penalty). Gold axes stop at three times the highest gold below
     zero, so a collapse does not flatten the rise and fall.
     """
+    from .errors import DataError
+
+    missing = [c for c in ("method", "gold", "proxy") if c not in data.columns]
+    if "d" not in data.columns and "kl" not in data.columns:
+        missing.append("d (or kl)")
+    if missing:
+        raise DataError(f"an overoptimization table needs columns method, d (or kl), gold, proxy and rm_params; "
+                        f"missing {missing} (export one with `scaling overopt export`)")
     plt = _plt()
     laws = laws or {}
     df = data.copy()

@@ -371,3 +371,18 @@ def test_bradley_terry_labels_with_noise_and_a_saved_policy_directory(tmp_path):
     bad = dict(other, policy=dict(other["policy"], vocab=64))
     with pytest.raises(ValueError, match="vocabulary of 32 tokens"):
         run_cell({"id": "policy", "stage": "policy", "spec": bad}, str(tmp_path / "bad"))
+
+
+def test_overopt_cli_bad_input_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbon: {samples: 10, n: [1, 50]}\n")
+    assert main(["overopt", "run", str(bad), "--root", str(tmp_path)]) == 2
+    assert "bon.n must lie in [1, bon.samples=10]" in capsys.readouterr().err
+    assert main(["sweep", "run", str(CI_YAML), "--root", str(tmp_path)]) == 2
+    assert "run it with `scaling overopt run`" in capsys.readouterr().err
+    table = tmp_path / "runs.csv"
+    table.write_text("N,D,loss\n1e6,1e8,3.0\n")
+    assert main(["overopt", "plot", str(table), "--out", str(tmp_path / "x.png")]) == 2
+    assert "missing ['method', 'gold', 'proxy', 'd (or kl)']" in capsys.readouterr().err
+    assert main(["overopt", "status", "nosuch", "--root", str(tmp_path)]) == 2
+    assert "no overoptimization sweep named 'nosuch'" in capsys.readouterr().err
