@@ -75,9 +75,11 @@ def cmd_fit(args) -> int:
                   fixed=args.fix or None, prune=not args.no_prune)
     if args.law in ("gao-bon", "gao-rl"):
         kwargs.pop("loss")  # linear least squares
-        kwargs.update(shared_alpha=args.shared_alpha, kl_penalty=args.kl_penalty, score=args.score, max_d=args.max_d)
-    elif args.shared_alpha or args.kl_penalty is not None or args.score != "gold" or args.max_d is not None:
-        raise ScalingError("--shared-alpha, --kl-penalty, --max-d and --score apply to --law gao-bon / gao-rl")
+        kwargs.update(shared_alpha=args.shared_alpha, kl_penalty=args.kl_penalty, score=args.score, max_d=args.max_d,
+                      rm_data=args.rm_data)
+    elif (args.shared_alpha or args.kl_penalty is not None or args.score != "gold" or args.max_d is not None
+          or args.rm_data is not None):
+        raise ScalingError("--shared-alpha, --kl-penalty, --max-d, --rm-data and --score apply to --law gao-bon / gao-rl")
     if args.tie_exponents:
         if args.law != "chinchilla":
             raise ScalingError("--tie-exponents applies to --law chinchilla")
@@ -360,8 +362,9 @@ def cmd_overopt_run(args) -> int:
 def _write_overopt(df, per_prompt, out) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
-    per_prompt.to_csv(out.with_name(out.stem + "-prompts" + out.suffix), index=False)
+    df.to_csv(out, index=False, float_format="%.8g")
+    # one row per prompt and point: large, so compressed (read_table and pandas read it as is)
+    per_prompt.to_csv(out.with_name(out.stem + "-prompts.csv.gz"), index=False, float_format="%.6g")
 
 
 def cmd_overopt_status(args) -> int:
@@ -388,7 +391,7 @@ def cmd_overopt_export(args) -> int:
 def cmd_overopt_backtest(args) -> int:
     from .laws import backtest_largest, get_law
 
-    kw = dict(bootstrap=args.bootstrap, kl_penalty=args.kl_penalty, max_d=args.max_d)
+    kw = dict(bootstrap=args.bootstrap, kl_penalty=args.kl_penalty, max_d=args.max_d, rm_data=args.rm_data)
     if args.law == "gao-bon":
         kw.pop("kl_penalty")
     res = backtest_largest(get_law(args.law), args.data, **kw)
@@ -414,7 +417,7 @@ def cmd_overopt_plot(args) -> int:
         if law.name not in ("gao-bon", "gao-rl"):
             raise ScalingError(f"{f} is a {law.name} fit; overlay gao-bon or gao-rl fits")
         laws[law.method] = law
-    fig = plot_overopt(read_table(args.data), laws, kl_penalty=args.kl_penalty)
+    fig = plot_overopt(read_table(args.data), laws, kl_penalty=args.kl_penalty, rm_data=args.rm_data)
     print(f"wrote {save(fig, args.out)}")
     return 0
 
@@ -477,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--kl-penalty", type=_num, help="--law gao-rl: fit only the runs with this KL penalty")
     f.add_argument("--score", choices=["gold", "proxy"], default="gold", help="--law gao-*: which reward to fit")
     f.add_argument("--max-d", type=_num, help="--law gao-*: fit only points with sqrt(KL) <= this")
+    f.add_argument("--rm-data", type=_num, help="--law gao-*: reward models trained on this many pairs")
     f.add_argument("--out", help="write the fit (with bootstrap samples) to this JSON file")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fit)
@@ -565,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     oosub = oo.add_subparsers(dest="overopt_cmd", required=True)
     r = _run_and_status(oosub, "cells", "out/overopt", cmd_overopt_run, cmd_overopt_status,
                         "cells done, running, pending, failed, by stage")
-    r.add_argument("--out", help="also write the results CSV here (and NAME-prompts.csv beside it)")
+    r.add_argument("--out", help="also write the results CSV here (and NAME-prompts.csv.gz beside it)")
     r.add_argument("--json", action="store_true")
     r = oosub.add_parser("export", help="write the results CSV (and the per-prompt CSV beside it)")
     r.add_argument("name")
@@ -577,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--law", choices=["gao-bon", "gao-rl"], required=True)
     r.add_argument("--kl-penalty", type=_num, help="gao-rl: runs with this KL penalty only")
     r.add_argument("--max-d", type=_num, help="fit only points with sqrt(KL) <= this")
+    r.add_argument("--rm-data", type=_num, help="reward models trained on this many pairs")
     r.add_argument("--bootstrap", type=int, default=200)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_overopt_backtest)
@@ -584,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("data")
     r.add_argument("--fit", action="append", help="a gao-bon or gao-rl fit JSON (repeatable)")
     r.add_argument("--kl-penalty", type=_num, default=0.0, help="RL runs to show (default 0)")
+    r.add_argument("--rm-data", type=_num, help="reward models trained on this many pairs (default: the most)")
     r.add_argument("--out", required=True)
     r.set_defaults(func=cmd_overopt_plot)
 

@@ -54,6 +54,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"no such file: {path}")
     suffix = path.suffix.lower()
+    if suffix == ".gz":  # name.csv.gz and the like: pandas decompresses
+        suffix = Path(path.stem).suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
             try:

@@ -191,13 +191,15 @@ def save(fig, path: str | Path, dpi: int = 120) -> Path:
     return path
 
 
-def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, kl_penalty: float | None = 0.0):
+def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, kl_penalty: float | None = 0.0,
+                 rm_data: float | None = None):
     """Gao et al. Figure 1: gold (top row) and proxy (bottom row) reward against sqrt(KL), a colour per RM size.
 
     ``data`` is an exported overoptimization table; ``laws`` maps a method ("bon",
     "rl") to a fitted gao law, whose curves (dotted, over the range it was fitted
     on) and peaks (x) are overlaid. RL panels show the runs with ``kl_penalty``
-    (default: no penalty). Gold axes stop at three times the highest gold below
+    (default: no penalty) and every panel the reward models (or DPO runs) trained on
+    ``rm_data`` preference pairs (default: the most). Gold axes stop at three times the highest gold below
     zero, so a collapse does not flatten the rise and fall.
     """
     from .errors import DataError
@@ -213,6 +215,11 @@ def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, 
     df = data.copy()
     if "d" not in df.columns:
         df["d"] = np.sqrt(df["kl"].where(df["kl"] >= 0))
+    if "rm_data" in df.columns and df["rm_data"].notna().any():
+        pick = df["rm_data"].max() if rm_data is None else rm_data
+        df = df[np.isclose(df["rm_data"].astype(float), pick)]
+        if df.empty:
+            raise DataError(f"no rows with rm_data == {pick:g}")
     methods = [m for m in (methods or ("bon", "rl", "dpo")) if m in set(df["method"])]
     if not methods:
         raise ValueError("no bon, rl or dpo rows to plot")

@@ -224,6 +224,23 @@ def test_gao_bad_input_is_explained():
         GaoBoN(bootstrap=0).fit(df.drop(columns=["kl"]))
     with pytest.raises(DataError, match="needs more runs"):
         GaoBoN(bootstrap=0).fit(df.iloc[:2])
+    # reward models trained on different amounts of data are not one family: pick one
+    two = pd.concat([df.assign(rm_data=12000), df.assign(rm_data=48000, gold=df["gold"] * 2)], ignore_index=True)
+    with pytest.raises(DataError, match="mixes reward models trained on \\[12000, 48000\\].*--rm-data"):
+        GaoBoN(bootstrap=0).fit(two)
+    law12 = GaoBoN(bootstrap=0, rm_data=12000).fit(two)
+    law48 = GaoBoN(bootstrap=0, rm_data=48000).fit(two)
+    assert law48.params_["alpha"] == pytest.approx(2 * law12.params_["alpha"])
+
+
+def test_a_sweep_may_gain_data_sizes_but_not_change_its_data():
+    from scaling.overopt.runner import _core
+
+    spec = load_spec(CI_YAML)
+    more = dict(spec, preferences=dict(spec["preferences"], pairs=[500, 1500]))
+    assert _core(more) == _core(spec)
+    other = dict(spec, preferences=dict(spec["preferences"], pairs=[3000]))
+    assert _core(other) != _core(spec)
 
 
 # ------------------------------------------------------------------------ the sweep
@@ -281,7 +298,11 @@ def test_ci_sweep_results_fit_and_plot_through_the_cli(ci_sweep, tmp_path, capsy
     root, df, _ = ci_sweep
     csv = tmp_path / "overopt-ci.csv"
     assert main(["overopt", "export", "overopt-ci", "--root", str(root), "--out", str(csv)]) == 0
-    assert (tmp_path / "overopt-ci-prompts.csv").exists()
+    assert (tmp_path / "overopt-ci-prompts.csv.gz").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", str(tmp_path / "overopt-ci-prompts.csv.gz"), "--law", "gao-bon", "--bootstrap", "20"]) == 0
+    assert "resamples over prompts" in capsys.readouterr().out
     capsys.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -386,3 +407,31 @@ def test_overopt_cli_bad_input_is_one_line(tmp_path, capsys):
     assert "missing ['method', 'gold', 'proxy', 'd (or kl)']" in capsys.readouterr().err
     assert main(["overopt", "status", "nosuch", "--root", str(tmp_path)]) == 2
     assert "no overoptimization sweep named 'nosuch'" in capsys.readouterr().err
+
+
+def test_shipped_sweep_shows_what_the_readme_says():
+    """data/overopt/overopt-cpu.csv: proxy keeps rising, gold peaks and falls; the largest RM peaks later and higher."""
+    df = pd.read_csv(ROOT / "data" / "overopt" / "overopt-cpu.csv")
+    for c in ("method", "rm_params", "rm_data", "kl_penalty", "step", "n", "kl", "d", "gold", "proxy", "seed"):
+        assert c in df.columns
+    bon = df[(df["method"] == "bon") & (df["rm_data"] == 48000)]
+    sizes = sorted(bon["rm_params"].unique())
+    assert len(sizes) >= 4 and sizes[-1] / sizes[0] >= 30
+    curves = {N: bon[bon["rm_params"] == N].sort_values("n") for N in sizes}
+    for c in curves.values():
+        assert np.all(np.diff(c["proxy"]) > 0)
+    small, big = curves[sizes[0]], curves[sizes[-1]]
+    i_small, i_big = small["gold"].idxmax(), big["gold"].idxmax()
+    n_peak = small.loc[i_small, "n"]
+    assert n_peak < small["n"].max()  # an interior peak
+    # the fall after it is real: paired over prompts, best-of-1000 is more than 2 standard errors below the peak
+    pp = pd.read_csv(ROOT / "data" / "overopt" / "overopt-cpu-prompts.csv.gz")
+    pp = pp[(pp["method"] == "bon") & (pp["rm_data"] == 48000) & (pp["rm_params"] == sizes[0])]
+    per = pp.pivot_table(index="prompt", columns="n", values="gold")
+    drop = per[n_peak] - per[per.columns.max()]
+    assert drop.mean() > 2 * drop.std(ddof=1) / math.sqrt(len(drop)), (drop.mean(), drop.std(ddof=1), len(drop))
+    assert big.loc[i_big, "n"] > n_peak and big.loc[i_big, "gold"] > small.loc[i_small, "gold"]
+    rl = df[(df["method"] == "rl") & (df["kl_penalty"] == 0) & (df["rm_data"] == 48000)]
+    for N in sizes:
+        c = rl[rl["rm_params"] == N].sort_values("step")
+        assert c["gold"].max() > 0.2 and c["gold"].iloc[-1] < 0 < c["proxy"].iloc[-1]

@@ -60,7 +60,8 @@ class GaoLaw(Law):
     nonnegative_inputs = ("d",)
 
     def __init__(self, *, shared_alpha: bool = False, n_ref: float | None = None, score: str = "gold",
-                 kl_penalty: float | None = None, max_d: float | None = None, **kwargs):
+                 kl_penalty: float | None = None, max_d: float | None = None, rm_data: float | None = None,
+                 **kwargs):
         kwargs.setdefault("loss", "squared")
         super().__init__(**kwargs)
         self.shared_alpha = shared_alpha
@@ -68,6 +69,7 @@ class GaoLaw(Law):
         self.score = score
         self.kl_penalty = kl_penalty
         self.max_d = max_d
+        self.rm_data = rm_data
 
     # ------------------------------------------------------------- the form
     @staticmethod
@@ -104,6 +106,15 @@ class GaoLaw(Law):
             df = df[np.isclose(df["kl_penalty"].astype(float), self.kl_penalty)]
             if df.empty:
                 raise DataError(f"no {self.method} rows with kl_penalty == {self.kl_penalty}")
+        if "rm_data" in df.columns and df["rm_data"].nunique() > 1:
+            sizes = sorted(int(v) for v in df["rm_data"].unique())
+            if self.rm_data is None:
+                raise DataError(f"{self.name}: the data mixes reward models trained on {sizes} preference pairs; "
+                                "fit one training-set size at a time (rm_data=..., the CLI's --rm-data)")
+        if self.rm_data is not None and "rm_data" in df.columns:
+            df = df[np.isclose(df["rm_data"].astype(float), self.rm_data)]
+            if df.empty:
+                raise DataError(f"no {self.method} rows with rm_data == {self.rm_data:g}")
         if "d" not in df.columns:
             if "kl" not in df.columns:
                 raise DataError(f"{self.name}: missing column 'd' (sqrt of the KL from the initial policy) "
@@ -356,7 +367,7 @@ class GaoLaw(Law):
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d["settings"].update({"shared_alpha": self.shared_alpha, "n_ref": self.n_ref, "score": self.score,
-                              "kl_penalty": self.kl_penalty, "max_d": self.max_d})
+                              "kl_penalty": self.kl_penalty, "max_d": self.max_d, "rm_data": self.rm_data})
         return d
 
     def _restore_extra(self, d: Mapping[str, Any]) -> None:
@@ -366,6 +377,7 @@ class GaoLaw(Law):
         self.score = s.get("score", "gold")
         self.kl_penalty = s.get("kl_penalty")
         self.max_d = s.get("max_d")
+        self.rm_data = s.get("rm_data")
         self.per_size_ = d.get("per_size", [])
 
     @classmethod

@@ -32,6 +32,24 @@ def _gold(spec):
     return get_gold(g.pop("name"), vocab=spec["policy"]["vocab"], **g)
 
 
+def _device():
+    """One GPU per worker when present (the executors set CUDA_VISIBLE_DEVICES), else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _to(obj, device):
+    """Tensors in (nested) dicts moved to ``device``."""
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj.to(device) if hasattr(obj, "to") and hasattr(obj, "device") else obj
+
+
+def _cpu_state(model) -> dict:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def _load(path: Path):
     import torch
 
@@ -56,7 +74,7 @@ def _policy(spec, base: Path):
         if model.config.vocab_size != p["vocab"]:
             raise ValueError(f"the policy in {p['dir']} has a vocabulary of {model.config.vocab_size} tokens; the "
                              f"sweep's language and gold reward use policy.vocab = {p['vocab']}")
-        return model.eval()
+        return model.to(_device()).eval()
     src = Path(p["dir"]) / "policy.pt" if p["dir"] else base / "policy.pt"
     if not src.exists():
         raise FileNotFoundError(f"no initial policy at {src} (policy.dir must hold policy.pt from another "
@@ -64,7 +82,7 @@ def _policy(spec, base: Path):
     model = M.build_policy(p["vocab"], p["d_model"], p["n_layer"], p["n_head"],
                            spec["prompt_len"] + spec["completion_len"] + 1)
     model.load_state_dict(_load(src)["model"])
-    return model.eval()
+    return model.to(_device()).eval()
 
 
 def _rm(spec, base: Path, rid: str, shape=None):
@@ -72,7 +90,7 @@ def _rm(spec, base: Path, rid: str, shape=None):
     shape = state["shape"]
     model = M.build_reward_model(spec["policy"]["vocab"], *shape, spec["prompt_len"] + spec["completion_len"] + 1)
     model.load_state_dict(state["model"])
-    return model.eval(), state
+    return model.to(_device()).eval(), state
 
 
 def run_cell(cell: dict, sweep_dir: str, threads: int = 1) -> dict:
@@ -105,10 +123,10 @@ def stage_policy(cell, spec, base: Path) -> dict:
     np.save(base / "corpus.npy", toks)
     torch.manual_seed(p["seed"])
     model = M.build_policy(p["vocab"], p["d_model"], p["n_layer"], p["n_head"],
-                           spec["prompt_len"] + spec["completion_len"] + 1)
+                           spec["prompt_len"] + spec["completion_len"] + 1).to(_device())
     loss = M.pretrain(model, toks, steps=p["pretrain_steps"], batch=p["batch"],
                       seq_len=spec["prompt_len"] + spec["completion_len"], lr=float(p["lr"]), seed=p["seed"])
-    _save({"model": model.state_dict()}, base / "policy.pt")
+    _save({"model": _cpu_state(model)}, base / "policy.pt")
     return {"policy_params": M.n_params(model), "pretrain_loss": loss, "entropy_rate": lang.entropy_rate()}
 
 
@@ -134,9 +152,10 @@ def stage_data(cell, spec, base: Path) -> dict:
     pr, T, PL = spec["preferences"], spec["completion_len"], spec["prompt_len"]
     n_pairs = max(pr["pairs"]) + pr["eval_pairs"]
     prompts = _prompts(toks, n_pairs, PL, 1)
-    g = torch.Generator().manual_seed(123)
-    y1 = torch.cat([M.sample(pol, prompts[s], T, generator=g)[0] for s in M.batches(n_pairs, 4096)])
-    y2 = torch.cat([M.sample(pol, prompts[s], T, generator=g)[0] for s in M.batches(n_pairs, 4096)])
+    dev = _device()
+    g = torch.Generator(device=dev).manual_seed(123)
+    y1 = torch.cat([M.sample(pol, prompts[s].to(dev), T, generator=g)[0].cpu() for s in M.batches(n_pairs, 4096)])
+    y2 = torch.cat([M.sample(pol, prompts[s].to(dev), T, generator=g)[0].cpu() for s in M.batches(n_pairs, 4096)])
     g1, g2 = gold(y1.numpy()), gold(y2.numpy())
     rng = np.random.default_rng([spec["gold"]["seed"], 13])
     if pr["labels"] == "deterministic":
@@ -165,8 +184,8 @@ def stage_data(cell, spec, base: Path) -> dict:
     eval_prompts = _prompts(toks, b["prompts"], PL, 2)
     bank = []
     for j in range(len(eval_prompts)):
-        P = eval_prompts[j:j + 1].expand(b["samples"], PL)
-        bank.append(M.sample(pol, P, T, generator=g)[0])
+        P = eval_prompts[j:j + 1].expand(b["samples"], PL).to(dev)
+        bank.append(M.sample(pol, P, T, generator=g)[0].cpu())
     bank = torch.stack(bank)  # (prompts, samples, T)
     bank_gold = gold(bank.reshape(-1, T).numpy()).reshape(len(eval_prompts), -1)
     data.update(eval_prompts=eval_prompts, bank=bank.to(torch.uint8) if spec["policy"]["vocab"] <= 256 else bank,
@@ -180,14 +199,15 @@ def stage_data(cell, spec, base: Path) -> dict:
 def stage_rm(cell, spec, base: Path) -> dict:
     import torch
 
-    data = _load(base / "data.pt")
+    dev = _device()
+    data = _to(_load(base / "data.pt"), dev)
     tr = data["train"]
     n = min(cell["pairs"], len(tr["prompts"]))
     if n < 8:
         raise ValueError(f"only {n} usable preference pairs (after dropping ties): cannot train a reward model")
     torch.manual_seed(cell["seed"])
     shape = cell["shape"]
-    rm = M.build_reward_model(spec["policy"]["vocab"], *shape, spec["prompt_len"] + spec["completion_len"] + 1)
+    rm = M.build_reward_model(spec["policy"]["vocab"], *shape, spec["prompt_len"] + spec["completion_len"] + 1).to(dev)
     r = spec["reward_models"]
     loss = M.train_reward_model(rm, tr["prompts"][:n], tr["chosen"][:n], tr["rejected"][:n], lr=float(r["lr"]),
                                 batch=r["batch"], seed=cell["seed"])
@@ -199,7 +219,7 @@ def stage_rm(cell, spec, base: Path) -> dict:
     scores = M.score(rm, P.repeat_interleave(S, 0), bank.reshape(-1, bank.shape[-1])).reshape(len(P), S)
     offset = float(scores.mean())
     (base / "rms").mkdir(exist_ok=True)
-    _save({"model": rm.state_dict(), "shape": shape, "offset": offset, "bank_scores": scores}, base / "rms" / f"{cell['id']}.pt")
+    _save({"model": _cpu_state(rm), "shape": shape, "offset": offset, "bank_scores": scores}, base / "rms" / f"{cell['id']}.pt")
     return {"rm_params": M.n_params(rm), "rm_data": n, "rm_accuracy": acc, "rm_n_eval": int(len(ev["prompts"])),
             "train_loss": loss, "offset": offset}
 
@@ -246,7 +266,7 @@ class _Tuning:
         import torch
 
         self.cell, self.spec = cell, spec
-        self.data = _load(base / "data.pt")
+        self.data = _to(_load(base / "data.pt"), _device())
         self.ref = _policy(spec, base)
         torch.manual_seed(cell["seed"])
         self.pi = copy.deepcopy(self.ref).train()

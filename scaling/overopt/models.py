@@ -99,6 +99,7 @@ def pretrain(model, tokens: np.ndarray, *, steps: int, batch: int, seq_len: int,
             g["lr"] = lr * min(1.0, (step + 1) / max(1, steps // 10)) * 0.5 * (1 + math.cos(math.pi * step / steps))
         starts = rng.integers(0, len(tokens) - seq_len - 1, size=batch)
         x = torch.from_numpy(np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int64))
+        x = x.to(next(model.parameters()).device)
         logits = model(input_ids=x[:, :-1], use_cache=False).logits
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
         _update(model, opt, loss, progress)
@@ -156,7 +157,7 @@ def score(rm, prompts, completions, batch: int = 4096):
         x = torch.cat([prompts, completions], 1)
         for i in range(0, len(x), batch):
             out.append(rm(input_ids=x[i:i + batch]).logits[:, 0].float())
-    return torch.cat(out).numpy().astype(float)
+    return torch.cat(out).cpu().numpy().astype(float)
 
 
 # ------------------------------------------------------------- reward models
@@ -167,7 +168,7 @@ def train_reward_model(rm, prompts, chosen, rejected, *, lr: float, batch: int, 
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(prompts), generator=g)
+    order = torch.randperm(len(prompts), generator=g).to(prompts.device)
     opt = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=0.0)
     n_steps = max(1, math.ceil(len(order) / batch))
     total = 0.0
@@ -189,16 +190,16 @@ def evaluate_policy(policy, ref, rm, gold: Gold, prompts, length: int, *, rm_off
                     seed: int, per_prompt: int = 4) -> dict:
     """Held-out evaluation: sequence KL (exact and sampled), proxy and gold, per prompt and overall."""
     torch = _torch()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=prompts.device).manual_seed(seed)
     P = prompts.repeat_interleave(per_prompt, 0)
     y, _ = sample(policy, P, length, generator=g)
     kl, kl_sampled = sequence_kl(policy, ref, P, y)
     proxy = score(rm, P, y) - rm_offset if rm is not None else np.full(len(P), np.nan)
-    gold_v = gold(y.numpy()) - gold_offset
+    gold_v = gold(y.cpu().numpy()) - gold_offset
     B = len(prompts)
     return {
-        "kl": kl.numpy().reshape(B, per_prompt).mean(1),
-        "kl_sampled": kl_sampled.numpy().reshape(B, per_prompt).mean(1),
+        "kl": kl.cpu().numpy().reshape(B, per_prompt).mean(1),
+        "kl_sampled": kl_sampled.cpu().numpy().reshape(B, per_prompt).mean(1),
         "proxy": proxy.reshape(B, per_prompt).mean(1),
         "gold": gold_v.reshape(B, per_prompt).mean(1),
     }
@@ -220,14 +221,14 @@ def rl(policy, ref, rm, prompts, length: int, *, steps: int, kl_coef: float, lr:
         opt.load_state_dict(optimizer_state)
     k = samples_per_prompt
     for step in range(start, steps):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randint(0, len(prompts), (batch_prompts,), generator=g)
+        g = torch.Generator(device=prompts.device).manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(0, len(prompts), (batch_prompts,), generator=g, device=prompts.device)
         P = prompts[idx].repeat_interleave(k, 0)
         y, _ = sample(policy, P, length, generator=g)
         lp = token_logprobs(policy, P, y).sum(-1)
         with torch.no_grad():
             lp0 = token_logprobs(ref, P, y).sum(-1)
-            r = torch.from_numpy(score(rm, P, y) - rm_offset).float() - kl_coef * (lp.detach() - lp0)
+            r = torch.from_numpy(score(rm, P, y) - rm_offset).float().to(lp.device) - kl_coef * (lp.detach() - lp0)
             r = r.view(batch_prompts, k)
             adv = (r - (r.sum(1, keepdim=True) - r) / (k - 1)).view(-1)
         _update(policy, opt, -(adv * lp).mean(), progress)
@@ -249,7 +250,7 @@ def dpo(policy, ref, prompts, chosen, rejected, *, beta: float, lr: float, batch
         ref_w = token_logprobs(ref, prompts, chosen).sum(-1)
         ref_l = token_logprobs(ref, prompts, rejected).sum(-1)
     for _ in range(epochs):
-        order = torch.randperm(len(prompts), generator=g)
+        order = torch.randperm(len(prompts), generator=g).to(prompts.device)
         for i in range(0, len(order) - batch + 1, batch):
             idx = order[i:i + batch]
             lw = token_logprobs(policy, prompts[idx], chosen[idx]).sum(-1)

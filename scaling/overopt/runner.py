@@ -147,8 +147,11 @@ def _warn_chance(name: str, root) -> None:
 
 
 def _core(spec: dict) -> dict:
+    """What the finished cells depend on: a sweep may gain RM sizes, data sizes up to the data generated,
+    methods, KL penalties and seeds, but not a different policy, gold or data."""
+    prefs = dict(spec["preferences"], pairs=max(spec["preferences"]["pairs"]))
     return {k: spec[k] for k in ("policy", "gold", "prompt_len", "completion_len")} | {
-        "preferences": spec["preferences"], "bon": {k: spec["bon"][k] for k in ("prompts", "samples")}}
+        "preferences": prefs, "bon": {k: spec["bon"][k] for k in ("prompts", "samples")}}
 
 
 def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
