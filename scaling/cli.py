@@ -439,6 +439,12 @@ def cmd_quickstart(args) -> int:
 
 
 # ------------------------------------------------------------------ parser
+def _uncertainty_args(parser, bootstrap: int) -> None:
+    parser.add_argument("--bootstrap", type=int, default=bootstrap, metavar="B", help="bootstrap resamples (0: none)")
+    parser.add_argument("--level", type=_num, default=0.9, help="interval level")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def _run_and_status(sub, unit: str, root: str, run_fn, status_fn, status_help: str):
     """`run DEFINITION` and `status NAME` subcommands of a sweep kind; returns the run parser."""
     r = sub.add_parser("run", help="run (or resume) the sweep of a YAML definition")
@@ -465,9 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--columns", help="map law names to your columns, e.g. N=params,loss=val_loss")
     f.add_argument("--drop-highest-loss", type=int, default=0, metavar="K", help="drop the K highest-loss runs")
     f.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of failing")
-    f.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (0: none)")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--level", type=_num, default=0.9, help="interval level")
+    _uncertainty_args(f, 1000)
     f.add_argument("--loss", choices=["huber", "squared"], default="huber")
     f.add_argument("--delta", type=_num, default=1e-3, help="Huber delta")
     f.add_argument("--fix", type=_pairs, help="fix parameters, e.g. E=1.69,alpha=0.34")
@@ -529,9 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--holdout", help="held-out runs, e.g. 'N > 2.5e9'")
     bt.add_argument("--holdout-top", type=_num, metavar="FRACTION", help="hold out the top fraction of sizes")
     bt.add_argument("--by", choices=["N", "C"], default="N")
-    bt.add_argument("--bootstrap", type=int, default=200)
-    bt.add_argument("--level", type=_num, default=0.9)
-    bt.add_argument("--seed", type=int, default=0)
+    _uncertainty_args(bt, 200)
     bt.add_argument("--plot", help="write a PNG of held-out runs vs predictions")
     bt.add_argument("--json", action="store_true")
     bt.set_defaults(func=cmd_backtest)
@@ -541,9 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--curves", help="curves table: run, N, tokens, loss (Approach 1)")
     cp.add_argument("--compute", type=_num, required=True, help="budget for the allocation column (FLOPs)")
     cp.add_argument("--columns")
-    cp.add_argument("--bootstrap", type=int, default=200)
-    cp.add_argument("--level", type=_num, default=0.9)
-    cp.add_argument("--seed", type=int, default=0)
+    _uncertainty_args(cp, 200)
     cp.add_argument("--json", action="store_true")
     cp.set_defaults(func=cmd_compare)
 

@@ -111,3 +111,14 @@ def check_extrapolation(name: str, X: Mapping[str, np.ndarray], data_range: Mapp
         elif small > EXTRAPOLATION_FACTOR:
             out.append(f"{name}: predicting at {c}={v.min():.3g}, {small:.0f}x below the smallest {c} fitted ({lo:.3g})")
     return _warn(out)
+
+
+def at_chance(accuracy, n_pairs):
+    """True where a pairwise accuracy on ``n_pairs`` held-out pairs does not beat 50%.
+
+    One-sided binomial test at about 2.3 standard errors (p ~ 0.01); the reward
+    models that fail it are scoring noise.
+    """
+    acc = np.asarray(accuracy, float)
+    n = np.maximum(np.asarray(n_pairs, float), 1.0)
+    return acc - 0.5 <= 2.33 * np.sqrt(0.25 / n)

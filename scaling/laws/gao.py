@@ -33,7 +33,8 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import pandas as pd
 
-from ..data import read_table
+from ..data import parse_columns, read_table
+from ..diagnostics import at_chance
 from ..errors import DataError, FitError, ScalingWarning
 from ..fitting.bootstrap import percentile_interval, resample_weights
 from . import register_law
@@ -96,25 +97,18 @@ class GaoLaw(Law):
     def _table(self, data, columns=None) -> pd.DataFrame:
         df = read_table(data) if not isinstance(data, pd.DataFrame) else data.copy()
         if columns:
-            df = df.rename(columns={v: k for k, v in dict(columns).items()})
+            df = df.rename(columns={v: k for k, v in parse_columns(columns).items()})
         if "method" in df.columns:
             methods = sorted(map(str, df["method"].dropna().unique()))
             df = df[df["method"].astype(str) == self.method]
             if df.empty:
                 raise DataError(f"{self.name} fits rows with method == {self.method!r}; the data has methods {methods}")
-        if self.kl_penalty is not None and "kl_penalty" in df.columns:
-            df = df[np.isclose(df["kl_penalty"].astype(float), self.kl_penalty)]
-            if df.empty:
-                raise DataError(f"no {self.method} rows with kl_penalty == {self.kl_penalty}")
-        if "rm_data" in df.columns and df["rm_data"].nunique() > 1:
+        df = self._only(df, "kl_penalty", self.kl_penalty)
+        if self.rm_data is None and "rm_data" in df.columns and df["rm_data"].nunique() > 1:
             sizes = sorted(int(v) for v in df["rm_data"].unique())
-            if self.rm_data is None:
-                raise DataError(f"{self.name}: the data mixes reward models trained on {sizes} preference pairs; "
-                                "fit one training-set size at a time (rm_data=..., the CLI's --rm-data)")
-        if self.rm_data is not None and "rm_data" in df.columns:
-            df = df[np.isclose(df["rm_data"].astype(float), self.rm_data)]
-            if df.empty:
-                raise DataError(f"no {self.method} rows with rm_data == {self.rm_data:g}")
+            raise DataError(f"{self.name}: the data mixes reward models trained on {sizes} preference pairs; "
+                            "fit one training-set size at a time (rm_data=..., the CLI's --rm-data)")
+        df = self._only(df, "rm_data", self.rm_data)
         if "d" not in df.columns:
             if "kl" not in df.columns:
                 raise DataError(f"{self.name}: missing column 'd' (sqrt of the KL from the initial policy) "
@@ -148,12 +142,20 @@ class GaoLaw(Law):
             raise DataError(f"{self.name}: the {self.score} column has non-finite values")
         return self._drop_chance_rms(df)
 
+    def _only(self, df: pd.DataFrame, column: str, value: float | None) -> pd.DataFrame:
+        """Rows where ``column`` equals ``value`` (all rows when either is absent)."""
+        if value is None or column not in df.columns:
+            return df
+        df = df[np.isclose(df[column].astype(float), value)]
+        if df.empty:
+            raise DataError(f"no {self.method} rows with {column} == {value:g}")
+        return df
+
     def _drop_chance_rms(self, df: pd.DataFrame) -> pd.DataFrame:
         if not {"rm_accuracy", "rm_n_eval"} <= set(df.columns):
             return df
         acc = df.groupby("rm_params")[["rm_accuracy", "rm_n_eval"]].first()
-        # one-sided binomial test at ~2.3 sigma: does held-out accuracy beat 50%?
-        chance = acc["rm_accuracy"] - 0.5 <= 2.33 * np.sqrt(0.25 / acc["rm_n_eval"].clip(lower=1))
+        chance = pd.Series(at_chance(acc["rm_accuracy"], acc["rm_n_eval"]), index=acc.index)
         if chance.any():
             bad = ", ".join(f"{int(n):,} params ({a:.1%} on {int(m)} pairs)"
                             for n, a, m in zip(acc.index[chance], acc["rm_accuracy"][chance], acc["rm_n_eval"][chance]))
@@ -222,16 +224,16 @@ class GaoLaw(Law):
                           "unit": "points", "max_d": self.max_d}
         self.data_range_ = {"d": [float(d.min()), float(d.max())], "rm_params": [float(sizes[0]), float(sizes[-1])]}
         self.bootstrap_theta_ = None
-        W = None
+        resamples = None
         if self.bootstrap:
-            W, Y = self._resamples(df, resid, A @ theta)
-            B = np.stack([self._solve(A, Y[k], W[k:k + 1], free)[0] for k in range(len(W))])
-            self.bootstrap_theta_ = B
+            resamples = self._resamples(df, resid, A @ theta)
+            self.bootstrap_theta_ = np.stack([self._solve(A, y_k, w_k[None], free)[0] for w_k, y_k in zip(*resamples)])
         self._set_uncertainty()
-        self.per_size_ = self._per_size(df, W, Y if self.bootstrap else None)
+        self.per_size_ = self._per_size(df, resamples)
         return self
 
-    def _resamples(self, df: pd.DataFrame, resid: np.ndarray, fitted: np.ndarray):
+    def _resamples(self, df: pd.DataFrame, resid: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(weights, targets), each (B, n): prompts resampled as weights, or residuals resampled into targets."""
         B = int(self.bootstrap)
         y = df[self.score].to_numpy()
         if "prompt" in df.columns:
@@ -248,7 +250,7 @@ class GaoLaw(Law):
             Y[:, m] = fitted[m] + rng.choice(r, size=(B, m.sum()), replace=True)
         return np.ones((B, len(y))), Y
 
-    def _per_size(self, df, W, Y) -> list[dict]:
+    def _per_size(self, df, resamples) -> list[dict]:
         out = []
         scores = [self.score] + [s for s in ("proxy",) if s in df.columns and s != self.score]
         for size in np.sort(df["rm_params"].unique()):
@@ -270,21 +272,14 @@ class GaoLaw(Law):
                     continue
                 row.update(pk)
                 row["peak_in_data"] = bool(pk["d_star"] is not None and pk["d_star"] <= d.max())
-                if W is not None:
-                    if "prompt" in df.columns:
-                        bs = np.stack([np.linalg.lstsq(A2 * np.sqrt(w[m])[:, None], y * np.sqrt(w[m]), rcond=None)[0]
-                                       for w in W])
-                    else:
-                        bs = np.stack([np.linalg.lstsq(A2, Yk[m], rcond=None)[0] for Yk in Y])
+                if resamples is not None:
+                    sw = np.sqrt(resamples[0][:, m])
+                    bs = np.stack([np.linalg.lstsq(A2 * s_k[:, None], y_k[m] * s_k, rcond=None)[0]
+                                   for s_k, y_k in zip(sw, resamples[1])])
                     for j, name in enumerate(("alpha", "beta")):
                         lo, hi = percentile_interval(bs[:, j:j + 1], self.level)
                         row[f"{name}_ci"] = [float(lo[0]), float(hi[0])]
-                    peaks = [self._peak_summary(float(a_), float(b_)) for a_, b_ in bs]
-                    for name in ("d_star", "gold_star", "kl_star"):
-                        v = np.array([p[name] if p[name] is not None else np.inf for p in peaks])
-                        with np.errstate(invalid="ignore"):
-                            lo, hi = np.quantile(v, [(1 - self.level) / 2, (1 + self.level) / 2])
-                        row[f"{name}_ci"] = [float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None]
+                    row.update({f"{k}_ci": v for k, v in self._peak_intervals(bs[:, 0], bs[:, 1]).items()})
             out.append(row)
         return out
 
@@ -292,8 +287,19 @@ class GaoLaw(Law):
         d_star = self._peak(alpha, beta)
         if d_star is None or not np.isfinite(d_star):
             return {"d_star": None, "gold_star": None, "kl_star": None}
-        g = float(self._value(np.array([alpha, 0.0, beta, 0.0]), [d_star], [self.n_ref or 1.0])[0, 0])
-        return {"d_star": float(d_star), "gold_star": g, "kl_star": float(d_star ** 2)}
+        gold = alpha * d_star - beta * float(self._curvature(d_star))
+        return {"d_star": float(d_star), "gold_star": float(gold), "kl_star": float(d_star ** 2)}
+
+    def _peak_intervals(self, alphas, betas) -> dict[str, list]:
+        """Percentile intervals of d*, gold* and KL* over bootstrap coefficients (no peak counts as infinite)."""
+        peaks = [self._peak_summary(float(a), float(b)) for a, b in zip(alphas, betas)]
+        out = {}
+        for name in ("d_star", "gold_star", "kl_star"):
+            v = np.array([p[name] if p[name] is not None else np.inf for p in peaks])
+            with np.errstate(invalid="ignore"):
+                lo, hi = np.quantile(v, [(1 - self.level) / 2, (1 + self.level) / 2])
+            out[name] = [float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None]
+        return out
 
     # ------------------------------------------------------------ predicting
     def coefficients(self, rm_params) -> tuple[np.ndarray, np.ndarray]:
@@ -332,15 +338,8 @@ class GaoLaw(Law):
         B = getattr(self, "bootstrap_theta_", None)
         if B is not None and len(B):
             x = self._x(np.atleast_1d(np.asarray(rm_params, float)))
-            lo_hi = {k: [] for k in ("d_star", "gold_star", "kl_star")}
-            for xi in x:
-                peaks = [self._peak_summary(t[0] + t[1] * xi, t[2] + t[3] * xi) for t in B]
-                for k in lo_hi:
-                    v = np.array([p[k] if p[k] is not None else np.inf for p in peaks])
-                    with np.errstate(invalid="ignore"):
-                        lo, hi = np.quantile(v, [(1 - self.level) / 2, (1 + self.level) / 2])
-                    lo_hi[k].append([float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None])
-            out.update({f"{k}_ci": v for k, v in lo_hi.items()})
+            per_size = [self._peak_intervals(B[:, 0] + B[:, 1] * xi, B[:, 2] + B[:, 3] * xi) for xi in x]
+            out.update({f"{k}_ci": [iv[k] for iv in per_size] for k in ("d_star", "gold_star", "kl_star")})
         return out
 
     # ------------------------------------------------------------- reporting
@@ -430,7 +429,7 @@ def backtest_largest(law_cls, data, **settings) -> dict[str, Any]:
         raise DataError(f"backtesting the size scaling needs at least 3 RM sizes (2 to fit a slope), got {len(sizes)}")
     train, test = df[df["rm_params"] < sizes[-1]], df[(df["rm_params"] == sizes[-1]) & (df["d"] > 0)]
     law.fit(train)
-    full = law_cls(**settings).fit(test.assign())
+    full = law_cls(**settings).fit(test)
     points = test.groupby("d", as_index=False)[law.score].mean()  # per-prompt rows: compare with the mean
     pred = law.predict(d=points["d"].to_numpy(), rm_params=np.full(len(points), sizes[-1]))
     err = pred - points[law.score].to_numpy()

@@ -119,8 +119,7 @@ def stage_policy(cell, spec, base: Path) -> dict:
         model = _policy(spec, base)
         return {"policy_params": M.n_params(model), "source": str(p["dir"])}
     lang = M.language(p["vocab"], p["states"], p["seed"])
-    toks = lang.sample(int(p["corpus_tokens"]), seed=p["seed"])
-    np.save(base / "corpus.npy", toks)
+    toks = _corpus(spec, base)
     torch.manual_seed(p["seed"])
     model = M.build_policy(p["vocab"], p["d_model"], p["n_layer"], p["n_head"],
                            spec["prompt_len"] + spec["completion_len"] + 1).to(_device())
@@ -128,6 +127,17 @@ def stage_policy(cell, spec, base: Path) -> dict:
                       seq_len=spec["prompt_len"] + spec["completion_len"], lr=float(p["lr"]), seed=p["seed"])
     _save({"model": _cpu_state(model)}, base / "policy.pt")
     return {"policy_params": M.n_params(model), "pretrain_loss": loss, "entropy_rate": lang.entropy_rate()}
+
+
+def _corpus(spec, base: Path) -> np.ndarray:
+    """The policy's language as tokens (prompts come from it), cached beside the sweep's store."""
+    path = base / "corpus.npy"
+    if path.exists():
+        return np.load(path)
+    p = spec["policy"]
+    toks = M.language(p["vocab"], p["states"], p["seed"]).sample(int(p["corpus_tokens"]), seed=p["seed"])
+    np.save(path, toks)
+    return toks
 
 
 def _prompts(toks: np.ndarray, n: int, length: int, seed: int):
@@ -144,11 +154,7 @@ def stage_data(cell, spec, base: Path) -> dict:
 
     pol = _policy(spec, base)
     gold = _gold(spec)
-    if spec["policy"]["dir"]:
-        p = spec["policy"]
-        toks = M.language(p["vocab"], p["states"], p["seed"]).sample(int(p["corpus_tokens"]), seed=p["seed"])
-    else:
-        toks = np.load(base / "corpus.npy")
+    toks = _corpus(spec, base)
     pr, T, PL = spec["preferences"], spec["completion_len"], spec["prompt_len"]
     n_pairs = max(pr["pairs"]) + pr["eval_pairs"]
     prompts = _prompts(toks, n_pairs, PL, 1)
@@ -249,11 +255,10 @@ def stage_bon(cell, spec, base: Path) -> dict:
             "rows": rows, "prompt_rows": prompt_rows}
 
 
-def _checkpoint_rows(ev: dict, step: int, extra: dict) -> tuple[dict, list[dict]]:
-    kl = float(ev["kl"].mean())
-    row = {"step": step, "kl": kl, "kl_sampled": float(ev["kl_sampled"].mean()), "gold": float(ev["gold"].mean()),
-           "proxy": float(ev["proxy"].mean()), "gold_se": float(ev["gold"].std(ddof=1) / math.sqrt(len(ev["gold"]))),
-           **extra}
+def _checkpoint_rows(ev: dict, step: int) -> tuple[dict, list[dict]]:
+    row = {"step": step, "kl": float(ev["kl"].mean()), "kl_sampled": float(ev["kl_sampled"].mean()),
+           "gold": float(ev["gold"].mean()), "proxy": float(ev["proxy"].mean()),
+           "gold_se": float(ev["gold"].std(ddof=1) / math.sqrt(len(ev["gold"])))}
     prompt_rows = [{"step": step, "prompt": j, "kl": float(ev["kl"][j]), "gold": float(ev["gold"][j]),
                     "proxy": float(ev["proxy"][j])} for j in range(len(ev["kl"]))]
     return row, prompt_rows
@@ -277,16 +282,16 @@ class _Tuning:
         self.base_gold = self.data["bank_gold"].mean(axis=1)  # per held-out prompt
         self.rows, self.prompt_rows = [], []
 
-    def checkpoint(self, step, _opt=None) -> None:
+    def checkpoint(self, step: int) -> None:
         self.pi.eval()
         ev = M.evaluate_policy(self.pi, self.ref, self.rm, self.gold, self.data["eval_prompts"],
-                               self.spec["completion_len"], rm_offset=self.rm_offset, gold_offset=0.0,
+                               self.spec["completion_len"], rm_offset=self.rm_offset,
                                seed=1000 + self.cell["seed"], per_prompt=self.spec["rl"]["eval_samples"])
         self.pi.train()
         ev["gold"] = ev["gold"] - self.base_gold
         if self.rm is None:  # DPO: its implicit reward, beta * log(pi / pi0), up to the prompt's constant
             ev["proxy"] = self.cell["beta"] * ev["kl_sampled"]
-        row, pr = _checkpoint_rows(ev, step, {})
+        row, pr = _checkpoint_rows(ev, step)
         self.rows.append(row)
         self.prompt_rows.extend(pr)
 

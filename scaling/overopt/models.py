@@ -39,33 +39,29 @@ def language(vocab: int, states: int, seed: int):
     """The initial policy's training language: a random unifilar automaton over ``vocab`` tokens."""
     from ..sweep.corpus import Automaton
 
-    rng = np.random.default_rng([seed, 3])
-    k = 4
-    emit = np.stack([rng.choice(vocab, size=k, replace=False) for _ in range(states)])
-    probs = rng.dirichlet(np.ones(k), size=states)
-    nxt = rng.integers(0, states, size=(states, k))
-    return Automaton(emit, probs, nxt)
+    return Automaton.random(states, branching=4, concentration=1.0, seed=[seed, 3], vocab=vocab)
 
 
 # ------------------------------------------------------------------- models
 def build_policy(vocab: int, d_model: int, n_layer: int, n_head: int, max_len: int):
     import transformers
 
-    conf = transformers.LlamaConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=4 * d_model,
-                                    num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head,
-                                    max_position_embeddings=max_len, tie_word_embeddings=True, rms_norm_eps=1e-5,
-                                    use_cache=True, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    return transformers.LlamaForCausalLM(conf)
+    from ..sweep.train import llama_config
+
+    return transformers.LlamaForCausalLM(llama_config(vocab, d_model, n_layer, n_head, max_len, use_cache=True))
 
 
 def build_reward_model(vocab: int, d_model: int, n_layer: int, n_head: int, max_len: int):
-    """A scalar-head sequence classifier; the reward is read at the last token (no padding is used)."""
+    """A scalar-head sequence classifier; the reward is read at the last token (no padding is used).
+
+    Token ``vocab`` is the pad token: it never occurs, so the last position is always read.
+    """
     import transformers
 
-    conf = transformers.LlamaConfig(vocab_size=vocab + 1, hidden_size=d_model, intermediate_size=4 * d_model,
-                                    num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head,
-                                    max_position_embeddings=max_len, rms_norm_eps=1e-5, num_labels=1,
-                                    use_cache=False, pad_token_id=vocab, bos_token_id=None, eos_token_id=None)
+    from ..sweep.train import llama_config
+
+    conf = llama_config(vocab + 1, d_model, n_layer, n_head, max_len, tie_word_embeddings=False, num_labels=1,
+                        pad_token_id=vocab)
     return transformers.LlamaForSequenceClassification(conf)
 
 
@@ -186,8 +182,8 @@ def train_reward_model(rm, prompts, chosen, rejected, *, lr: float, batch: int, 
 
 
 # -------------------------------------------------------------------- RL
-def evaluate_policy(policy, ref, rm, gold: Gold, prompts, length: int, *, rm_offset: float, gold_offset: float,
-                    seed: int, per_prompt: int = 4) -> dict:
+def evaluate_policy(policy, ref, rm, gold: Gold, prompts, length: int, *, rm_offset: float, seed: int,
+                    per_prompt: int = 4) -> dict:
     """Held-out evaluation: sequence KL (exact and sampled), proxy and gold, per prompt and overall."""
     torch = _torch()
     g = torch.Generator(device=prompts.device).manual_seed(seed)
@@ -195,7 +191,7 @@ def evaluate_policy(policy, ref, rm, gold: Gold, prompts, length: int, *, rm_off
     y, _ = sample(policy, P, length, generator=g)
     kl, kl_sampled = sequence_kl(policy, ref, P, y)
     proxy = score(rm, P, y) - rm_offset if rm is not None else np.full(len(P), np.nan)
-    gold_v = gold(y.cpu().numpy()) - gold_offset
+    gold_v = gold(y.cpu().numpy())
     B = len(prompts)
     return {
         "kl": kl.cpu().numpy().reshape(B, per_prompt).mean(1),
@@ -207,20 +203,16 @@ def evaluate_policy(policy, ref, rm, gold: Gold, prompts, length: int, *, rm_off
 
 def rl(policy, ref, rm, prompts, length: int, *, steps: int, kl_coef: float, lr: float, batch_prompts: int,
        samples_per_prompt: int, rm_offset: float, seed: int,
-       on_checkpoint: Callable[[int], None], every: int, start: int = 0,
-       progress: Callable[[int], None] | None = None, optimizer_state=None):
+       on_checkpoint: Callable[[int], None], every: int, progress: Callable[[int], None] | None = None) -> None:
     """RLOO against the proxy reward with a KL penalty; calls ``on_checkpoint(step)`` every ``every`` steps.
 
     The reward of a completion is ``proxy(x, y) - kl_coef * (log pi(y|x) - log pi0(y|x))``;
     its advantage is that minus the mean of the other samples for the same prompt.
-    Returns the optimiser (its state can be checkpointed).
     """
     torch = _torch()
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
-    if optimizer_state is not None:
-        opt.load_state_dict(optimizer_state)
     k = samples_per_prompt
-    for step in range(start, steps):
+    for step in range(steps):
         g = torch.Generator(device=prompts.device).manual_seed(seed * 1_000_003 + step)
         idx = torch.randint(0, len(prompts), (batch_prompts,), generator=g, device=prompts.device)
         P = prompts[idx].repeat_interleave(k, 0)
@@ -233,8 +225,7 @@ def rl(policy, ref, rm, prompts, length: int, *, steps: int, kl_coef: float, lr:
             adv = (r - (r.sum(1, keepdim=True) - r) / (k - 1)).view(-1)
         _update(policy, opt, -(adv * lp).mean(), progress)
         if (step + 1) % every == 0:
-            on_checkpoint(step + 1, opt)
-    return opt
+            on_checkpoint(step + 1)
 
 
 def dpo(policy, ref, prompts, chosen, rejected, *, beta: float, lr: float, batch: int, epochs: int, seed: int,

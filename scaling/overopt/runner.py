@@ -133,13 +133,14 @@ def _warn_chance(name: str, root) -> None:
     """Say which reward models never beat chance on held-out pairs (their curves are noise)."""
     import warnings
 
+    from ..diagnostics import at_chance
     from ..errors import ScalingWarning
 
     bad = []
     for cfg, res in _results(name, root):
         if cfg["stage"] == "rm":
             acc, n = res["rm_accuracy"], res["rm_n_eval"]
-            if acc - 0.5 <= 2.33 * (0.25 / max(n, 1)) ** 0.5:
+            if at_chance(acc, n):
                 bad.append(f"{cfg['id']} ({res['rm_params']:,} params): {acc:.1%} on {n} held-out pairs")
     if bad:
         warnings.warn("reward model(s) no better than chance; the gao fits leave them out: " + "; ".join(bad),

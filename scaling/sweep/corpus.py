@@ -64,9 +64,13 @@ class Automaton:
     next_state: np.ndarray  # (S, k) state after emitting emit_bytes[s, j]
 
     @classmethod
-    def random(cls, states: int = 256, branching: int = 4, concentration: float = 1.0, seed: int = 0) -> "Automaton":
+    def random(cls, states: int = 256, branching: int = 4, concentration: float = 1.0, seed=0,
+               vocab: int = VOCAB) -> "Automaton":
+        """A random automaton emitting tokens in [0, vocab) (``seed``: anything numpy's default_rng takes)."""
+        if not 1 <= branching <= vocab <= VOCAB:
+            raise ValueError(f"need 1 <= branching ({branching}) <= vocab ({vocab}) <= {VOCAB}")
         rng = np.random.default_rng(seed)
-        emit = np.stack([rng.choice(VOCAB, size=branching, replace=False) for _ in range(states)])
+        emit = np.stack([rng.choice(vocab, size=branching, replace=False) for _ in range(states)])
         probs = rng.dirichlet(np.full(branching, concentration), size=states)
         nxt = rng.integers(0, states, size=(states, branching))
         return cls(emit, probs, nxt)

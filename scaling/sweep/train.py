@@ -101,18 +101,24 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
 
 
 # ----------------------------------------------------------- transformer trainer
+def llama_config(vocab: int, d_model: int, n_layer: int, n_head: int, max_len: int, **overrides):
+    """The package's Llama shape: 4x MLP, full multi-head attention, no dropout, no special tokens."""
+    import transformers
+
+    kw = dict(vocab_size=vocab, hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layer,
+              num_attention_heads=n_head, num_key_value_heads=n_head, max_position_embeddings=max_len,
+              tie_word_embeddings=True, rms_norm_eps=1e-5, attention_dropout=0.0, use_cache=False,
+              bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    return transformers.LlamaConfig(**{**kw, **overrides})
+
+
 def build_model(cfg: dict):
     """A freshly initialised Hugging Face causal LM (LlamaConfig by default, GPT-2 as an option)."""
     import transformers
 
     d, L, H = cfg["d_model"], cfg["n_layer"], cfg["n_head"]
     if cfg["family"] == "llama":
-        conf = transformers.LlamaConfig(vocab_size=cfg["vocab_size"], hidden_size=d, intermediate_size=4 * d,
-                                        num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=H,
-                                        max_position_embeddings=cfg["seq_len"], tie_word_embeddings=True,
-                                        rms_norm_eps=1e-5, attention_dropout=0.0, use_cache=False,
-                                        bos_token_id=None, eos_token_id=None, pad_token_id=None)
-        return transformers.LlamaForCausalLM(conf)
+        return transformers.LlamaForCausalLM(llama_config(cfg["vocab_size"], d, L, H, cfg["seq_len"]))
     conf = transformers.GPT2Config(vocab_size=cfg["vocab_size"], n_embd=d, n_layer=L, n_head=H,
                                    n_positions=cfg["seq_len"], n_inner=4 * d, resid_pdrop=0.0,
                                    embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True, use_cache=False,
