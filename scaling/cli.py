@@ -109,7 +109,7 @@ def cmd_predict(args) -> int:
     law = Law.load(args.fit)
     if law.name == "tissue" or args.model or args.tokens:
         return _cmd_plan(args, law)
-    inputs = {k: getattr(args, k) for k in ("N", "D", "C", "S", "U") if getattr(args, k) is not None}
+    inputs = {k: getattr(args, k) for k in ("N", "D", "C", "S", "U", "d", "rm_params") if getattr(args, k) is not None}
     if "D" in law.inputs and "D" not in inputs and "C" in inputs and "N" in inputs:
         inputs["D"] = inputs["C"] / (6 * inputs["N"])
     missing = [k for k in law.inputs if k not in inputs]
@@ -118,10 +118,10 @@ def cmd_predict(args) -> int:
                            " ".join(f"--{k} VALUE" for k in missing))
     X = {k: inputs[k] for k in law.inputs}
     loss = _scalar(law.predict(**X))
-    out = {"law": law.name, "inputs": X, "loss": loss, "interval": None, "level": args.level}
-    text = f"{law.name}: predicted loss at " + ", ".join(f"{k}={v:.4g}" for k, v in X.items()) + f": {loss:.4f}"
+    out = {"law": law.name, "inputs": X, law.target: loss, "interval": None, "level": args.level}
+    text = f"{law.name}: predicted {law.target} at " + ", ".join(f"{k}={v:.4g}" for k, v in X.items()) + f": {loss:.4f}"
     if getattr(law, "bootstrap_theta_", None) is not None:
-        lo, hi = law.predict_interval(level=args.level, **X)
+        lo, hi = law.predict_interval(level=args.level, kind="prediction", **X)
         out["interval"] = [_scalar(lo), _scalar(hi)]
         text += f"\n{int(round(100 * args.level))}% prediction interval (a new run): [{out['interval'][0]:.4f}, {out['interval'][1]:.4f}]"
     else:
@@ -491,8 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="predict loss from a saved fit")
     pr.add_argument("fit")
-    for k in ("N", "D", "C", "S", "U"):
+    for k in ("N", "D", "C", "S", "U", "d"):
         pr.add_argument(f"--{k}", type=_num)
+    pr.add_argument("--rm_params", "--rm-params", dest="rm_params", type=_num, help="gao laws: proxy RM parameters")
     pr.add_argument("--level", type=_num, default=0.9)
     pr.add_argument("--model", help="plan a run: model shape 'n_layer=4,d_model=128' or a config file")
     pr.add_argument("--tokens", type=_num, help="plan a run: training tokens")

@@ -311,6 +311,11 @@ def test_ci_sweep_results_fit_and_plot_through_the_cli(ci_sweep, tmp_path, capsy
     out = json.loads(capsys.readouterr().out)
     assert out["law"] == "gao-bon" and set(out["params"]) == {"alpha", "alpha_slope", "beta", "beta_slope"}
     assert {"rm_params", "alpha", "beta", "d_star", "kl_star", "gold_star"} <= set(out["per_size"][-1])
+    assert main(["predict", str(tmp_path / "bon.json"), "--d", "1.0", "--rm-params", "1e4", "--json"]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    assert pred["inputs"] == {"d": 1.0, "rm_params": 1e4} and pred["interval"][0] < pred["gold"] < pred["interval"][1]
+    assert main(["predict", str(tmp_path / "bon.json"), "--N", "1e6"]) == 2
+    assert "give --d VALUE --rm_params VALUE" in capsys.readouterr().err
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["fit", str(csv), "--law", "gao-rl", "--kl-penalty", "0", "--bootstrap", "50",
