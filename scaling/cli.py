@@ -159,6 +159,8 @@ def cmd_watch(args) -> int:
     from .plan import load_plan
 
     plan = load_plan(args.plan)
+    if args.once and not Path(args.log).exists():  # following may wait for a log to appear; a one-off check cannot
+        raise ScalingError(f"no such log: {args.log} (check the path; without --once, watch waits for it to appear)")
     cfg_path = Path(args.log).parent / "config.json"
     if cfg_path.exists():  # a sweep run directory: check the run is the planned one
         import json as _json

@@ -247,3 +247,11 @@ def test_batch_noise_is_not_read_as_a_flat_run(law, plan):
     states = [mon.update(s, v if s < 60 else stuck * float(np.exp(0.03 * rng.standard_normal())), t).state
               for s, v, t in log]
     assert "flat" in states or "drift" in states
+
+
+def test_watch_once_on_a_missing_log_says_so(tmp_path, plan, capsys):
+    from scaling.plan import save_plan
+
+    save_plan(plan, tmp_path / "plan.json")
+    assert main(["watch", str(tmp_path / "nope.jsonl"), "--plan", str(tmp_path / "plan.json"), "--once"]) == 2
+    assert "no such log" in capsys.readouterr().err
