@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 
 # Without a GPU, install the CPU build of torch first (a plain `torch` requirement would
 # pull several GB of CUDA packages); with one, pip resolves torch>=2.3 from pyproject.
+# `train` (torch, transformers) is for sweeps; fitting, predicting, plotting and watching need neither.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	command -v nvidia-smi >/dev/null 2>&1 || $(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test,cluster]"
+	$(BIN)/python -m pip install -q -e ".[train,test,cluster]"
 	touch $(STAMP)
 
 setup: $(STAMP)

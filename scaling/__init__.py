@@ -1,0 +1,108 @@
+"""Scaling laws for language models: fit, predict, allocate, plan and watch.
+
+>>> import scaling
+>>> law = scaling.fit(scaling.load_chinchilla(drop_highest_loss=5), law="chinchilla", bootstrap=1000)
+>>> law.predict_interval(N=7e10, D=1.4e12)
+>>> law.save("fit.json"); scaling.load("fit.json").compute_optimal(1e24)
+
+``import scaling`` is fast and never imports torch: the names below, and the
+submodules (``scaling.sweep``, ``scaling.plotting``, ...), are loaded on first use
+(``scaling.laws`` brings numpy, scipy and pandas; only the training entry points,
+under the ``train`` extra, bring torch).
+"""
+
+import importlib as _importlib
+
+#: name -> the submodule that defines it, imported on first use
+_LAZY = {
+    "load_chinchilla": "scaling.data",
+    "read_table": "scaling.data",
+    "DATA_DIR": "scaling.data",
+    "SWEEPS_DIR": "scaling.data",
+    "sweep_definition": "scaling.data",
+    "ScalingError": "scaling.errors",
+    "DataError": "scaling.errors",
+    "FitError": "scaling.errors",
+    "SettingsError": "scaling.errors",
+    "MissingExtraError": "scaling.errors",
+    "ScalingWarning": "scaling.errors",
+    "curve_points": "scaling.laws.curve",
+    "make_plan": "scaling.plan",
+    "load_plan": "scaling.plan",
+    "Monitor": "scaling.monitor",
+    "trainer_callback": "scaling.monitor",
+    **{name: "scaling.laws" for name in (
+        "Law", "Param", "register_law", "get_law", "available_laws", "ChinchillaLaw", "IsoFlopLaw", "EnvelopeLaw",
+        "DataConstrainedLaw", "LossCurveLaw", "KaplanLaw", "GaoLaw", "GaoBoN", "GaoRL", "backtest_largest",
+        "KaplanParams", "KaplanData", "KaplanCompute", "KaplanSteps", "KAPLAN2020",
+        "critical_batch_size", "kaplan_frontier",
+    )},
+}
+
+#: submodules reachable as attributes after a plain ``import scaling`` (``scaling.sweep.run_sweep``)
+_SUBMODULES = ("backtest", "compare", "counting", "curves", "data", "diagnostics", "errors", "fitting", "laws",
+               "monitor", "overopt", "plan", "plotting", "quickstart", "readers", "schedules", "sweep", "synthetic")
+
+__all__ = ["fit", "load", "__version__", *_LAZY]
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy and pyright read it by name
+if TYPE_CHECKING:  # for editors and type checkers; at run time these load lazily
+    from . import (backtest, compare, counting, curves, data, diagnostics, errors, fitting, laws,  # noqa: F401
+                   monitor, overopt, plan, plotting, quickstart, readers, schedules, sweep, synthetic)
+    from .data import DATA_DIR, SWEEPS_DIR, load_chinchilla, read_table, sweep_definition  # noqa: F401
+    from .errors import DataError, FitError, MissingExtraError, ScalingError, ScalingWarning, SettingsError  # noqa: F401
+    from .laws import *  # noqa: F401,F403
+    from .laws import Law
+    from .laws.curve import curve_points  # noqa: F401
+    from .monitor import Monitor, trainer_callback  # noqa: F401
+    from .plan import load_plan, make_plan  # noqa: F401
+del TYPE_CHECKING
+
+
+def fit(data, law: str = "chinchilla", *, columns=None, drop_highest_loss: int = 0, dropna: bool = False,
+        **settings) -> "Law":
+    """Fit the law named ``law`` to ``data`` and return the fitted law.
+
+    ``data`` is a run table (a DataFrame, or the path of a CSV, Parquet or JSONL file);
+    ``columns`` maps the law's names to yours (``"N=params,loss=val_loss"`` or a dict);
+    ``settings`` go to the law (``bootstrap=1000``, ``fixed={"E": 1.69}``, ``loss="squared"``, ...).
+    The same as ``scaling.get_law(law)(**settings).fit(data, columns=columns, ...)``;
+    ``scaling.available_laws()`` lists the names.
+    """
+    from .laws import get_law
+
+    return get_law(law)(**settings).fit(data, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna)
+
+
+def load(path) -> "Law":
+    """A fitted law saved with ``law.save(path)`` (or ``scaling fit --out``), whichever law it is."""
+    from .laws import Law
+
+    return Law.load(path)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scaling")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        return "0+unknown"
+
+
+def __getattr__(name: str):
+    if name == "__version__":
+        value = globals()["__version__"] = _version()
+        return value
+    if name in _SUBMODULES:  # imported as a package attribute, once
+        return _importlib.import_module(f"scaling.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scaling' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({n for n in globals() if not n.startswith("_")} | set(__all__) | set(_SUBMODULES))

@@ -1,7 +1,8 @@
 """The ``scaling`` command line: a thin layer over the library.
 
 Every subcommand prints a readable report, or one JSON object with ``--json``.
-Problems with the input print one line, ``error: ...``, and exit with status 2.
+Problems with the input print one line, ``error: ...``, and exit with status 2; any other
+exception is a bug in the package: its traceback and a line asking to report it, status 1.
 """
 
 from __future__ import annotations
@@ -33,6 +34,24 @@ def _num(s: str) -> float:
     return v
 
 
+def _count(s: str) -> int:
+    """A whole number >= 0 (bootstrap resamples, runs to drop)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+def _positive(s: str) -> int:
+    v = _count(s)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be 1 or more, got 0")
+    return v
+
+
 def _pairs(s: str) -> dict[str, float]:
     out = {}
     for part in filter(None, (p.strip() for p in s.split(","))):
@@ -40,6 +59,26 @@ def _pairs(s: str) -> dict[str, float]:
             raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {part!r}")
         k, v = part.split("=", 1)
         out[k.strip()] = _num(v)
+    return out
+
+
+def _bounds(s: str) -> dict[str, tuple]:
+    """'alpha=-inf:inf,beta=0:1' -> {'alpha': (None, None), 'beta': (0.0, 1.0)}; an empty side is open."""
+    out = {}
+    for part in filter(None, (p.strip() for p in s.split(","))):
+        if "=" not in part or ":" not in part.split("=", 1)[1]:
+            raise argparse.ArgumentTypeError(f"expected NAME=LOW:HIGH (e.g. alpha=-inf:inf), got {part!r}")
+        k, v = part.split("=", 1)
+        lo, hi = v.split(":", 1)
+        side = []
+        for x in (lo, hi):
+            x = x.strip()
+            try:
+                f = float(x) if x else math.nan
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"bound {x!r} of {k.strip()} is not a number") from None
+            side.append(None if not math.isfinite(f) else f)
+        out[k.strip()] = tuple(side)
     return out
 
 
@@ -70,11 +109,14 @@ def _scalar(v):
 def cmd_fit(args) -> int:
     from .laws import get_law
 
+    _check_out(args.out, "--out", "fit.json")
     cls = get_law(args.law)
     kwargs = dict(loss=args.loss, delta=args.delta, bootstrap=args.bootstrap, seed=args.seed, level=args.level,
-                  fixed=args.fix or None, prune=not args.no_prune)
+                  fixed=args.fix or None, bounds=args.bound or None, prune=not args.no_prune)
     if args.law in ("gao-bon", "gao-rl"):
         kwargs.pop("loss")  # linear least squares
+        if kwargs.pop("bounds"):
+            raise ScalingError("--bound does not apply to the gao laws (a linear least-squares fit)")
         kwargs.update(shared_alpha=args.shared_alpha, kl_penalty=args.kl_penalty, score=args.score, max_d=args.max_d,
                       rm_data=args.rm_data)
     elif (args.shared_alpha or args.kl_penalty is not None or args.score != "gold" or args.max_d is not None
@@ -135,6 +177,7 @@ def _cmd_plan(args, law) -> int:
 
     if args.tokens is None:
         raise ScalingError("planning a run needs --tokens D (and --model SHAPE or --N)")
+    _check_out(args.out, "--out", "plan.json")
     sched = {"type": args.schedule, "warmup": args.warmup, "final_lr_frac": args.final_lr_frac,
              "decay_frac": args.decay_frac}
     plan = make_plan(law, tokens=args.tokens, model=args.model, N=args.N, schedule_spec=sched,
@@ -159,14 +202,19 @@ def cmd_watch(args) -> int:
     from .plan import load_plan
 
     plan = load_plan(args.plan)
+    _check_out(args.plot, "--plot", "watch.png")
     if args.once and not Path(args.log).exists():  # following may wait for a log to appear; a one-off check cannot
         raise ScalingError(f"no such log: {args.log} (check the path; without --once, watch waits for it to appear)")
     cfg_path = Path(args.log).parent / "config.json"
     if cfg_path.exists():  # a sweep run directory: check the run is the planned one
         import json as _json
 
-        cfg = _json.loads(cfg_path.read_text())
-        if "N" in cfg and abs(cfg["N"] - plan["N"]) > 0.01 * plan["N"]:
+        try:
+            cfg = _json.loads(cfg_path.read_text())
+        except (ValueError, OSError):
+            cfg = {}  # not a config this check understands: it is only a warning, the watch goes on
+        if isinstance(cfg, dict) and isinstance(cfg.get("N"), (int, float)) and plan.get("N") \
+                and abs(cfg["N"] - plan["N"]) > 0.01 * plan["N"]:
             print(f"warning: the run's config has N={cfg['N']:,} but the plan is for N={plan['N']:,.0f}; "
                   "the comparison is against the wrong curve", file=sys.stderr)
     mon = Monitor(plan, consecutive=args.consecutive)
@@ -189,12 +237,29 @@ def cmd_watch(args) -> int:
     for note in mon.notes:
         print(f"note: {note}", file=sys.stderr)
     if last is None:
-        print("no points in the log yet", file=sys.stderr)
+        from .readers import read_log
+
+        why = read_log(args.log, args.reader, args.columns).attrs.get("note", "no loss points") \
+            if Path(args.log).exists() else "the log does not exist"
+        if args.once:  # a run with nothing readable is not a healthy one
+            raise ScalingError(f"nothing could be read from {args.log}: {why}")
+        print(f"no points in the log yet ({why})", file=sys.stderr)
         return 0
+    # the whole log decides, not its last point: a spike or a divergence mid-run is still a run off track
     off = [h for h in mon.history if h.off_track]
-    if off and not args.json:
-        print(f"{len(off)} point(s) off track; first at step {off[0].step} ({off[0].state}: {off[0].message})")
-    return 1 if args.once and last.off_track else 0
+    worst = mon.worst
+    summary = []
+    if off:
+        summary.append(f"{len(off)} point(s) off track; first at step {off[0].step} ({off[0].state}: {off[0].message})")
+        if worst is not off[0]:
+            summary.append(f"worst: {worst.state} at step {worst.step} ({worst.message})")
+    if not any(h.expected is not None for h in mon.history) and not off:
+        summary.append(f"no point of the log lies within the planned curve (steps {mon.history[0].step} to "
+                       f"{last.step}; the plan covers tokens {plan['curve']['tokens'][0]:.4g} to "
+                       f"{plan['curve']['tokens'][-1]:.4g}): nothing was checked")
+    for line in summary:
+        print(line, file=sys.stderr if args.json else sys.stdout)
+    return 1 if worst is not None and worst.off_track else 0
 
 
 def _watch_plot(plan, mon, out):
@@ -312,14 +377,55 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _interrupted(exc: KeyboardInterrupt, command: str, args, unit: str = "runs") -> int:
+    """Ctrl-C or SIGTERM during a sweep: one line saying what is kept and how to resume; 130 (143 for SIGTERM)."""
+    import signal
+
+    root = "" if args.root in ("out/sweeps", "out/overopt") else f" --root {args.root}"
+    done = exc.summary() if hasattr(exc, "summary") else f"the finished {unit} are kept"
+    print(f"interrupted: {done}; resume with: scaling {command} run {args.definition}{root}", file=sys.stderr)
+    return 128 + int(getattr(exc, "signum", signal.SIGINT))
+
+
+def _check_out(path, what: str = "--out", example: str = "runs.csv") -> Path | None:
+    """An output file's path, checked (and its folder made) before any work: not a directory, folder writable.
+
+    ``None`` (the option not given) passes through.
+    """
+    if not path:
+        return None
+    out = Path(path)
+    if out.is_dir():
+        raise ScalingError(f"{what} {out} is a directory; give a file name, such as {out / example}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ScalingError(f"{what} {out}: {out.parent} is a file, not a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScalingError(f"cannot create the folder for {what} {out}: {exc.strerror or exc}") from None
+    import os
+
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ScalingError(f"cannot write {what} {out}: permission denied")
+    return out
+
+
 def cmd_sweep_run(args) -> int:
     from .sweep import run_sweep, status
 
-    runs = run_sweep(args.definition, executor=args.executor, workers=args.workers, root=args.root)
+    try:
+        run_sweep(args.definition, executor=args.executor, workers=args.workers, root=args.root,
+                  retry_failed=args.retry_failed)
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, "sweep", args)
     from .sweep.spec import load_spec
 
     st = status(load_spec(args.definition)["name"], args.root)
     print(f"sweep {st['name']}: {st['done']} done, {st['failed']} failed, {st['diverged']} diverged of {st['total']}")
+    if st["failed"]:
+        root = "" if args.root == "out/sweeps" else f" --root {args.root}"
+        print(f"failed runs are not retried again: `scaling sweep status {st['name']}{root}` shows their errors; "
+              f"fix the cause, then `scaling sweep run {args.definition}{root} --retry-failed`", file=sys.stderr)
     return 0 if st["failed"] == 0 else 1
 
 
@@ -331,18 +437,25 @@ def cmd_sweep_status(args) -> int:
     text = (f"sweep {st['name']}: {st['total']} runs\n  done      {st['done']}\n  running   {st['running']}\n"
             f"  pending   {st['pending']}\n  failed    {st['failed']}\n  diverged  {st['diverged']}\n"
             f"  remaining {st['remaining']}  (ETA {eta})")
+    text += "".join(f"\n  failed: {r['run_id']} after {r['attempts']} attempt(s): {r['error']}" for r in st["failed_runs"])
     _emit(st, args.json, text)
     return 0
+
+
+def _curves_path(out: Path) -> Path:
+    """The curves file beside a runs file: curves.csv beside runs.csv, else <stem>_curves beside <stem>."""
+    return out.with_name(("curves" if out.stem == "runs" else out.stem + "_curves") + out.suffix)
 
 
 def cmd_sweep_export(args) -> int:
     from .sweep import export
 
+    out = _check_out(args.out)
+    curves_path = _check_out(args.curves or _curves_path(out), "--curves")
+    if curves_path.resolve() == out.resolve():
+        raise ScalingError(f"--curves and --out are the same file ({out}); give the curves another name")
     runs, curves = export(args.name, args.root)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     (runs.to_parquet if out.suffix == ".parquet" else runs.to_csv)(out, index=False)
-    curves_path = Path(args.curves) if args.curves else out.with_name("curves" + out.suffix)
     (curves.to_parquet if curves_path.suffix == ".parquet" else curves.to_csv)(curves_path, index=False)
     print(f"wrote {out} ({len(runs)} runs) and {curves_path} ({len(curves)} curve points)")
     return 0
@@ -352,7 +465,12 @@ def cmd_overopt_run(args) -> int:
     from .overopt import export, load_spec, run_overopt, status
 
     spec = load_spec(args.definition)
-    df = run_overopt(spec, executor=args.executor, workers=args.workers, root=args.root)
+    if args.out:
+        _check_out(args.out)
+    try:
+        df = run_overopt(spec, executor=args.executor, workers=args.workers, root=args.root)
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, "overopt", args, unit="cells")
     st = status(spec["name"], args.root)
     if args.out:
         _write_overopt(df, export(spec["name"], args.root, per_prompt=True), args.out)
@@ -374,14 +492,16 @@ def cmd_overopt_status(args) -> int:
 
     st = status(args.name, args.root)
     stages = "\n".join(f"  {k:<7} " + ", ".join(f"{n} {s}" for s, n in v.items()) for k, v in st["stages"].items())
+    failed = "".join(f"\n  failed: {r['run_id']}: {r['error']}" for r in st.get("failed_cells", []))
     _emit(st, args.json, f"overopt {st['name']}: {st['total']} cells; {st['done']} done, {st['running']} running, "
-          f"{st['pending']} pending, {st['failed']} failed\n{stages}")
+          f"{st['pending']} pending, {st['failed']} failed\n{stages}{failed}")
     return 0
 
 
 def cmd_overopt_export(args) -> int:
     from .overopt import export
 
+    _check_out(args.out)
     df = export(args.name, args.root)
     if df.empty:
         raise ScalingError(f"overoptimization sweep {args.name!r} has no finished best-of-n, RL or DPO cells yet")
@@ -436,13 +556,21 @@ def cmd_laws(args) -> int:
 def cmd_quickstart(args) -> int:
     from .quickstart import run
 
-    run(args.out, bootstrap=args.bootstrap, root=args.root, workers=args.workers)
+    try:
+        run(args.out, bootstrap=args.bootstrap, root=args.root, workers=args.workers)
+    except KeyboardInterrupt as exc:
+        import signal
+
+        done = exc.summary() if hasattr(exc, "summary") else "the finished runs are kept"
+        print(f"interrupted: {done}; run `make quickstart` (or `scaling quickstart`) again to resume",
+              file=sys.stderr)
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
     return 0
 
 
 # ------------------------------------------------------------------ parser
 def _uncertainty_args(parser, bootstrap: int) -> None:
-    parser.add_argument("--bootstrap", type=int, default=bootstrap, metavar="B", help="bootstrap resamples (0: none)")
+    parser.add_argument("--bootstrap", type=_count, default=bootstrap, metavar="B", help="bootstrap resamples (0: none)")
     parser.add_argument("--level", type=_num, default=0.9, help="interval level")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -452,7 +580,7 @@ def _run_and_status(sub, unit: str, root: str, run_fn, status_fn, status_help: s
     r = sub.add_parser("run", help="run (or resume) the sweep of a YAML definition")
     r.add_argument("definition")
     r.add_argument("--executor", default="local", help="local (default) or submitit")
-    r.add_argument("--workers", type=int, help=f"parallel {unit} (default: one per core, or per GPU)")
+    r.add_argument("--workers", type=_positive, help=f"parallel {unit} (default: one per core, or per GPU)")
     r.add_argument("--root", default=root, help="where the sweep's store and working directories live")
     r.set_defaults(func=run_fn)
     st = sub.add_parser("status", help=status_help)
@@ -471,12 +599,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("data")
     f.add_argument("--law", default="chinchilla", help="law name (see `scaling laws`)")
     f.add_argument("--columns", help="map law names to your columns, e.g. N=params,loss=val_loss")
-    f.add_argument("--drop-highest-loss", type=int, default=0, metavar="K", help="drop the K highest-loss runs")
+    f.add_argument("--drop-highest-loss", type=_count, default=0, metavar="K", help="drop the K highest-loss runs")
     f.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of failing")
     _uncertainty_args(f, 1000)
     f.add_argument("--loss", choices=["huber", "squared"], default="huber")
     f.add_argument("--delta", type=_num, default=1e-3, help="Huber delta")
     f.add_argument("--fix", type=_pairs, help="fix parameters, e.g. E=1.69,alpha=0.34")
+    f.add_argument("--bound", type=_bounds, help="bounds, e.g. alpha=0:1; alpha=-inf:inf lifts the default "
+                   "non-negative exponent bound")
     f.add_argument("--tie-exponents", action="store_true", help="chinchilla: fit alpha = beta")
     f.add_argument("--no-prune", action="store_true", help="run every start to convergence")
     f.add_argument("--runs", help="--law tissue: the sweep's runs table (DATA is its curves table)")
@@ -503,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--warmup", type=_num, default=0.05, help="warmup steps, or a fraction of them")
     pr.add_argument("--final-lr-frac", type=_num, default=0.1)
     pr.add_argument("--decay-frac", type=_num, default=0.2, help="wsd: fraction of steps that decay")
-    pr.add_argument("--tokens-per-step", type=int, default=4096)
+    pr.add_argument("--tokens-per-step", type=_positive, default=4096)
     pr.add_argument("--out", help="write the plan (predicted curve with band) to this JSON file")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
@@ -516,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--once", action="store_true", help="check what is there, exit 1 if the run is off track")
     wa.add_argument("--interval", type=_num, default=2.0, help="seconds between polls")
     wa.add_argument("--timeout", type=_num, help="stop following after this many seconds")
-    wa.add_argument("--consecutive", type=int, default=3, help="points outside the band before flagging drift")
+    wa.add_argument("--consecutive", type=_positive, default=3, help="points outside the band before flagging drift")
     wa.add_argument("--plot", help="write (and keep updating) a PNG of the run against the plan")
     wa.add_argument("--json", action="store_true", help="one JSON status per point")
     wa.set_defaults(func=cmd_watch)
@@ -559,12 +689,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="train families of models: run, status, export")
     swsub = sw.add_subparsers(dest="sweep_command", required=True)
-    _run_and_status(swsub, "runs", "out/sweeps", cmd_sweep_run, cmd_sweep_status,
-                    "done, running, failed, remaining, ETA")
+    r = _run_and_status(swsub, "runs", "out/sweeps", cmd_sweep_run, cmd_sweep_status,
+                        "done, running, failed (with their errors), remaining, ETA")
+    r.add_argument("--retry-failed", action="store_true",
+                   help="give runs that failed all their attempts in an earlier run a fresh set of retries")
     exp = swsub.add_parser("export", help="write the runs table (and curves) as CSV or Parquet")
     exp.add_argument("name")
     exp.add_argument("--out", required=True)
-    exp.add_argument("--curves", help="curves file (default: curves.csv beside --out)")
+    exp.add_argument("--curves", help="curves file (default: curves.csv beside runs.csv; beside X.csv, X_curves.csv)")
     exp.add_argument("--root", default="out/sweeps")
     exp.set_defaults(func=cmd_sweep_export)
 
@@ -585,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--kl-penalty", type=_num, help="gao-rl: runs with this KL penalty only")
     r.add_argument("--max-d", type=_num, help="fit only points with sqrt(KL) <= this")
     r.add_argument("--rm-data", type=_num, help="reward models trained on this many pairs")
-    r.add_argument("--bootstrap", type=int, default=200)
+    r.add_argument("--bootstrap", type=_count, default=200)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_overopt_backtest)
     r = oosub.add_parser("plot", help="gold and proxy vs sqrt(KL) per RM size, with fitted laws overlaid")
@@ -602,23 +734,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", help="the README's main job: fit, predict, allocate, plot")
     q.add_argument("--out", default="out/quickstart")
-    q.add_argument("--bootstrap", type=int, default=1000)
+    q.add_argument("--bootstrap", type=_count, default=1000)
     q.add_argument("--root", default="out/sweeps", help="where the sweep store lives")
-    q.add_argument("--workers", type=int)
+    q.add_argument("--workers", type=_positive)
     q.set_defaults(func=cmd_quickstart)
     return p
 
 
+#: printed under the traceback of an exception that is not one of the package's own errors
+BUG_REPORT = ("this is a bug in scaling, not in your input: please report it with the command you ran "
+              "and the traceback above")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. The package's own errors (:class:`ScalingError`: bad input, a missing
+    extra) print one ``error:`` line and exit 2; anything else is a bug in the package and
+    prints its traceback and :data:`BUG_REPORT`, exit 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _fmt_warning
     try:
         return args.func(args)
-    except (ScalingError, ValueError, KeyError, NotImplementedError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
+    except ScalingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `scaling ... | head`: the reader left; not an error of ours
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+    except Exception as exc:
+        from ._extras import from_import_error
+
+        missing = from_import_error(exc) if isinstance(exc, ImportError) else None
+        if missing is not None:  # torch or another optional module imported outside a require()
+            print(f"error: {missing}", file=sys.stderr)
+            return 2
+        import traceback
+
+        traceback.print_exc()
+        print(BUG_REPORT, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

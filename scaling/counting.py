@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .errors import SettingsError
+
 #: FLOPs in one petaflop/s-day (Kaplan et al. 2020 report compute in PF-days)
 PF_DAY = 1e15 * 24 * 3600
 
@@ -37,10 +39,10 @@ def count_params(n_layer: int, d_model: int, *, n_head: int | None = None, n_kv_
     untied output head.
     """
     if n_layer < 1 or d_model < 1:
-        raise ValueError(f"need n_layer >= 1 and d_model >= 1, got {n_layer}, {d_model}")
+        raise SettingsError(f"need n_layer >= 1 and d_model >= 1, got {n_layer}, {d_model}")
     n_head = n_head or max(1, d_model // 64)
     if d_model % n_head:
-        raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}")
+        raise SettingsError(f"d_model={d_model} is not divisible by n_head={n_head}")
     head = d_model // n_head
     n_kv_head = n_kv_head or n_head
     if family == "llama":
@@ -60,7 +62,7 @@ def count_params(n_layer: int, d_model: int, *, n_head: int | None = None, n_kv_
         final_norm = 2 * d_model
         emb = vocab_size * d_model + n_ctx * d_model
     else:
-        raise ValueError(f"unknown family {family!r}; use 'llama' or 'gpt2'")
+        raise SettingsError(f"unknown family {family!r}; use 'llama' or 'gpt2'")
     non_emb = n_layer * per_layer + final_norm
     head_params = 0 if tie_embeddings else vocab_size * d_model
     return ParamCount(non_embedding=int(non_emb), embedding=int(emb + head_params),

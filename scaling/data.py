@@ -9,7 +9,9 @@ names the problem and the fix.
 
 from __future__ import annotations
 
+import re
 import warnings
+from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -18,7 +20,30 @@ import pandas as pd
 
 from .errors import DataError, ScalingWarning
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+def _shipped(folder: str) -> Path:
+    """A folder of files shipped inside the package, found through ``importlib.resources``.
+
+    A wheel installs the package as a directory, so this is a real path (pandas and YAML
+    readers take it as is); in a clone, ``data/*.csv`` and ``sweeps/`` link here.
+    """
+    return Path(str(resources.files("scaling").joinpath(folder)))
+
+
+#: the datasets shipped with the package (``scaling/datasets``): chinchilla_besiroglu2024.csv, muennighoff2023_c4.csv
+DATA_DIR = _shipped("datasets")
+#: the sweep definitions shipped with the package (``scaling/sweep_defs``; ``sweeps/`` in a clone)
+SWEEPS_DIR = _shipped("sweep_defs")
+
+
+def sweep_definition(name: str) -> Path:
+    """The path of a shipped sweep definition: ``sweep_definition("quickstart")`` -> ``.../quickstart.yaml``."""
+    path = SWEEPS_DIR / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if not path.is_file():
+        shipped = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+        raise DataError(f"no shipped sweep definition {name!r}; the package has {', '.join(shipped)}")
+    return path
+
 
 #: column -> what it is, for error messages
 KNOWN_COLUMNS = {
@@ -63,7 +88,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             except ImportError as exc:
                 raise DataError("reading Parquet needs pyarrow: pip install 'scaling[parquet]'") from exc
         if suffix in (".csv", ".txt", ".tsv"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", comment="#")
+            return _read_delimited(path, "\t" if suffix == ".tsv" else ",")
         if suffix in (".jsonl", ".json"):
             return pd.read_json(path, lines=suffix == ".jsonl")
     except DataError:
@@ -71,6 +96,63 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except Exception as exc:  # pandas raises many types; the user needs the file and the reason
         raise DataError(f"could not read {path}: {exc}") from exc
     raise DataError(f"unsupported file type {suffix!r} for {path}; use .csv, .parquet or .jsonl")
+
+
+#: delimiters tried when a file's header does not split on the one its name implies
+_DELIMITERS = (",", "\t", ";", "|")
+
+
+def _open_text(path: Path):
+    import gzip
+
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", errors="replace")
+    return open(path, errors="replace")
+
+
+def _read_delimited(path: Path, sep: str) -> pd.DataFrame:
+    """Read a delimited text table.
+
+    Leading lines that start with ``#`` are comments (the package's own data files
+    describe their source that way), except a ``#`` followed by the delimiter, which
+    is a header naming a column "#". A ``#`` anywhere else is data (hex colours, notes
+    like "rerun #2"). When the header does not split on ``sep`` but does on a tab,
+    semicolon or bar, that is the delimiter (a semicolon file with decimal commas too).
+    """
+    skip, head = 0, []
+    with _open_text(path) as f:
+        for line in f:
+            s = line.lstrip()
+            if not head and s.startswith("#") and not any(s[1:2] == d for d in _DELIMITERS):
+                skip += 1
+                continue
+            if line.strip():
+                head.append(line.rstrip("\r\n"))
+            if len(head) >= 6:
+                break
+    if not head:
+        raise DataError(f"{path} has no header and no rows")
+    decimal = "."
+    if head[0].count(sep) == 0:
+        counts = {d: head[0].count(d) for d in _DELIMITERS if d != sep}
+        best = max(counts, key=counts.get)
+        if counts[best] > 0:
+            sep = best
+    if sep == ";" and any(re.search(r"\d,\d", line) for line in head[1:]):
+        decimal = ","
+    try:
+        df = pd.read_csv(path, sep=sep, skiprows=skip, decimal=decimal)
+    except pd.errors.ParserError as exc:
+        raise DataError(f"could not read {path} as a {_SEP_NAMES.get(sep, repr(sep))}-separated table: {exc}") from None
+    if df.shape[1] == 1 and len(head) > 1:
+        raise DataError(f"{path}: the header {head[0][:80]!r} does not split into columns on any of "
+                        f"comma, tab, semicolon or bar; write one column per field")
+    # "N, D, loss" headers: names with surrounding spaces match --columns and the laws' names
+    df.columns = [c.strip() if isinstance(c, str) else c for c in df.columns]
+    return df
+
+
+_SEP_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "bar"}
 
 
 def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
@@ -88,10 +170,14 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
         raise DataError(f"expected a pandas DataFrame or a file path, got {type(df).__name__}")
     df = df.copy()
     mapping = parse_columns(columns)
+    stripped = {c.strip(): c for c in df.columns if isinstance(c, str)}
+    mapping = {k: v if v in df.columns else stripped.get(v, v) for k, v in mapping.items()}
     missing_src = [v for v in mapping.values() if v not in df.columns]
     if missing_src:
         raise DataError(f"--columns names {missing_src} but the table has columns {list(df.columns)}")
-    df = df.rename(columns={v: k for k, v in mapping.items()})
+    # a mapped name replaces a column already called that (--columns D=C on a table that has D)
+    shadowed = [k for k, v in mapping.items() if k in df.columns and k != v and k not in mapping.values()]
+    df = df.drop(columns=shadowed).rename(columns={v: k for k, v in mapping.items()})
     required = list(required)
     k = flops_per_token_param
     if "D" in required and "D" not in df.columns and {"C", "N"} <= set(df.columns):
@@ -127,6 +213,17 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
                 f"column {c!r} must be positive, but {int(bad.sum())} row(s) are <= 0 "
                 f"(e.g. {df.loc[bad, c].iloc[0]!r}); scaling laws work on logs of these values"
             )
+    for c in required:
+        if c != target:
+            check_isolated(df[c], c)
+    dup = df.duplicated(keep="first")
+    if dup.any():
+        warnings.warn(
+            f"{int(dup.sum())} row(s) repeat another row exactly (every column equal, e.g. row "
+            f"{int(np.flatnonzero(dup.to_numpy())[0])}): counted once, since copies are not independent runs and "
+            "would make the intervals too narrow (replicate runs differ in their loss or a seed column)",
+            ScalingWarning, stacklevel=3)
+        df = df.loc[~dup]
     if drop_highest_loss:
         if drop_highest_loss < 0 or drop_highest_loss >= len(df):
             raise DataError(f"drop_highest_loss={drop_highest_loss} must be in [0, {len(df) - 1}]")
@@ -134,6 +231,36 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
     if target in df.columns and target == "loss":
         check_loss_units(df[target].to_numpy())
     return df.reset_index(drop=True)
+
+
+#: a value this many decades away from every other value of its column is a typo, not a run
+ISOLATED_ERROR_DECADES = 6.0
+
+
+def check_isolated(values: pd.Series, name: str) -> None:
+    """Refuse a value far from all others in log scale (N = 1e300 for 1e8): it cannot be a real run.
+
+    A value more than ``ISOLATED_ERROR_DECADES`` decades beyond the rest of its column, and
+    further than three times the span of the rest, is an error; one over two decades away (and
+    twice the span) gets a warning, since it alone sets the fitted range and so how far later
+    predictions count as extrapolation.
+    """
+    v = values.to_numpy(float)
+    pos = v[v > 0]
+    u = np.unique(np.log10(pos))
+    if u.size < 4:
+        return
+    for end, gap, rest_span in (("above", u[-1] - u[-2], u[-2] - u[0]), ("below", u[1] - u[0], u[-1] - u[1])):
+        val = 10 ** (u[-1] if end == "above" else u[0])
+        rows = np.flatnonzero(np.isclose(np.log10(np.where(v > 0, v, np.nan)), np.log10(val)))
+        where = f"{name} = {val:.3g} (row {int(rows[0]) if rows.size else '?'})"
+        lo, hi = 10 ** (u[0] if end == "above" else u[1]), 10 ** (u[-2] if end == "above" else u[-1])
+        if gap > ISOLATED_ERROR_DECADES and gap > 3 * rest_span:
+            raise DataError(f"{where} lies {gap:.0f} decades {end} every other {name} ({lo:.3g} to {hi:.3g}): "
+                            "a typo? Fix or remove that row")
+        if gap > 2 and gap > 2 * rest_span:
+            warnings.warn(f"{where} lies {gap:.1f} decades {end} every other {name} ({lo:.3g} to {hi:.3g}): check it; "
+                          f"that one run sets the fitted range of {name}", ScalingWarning, stacklevel=4)
 
 
 def check_loss_units(loss: np.ndarray) -> None:

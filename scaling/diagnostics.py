@@ -91,10 +91,97 @@ def check_residuals(name: str, X: Mapping[str, np.ndarray], residuals: np.ndarra
                        f"the form does not fit these data across {c} (try another law, e.g. free exponents, "
                        "or a restricted range)")
             break
+    if not out:
+        return check_profile_structure(name, X, r)
     return _warn(out)
 
 
-def check_extrapolation(name: str, X: Mapping[str, np.ndarray], data_range: Mapping | None) -> list[str]:
+def _times(x: float) -> str:
+    """A ratio for a message: 150x, 12,000x, 3.2e+45x (never a 300-digit number)."""
+    return f"{x:,.0f}x" if x < 1e6 else f"{x:.2g}x"
+
+
+#: a profile check fires when within-profile curvature of the residuals is this unlikely under noise
+PROFILE_P_VALUE = 1e-4
+#: ... and the systematic part is at least this large (relative error of the loss)
+PROFILE_MIN_EFFECT = 0.002
+
+
+def _profiles(X: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Ways to cut the points into profiles: (description, group label, position along the profile).
+
+    With N and D: IsoFLOP profiles (equal N*D within 10%, ordered by N), and each model size
+    trained to several D (ordered by D), and each D over several N.
+    """
+    out = []
+    if "N" in X and "D" in X:
+        lN, lD = np.log(X["N"]), np.log(X["D"])
+        lC = lN + lD
+        order = np.argsort(lC, kind="stable")
+        label = np.empty(lC.size, int)
+        label[order] = np.concatenate([[0], np.cumsum(np.diff(lC[order]) > np.log(1.1))])
+        out.append(("along each compute budget's IsoFLOP profile (in N)", label, lN))
+        out.append(("along each model size's tokens (in D)", np.unique(lN, return_inverse=True)[1].ravel(), lD))
+        out.append(("along each token count's sizes (in N)", np.unique(lD, return_inverse=True)[1].ravel(), lN))
+    return out
+
+
+def check_profile_structure(name: str, X: Mapping[str, np.ndarray], residuals: np.ndarray) -> list[str]:
+    """Residuals that curve systematically along profiles: the form misses the data, no replicates needed.
+
+    Within every profile with at least 5 points the residuals are regressed on a line and a
+    parabola in the log of the profile's variable; under a right form with independent noise
+    that explains a chi-squared share of the scatter, tested with an F statistic pooled over
+    profiles. Fires when p < PROFILE_P_VALUE and the explained part is at least
+    PROFILE_MIN_EFFECT (0.2%) in RMS.
+    """
+    from scipy.special import fdtrc
+
+    r = np.asarray(residuals, float)
+    for what, label, x in _profiles(X):
+        ss_exp = ss_res = 0.0
+        df_exp = df_res = 0
+        n_prof = 0
+        bends = []
+        for g in np.unique(label):
+            m = label == g
+            if m.sum() < 5 or np.unique(x[m]).size < 5:
+                continue
+            xg = x[m] - x[m].mean()
+            rg = r[m] - r[m].mean()
+            A = np.stack([xg, xg**2 - (xg**2).mean()], axis=1)
+            coef, *_ = np.linalg.lstsq(A, rg, rcond=None)
+            fitted = A @ coef
+            bends.append(coef[1])
+            ss_exp += float(fitted @ fitted)
+            ss_res += float(((rg - fitted) ** 2).sum())
+            df_exp += 2
+            df_res += int(m.sum()) - 3
+            n_prof += 1
+        if n_prof < 2 or df_res < 4 or ss_res <= 0:
+            continue
+        F = (ss_exp / df_exp) / (ss_res / df_res)
+        p = float(fdtrc(df_exp, df_res, F))
+        effect = float(np.sqrt(ss_exp / (df_res + 3 * n_prof)))  # RMS of the systematic part per point
+        if p < PROFILE_P_VALUE and effect >= PROFILE_MIN_EFFECT:
+            up = int((np.array(bends) > 0).sum())
+            shape = (f"; in {up} of {n_prof} the data bend up more than the law (profiles more curved than its form)"
+                     if up > n_prof / 2 else
+                     f"; in {n_prof - up} of {n_prof} the data bend less than the law (flatter than its form)")
+            out = [f"{name}: residuals curve systematically {what} ({n_prof} profiles, {100 * effect:.2g}% "
+                   f"systematic, p = {p:.1g}{shape}): this form misses the shape of the data even without "
+                   "replicate runs to compare with (try another law, check for off-optimum runs, or fit a narrower "
+                   "range)"]
+            return _warn(out)
+    return []
+
+
+def check_extrapolation(name: str, X: Mapping[str, np.ndarray], data_range: Mapping | None,
+                        what: str = "predicting at") -> list[str]:
+    """Warn when inputs lie more than EXTRAPOLATION_FACTOR outside the fitted range.
+
+    ``what`` names the act (``"predicting at"``, or e.g. ``"the allocation for C=1e30 puts"``).
+    """
     if not data_range:
         return []
     out = []
@@ -106,10 +193,10 @@ def check_extrapolation(name: str, X: Mapping[str, np.ndarray], data_range: Mapp
             continue  # a quantity that can be zero (an area, a count): no ratio to speak of
         big, small = v.max() / hi, lo / v.min()
         if big > EXTRAPOLATION_FACTOR:
-            out.append(f"{name}: predicting at {c}={v.max():.3g}, {big:.0f}x beyond the largest {c} fitted ({hi:.3g}); "
+            out.append(f"{name}: {what} {c}={v.max():.3g}, {_times(big)} beyond the largest {c} fitted ({hi:.3g}); "
                        "the law is untested there and its interval grows: treat the number with care")
         elif small > EXTRAPOLATION_FACTOR:
-            out.append(f"{name}: predicting at {c}={v.min():.3g}, {small:.0f}x below the smallest {c} fitted ({lo:.3g})")
+            out.append(f"{name}: {what} {c}={v.min():.3g}, {_times(small)} below the smallest {c} fitted ({lo:.3g})")
     return _warn(out)
 
 

@@ -43,6 +43,9 @@ class Status:
         return asdict(self)
 
 
+_SEVERITY = {"diverged": 4, "spike": 3, "drift": 2, "flat": 1}
+
+
 @dataclass
 class Monitor:
     """Compares points against a plan's curve and band.
@@ -65,6 +68,10 @@ class Monitor:
     notes: list = field(default_factory=list)
 
     def __post_init__(self):
+        from .plan import validate_plan
+
+        validate_plan(self.plan)
+        self._diverged: Status | None = None  # the first non-finite loss; later finite points do not undo it
         c = self.plan["curve"]
         self._t = np.log(np.asarray(c["tokens"], float))
         self._mean, self._lo, self._hi = (np.log(np.asarray(c[k], float)) for k in ("loss", "lo", "hi"))
@@ -87,11 +94,16 @@ class Monitor:
             self.n_out = 0
             self._ema = None
             self._noise2 = None
+            if self._diverged is not None and self._diverged.step >= step:
+                self.notes.append(f"resumed at step {step}, before the divergence at step {self._diverged.step}")
+                self._diverged = None
         self.last_step = step
         tokens = float(tokens) if tokens is not None and np.isfinite(tokens) else float(step) * self.plan["tokens_per_step"]
         if not np.isfinite(loss):
             st = Status(step, tokens, float(loss), None, None, None, None, "diverged", self.n_out,
                         f"loss is {loss} at step {step}: the run diverged")
+            if self._diverged is None:
+                self._diverged = st
             self.history.append(st)
             return st
         exp = self.expected(tokens) if tokens > 0 else None
@@ -99,6 +111,7 @@ class Monitor:
             state = "before-plan" if tokens > 0 and math.log(tokens) < self._t[0] else "after-plan"
             st = Status(step, tokens, float(loss), None, None, None, None, state, self.n_out,
                         "outside the planned curve's range")
+            self._stay_diverged(st)
             self.history.append(st)
             return st
         mean, lo, hi = exp
@@ -130,8 +143,38 @@ class Monitor:
             elif outside:
                 msg = f"outside the band ({100 * dev:+.1f}%), {self.n_out} in a row"
         st = Status(step, tokens, raw, mean, lo, hi, float(dev), state, self.n_out, msg, float(loss))
+        self._stay_diverged(st)
         self.history.append(st)
         return st
+
+    def _stay_diverged(self, st: Status) -> None:
+        """A run that logged a NaN/inf loss stays diverged until it resumes from a checkpoint before that step."""
+        d = self._diverged
+        if d is not None:
+            st.state = "diverged"
+            st.message = (f"the run diverged at step {d.step} (loss {d.loss}); finite losses since do not undo "
+                          f"that (resume from a checkpoint before step {d.step})")
+
+    @property
+    def diverged_at(self) -> int | None:
+        """The step of the first NaN/inf loss, or None (cleared by resuming from before it)."""
+        return None if self._diverged is None else self._diverged.step
+
+    @property
+    def worst(self) -> Status | None:
+        """The first point of the most serious state seen (diverged > spike > drift > flat), else the last point.
+
+        Judge a whole log by this, not by the last point: a spike mid-run or a
+        divergence followed by finite losses is still a run off track.
+        """
+        if not self.history:
+            return None
+        w = max(self.history, key=lambda h: _SEVERITY.get(h.state, 0))  # max keeps the first of equals
+        return w if w.off_track else self.history[-1]  # nothing off track: the run as it stands now
+
+    @property
+    def ever_off_track(self) -> bool:
+        return any(h.off_track for h in self.history)
 
     def _flat(self, tokens: float, loss: float) -> str | None:
         """Compare the mean over the start of the last ``flat_window`` with the mean over its last tenth."""
@@ -185,28 +228,58 @@ def follow(path, *, reader: str = "auto", columns=None, interval: float = 2.0, o
 def trainer_callback(plan: dict, **monitor_kwargs):
     """A ``transformers.TrainerCallback`` that checks every logged loss against ``plan``.
 
-    It keeps the statuses on ``callback.monitor.history`` and prints a line when the
-    run goes off track; set ``stop_on_drift=True`` to stop training then. Steps are
-    turned into tokens with the plan's tokens per step unless ``tokens_per_step`` is given.
+    It keeps the statuses on ``callback.monitor.history`` (``callback.monitor.worst``
+    is the most serious) and prints a line when the run goes off track; set
+    ``stop_on_drift=True`` to stop training then. Steps are turned into tokens with the
+    plan's tokens per step unless ``tokens_per_step`` is given.
+
+    The Trainer's ``logging_nan_inf_filter`` (on by default) replaces a NaN/inf training
+    loss with the average of earlier ones, so a diverged run would log finite losses:
+    the callback turns it off when training begins (``keep_nan_inf_filter=True`` leaves
+    it). It follows one loss: ``loss`` (or ``eval_loss`` when the run logs only that),
+    never both, so an evaluation logged at the same step is not read as a restart.
     """
+    from ._extras import require
+
+    require("torch", "transformers")
     import transformers
 
     stop = monitor_kwargs.pop("stop_on_drift", False)
     tokens_per_step = monitor_kwargs.pop("tokens_per_step", None)  # default: the plan's
+    keep_filter = monitor_kwargs.pop("keep_nan_inf_filter", False)
 
     class PlanCallback(transformers.TrainerCallback):
         def __init__(self):
             self.monitor = Monitor(plan, **monitor_kwargs)
+            self.key = None  # the logged loss this callback follows, fixed at the first log that has one
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if getattr(args, "logging_nan_inf_filter", False) and not keep_filter:
+                args.logging_nan_inf_filter = False
+                print("[scaling] turned off logging_nan_inf_filter: it logs a NaN/inf loss as the average of "
+                      "earlier ones, which would hide a diverged run")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            loss = (logs or {}).get("loss", (logs or {}).get("eval_loss"))
-            if loss is None:
+            logs = logs or {}
+            if self.key is None:
+                self.key = next((k for k in ("loss", "eval_loss") if k in logs), None)
+            if self.key is None or logs.get(self.key) is None:
                 return
+            try:
+                loss = float(logs[self.key])
+            except (TypeError, ValueError):  # a loss that cannot be read is not a healthy one
+                self.monitor.notes.append(f"step {state.global_step}: {self.key} {logs[self.key]!r} is not a number")
+                loss = float("nan")
             tokens = None if tokens_per_step is None else state.global_step * tokens_per_step
-            st = self.monitor.update(state.global_step, float(loss), tokens)
+            st = self.monitor.update(state.global_step, loss, tokens)
             if st.off_track:
                 print(f"[scaling] step {st.step}: {st.state}: {st.message}")
                 if stop:
                     control.should_training_stop = True
+
+        def on_train_end(self, args, state, control, **kwargs):
+            w = self.monitor.worst
+            if w is not None and w.off_track:
+                print(f"[scaling] the run went off track: {w.state} at step {w.step}: {w.message}")
 
     return PlanCallback()

@@ -19,6 +19,37 @@ from .errors import DataError
 from .schedules import areas, schedule
 
 
+_CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+_ACCEPTED = (" (--model takes a shape like n_layer=4,d_model=128, or a JSON/YAML model config: a Hugging Face "
+             "config.json, or one with n_layer and d_model)")
+
+
+def _read_model_file(p: Path) -> dict:
+    """A model config file, or one clear error saying it is not one and what is accepted."""
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise DataError(f"{p} is a directory without a config.json{_ACCEPTED}")
+        p = p / "config.json"
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:
+        raise DataError(f"{p} is not a model config: it is binary data{_ACCEPTED}") from None
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            d = yaml.safe_load(text)
+        else:
+            d = json.loads(text)
+    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError: the file is something else (a CSV, a log)
+        kind = "YAML" if p.suffix in (".yaml", ".yml") else "JSON"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{p} is not a model config: it is not valid {kind} ({first}){_ACCEPTED}") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{p} is not a model config: it holds a {type(d).__name__}, not a mapping of settings{_ACCEPTED}")
+    return d
+
+
 def parse_model(spec: str | dict | None) -> dict:
     """A model shape from 'n_layer=4,d_model=128,...', a JSON/YAML file (ours or a HF config.json), or a dict."""
     if spec is None:
@@ -26,14 +57,10 @@ def parse_model(spec: str | dict | None) -> dict:
     if isinstance(spec, dict):
         d = dict(spec)
     elif Path(spec).exists():
-        text = Path(spec).read_text()
-        if spec.endswith((".yaml", ".yml")):
-            import yaml
-
-            d = yaml.safe_load(text)
-        else:
-            d = json.loads(text)
+        d = _read_model_file(Path(spec))
     else:
+        if "=" not in spec and (spec.endswith(_CONFIG_SUFFIXES + (".csv",)) or "/" in spec):
+            raise DataError(f"no such model config file: {spec}{_ACCEPTED}")
         d = {}
         for part in filter(None, (p.strip() for p in spec.split(","))):
             if "=" not in part:
@@ -50,9 +77,19 @@ def parse_model(spec: str | dict | None) -> dict:
     missing = [k for k in ("n_layer", "d_model") if k not in d]
     if missing:
         raise DataError(f"the model spec lacks {missing}; give n_layer and d_model (n_head, family, vocab_size optional)")
-    out = {"n_layer": int(d["n_layer"]), "d_model": int(d["d_model"]),
-           "n_head": int(d.get("n_head") or max(1, int(d["d_model"]) // 64)), "family": d.get("family", "llama"),
-           "vocab_size": int(d.get("vocab_size", 256)), "seq_len": int(d.get("seq_len", 128))}
+    def whole(key, default=None):
+        v = d.get(key, default)
+        try:
+            f = float(v)
+            if not f.is_integer() or f < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise DataError(f"the model's {key} is {v!r}; it must be a positive whole number") from None
+        return int(f)
+
+    out = {"n_layer": whole("n_layer"), "d_model": whole("d_model"),
+           "n_head": whole("n_head") if d.get("n_head") else max(1, whole("d_model") // 64),
+           "family": d.get("family", "llama"), "vocab_size": whole("vocab_size", 256), "seq_len": whole("seq_len", 128)}
     c = count_params(out["n_layer"], out["d_model"], n_head=out["n_head"], vocab_size=out["vocab_size"],
                      n_ctx=out["seq_len"], family=out["family"])
     out.update(N=c.non_embedding, N_total=c.total)
@@ -146,4 +183,52 @@ def load_plan(path) -> dict:
     plan = read_json_file(path, "plan file", " (make one with `scaling predict FIT --model ... --out plan.json`)")
     if not isinstance(plan, dict) or "curve" not in plan:
         raise DataError(f"{path} is not a plan file written by `scaling predict --out`")
+    return validate_plan(plan, str(path))
+
+
+def validate_plan(plan: dict, source: str = "the plan") -> dict:
+    """Check a plan before it is used: one error naming what is wrong (a curve cut short, a NaN, ...)."""
+    hint = "; write it again with `scaling predict FIT --model ... --out plan.json`"
+    if not isinstance(plan, dict):
+        raise DataError(f"{source} is not a plan (a JSON object written by `scaling predict --out`){hint}")
+    missing = [k for k in ("curve", "tokens_per_step", "tokens") if k not in plan]
+    if missing:
+        raise DataError(f"{source} lacks {', '.join(missing)}{hint}")
+    for k in ("tokens_per_step", "tokens"):
+        v = plan[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+            raise DataError(f"{source}: {k} is {v!r}, not a positive number{hint}")
+    c = plan["curve"]
+    keys = ("tokens", "loss", "lo", "hi")
+    if not isinstance(c, dict) or any(k not in c for k in keys):
+        have = sorted(c) if isinstance(c, dict) else type(c).__name__
+        raise DataError(f"{source}: the curve needs {', '.join(keys)} (it has {have}){hint}")
+    arrays = {}
+    for k in keys:
+        try:
+            arrays[k] = np.asarray(c[k], dtype=float)
+        except (TypeError, ValueError):
+            raise DataError(f"{source}: curve {k} is not a list of numbers{hint}") from None
+        if arrays[k].ndim != 1:
+            raise DataError(f"{source}: curve {k} is not a list of numbers{hint}")
+    lengths = {k: a.size for k, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"{source}: the curve was cut short: its arrays differ in length "
+                        f"({', '.join(f'{k} {n}' for k, n in lengths.items())}){hint}")
+    if lengths["tokens"] < 2:
+        raise DataError(f"{source}: the curve has {lengths['tokens']} point(s); it needs at least 2{hint}")
+    for k, a in arrays.items():
+        bad = np.flatnonzero(~np.isfinite(a) | (a <= 0))
+        if bad.size:
+            raise DataError(f"{source}: curve {k}[{bad[0]}] is {a[bad[0]]!r}; every value must be a positive "
+                            f"finite number{hint}")
+    back = np.flatnonzero(np.diff(arrays["tokens"]) <= 0)
+    if back.size:
+        i = back[0]
+        raise DataError(f"{source}: curve tokens do not increase (tokens[{i + 1}] = {arrays['tokens'][i + 1]:g} after "
+                        f"{arrays['tokens'][i]:g}){hint}")
+    if np.any(arrays["lo"] > arrays["hi"]):
+        i = int(np.flatnonzero(arrays["lo"] > arrays["hi"])[0])
+        raise DataError(f"{source}: the band is upside down at curve point {i} (lo {arrays['lo'][i]:g} > "
+                        f"hi {arrays['hi'][i]:g}){hint}")
     return plan

@@ -222,7 +222,7 @@ def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, 
             raise DataError(f"no rows with rm_data == {pick:g}")
     methods = [m for m in (methods or ("bon", "rl", "dpo")) if m in set(df["method"])]
     if not methods:
-        raise ValueError("no bon, rl or dpo rows to plot")
+        raise DataError(f"no {', '.join(methods or ('bon', 'rl', 'dpo'))} rows to plot (the method column has {sorted(set(df['method']))})")
     fig, axes = plt.subplots(2, len(methods), figsize=(5.2 * len(methods), 7.0), squeeze=False, sharex="col")
     titles = {"bon": "best-of-n", "rl": "RL (RLOO)", "dpo": "DPO (implicit reward as proxy)"}
     cmap = plt.get_cmap("viridis")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import load_chinchilla
+from .data import load_chinchilla, sweep_definition
 from .laws import ChinchillaLaw, IsoFlopLaw
 from .plotting import plot_fit, plot_isoflop, save
 
-SWEEP = Path(__file__).resolve().parent.parent / "sweeps" / "quickstart.yaml"
+SWEEP = sweep_definition("quickstart")  # shipped in the package: an install finds it too
 
 
 def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | Path = SWEEP,
@@ -86,7 +86,7 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
             print(f"C = {C:.3g}: parametric N_opt = {co['N_opt'][0]:,.0f} [{ci['N_opt'][0][0]:,.0f}, "
                   f"{ci['N_opt'][1][0]:,.0f}], {co['tokens_per_param'][0]:.0f} tokens/param; IsoFLOP N_opt = "
                   f"{ico['N_opt'][0]:,.0f}, {ico['tokens_per_param'][0]:.0f} tokens/param")
-    print(f"exponents: parametric a = {law.compute_optimal(1.0)['a']:.3f}, IsoFLOP a = {iso.params_['a']:.3f} "
+    print(f"exponents: parametric a = {law.summary()['compute_optimal']['a']:.3f}, IsoFLOP a = {iso.params_['a']:.3f} "
           f"(90% CI [{iso.ci_['a'][0]:.3f}, {iso.ci_['a'][1]:.3f}]); a sweep this small pins them down loosely")
 
     plots = [save(plot_isoflop(iso, runs), out / "isoflop.png"), save(plot_fit(law, runs), out / "parametric_fit.png")]
@@ -99,7 +99,7 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
     p = ch.params_
     a_lo, a_hi = ch.compute_optimal_interval(1.0)["a"]
     print(f"E={p['E']:.4f} A={p['A']:.1f} B={p['B']:.0f} alpha={p['alpha']:.4f} beta={p['beta']:.4f}, "
-          f"a = {ch.compute_optimal(1.0)['a']:.3f} [{a_lo:.3f}, {a_hi:.3f}] (Besiroglu et al.: 0.513; Hoffmann et al.: 0.46)")
+          f"a = {ch.summary()['compute_optimal']['a']:.3f} [{a_lo:.3f}, {a_hi:.3f}] (Besiroglu et al.: 0.513; Hoffmann et al.: 0.46)")
     h = ChinchillaLaw.hoffmann2022()
     h.label = "Hoffmann et al. 2022"
     plots.append(save(plot_fit(ch, df, compare=[h]), out / "chinchilla_published.png"))

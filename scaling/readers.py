@@ -5,11 +5,19 @@ column mapping; W&B CSV exports too), ``hf`` (Hugging Face ``trainer_state.json`
 ``tensorboard`` (event files, parsed here: no TensorFlow needed), ``mlflow`` (a
 local ``mlruns`` run directory). ``read_log(path)`` picks one from the path.
 A partially written last line is skipped, never an error.
+
+A logged NaN or infinity (JSON ``NaN``/``Infinity``, "nan"/"inf" strings, a CSV
+``nan``) is kept as a non-finite loss: that is how a diverged step is written. A log
+with content of which nothing can be read (binary data, no JSON lines, losses that are
+not numbers) is a :class:`DataError` naming why; an empty one (or one still being
+written) gives no rows, with the reason in ``df.attrs["note"]``.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import struct
 from pathlib import Path
 from typing import Callable
@@ -48,6 +56,43 @@ def _pick(columns, wanted, what, mapping_key):
     raise DataError(f"no {what} column among {list(columns)}; map one with --columns {mapping_key}=<column>")
 
 
+_EMPTY = ["step", "loss", "tokens"]
+
+
+def _empty(note: str) -> pd.DataFrame:
+    """No points (yet): ``attrs["note"]`` says why, for a one-off check that must not read it as healthy."""
+    out = pd.DataFrame(columns=_EMPTY)
+    out.attrs["note"] = note
+    return out
+
+
+def _losses(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Logged losses as floats, and which rows hold one.
+
+    A number is read as is; a NaN or infinity (JSON ``NaN``/``Infinity``, the strings
+    "nan"/"inf", a CSV ``nan``) is kept as that non-finite value, because it is how a
+    diverged step is logged; a missing cell (no loss logged on that row) is not a point.
+    """
+    def one(v):
+        if isinstance(v, str):  # "2.3", and "nan"/"inf"/"Infinity" as written for a diverged step
+            try:
+                return float(v.strip()), True
+            except ValueError:
+                return np.nan, False
+        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+            return float(v), not math.isnan(v)  # a float NaN is an empty cell or a missing key, not a logged NaN
+        return np.nan, False
+
+    pairs = [one(v) for v in raw]
+    return (pd.Series([p[0] for p in pairs], index=raw.index, dtype=float),
+            pd.Series([p[1] for p in pairs], index=raw.index, dtype=bool))
+
+
+def _present(v) -> bool:
+    """Whether a cell holds anything at all (a missing key or an empty cell does not)."""
+    return not (v is None or (np.ndim(v) == 0 and pd.isna(v)))
+
+
 def _finish(df: pd.DataFrame, columns, source: str) -> pd.DataFrame:
     mapping = parse_columns(columns)
     step = mapping.get("step") or _pick(df.columns, STEP_NAMES, "step", "step")
@@ -55,30 +100,72 @@ def _finish(df: pd.DataFrame, columns, source: str) -> pd.DataFrame:
     for name, col in (("step", step), ("loss", loss)):
         if col not in df.columns:
             raise DataError(f"{source}: --columns maps {name} to {col!r}, which is not a column ({list(df.columns)})")
-    out = pd.DataFrame({"step": pd.to_numeric(df[step], errors="coerce"), "loss": pd.to_numeric(df[loss], errors="coerce")})
+    values, has_loss = _losses(df[loss])
+    out = pd.DataFrame({"step": pd.to_numeric(df[step], errors="coerce"), "loss": values})
     tok = mapping.get("tokens") or ("tokens" if "tokens" in df.columns else None)
     out["tokens"] = pd.to_numeric(df[tok], errors="coerce") if tok else np.nan
-    out = out[out["step"].notna() & (out["loss"].notna() | df[loss].astype(str).str.lower().isin(["nan", "inf"]))]
-    out["loss"] = out["loss"].astype(float)
-    return out.reset_index(drop=True)
+    unreadable = df[loss][~has_loss & df[loss].map(_present).astype(bool)]
+    keep = out["step"].notna() & has_loss
+    out = out[keep].reset_index(drop=True)
+    if out.empty:
+        if len(unreadable):
+            examples = ", ".join(repr(v) for v in list(dict.fromkeys(map(str, unreadable)))[:3])
+            raise DataError(f"nothing could be read from {source}: its {loss!r} values are not numbers "
+                            f"(e.g. {examples}); log the loss as a number (float(loss), not a string or tensor)")
+        if has_loss.any():
+            raise DataError(f"nothing could be read from {source}: no row with a {loss!r} value has a number in "
+                            f"its {step!r} column")
+        out.attrs["note"] = f"no row has a {loss!r} value yet"
+    return out
+
+
+def _json(text: str):
+    """json.loads that keeps NaN/Infinity as the strings "NaN"/"Infinity", so a logged NaN is told from a missing key."""
+    return json.loads(text, parse_constant=str)
+
+
+def _text(path) -> str:
+    return Path(path).read_bytes().decode("utf-8", "replace")
+
+
+def _binary(text: str) -> bool:
+    return "\0" in text or text.count("\ufffd") > 0.01 * len(text)
+
+
+def _not_text(path) -> DataError:
+    return DataError(f"nothing could be read from {path}: it is not a text log but binary data (TensorBoard "
+                     "event files are read with --reader tensorboard)")
 
 
 @register_reader("jsonl")
 def read_jsonl(path, columns=None) -> pd.DataFrame:
-    recs = []
-    text = Path(path).read_text(errors="replace")
+    text = _text(path)
+    if not text.strip():
+        return _empty("the log is empty")
+    recs, complete = [], 0
     lines = text.split("\n")
     for i, line in enumerate(lines):
         if not line.strip():
             continue
+        complete += i < len(lines) - 1  # the last piece has no newline yet: the writer may be mid-line
         try:
-            recs.append(json.loads(line))
+            rec = _json(line)
         except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                continue  # the writer is mid-line
-            continue  # a corrupt line in the middle: skip it, keep the rest
+            continue  # a partial last line, or a corrupt line in the middle: skip it, keep the rest
+        if isinstance(rec, dict):
+            recs.append(rec)
     if not recs:
-        return pd.DataFrame(columns=["step", "loss", "tokens"])
+        if _binary(text):
+            raise _not_text(path)
+        if not complete:
+            return _empty("the log holds only a partly written line")
+        try:
+            whole = _json(text)
+        except json.JSONDecodeError:
+            whole = None
+        hint = (" it is a Hugging Face trainer_state.json: pass --reader hf" if isinstance(whole, dict)
+                and "log_history" in whole else " each line must be one JSON object like {\"step\": 10, \"loss\": 2.3}")
+        raise DataError(f"nothing could be read from {path}: no line of it is a JSON object;{hint}")
     df = pd.DataFrame(recs)
     mapping = parse_columns(columns)
     if "loss" not in mapping and "loss" not in df.columns and "train_loss" in df.columns:
@@ -88,10 +175,17 @@ def read_jsonl(path, columns=None) -> pd.DataFrame:
 
 @register_reader("csv")
 def read_csv(path, columns=None) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, on_bad_lines="skip")
+    text = _text(path)
+    if not text.strip():
+        return _empty("the log is empty")
+    if _binary(text):
+        raise _not_text(path)
+    try:  # a literal nan/inf stays a string here, so _finish keeps it as a diverged point; an empty cell is missing
+        df = pd.read_csv(io.StringIO(text), on_bad_lines="skip", keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=["step", "loss", "tokens"])
+        return _empty("the log is empty")
+    except pd.errors.ParserError as exc:
+        raise DataError(f"nothing could be read from {path}: it is not a CSV table ({exc})") from None
     return _finish(df, columns, str(path))
 
 
@@ -101,12 +195,14 @@ def read_trainer_state(path, columns=None) -> pd.DataFrame:
     if p.is_dir():
         p = p / "trainer_state.json"
     try:
-        state = json.loads(p.read_text())
+        state = _json(_text(p))
     except json.JSONDecodeError:
-        return pd.DataFrame(columns=["step", "loss", "tokens"])  # being rewritten: try again later
+        return _empty(f"{p} is not complete JSON (being rewritten?)")  # being rewritten: try again later
+    if not isinstance(state, dict):
+        raise DataError(f"nothing could be read from {p}: it is not a trainer_state.json (no log_history)")
     hist = pd.DataFrame(state.get("log_history", []))
     if hist.empty:
-        return pd.DataFrame(columns=["step", "loss", "tokens"])
+        return _empty("its log_history is empty")
     mapping = parse_columns(columns)
     mapping.setdefault("step", "step")
     if "loss" not in mapping:
@@ -167,7 +263,7 @@ def _fields(buf):
         elif wire == 5:
             v, i = buf[i:i + 4], i + 4
         else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
+            raise DataError(f"unsupported protobuf wire type {wire}")
         yield field, wire, v
 
 
@@ -209,7 +305,10 @@ def tensorboard_scalars(path) -> pd.DataFrame:
 
 @register_reader("tensorboard")
 def read_tensorboard(path, columns=None) -> pd.DataFrame:
-    sc = tensorboard_scalars(path)
+    try:
+        sc = tensorboard_scalars(path)
+    except (DataError, struct.error, IndexError) as exc:  # a damaged record: truncated or not protobuf
+        raise DataError(f"{path} is not a readable TensorBoard event file ({exc or type(exc).__name__})") from None
     if sc.empty:
         return pd.DataFrame(columns=["step", "loss", "tokens"])
     mapping = parse_columns(columns)
@@ -274,4 +373,7 @@ def read_log(path, reader: str = "auto", columns=None) -> pd.DataFrame:
     name = detect_reader(path) if reader == "auto" else reader
     if name not in _READERS:
         raise DataError(f"unknown reader {name!r}; use one of {', '.join(available_readers())}")
-    return _READERS[name](path, columns)
+    try:
+        return _READERS[name](path, columns)
+    except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        raise DataError(f"cannot read {path} with the {name} reader: {exc.strerror} ({exc.filename})") from None

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from .errors import SettingsError
+
 
 def steps_of(value: float, steps: int) -> int:
     """A cadence or length given as a fraction of the run (< 1) or as a number of steps, in steps (>= 1)."""
@@ -36,7 +38,7 @@ def lr_at(step: int, steps: int, opt: dict, sched: dict) -> float:
         if step < start:
             return peak
         return peak + (final - peak) * (step - start + 1) / decay
-    raise ValueError(f"unknown schedule {kind!r}; use cosine, wsd or constant")
+    raise SettingsError(f"unknown schedule {kind!r}; use cosine, wsd or constant")
 
 
 def schedule(steps: int, opt: dict, sched: dict) -> np.ndarray:

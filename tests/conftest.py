@@ -24,7 +24,9 @@ def chinchilla_fit(chinchilla_df):
     from scaling.laws import ChinchillaLaw
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the reference fit must be clean
+        warnings.simplefilter("error")  # the reference fit must be clean, but for one true finding:
+        # its IsoFLOP profiles are more curved than the Chinchilla form (8 of 9 budgets, test_faults_fit)
+        warnings.filterwarnings("ignore", message=".*residuals curve systematically along each compute budget")
         return ChinchillaLaw(bootstrap=400, seed=0).fit(chinchilla_df)
 
 

@@ -71,6 +71,7 @@ def test_warm_started_bootstrap_equals_independent_full_grid_fits(chinchilla_df)
     W = resample_weights(len(chinchilla_df), 3, 7)
     for b in range(3):
         resample = chinchilla_df.loc[np.repeat(np.arange(len(chinchilla_df)), W[b].astype(int))]
+        resample = resample.assign(draw=np.arange(len(resample)))  # each draw a run of its own, not a copy
         indep = ChinchillaLaw(bootstrap=0).fit(resample)
         boot = law.bootstrap_params().iloc[b]
         for k in ("E", "alpha", "beta"):

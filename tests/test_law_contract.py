@@ -196,3 +196,113 @@ def test_too_few_runs_is_refused(case):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cls(bootstrap=0).fit(few)
+
+
+# --------------------------------------------------- every setting honoured or refused (issue #11)
+SETTING_VALUES = {"loss": "squared", "delta": 0.01, "bounds": None, "tie": None, "params": None, "prune": False}
+
+
+def _settings(law) -> dict:
+    """The law's settings: public attributes that do not end in '_' (fitted values do)."""
+    import copy
+
+    return {k: copy.deepcopy(v) for k, v in vars(law).items() if not k.startswith("_") and not k.endswith("_")}
+
+
+def _quiet_fit(law, data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return law.fit(data)
+
+
+def test_fit_does_not_modify_settings(case):
+    cls, c, data = case
+    law = cls(bootstrap=20)
+    before = _settings(law)
+    _quiet_fit(law, data)
+    assert _settings(law) == before
+
+
+def _fixable(cls, c):
+    if "fixed" not in cls.supports:
+        return None
+    if cls.name in ("isoflop", "envelope"):
+        return "a"
+    return next(iter(c.truth))
+
+
+def test_a_fixed_parameter_stays_fixed(case):
+    cls, c, data = case
+    name = _fixable(cls, c)
+    if name is None:
+        with pytest.raises(ScalingError, match="does not take fixed"):
+            cls(fixed={cls.param_names()[0]: 1.0})
+        return
+    value = c.truth[name] * 1.05
+    law = _quiet_fit(cls(bootstrap=20, fixed={name: value}), data)
+    assert law.params_[name] == pytest.approx(value, rel=1e-12)
+    assert law.ci_[name] is None and "(fixed)" in law.report()
+    assert law.to_dict()["settings"]["fixed"] == {name: value}
+
+
+def _exponent(cls):
+    return next((p for p in cls.parameters if not p.log and p.name not in ("a", "b", "alpha_slope", "beta_slope")),
+                None)
+
+
+def test_a_bound_is_respected(case):
+    cls, c, data = case
+    p = _exponent(cls)
+    if "bounds" not in cls.supports:
+        with pytest.raises(ScalingError, match="does not take bounds"):
+            cls(bounds={cls.param_names()[0]: (0.0, 1.0)})
+        return
+    free = _quiet_fit(cls(bootstrap=0), data).params_[p.name]
+    cap = 0.9 * free  # below the unconstrained optimum: the fit must stop there
+    law = _quiet_fit(cls(bootstrap=20, bounds={p.name: (None, cap)}), data)
+    assert law.params_[p.name] <= cap * (1 + 1e-9)
+    assert law.params_[p.name] == pytest.approx(cap, rel=1e-4)
+    assert (law.bootstrap_params()[p.name] <= cap * (1 + 1e-9)).all()
+
+
+def test_a_tie_holds(case):
+    cls, c, data = case
+    pair = [p.name for p in cls.parameters if not p.log and p.name not in ("a", "b")][:2]
+    if "tie" not in cls.supports:
+        with pytest.raises(ScalingError, match="does not take tie"):
+            cls(tie=[tuple(cls.param_names()[:2])])
+        return
+    if len(pair) < 2:
+        pytest.skip(f"{cls.name} has a single exponent: nothing to tie")
+    law = _quiet_fit(cls(bootstrap=20, tie=[tuple(pair)]), data)
+    assert law.params_[pair[0]] == law.params_[pair[1]]
+    B = law.bootstrap_params()
+    np.testing.assert_array_equal(B[pair[0]], B[pair[1]])
+
+
+@pytest.mark.parametrize("setting", sorted(SETTING_VALUES))
+def test_an_unsupported_setting_is_an_error(case, setting):
+    cls, c, data = case
+    value = SETTING_VALUES[setting]
+    if setting == "bounds":
+        value = {cls.param_names()[0]: (0.0, 1e30)}
+    elif setting == "tie":
+        value = [tuple(cls.param_names()[:2])]
+    elif setting == "params":
+        value = {}
+    if setting in cls.supports:
+        return  # honoured: the tests above and the law's own tests check it
+    if setting == "loss" and cls.default_loss == "squared":
+        value = "huber"
+    with pytest.raises(ScalingError, match=f"does not take {setting}"):
+        cls(**{setting: value})
+
+
+def test_unknown_names_in_settings_are_refused_at_construction(case):
+    cls, c, data = case
+    for setting in ("fixed", "bounds"):
+        if setting in cls.supports:
+            with pytest.raises(ScalingError, match="unknown parameter"):
+                cls(**{setting: {"not_a_parameter": (1.0 if setting == "fixed" else (0, 1))}})
+    with pytest.raises(TypeError):
+        cls(not_a_setting=1)

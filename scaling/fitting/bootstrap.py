@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import SettingsError
 from .optimize import BatchResult, Model, ParamTransform, RobustObjective, newton_lm
 
 
@@ -32,6 +33,6 @@ def bootstrap_fit(model: Model, log_y: np.ndarray, phi0: np.ndarray, *, n_boot: 
 def percentile_interval(samples: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Equal-tailed percentile interval at ``level`` (e.g. 0.9 -> 5th and 95th percentiles)."""
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise SettingsError(f"level must be in (0, 1), got {level}")
     lo, hi = np.nanquantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=axis)
     return lo, hi

@@ -24,6 +24,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from ..errors import SettingsError
+
 __all__ = [
     "LogSumExpModel",
     "FunctionModel",
@@ -46,7 +48,7 @@ def robust_loss(r: np.ndarray, loss: str, delta: float) -> tuple[np.ndarray, np.
         return rho, d1, d2
     if loss == "squared":
         return 0.5 * r * r, r, np.ones_like(r)
-    raise ValueError(f"unknown loss {loss!r}; use 'huber' or 'squared'")
+    raise SettingsError(f"unknown loss {loss!r}; use 'huber' or 'squared'")
 
 
 class Model(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Type
 
+from ..errors import UnknownNameError
 from .base import Law, Param
 
 _REGISTRY: dict[str, Type[Law]] = {}
@@ -29,7 +30,7 @@ def get_law(name: str) -> Type[Law]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown law {name!r}; available: {', '.join(available_laws())}") from None
+        raise UnknownNameError(f"unknown law {name!r}; available: {', '.join(available_laws())}") from None
 
 
 def available_laws() -> list[str]:

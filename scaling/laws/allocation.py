@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..diagnostics import check_identification
-from ..errors import DataError, FitError, ScalingWarning
+from ..errors import DataError, FitError, ScalingWarning, SettingsError, UnsupportedError
 from ..fitting.bootstrap import percentile_interval
 from .._threads import limit_threads
 from ..fitting.optimize import LogSumExpModel, ParamTransform, RobustObjective, newton_lm
@@ -30,7 +30,7 @@ class OptimalLoss(Law):
 
     name = "optimal-loss"
     inputs = ("C",)
-    parameters = (Param("E", log=True), Param("A", log=True), Param("alpha"))
+    parameters = (Param("E", log=True), Param("A", log=True), Param("alpha", lower=0.0))
     formula: ClassVar[str] = "L*(C) = E + A/C^alpha"
 
     def _model(self, X):
@@ -48,7 +48,8 @@ class OptimalLoss(Law):
         return np.array(list(itertools.product(e, np.arange(0.0, 40.1, 5.0), (0.02, 0.05, 0.1, 0.2, 0.4))), float)
 
 
-def _fit_optimal_loss(C: np.ndarray, L: np.ndarray, warm: np.ndarray | None = None) -> np.ndarray:
+def _fit_optimal_loss(C: np.ndarray, L: np.ndarray, warm: np.ndarray | None = None, *, loss: str = "huber",
+                      delta: float = 1e-3) -> np.ndarray:
     """(log E, log A, alpha) of L = E + A C^-alpha, Huber on log residuals; E -> 0 with under 4 budgets."""
     law = OptimalLoss()
     X = {"C": C}
@@ -58,7 +59,7 @@ def _fit_optimal_loss(C: np.ndarray, L: np.ndarray, warm: np.ndarray | None = No
     else:  # too few points for an offset: a pure power law
         transform = ParamTransform(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), np.array([np.log(1e-9 * L.min()), 0, 0]))
     starts = law._init_grid(X, log_y) if warm is None else np.atleast_2d(warm)
-    obj = RobustObjective(law._model(X), log_y, transform=transform)
+    obj = RobustObjective(law._model(X), log_y, loss=loss, delta=delta, transform=transform)
     with limit_threads(1), np.errstate(all="ignore"):
         res = newton_lm(obj, np.unique(transform.to_phi(starts), axis=0), ftol=1e-12, max_iter=150)
     if not np.isfinite(res.fun).any():
@@ -66,8 +67,10 @@ def _fit_optimal_loss(C: np.ndarray, L: np.ndarray, warm: np.ndarray | None = No
     return transform.to_theta(res.x[int(np.nanargmin(res.fun))])
 
 
-def loglinear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope and intercept of log y on log x."""
+def loglinear_fit(x: np.ndarray, y: np.ndarray, slope: float | None = None) -> tuple[float, float]:
+    """Least-squares slope and intercept of log y on log x (the intercept alone when ``slope`` is given)."""
+    if slope is not None:
+        return float(slope), float(np.mean(np.log(y) - slope * np.log(x)))
     slope, icpt = np.polyfit(np.log(x), np.log(y), 1)
     return float(slope), float(icpt)
 
@@ -79,10 +82,21 @@ class AllocationLaw(Law):
     parameters = (
         Param("a", description="N_opt exponent"), Param("N0", log=True, description="N_opt = N0 C^a"),
         Param("b", description="D_opt exponent"), Param("D0", log=True, description="D_opt = D0 C^b"),
-        Param("E", log=True), Param("A", log=True), Param("alpha"),
+        Param("E", log=True), Param("A", log=True), Param("alpha", lower=0.0),
     )
     formula: ClassVar[str] = "N_opt = N0 C^a, D_opt = D0 C^b, L_opt = E + A C^-alpha"
     min_budgets: ClassVar[int] = 2
+    supports = frozenset({"loss", "delta", "fixed"})
+
+    def _unsupported_reason(self) -> str:
+        return ("the allocation exponents come from log-linear fits of per-budget optima; fix a or b "
+                "(fixed={'a': 0.5}), or choose the loss of the L_opt(C) fit")
+
+    def _check_settings(self) -> None:
+        super()._check_settings()
+        other = [k for k in self.fixed if k not in ("a", "b")]
+        if other:
+            raise SettingsError(f"{self.name} can fix the allocation exponents a and b, not {other}")
 
     def __init__(self, *, bootstrap: int = 200, seed: int = 0, level: float = 0.9, flops_per_token_param: float = 6.0,
                  **kwargs):
@@ -96,7 +110,7 @@ class AllocationLaw(Law):
     def _resample(self, df: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
         raise NotImplementedError
 
-    def _prepare_data(self, data, columns=None, dropna=False) -> pd.DataFrame:
+    def _prepare_data(self, data, columns=None, dropna=False, drop_highest_loss=0) -> pd.DataFrame:
         raise NotImplementedError
 
     def _fit_optima(self, opt: pd.DataFrame, warm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -107,10 +121,10 @@ class AllocationLaw(Law):
                 f"need at least {self.min_budgets} to fit how N_opt scales with C"
             )
         C = ok["C"].to_numpy(float)
-        a, lN0 = loglinear_fit(C, ok["N_opt"].to_numpy(float))
-        b, lD0 = loglinear_fit(C, ok["D_opt"].to_numpy(float))
+        a, lN0 = loglinear_fit(C, ok["N_opt"].to_numpy(float), self.fixed.get("a"))
+        b, lD0 = loglinear_fit(C, ok["D_opt"].to_numpy(float), self.fixed.get("b"))
         L = ok["loss_opt"].to_numpy(float)
-        lopt = _fit_optimal_loss(C, L, None if warm is None else warm[4:])
+        lopt = _fit_optimal_loss(C, L, None if warm is None else warm[4:], loss=self.loss, delta=self.delta)
         theta = np.array([a, lN0, b, lD0, *lopt])
         resid = np.log(L) - np.logaddexp(lopt[0], lopt[1] - lopt[2] * np.log(C))
         return theta, resid
@@ -126,8 +140,9 @@ class AllocationLaw(Law):
             return "all budgets usable"
         return "; ".join(f"C={c:.3g}: {s}" for c, s in zip(bad["C"], bad["status"]))
 
-    def fit(self, data, *, columns=None, dropna: bool = False, **_) -> "AllocationLaw":
-        df = self._prepare_data(data, columns=columns, dropna=dropna)
+    def fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "AllocationLaw":
+        self._check_settings()
+        df = self._prepare_data(data, columns=columns, dropna=dropna, drop_highest_loss=drop_highest_loss)
         opt = self._optima(df)
         bad = opt[opt["status"] != "ok"]
         if len(bad):
@@ -144,7 +159,8 @@ class AllocationLaw(Law):
         self.data_range_ = {"C": [float(ok["C"].min()), float(ok["C"].max())]}
         self.fit_info_ = {"n_budgets": int(len(opt)), "n_budgets_used": int(len(ok)), "loss": "least squares (log)",
                           "delta": None, "n_starts": 1, "n_pruned": 0, "n_at_best": 1, "start_spread": 0.0,
-                          "free": self.param_names()}
+                          "free": [n for n in self.param_names() if n not in self.fixed],
+                          "loss_opt_fit": self.loss if self.loss != "huber" else f"huber (delta={self.delta:g})"}
         self.bootstrap_theta_ = None
         if self.bootstrap:
             rng = np.random.default_rng(self.seed)
@@ -177,10 +193,11 @@ class AllocationLaw(Law):
     def compute_optimal(self, C, *, flops=None) -> dict:
         self._require_fitted()
         if flops is not None:
-            raise NotImplementedError(f"{self.name} allocates for the FLOP model it was fitted with")
+            raise UnsupportedError(f"{self.name} allocates for the FLOP model it was fitted with")
         C = np.atleast_1d(np.asarray(C, float))
         p = self.params_
         N, D = p["N0"] * C ** p["a"], p["D0"] * C ** p["b"]
+        self._check_allocation_range(C, N, D)
         return {"C": C, "N_opt": N, "D_opt": D, "tokens_per_param": D / N, "loss": self.predict(C=C),
                 "a": p["a"], "b": p["b"]}
 

@@ -22,7 +22,7 @@ import pandas as pd
 from .._threads import limit_threads
 from ..data import prepare
 from ..diagnostics import check_extrapolation, check_identification, check_residuals, check_thin_data
-from ..errors import DataError, FitError, NotFittedError, ScalingWarning
+from ..errors import DataError, FitError, NotFittedError, ScalingWarning, SettingsError, UnsupportedError
 from ..fitting.bootstrap import bootstrap_fit, percentile_interval, resample_weights
 from ..fitting.optimize import BatchResult, Model, ParamTransform, RobustObjective, newton_lm
 
@@ -34,6 +34,9 @@ class Param:
     name: str
     log: bool = False
     description: str = ""
+    #: default bounds on the public value (None: unbounded); a user's bounds for the parameter replace them
+    lower: float | None = None
+    upper: float | None = None
 
 
 def _pct(x: float) -> str:
@@ -57,11 +60,16 @@ class Law:
     #: inputs that may be zero (everything else must be positive)
     nonnegative_inputs: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, *, loss: str = "huber", delta: float = 1e-3, fixed: Mapping[str, float] | None = None,
+    #: the constraint and objective settings this law honours; a non-default value of any other is refused
+    supports: ClassVar[frozenset[str]] = frozenset({"loss", "delta", "fixed", "bounds", "tie", "params", "prune"})
+    #: the objective it minimises when ``loss`` is not given
+    default_loss: ClassVar[str] = "huber"
+
+    def __init__(self, *, loss: str | None = None, delta: float = 1e-3, fixed: Mapping[str, float] | None = None,
                  bounds: Mapping[str, tuple[float, float]] | None = None, tie: list[tuple[str, ...]] | None = None,
                  params: Any = None, bootstrap: int = 1000, seed: int = 0, level: float = 0.9,
                  prune: bool = True):
-        self.loss = loss
+        self.loss = self.default_loss if loss is None else loss
         self.delta = delta
         self.fixed = dict(fixed or {})
         self.bounds = dict(bounds or {})
@@ -71,6 +79,50 @@ class Law:
         self.seed = seed
         self.level = level
         self.prune = prune
+        self._check_settings()
+
+    def _check_settings(self) -> None:
+        """Refuse, at construction, what this law would not honour: never a silently ignored setting."""
+        given = {"loss": self.loss != self.default_loss, "delta": self.delta != 1e-3, "fixed": bool(self.fixed),
+                 "bounds": bool(self.bounds), "tie": bool(self.tie), "params": self.params is not None,
+                 "prune": self.prune is not True}
+        bad = [k for k, v in given.items() if v and k not in self.supports]
+        if bad:
+            raise SettingsError(f"{self.name} does not take {', '.join(bad)}: {self._unsupported_reason()}")
+        if self.loss not in ("huber", "squared"):
+            raise SettingsError(f"loss must be 'huber' or 'squared', got {self.loss!r}")
+        if not (isinstance(self.delta, (int, float)) and self.delta > 0):
+            raise SettingsError(f"delta (the Huber threshold) must be a positive number, got {self.delta!r}")
+        if not (isinstance(self.level, (int, float)) and 0 < self.level < 1):
+            raise SettingsError(f"level must be in (0, 1), got {self.level!r}")
+        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, (int, np.integer)) or self.bootstrap < 0:
+            raise SettingsError(f"bootstrap must be a whole number of resamples >= 0, got {self.bootstrap!r}")
+        names = self.param_names()
+        for what, keys in (("fixed", list(self.fixed)), ("bounds", list(self.bounds)),
+                           ("tie", [n for t in self.tie for n in t])):
+            unknown = [k for k in keys if k not in names]
+            if unknown:
+                raise SettingsError(f"{self.name}: {what} names unknown parameter(s) {unknown}; parameters are {names}")
+        for k, v in self.fixed.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(v):
+                raise SettingsError(f"{self.name}: fixed {k} must be a finite number, got {v!r}")
+        for k, b in self.bounds.items():
+            if not (isinstance(b, (tuple, list)) and len(b) == 2):
+                raise SettingsError(f"{self.name}: bounds for {k} must be (low, high), got {b!r}")
+            lo, hi = (-math.inf if b[0] is None else b[0]), (math.inf if b[1] is None else b[1])
+            if lo > hi:
+                raise SettingsError(f"{self.name}: bounds for {k} are empty: {b!r}")
+        if self.params is not None:
+            unknown = [k for k in self.params if k not in names]
+            if unknown:
+                raise SettingsError(f"{self.name}: params names unknown parameter(s) {unknown}; parameters are {names}")
+
+    def _unsupported_reason(self) -> str:
+        return "this law's fit has no such setting"
+
+    def _extra_ties(self) -> list[tuple[str, ...]]:
+        """Ties a law's own settings imply (e.g. ``tie_exponents``), on top of the user's ``tie``."""
+        return []
 
     # ------------------------------------------------------------------ hooks
     def _log_predict(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -95,6 +147,9 @@ class Law:
     def _input_frozen(self, name: str) -> bool:
         return False
 
+    def _check_terms(self, X: Mapping[str, np.ndarray], y: np.ndarray) -> None:
+        """After a fit: warn when a term of the law vanished (laws with additive terms override)."""
+
     # ------------------------------------------------------- names and values
     @classmethod
     def param_names(cls) -> list[str]:
@@ -107,7 +162,7 @@ class Law:
             v = float(values[p.name])
             if p.log:
                 if v <= 0:
-                    raise ValueError(f"{cls.name}: parameter {p.name} must be positive, got {v}")
+                    raise SettingsError(f"{cls.name}: parameter {p.name} must be positive, got {v}")
                 v = math.log(v)
             out.append(v)
         return np.array(out)
@@ -127,7 +182,7 @@ class Law:
         unknown = set(values) - set(names)
         missing = set(names) - set(values)
         if unknown or missing:
-            raise ValueError(f"{cls.name} takes parameters {names}; unknown {sorted(unknown)}, missing {sorted(missing)}")
+            raise SettingsError(f"{cls.name} takes parameters {names}; unknown {sorted(unknown)}, missing {sorted(missing)}")
         law = cls(bootstrap=0)
         law._set_params(cls._to_internal(values), values)
         return law
@@ -163,31 +218,33 @@ class Law:
         specs = self.parameters
         names = self.param_names()
         index = {n: i for i, n in enumerate(names)}
-        fixed, bounds, tie = dict(self.fixed), dict(self.bounds), list(self.tie)
+        fixed, tie = dict(self.fixed), list(self.tie) + self._extra_ties()
+        bounds = {p.name: (p.lower, p.upper) for p in specs if p.lower is not None or p.upper is not None}
+        bounds.update(self.bounds)
         if self.params is not None:  # an lmfit.Parameters (or any mapping of objects with those attributes)
             for pname, par in self.params.items():
                 if pname not in index:
-                    raise ValueError(f"{self.name}: unknown parameter {pname!r}; parameters are {names}")
+                    raise SettingsError(f"{self.name}: unknown parameter {pname!r}; parameters are {names}")
                 expr = getattr(par, "expr", None)
                 if expr:
                     if expr.strip() not in index:
-                        raise ValueError(f"{self.name}: only ties of the form {pname}.expr = '<other parameter>' are supported, got {expr!r}")
+                        raise SettingsError(f"{self.name}: only ties of the form {pname}.expr = '<other parameter>' are supported, got {expr!r}")
                     tie.append((expr.strip(), pname))
                 elif not getattr(par, "vary", True):
                     fixed[pname] = float(par.value)
                 lo, hi = getattr(par, "min", -np.inf), getattr(par, "max", np.inf)
                 if np.isfinite(lo) or np.isfinite(hi):
-                    bounds.setdefault(pname, (lo, hi))
+                    bounds[pname] = (lo, hi) if pname not in self.bounds else self.bounds[pname]
         for n in list(fixed) + list(bounds) + [x for t in tie for x in t]:
             if n not in index:
-                raise ValueError(f"{self.name}: unknown parameter {n!r}; parameters are {names}")
+                raise SettingsError(f"{self.name}: unknown parameter {n!r}; parameters are {names}")
         # groups of tied internal coordinates
         group_of = list(range(len(names)))
         for t in tie:
             root = group_of[index[t[0]]]
             for n in t[1:]:
                 if specs[index[n]].log != specs[index[t[0]]].log:
-                    raise ValueError(f"{self.name}: cannot tie {t[0]} and {n} (different scales)")
+                    raise SettingsError(f"{self.name}: cannot tie {t[0]} and {n} (different scales)")
                 old = group_of[index[n]]
                 group_of = [root if g == old else g for g in group_of]
         offset = np.zeros(len(names))
@@ -210,6 +267,8 @@ class Law:
         lower = np.full(len(groups), -np.inf)
         upper = np.full(len(groups), np.inf)
         for n, (lo, hi) in bounds.items():
+            if n in fixed:
+                continue  # a fixed value may sit outside a default bound (e.g. a published negative exponent)
             i = index[n]
             lo_i = -np.inf if lo is None else self._to_internal_one(specs[i], lo, bound=True)
             hi_i = np.inf if hi is None else self._to_internal_one(specs[i], hi, bound=True)
@@ -217,7 +276,7 @@ class Law:
                 if i in members:
                     lower[k], upper[k] = max(lower[k], lo_i), min(upper[k], hi_i)
         if (lower > upper).any():
-            raise ValueError(f"{self.name}: bounds are empty: {bounds}")
+            raise SettingsError(f"{self.name}: bounds are empty: {bounds}")
         return ParamTransform(M, offset), lower, upper, groups
 
     @staticmethod
@@ -228,7 +287,7 @@ class Law:
         if v <= 0:
             if bound:
                 return -np.inf
-            raise ValueError(f"parameter {spec.name} must be positive, got {v}")
+            raise SettingsError(f"parameter {spec.name} must be positive, got {v}")
         return math.log(v)
 
     # -------------------------------------------------------------------- data
@@ -264,21 +323,18 @@ class Law:
     # --------------------------------------------------------------------- fit
     def fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "Law":
         """Fit to a run table (DataFrame or CSV/Parquet path); returns self."""
-        if self.loss not in ("huber", "squared"):
-            raise ValueError(f"loss must be 'huber' or 'squared', got {self.loss!r}")
-        if not 0 < self.level < 1:
-            raise ValueError(f"level must be in (0, 1), got {self.level}")
+        self._check_settings()  # settings may have been changed since construction
         df = self._frame(data, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna)
         X = {c: df[c].to_numpy(float) for c in self.inputs}
         y = df[self.target].to_numpy(float)
         transform, lower, upper, groups = self._constraints()
         n_free = len(groups)
+        self._check_data(X)
         if y.size <= n_free:
             raise DataError(
                 f"{y.size} point(s) for {n_free} free parameter(s): {self.name} needs more runs than "
                 f"parameters (add runs, or fix/tie parameters)"
             )
-        self._check_data(X)
         check_thin_data(self.name, X, n_free)
         log_y = np.log(y)
         model = self._model(X)
@@ -316,6 +372,7 @@ class Law:
         self.data_range_ = {c: [float(X[c].min()), float(X[c].max())] for c in self.inputs}
         self._warn_after_fit(transform, lower, upper, res.x[best])
         check_residuals(self.name, X, self.residuals_)
+        self._check_terms(X, y)
         self.bootstrap_theta_ = None
         if self.bootstrap and n_free:
             weights = None
@@ -377,9 +434,20 @@ class Law:
         names = self.fit_info_["free"]
         at = [names[k] for k in range(len(phi)) if (np.isfinite(lower[k]) and phi[k] - lower[k] < 1e-6)
               or (np.isfinite(upper[k]) and upper[k] - phi[k] < 1e-6)]
-        if at:
-            warnings.warn(f"{self.name}: parameter(s) {at} ended on a bound; the optimum lies outside the "
+        self.fit_info_["at_bound"] = at
+        default = {p.name: (p.lower, p.upper) for p in self.parameters}
+        mine = [n for n in at if any(m in self.bounds or (self.params is not None and m in self.params)
+                                     for m in n.split("="))]
+        if mine:
+            warnings.warn(f"{self.name}: parameter(s) {mine} ended on a bound; the optimum lies outside the "
                           "bounds you set: widen them or fix the parameter", ScalingWarning, stacklevel=3)
+        for n in at:
+            if n in mine:
+                continue
+            first = n.split("=")[0]
+            lo, hi = default.get(first, (None, None))
+            side = lo if lo is not None else hi
+            warnings.warn(self._default_bound_message(n, side), ScalingWarning, stacklevel=3)
         if not self.converged_:
             warnings.warn(f"{self.name}: the best start did not converge within the iteration limit",
                           ScalingWarning, stacklevel=3)
@@ -395,7 +463,13 @@ class Law:
                 warnings.warn(f"{self.name}: {int(bits.sum())} runs sit a factor ln 2 off the fit: some losses "
                               "look like bits and others nats; convert all to nats", ScalingWarning, stacklevel=3)
 
-    def _set_uncertainty(self) -> None:
+    def _default_bound_message(self, name: str, value) -> str:
+        return (f"{self.name}: {name} ended on its default bound ({value:g}): the data do not show the "
+                f"scaling this law assumes (loss should fall as its inputs grow; check the column mapping, "
+                f"e.g. that N is the parameter count and D the tokens). Lift the bound with "
+                f"--bound {name.split('=')[0]}=-inf:inf (Python: bounds={{'{name.split('=')[0]}': (None, None)}})")
+
+    def _set_uncertainty(self, warn: bool = True) -> None:
         names = self.param_names()
         B = self.bootstrap_theta_
         if B is None or len(B) < 2:
@@ -408,6 +482,32 @@ class Law:
         lo, hi = percentile_interval(P, self.level)
         self.ci_ = {n: [float(a), float(b)] for n, a, b in zip(names, lo, hi)}
         self.covariance_ = pd.DataFrame(np.cov(P, rowvar=False), index=names, columns=names)
+        free = self._free_names()
+        widened = []
+        for n in names:
+            if free is not None and n not in free:  # fixed, or not estimable from these data: no interval
+                self.stderr_[n] = None
+                self.ci_[n] = None
+                continue
+            v, (a, b) = self.params_[n], self.ci_[n]
+            if not a <= v <= b:
+                # the resamples all moved one way from the estimate (a flat direction, a parameter heading
+                # to a boundary): an interval that excludes the estimate would contradict it
+                self.ci_[n] = [min(a, v), max(b, v)]
+                widened.append(n)
+        if widened and hasattr(self, "fit_info_"):
+            self.fit_info_["ci_widened"] = widened
+            if warn:
+                warnings.warn(
+                    f"{self.name}: the bootstrap resamples of {widened} all moved away from the estimate (a flat "
+                    "direction, or a parameter heading to a boundary, such as E -> 0 when the data show no floor): "
+                    "not identified by these data, so the interval is widened to include the estimate (fix the "
+                    "parameter, or add runs that pin it down)", ScalingWarning, stacklevel=3)
+
+    def _free_names(self) -> set[str] | None:
+        """Names of the parameters the fit estimated (None when not known, e.g. published values)."""
+        free = getattr(self, "fit_info_", {}).get("free")
+        return None if free is None else {m for n in free for m in n.split("=")}
 
     # ---------------------------------------------------------------- predict
     def predict(self, data=None, **inputs) -> np.ndarray:
@@ -434,7 +534,7 @@ class Law:
             r = self.residuals_ - np.median(self.residuals_)
             logp = logp + rng.choice(r, size=logp.shape, replace=True)
         elif kind != "mean":
-            raise ValueError(f"kind must be 'prediction' or 'mean', got {kind!r}")
+            raise SettingsError(f"kind must be 'prediction' or 'mean', got {kind!r}")
         lo, hi = percentile_interval(logp, level)
         return np.exp(lo), np.exp(hi)
 
@@ -445,7 +545,13 @@ class Law:
 
     # ------------------------------------------------------------ allocation
     def compute_optimal(self, C, *, flops=None) -> dict[str, np.ndarray]:
-        raise NotImplementedError(f"{self.name} has no compute-optimal allocation")
+        raise UnsupportedError(f"{self.name} has no compute-optimal allocation")
+
+    def _check_allocation_range(self, C, N, D) -> list[str]:
+        """Warn when an allocation lands far outside the sizes and tokens (or budgets) the fit saw."""
+        C = np.atleast_1d(C)
+        what = f"the allocation for C={C.max():.3g} FLOPs puts"
+        return check_extrapolation(self.name, {"C": C, "N": N, "D": D}, getattr(self, "data_range_", None), what)
 
     # ----------------------------------------------------------------- report
     def summary(self) -> dict[str, Any]:
@@ -494,7 +600,13 @@ class Law:
             v = self.params_[n]
             se = getattr(self, "stderr_", {}).get(n)
             ci = getattr(self, "ci_", {}).get(n)
-            fixed = " (fixed)" if n in self.fixed else ""
+            fi = getattr(self, "fit_info_", {})
+            free = self._free_names()
+            fixed = (" (fixed)" if n in self.fixed else
+                     " (not estimated)" if free is not None and n not in free else
+                     " (on a bound)" if any(n in b.split("=") for b in fi.get("at_bound", ())) else
+                     " (not identified: the resamples all moved away from the estimate)"
+                     if n in fi.get("ci_widened", ()) else "")
             se_s = f"{se:12.4g}" if se is not None else f"{'-':>12}"
             ci_s = f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci is not None else "-"
             lines.append(f"  {n:<10}{v:14.6g}{se_s}{ci_s:>30}{fixed}")
@@ -527,12 +639,17 @@ class Law:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Law":
-        from . import get_law
+    def from_dict(cls, d: Mapping[str, Any], source: str = "this fit") -> "Law":
+        from . import available_laws, get_law
 
+        if not isinstance(d, Mapping) or not isinstance(d.get("law"), str):
+            raise DataError(f"{source} is not a fit (no law name under 'law')")
+        if d["law"] not in available_laws():
+            raise DataError(f"{source}: unknown law {d['law']!r}; this package fits {', '.join(available_laws())}")
         law_cls = get_law(d["law"]) if cls is Law else cls
         if law_cls.name != d["law"]:
-            raise ValueError(f"this is a {d['law']} fit, not {law_cls.name}")
+            raise DataError(f"{source} is a {d['law']} fit, not {law_cls.name}")
+        law_cls._validate_dict(d, source)
         s = dict(d.get("settings", {}))
         law = law_cls(loss=s.get("loss", "huber"), delta=s.get("delta", 1e-3), fixed=s.get("fixed"),
                       bounds={k: tuple(v) for k, v in (s.get("bounds") or {}).items()},
@@ -554,12 +671,60 @@ class Law:
             law.residuals_ = np.asarray(boot["residuals"], float)
         else:
             law.bootstrap_theta_ = None
-        law._set_uncertainty()
+        law._set_uncertainty(warn=False)
         law._restore_extra(d)
         return law
 
     def _restore_extra(self, d: Mapping[str, Any]) -> None:
         """Subclasses restore what their ``to_dict`` added."""
+
+    @classmethod
+    def _validate_dict(cls, d: Mapping[str, Any], source: str) -> None:
+        """Name what is wrong with a fit read from a file (edited by hand, truncated, another version)."""
+        where = f"{source} ({cls.name})"
+        params = d.get("params")
+        if not isinstance(params, Mapping):
+            raise DataError(f"{where} has no 'params' mapping")
+        names = cls.param_names()
+        missing = [n for n in names if n not in params]
+        unknown = [n for n in params if n not in names]
+        if missing or unknown:
+            raise DataError(f"{where}: parameters must be exactly {names}; "
+                            + "; ".join(x for x in (f"missing {missing}" if missing else "",
+                                                    f"unknown {unknown}" if unknown else "") if x))
+        settings = d.get("settings") or {}
+        if not isinstance(settings, Mapping):
+            raise DataError(f"{where}: 'settings' must be a mapping")
+        fixed = settings.get("fixed") or {}
+        user_bounds = settings.get("bounds") or {}
+        for p in cls.parameters:
+            v = params[p.name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise DataError(f"{where}: parameter {p.name} is {v!r}, not a finite number")
+            if p.log and v <= 0:
+                raise DataError(f"{where}: parameter {p.name} must be positive, got {v}")
+            lo, hi = user_bounds.get(p.name, (p.lower, p.upper)) if p.name not in fixed else (None, None)
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise DataError(f"{where}: parameter {p.name} = {v} lies outside its bounds [{lo}, {hi}]; "
+                                "was the file edited? Refit, or fit with those bounds (--bound)")
+        boot = d.get("bootstrap")
+        if boot:
+            try:
+                P = np.asarray(boot["params"], float)
+                r = np.asarray(boot["residuals"], float)
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{where}: the bootstrap section is damaged (needs numeric 'params' and "
+                                "'residuals'); refit, or delete the section to keep the point fit only") from None
+            if P.ndim != 2 or P.shape[1] != len(names) or not np.isfinite(P).all() or r.ndim != 1:
+                raise DataError(f"{where}: the bootstrap section does not match the law's {len(names)} parameters; "
+                                "refit, or delete the section to keep the point fit only")
+            vals = np.array([params[n] for n in names], float)
+            out = [n for n, v, lo, hi in zip(names, vals, P.min(axis=0), P.max(axis=0))
+                   if len(P) >= 20 and not lo - 1e-9 * abs(lo) <= v <= hi + 1e-9 * abs(hi)]
+            if out:
+                warnings.warn(f"{where}: parameter(s) {out} lie outside every one of the {len(P)} bootstrap "
+                              "resamples stored with them, so the intervals do not describe them (was the file "
+                              "edited?); refit, or delete the bootstrap section", ScalingWarning, stacklevel=3)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
@@ -571,4 +736,4 @@ class Law:
         d = read_json_file(path, "fit file")
         if not isinstance(d, dict) or "law" not in d or "params" not in d:
             raise DataError(f"{path} is not a fit file written by `scaling fit --out` (no 'law'/'params')")
-        return Law.from_dict(d)
+        return Law.from_dict(d, source=str(path))

@@ -10,11 +10,13 @@ starting points, keeping the best objective.
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Callable, ClassVar
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from ..errors import DataError, FitError, ScalingWarning, SettingsError
 from ..fitting.bootstrap import percentile_interval
 from ..fitting.optimize import LogSumExpModel
 from . import register_law
@@ -65,17 +67,30 @@ class ChinchillaLaw(Law):
         Param("E", log=True, description="irreducible loss"),
         Param("A", log=True, description="parameter term scale"),
         Param("B", log=True, description="data term scale"),
-        Param("alpha", description="parameter exponent"),
-        Param("beta", description="data exponent"),
+        Param("alpha", lower=0.0, description="parameter exponent"),
+        Param("beta", lower=0.0, description="data exponent"),
     )
     formula: ClassVar[str] = "L(N, D) = E + A/N^alpha + B/D^beta"
 
     def __init__(self, *, tie_exponents: bool = False, starts: str = "full", **kwargs):
-        super().__init__(**kwargs)
-        self.tie_exponents = tie_exponents
+        self.tie_exponents = bool(tie_exponents)
         self.starts = starts
-        if tie_exponents and ("alpha", "beta") not in self.tie:
-            self.tie.append(("alpha", "beta"))
+        super().__init__(**kwargs)
+        if starts not in ("full", "coarse"):
+            raise SettingsError(f"starts must be 'full' (the published 4,500) or 'coarse' (243), got {starts!r}")
+
+    def _extra_ties(self):
+        return [("alpha", "beta")] if self.tie_exponents else []
+
+    def to_dict(self):
+        d = super().to_dict()
+        d["settings"].update(tie_exponents=self.tie_exponents, starts=self.starts)
+        return d
+
+    def _restore_extra(self, d):
+        s = d.get("settings") or {}
+        self.tie_exponents = bool(s.get("tie_exponents", False))
+        self.starts = s.get("starts", "full")
 
     # ---------------------------------------------------------------- model
     @staticmethod
@@ -95,9 +110,21 @@ class ChinchillaLaw(Law):
 
     def _init_grid(self, X, log_y):
         if self.starts not in ("full", "coarse"):
-            raise ValueError(f"starts must be 'full' (the published 4,500) or 'coarse' (243), got {self.starts!r}")
+            raise SettingsError(f"starts must be 'full' (the published 4,500) or 'coarse' (243), got {self.starts!r}")
         g = GRID if self.starts == "full" else COARSE_GRID
         return np.array(list(itertools.product(g["e"], g["a"], g["b"], g["alpha"], g["beta"])), float)
+
+    def _check_terms(self, X, y):
+        p = self.params_
+        for term, inp, what in ((p["A"] / X["N"] ** p["alpha"], "N", "parameters"),
+                                (p["B"] / X["D"] ** p["beta"], "D", "tokens")):
+            share = float(np.max(term / y))
+            if share < 1e-3 and inp not in self.fixed:
+                warnings.warn(
+                    f"{self.name}: the fitted {inp} term is below 0.1% of the loss at every run: these data show no "
+                    f"fall of loss with {inp} ({what}), so the exponents and the compute-optimal allocation mean "
+                    f"nothing here (check that {inp} is the {what} column, e.g. --columns {inp}=<column>)",
+                    ScalingWarning, stacklevel=4)
 
     # ------------------------------------------------------------ published
     @classmethod
@@ -117,7 +144,14 @@ class ChinchillaLaw(Law):
 
     # ------------------------------------------------------------ allocation
     @staticmethod
-    def _allocation(E, A, B, alpha, beta, C, k):
+    def _allocation(E, A, B, alpha, beta, C, k, strict=True):
+        """Closed-form optimum; ``strict=False`` (bootstrap samples) lets an exponent at 0 give its limit."""
+        alpha, beta = np.asarray(alpha, float), np.asarray(beta, float)  # never Python's complex powers
+        if strict and (np.any(alpha <= 0) or np.any(beta <= 0)):
+            raise FitError(
+                f"no compute-optimal allocation: it needs both exponents positive, but alpha = "
+                f"{float(np.min(alpha)):.4g}, beta = {float(np.min(beta)):.4g} (loss does not fall with "
+                f"{'N' if np.any(alpha <= 0) else 'D'} in this fit; check the data and the column mapping)")
         a = beta / (alpha + beta)
         b = alpha / (alpha + beta)
         G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
@@ -137,13 +171,15 @@ class ChinchillaLaw(Law):
         self._require_fitted()
         C = np.atleast_1d(np.asarray(C, float))
         if np.any(~np.isfinite(C)) or np.any(C <= 0):
-            raise ValueError("compute budgets must be finite and positive")
+            raise DataError(f"compute budgets must be finite and positive, got {C[~(np.isfinite(C) & (C > 0))][:3]}")
         p = self.params_
         a, b, G, N, D, L = self._allocation(p["E"], p["A"], p["B"], p["alpha"], p["beta"], C,
                                             6.0 if flops is None or callable(flops) else float(flops))
         if callable(flops):
             N, D = _numeric_optimum(lambda n, d: self.predict(N=n, D=d), flops, C, N)
             L = self.predict(N=N, D=D)
+        else:
+            self._check_allocation_range(C, N, D)
         return {"C": C, "N_opt": N, "D_opt": D, "tokens_per_param": D / N, "loss": L, "a": a, "b": b, "G": G}
 
     def compute_optimal_interval(self, C, *, level: float | None = None, flops: float | None = None) -> dict:
@@ -153,7 +189,8 @@ class ChinchillaLaw(Law):
         P = self._to_public(self.bootstrap_theta_)
         C = np.atleast_1d(np.asarray(C, float))
         k = 6.0 if flops is None else float(flops)
-        a, b, G, N, D, L = self._allocation(*(P[:, i:i + 1] for i in range(5)), C[None, :], k)
+        with np.errstate(all="ignore"):
+            a, b, G, N, D, L = self._allocation(*(P[:, i:i + 1] for i in range(5)), C[None, :], k, strict=False)
         out = {}
         for key, v in (("N_opt", N), ("D_opt", D), ("loss", L), ("tokens_per_param", D / N)):
             lo, hi = percentile_interval(v, level)
@@ -164,8 +201,12 @@ class ChinchillaLaw(Law):
         return out
 
     def _summary_extra(self):
-        co = self.compute_optimal(1.0)
-        d = {"a": float(co["a"]), "b": float(co["b"]), "G": float(co["G"])}
+        if self.params_["alpha"] <= 0 or self.params_["beta"] <= 0:
+            return {"compute_optimal": {"a": None, "b": None, "G": None,
+                                        "note": "undefined: an exponent is not positive"}}
+        p = self.params_
+        a, b, G = self._allocation(p["E"], p["A"], p["B"], p["alpha"], p["beta"], 1.0, 6.0)[:3]
+        d = {"a": float(a), "b": float(b), "G": float(G)}
         if getattr(self, "bootstrap_theta_", None) is not None and len(self.bootstrap_theta_) > 1:
             ci = self.compute_optimal_interval(1.0)
             d["ci"] = {k: list(ci[k]) for k in ("a", "b", "G")}
@@ -173,6 +214,9 @@ class ChinchillaLaw(Law):
 
     def _report_extra(self):
         co = self._summary_extra()["compute_optimal"]
+        if co["a"] is None:
+            return [f"\ncompute-optimal allocation: {co['note']} (alpha = {self.params_['alpha']:.4g}, "
+                    f"beta = {self.params_['beta']:.4g})"]
         pct = int(round(100 * self.level))
         line = f"\ncompute-optimal: N_opt = G (C/6)^a, D_opt = (C/6)^b / G with a = {co['a']:.4f}, b = {co['b']:.4f}, G = {co['G']:.4g}"
         if "ci" in co:

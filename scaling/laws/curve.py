@@ -37,8 +37,8 @@ class LossCurveLaw(_FunctionLaw):
 
     name = "tissue"
     inputs = ("N", "S1", "S2")
-    parameters = (Param("E", log=True), Param("A", log=True), Param("alpha"), Param("B", log=True),
-                  Param("beta"), Param("C", log=True, description="annealing bonus per unit of S2"))
+    parameters = (Param("E", log=True), Param("A", log=True), Param("alpha", lower=0.0), Param("B", log=True),
+                  Param("beta", lower=0.0), Param("C", log=True, description="annealing bonus per unit of S2"))
     formula: ClassVar[str] = "L(N, t) = E + A/N^alpha + B/S1(t)^beta - C S2(t)"
     bootstrap_groups: ClassVar[str | None] = "run"
     nonnegative_inputs: ClassVar[tuple[str, ...]] = ("S2",)

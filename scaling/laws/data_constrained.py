@@ -23,7 +23,7 @@ from scipy.optimize import minimize_scalar
 
 from .._threads import limit_threads
 from ..diagnostics import check_identification
-from ..errors import DataError, FitError, ScalingWarning
+from ..errors import DataError, FitError, ScalingWarning, SettingsError
 from ..fitting.bootstrap import bootstrap_fit, percentile_interval, resample_weights
 from ..fitting.optimize import FunctionModel, RobustObjective, newton_lm
 from . import register_law
@@ -54,7 +54,7 @@ class DataConstrainedLaw(Law):
     name = "data-constrained"
     inputs = ("N", "D", "U")
     parameters = (
-        Param("E", log=True), Param("A", log=True), Param("B", log=True), Param("alpha"), Param("beta"),
+        Param("E", log=True), Param("A", log=True), Param("B", log=True), Param("alpha", lower=0.0), Param("beta", lower=0.0),
         Param("R_D_star", log=True, description="repeated epochs at which data value decays by 1/e"),
         Param("R_N_star", log=True, description="excess-parameter analogue for model size"),
     )
@@ -63,10 +63,35 @@ class DataConstrainedLaw(Law):
     def __init__(self, *, base: ChinchillaLaw | None = None, tie_exponents: bool = True,
                  starts: list[tuple[float, float]] | None = None, **kwargs):
         kwargs.setdefault("bootstrap", 200)
-        super().__init__(**kwargs)
         self.base = base
         self.tie_exponents = tie_exponents
         self.starts = starts
+        super().__init__(**kwargs)
+
+    supports = frozenset({"loss", "delta", "fixed", "bounds", "tie", "prune"})
+    BASE_PARAMS = ("E", "A", "B", "alpha", "beta")
+
+    def _unsupported_reason(self) -> str:
+        return "constraints are given as fixed/bounds/tie on the base law's parameters"
+
+    def _check_settings(self) -> None:
+        super()._check_settings()
+        named = set(self.fixed) | set(self.bounds) | {n for t in self.tie for n in t}
+        stage2 = sorted(named - set(self.BASE_PARAMS))
+        if stage2:
+            raise SettingsError(f"data-constrained constrains only the base law's {list(self.BASE_PARAMS)}; "
+                                f"{stage2} are fitted in the second stage (pass starts=[(R_D*, R_N*), ...] to "
+                                "steer them)")
+        if self.base is not None and named:
+            raise SettingsError("data-constrained: with a given base law there is nothing to fix, bound or tie in "
+                                "it; set those on the base law instead")
+        if self.base is not None and not getattr(self.base, "is_fitted", False):
+            raise SettingsError("base must be a ChinchillaLaw with parameters (fitted or from_params)")
+
+    def _base_spec(self) -> ChinchillaLaw:
+        """The Chinchilla law of the first stage, carrying this law's constraints and objective."""
+        return ChinchillaLaw(tie_exponents=self.tie_exponents, loss=self.loss, delta=self.delta, fixed=self.fixed,
+                             bounds=self.bounds, tie=self.tie, prune=self.prune, bootstrap=0)
 
     # ---------------------------------------------------------------- model
     def _log_predict(self, theta, X):
@@ -106,8 +131,9 @@ class DataConstrainedLaw(Law):
         return FunctionModel(log_pred, jac, X, 2)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data, *, columns=None, dropna: bool = False, **_) -> "DataConstrainedLaw":
-        df = self._frame(data, columns=columns, dropna=dropna)
+    def fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "DataConstrainedLaw":
+        self._check_settings()
+        df = self._frame(data, columns=columns, dropna=dropna, drop_highest_loss=drop_highest_loss)
         if (df["D"] < df["U"] * (1 - 1e-9)).any():
             n = int((df["D"] < df["U"] * (1 - 1e-9)).sum())
             raise DataError(f"{n} run(s) have fewer training tokens D than unique tokens U; U counts the unique "
@@ -129,12 +155,14 @@ class DataConstrainedLaw(Law):
         self.data_range_ = {c: [float(X[c].min()), float(X[c].max())] for c in self.inputs}
         self.fit_info_ = {"loss": self.loss, "delta": self.delta, "n_starts": 25, "n_pruned": 0, "n_at_best": 1,
                           "start_spread": 0.0, "base": "given" if self.base is not None else
-                          f"fitted on {int(self._base_rows.sum())} unconstrained runs", "free": ["R_D_star", "R_N_star"]}
+                          f"fitted on {int(self.base_rows_.sum())} unconstrained runs",
+                          "free": ["R_D_star", "R_N_star"] + ([] if self.base is not None else
+                                                              base.fit_info_["free"])}
         self.bootstrap_theta_ = None
         if self.bootstrap:
             base_rows = single.copy()
             if self.base is None:
-                base_rows[single] = self._base_rows
+                base_rows[single] = self.base_rows_
             self.bootstrap_theta_ = self._bootstrap(X, log_y, base_rows, base)
         self._set_uncertainty()
         check_identification(self.name, {k: self.params_[k] for k in ("R_D_star", "R_N_star")}, self.ci_, self.level)
@@ -148,8 +176,6 @@ class DataConstrainedLaw(Law):
         law itself, so fit and reselect until it stops changing.
         """
         if self.base is not None:
-            if not getattr(self.base, "is_fitted", False):
-                raise ValueError("base must be a ChinchillaLaw with parameters (fitted or from_params)")
             return self.base
         rows = np.ones(len(single_df), bool)
         law = None
@@ -159,14 +185,13 @@ class DataConstrainedLaw(Law):
                     f"only {int(rows.sum())} run(s) repeat no data and are not oversized for their unique tokens; "
                     "the base law needs more such runs, or pass base=ChinchillaLaw.from_params(...) "
                     "(e.g. DataConstrainedLaw.muennighoff2023_base())")
-            law = ChinchillaLaw(tie_exponents=self.tie_exponents, loss=self.loss, delta=self.delta,
-                                bootstrap=0).fit(single_df[rows])
+            law = self._base_spec().fit(single_df[rows])
             UN, RN = _unique_params(*law.theta_, single_df["N"].to_numpy(float), single_df["U"].to_numpy(float))
             new = RN <= 1e-9
             if new.sum() < 6 or np.array_equal(new, rows):
                 break
             rows = new
-        self._base_rows = rows
+        self.base_rows_ = rows
         return law
 
     def _fit_stage2(self, base_theta, X, log_y, weights=None, start=None):
@@ -187,7 +212,7 @@ class DataConstrainedLaw(Law):
         with limit_threads(1), np.errstate(all="ignore"):
             if self.base is None:  # refit the base on each resample's single-epoch runs, all at once
                 sub = {c: X[c][single] for c in ("N", "D")}
-                chin = ChinchillaLaw(tie_exponents=self.tie_exponents)
+                chin = self._base_spec()
                 transform, lo, hi, _ = chin._constraints()
                 boot = bootstrap_fit(chin._model(sub), log_y[single], transform.to_phi(base.theta_),
                                      n_boot=B, loss=self.loss, delta=self.delta, transform=transform,

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..curves import prepare_curves
+from ..errors import SettingsError
 from . import register_law
 from .allocation import AllocationLaw
 
@@ -33,7 +34,10 @@ class EnvelopeLaw(AllocationLaw):
         self.n_budgets = n_budgets
         self.max_gap = max_gap
 
-    def _prepare_data(self, data, columns=None, dropna=False):
+    def _prepare_data(self, data, columns=None, dropna=False, drop_highest_loss=0):
+        if drop_highest_loss or dropna:
+            raise SettingsError("envelope reads training curves: drop_highest_loss and dropna do not apply "
+                                "(invalid curve rows are named and left out)")
         df = prepare_curves(data, columns=columns)
         df["C"] = self.flops_per_token_param * df["N"] * df["tokens"]
         return df

@@ -35,7 +35,7 @@ import pandas as pd
 
 from ..data import parse_columns, read_table
 from ..diagnostics import at_chance
-from ..errors import DataError, FitError, ScalingWarning
+from ..errors import DataError, FitError, ScalingWarning, SettingsError
 from ..fitting.bootstrap import percentile_interval, resample_weights
 from . import register_law
 from .base import Law, Param
@@ -63,14 +63,22 @@ class GaoLaw(Law):
     def __init__(self, *, shared_alpha: bool = False, n_ref: float | None = None, score: str = "gold",
                  kl_penalty: float | None = None, max_d: float | None = None, rm_data: float | None = None,
                  **kwargs):
-        kwargs.setdefault("loss", "squared")
-        super().__init__(**kwargs)
         self.shared_alpha = shared_alpha
-        self.n_ref = n_ref
+        self.n_ref = n_ref  # the setting (None: the geometric mean of the sizes); the fit resolves n_ref_
+        super().__init__(**kwargs)
+        if score not in ("gold", "proxy"):
+            raise SettingsError(f"score must be 'gold' or 'proxy', got {score!r}")
         self.score = score
         self.kl_penalty = kl_penalty
         self.max_d = max_d
         self.rm_data = rm_data
+
+    supports = frozenset({"fixed"})
+    default_loss = "squared"
+
+    def _unsupported_reason(self) -> str:
+        return ("the gao laws are linear in their coefficients and fitted by exact least squares; "
+                "only fixed coefficients are supported")
 
     # ------------------------------------------------------------- the form
     @staticmethod
@@ -86,7 +94,7 @@ class GaoLaw(Law):
         return np.stack([d, d * x, q, q * x], axis=1)
 
     def _x(self, rm_params) -> np.ndarray:
-        return np.log10(np.asarray(rm_params, float) / self.n_ref)
+        return np.log10(np.asarray(rm_params, float) / self.n_ref_)
 
     def _value(self, theta: np.ndarray, d, rm_params) -> np.ndarray:
         """Predictions (K, n) for K parameter vectors."""
@@ -194,20 +202,28 @@ class GaoLaw(Law):
             out[k, free] = sol
         return out
 
-    def fit(self, data, *, columns=None, **_ignored) -> "GaoLaw":
+    def fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "GaoLaw":
+        self._check_settings()
+        if drop_highest_loss or dropna:
+            raise SettingsError(f"{self.name} takes neither drop_highest_loss nor dropna (a reward curve has no "
+                                "'highest loss'; rows with missing values are named as an error)")
         df = self._table(data, columns)
         df = df[df["d"] > 0]  # R(0) = 0 by construction: those rows carry no information
         if self.max_d is not None:
             df = df[df["d"] <= self.max_d]
         sizes = np.sort(df["rm_params"].unique())
         free = self._free(len(sizes))
+        if len(sizes) < 2:
+            warnings.warn(f"{self.name}: one reward-model size ({int(sizes[0]):,} parameters) in the data, so "
+                          "alpha_slope and beta_slope (how the law changes with RM size) cannot be estimated: they "
+                          "are held at 0 and reported as not estimated (add RM sizes to fit them)",
+                          ScalingWarning, stacklevel=2)
         if len(df) <= free.sum():
             raise DataError(f"{len(df)} point(s) with d > 0 for {int(free.sum())} free parameter(s): {self.name} "
                             "needs more runs (more n values, checkpoints or RM sizes)")
         if df["d"].nunique() < 2:
             raise DataError(f"{self.name}: all points share one value of d; the law needs several KL budgets")
-        if self.n_ref is None:
-            self.n_ref = float(np.exp(np.log(sizes).mean()))
+        self.n_ref_ = float(np.exp(np.log(sizes).mean())) if self.n_ref is None else float(self.n_ref)
         d, N, y = df["d"].to_numpy(), df["rm_params"].to_numpy(), df[self.score].to_numpy()
         A = self._design(d, self._x(N))
         theta = self._solve(A, y, np.ones((1, len(y))), free)[0]
@@ -219,7 +235,7 @@ class GaoLaw(Law):
         self.converged_ = True
         self.fit_info_ = {"free": [n for n, f in zip(self.param_names(), free) if f], "loss": "squared",
                           "delta": None, "n_starts": 1, "n_pruned": 0, "n_at_best": 1, "start_spread": 0.0,
-                          "n_ref": self.n_ref, "rm_sizes": [int(s) for s in sizes],
+                          "n_ref": self.n_ref_, "rm_sizes": [int(s) for s in sizes],
                           "bootstrap_over": "prompts" if "prompt" in df.columns else "residuals within RM size",
                           "unit": "points", "max_d": self.max_d}
         self.data_range_ = {"d": [float(d.min()), float(d.max())], "rm_params": [float(sizes[0]), float(sizes[-1])]}
@@ -315,8 +331,9 @@ class GaoLaw(Law):
         X = self._inputs_from(data, **inputs)
         return self._value(self.theta_, X["d"], X["rm_params"])[0]
 
-    def predict_interval(self, data=None, *, level: float | None = None, kind: str = "mean", **inputs):
-        """Bootstrap band of the curve (``kind="mean"``, default) or of a new measurement (``"prediction"``)."""
+    def predict_interval(self, data=None, *, level: float | None = None, kind: str = "prediction", **inputs):
+        """Bootstrap interval of a new measurement (``kind="prediction"``, the default for every law) or of
+        the curve itself (``kind="mean"``)."""
         self._require_bootstrap()
         level = self.level if level is None else level
         X = self._inputs_from(data, **inputs)
@@ -325,7 +342,7 @@ class GaoLaw(Law):
             rng = np.random.default_rng(self.seed + 1)
             v = v + rng.choice(self.residuals_ - self.residuals_.mean(), size=v.shape, replace=True)
         elif kind != "mean":
-            raise ValueError(f"kind must be 'prediction' or 'mean', got {kind!r}")
+            raise SettingsError(f"kind must be 'prediction' or 'mean', got {kind!r}")
         return percentile_interval(v, level)
 
     def peak(self, rm_params) -> dict[str, Any]:
@@ -344,10 +361,10 @@ class GaoLaw(Law):
 
     # ------------------------------------------------------------- reporting
     def _summary_extra(self) -> dict[str, Any]:
-        return {"n_ref": self.n_ref, "per_size": getattr(self, "per_size_", [])}
+        return {"n_ref": self.n_ref_, "per_size": getattr(self, "per_size_", [])}
 
     def _report_extra(self) -> list[str]:
-        lines = [f"  alpha(N) = alpha + alpha_slope log10(N / {self.n_ref:,.0f}); beta(N) likewise", "",
+        lines = [f"  alpha(N) = alpha + alpha_slope log10(N / {self.n_ref_:,.0f}); beta(N) likewise", "",
                  "  per-size fits (peak: d* = sqrt(KL) where gold is highest; '>data' = beyond the largest d measured)",
                  f"  {'RM params':>12}{'alpha':>9}{'beta':>9}{'d*':>10}{'KL*':>10}{'gold*':>10}{'d max':>8}"]
         for r in getattr(self, "per_size_", []):
@@ -372,7 +389,8 @@ class GaoLaw(Law):
     def _restore_extra(self, d: Mapping[str, Any]) -> None:
         s = d.get("settings", {})
         self.shared_alpha = bool(s.get("shared_alpha", False))
-        self.n_ref = s.get("n_ref", d.get("n_ref"))
+        self.n_ref = s.get("n_ref")
+        self.n_ref_ = d.get("n_ref", s.get("n_ref"))  # the resolved value (files before n_ref_ kept it in settings)
         self.score = s.get("score", "gold")
         self.kl_penalty = s.get("kl_penalty")
         self.max_d = s.get("max_d")
@@ -383,7 +401,7 @@ class GaoLaw(Law):
     def from_params(cls, n_ref: float = 1e4, **values: float) -> "GaoLaw":
         values = {"alpha_slope": 0.0, "beta_slope": 0.0, **values}
         law = super().from_params(**values)
-        law.n_ref = n_ref
+        law.n_ref = law.n_ref_ = n_ref
         return law
 
 
@@ -429,7 +447,9 @@ def backtest_largest(law_cls, data, **settings) -> dict[str, Any]:
         raise DataError(f"backtesting the size scaling needs at least 3 RM sizes (2 to fit a slope), got {len(sizes)}")
     train, test = df[df["rm_params"] < sizes[-1]], df[(df["rm_params"] == sizes[-1]) & (df["d"] > 0)]
     law.fit(train)
-    full = law_cls(**settings).fit(test)
+    with warnings.catch_warnings():  # the held-out size alone, for its observed peak: one size by design
+        warnings.filterwarnings("ignore", message=".*one reward-model size")
+        full = law_cls(**settings).fit(test)
     points = test.groupby("d", as_index=False)[law.score].mean()  # per-prompt rows: compare with the mean
     pred = law.predict(d=points["d"].to_numpy(), rm_params=np.full(len(points), sizes[-1]))
     err = pred - points[law.score].to_numpy()

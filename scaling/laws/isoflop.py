@@ -45,9 +45,9 @@ class IsoFlopLaw(AllocationLaw):
         super().__init__(**kwargs)
         self.window = window
 
-    def _prepare_data(self, data, columns=None, dropna=False):
+    def _prepare_data(self, data, columns=None, dropna=False, drop_highest_loss=0):
         df = prepare(data, ["N", "D", "C", "loss"], columns=columns, dropna=dropna,
-                     flops_per_token_param=self.flops_per_token_param)
+                     flops_per_token_param=self.flops_per_token_param, drop_highest_loss=drop_highest_loss)
         if "budget" in df.columns:
             codes, uniques = pd.factorize(df["budget"], sort=True)
             df["_budget"] = codes

@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..counting import PF_DAY
+from ..errors import UnsupportedError
 from ..fitting.optimize import FunctionModel
 from . import register_law
 from .base import Law, Param
@@ -91,7 +92,7 @@ class KaplanParams(_SinglePowerLaw):
 
     name = "kaplan-n"
     inputs = ("N",)
-    parameters = (Param("N_c", log=True), Param("alpha_N"))
+    parameters = (Param("N_c", log=True), Param("alpha_N", lower=0.0))
     formula: ClassVar[str] = "L(N) = (N_c/N)^alpha_N"
 
     @classmethod
@@ -105,7 +106,7 @@ class KaplanData(_SinglePowerLaw):
 
     name = "kaplan-d"
     inputs = ("D",)
-    parameters = (Param("D_c", log=True), Param("alpha_D"))
+    parameters = (Param("D_c", log=True), Param("alpha_D", lower=0.0))
     formula: ClassVar[str] = "L(D) = (D_c/D)^alpha_D"
 
     @classmethod
@@ -119,7 +120,7 @@ class KaplanCompute(_SinglePowerLaw):
 
     name = "kaplan-c"
     inputs = ("C",)
-    parameters = (Param("C_c", log=True), Param("alpha_C"))
+    parameters = (Param("C_c", log=True), Param("alpha_C", lower=0.0))
     formula: ClassVar[str] = "L(C) = (C_c/C)^alpha_C"
 
     @classmethod
@@ -136,7 +137,7 @@ class KaplanLaw(_FunctionLaw):
 
     name = "kaplan"
     inputs = ("N", "D")
-    parameters = (Param("N_c", log=True), Param("D_c", log=True), Param("alpha_N"), Param("alpha_D"))
+    parameters = (Param("N_c", log=True), Param("D_c", log=True), Param("alpha_N", lower=0.0), Param("alpha_D", lower=0.0))
     formula: ClassVar[str] = "L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D"
 
     @staticmethod
@@ -180,7 +181,7 @@ class KaplanLaw(_FunctionLaw):
         """
         self._require_fitted()
         if callable(flops):
-            raise NotImplementedError("KaplanLaw.compute_optimal takes a FLOP factor k (C = k N D), not a function")
+            raise UnsupportedError("KaplanLaw.compute_optimal takes a FLOP factor k (C = k N D), not a function")
         k = 6.0 if flops is None else float(flops)
         C = np.atleast_1d(np.asarray(C, float))
         p = self.params_
@@ -199,7 +200,7 @@ class KaplanSteps(_FunctionLaw):
 
     name = "kaplan-ns"
     inputs = ("N", "S")
-    parameters = (Param("N_c", log=True), Param("S_c", log=True), Param("alpha_N"), Param("alpha_S"))
+    parameters = (Param("N_c", log=True), Param("S_c", log=True), Param("alpha_N", lower=0.0), Param("alpha_S", lower=0.0))
     formula: ClassVar[str] = "L(N, S) = (N_c/N)^alpha_N + (S_c/S)^alpha_S"
 
     def _parts(self, theta, X):

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sweep.train import _atomic_json
+from ..errors import SettingsError
+from ..sweep.train import _atomic_json, load_checkpoint
 from . import models as M
 from .estimators import bon_curve, bon_kl_analytic, bon_kl_empirical
 from .gold import get_gold
@@ -51,9 +52,8 @@ def _cpu_state(model) -> dict:
 
 
 def _load(path: Path):
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Tensors, numeric arrays and plain values only (``weights_only``): a crafted file cannot run code."""
+    return load_checkpoint(path, "cpu")
 
 
 def _save(obj, path: Path) -> None:
@@ -72,7 +72,7 @@ def _policy(spec, base: Path):
 
         model = transformers.AutoModelForCausalLM.from_pretrained(p["dir"])
         if model.config.vocab_size != p["vocab"]:
-            raise ValueError(f"the policy in {p['dir']} has a vocabulary of {model.config.vocab_size} tokens; the "
+            raise SettingsError(f"the policy in {p['dir']} has a vocabulary of {model.config.vocab_size} tokens; the "
                              f"sweep's language and gold reward use policy.vocab = {p['vocab']}")
         return model.to(_device()).eval()
     src = Path(p["dir"]) / "policy.pt" if p["dir"] else base / "policy.pt"
@@ -172,7 +172,7 @@ def stage_data(cell, spec, base: Path) -> dict:
         first = rng.random(n_pairs) < 1 / (1 + np.exp(-z))
         keep = np.ones(n_pairs, bool)
     if keep[:-pr["eval_pairs"]].sum() < 8 or keep[-pr["eval_pairs"]:].sum() < 8:
-        raise ValueError(f"degenerate preference data: {int((~keep).sum())} of {n_pairs} pairs tie under the gold "
+        raise SettingsError(f"degenerate preference data: {int((~keep).sum())} of {n_pairs} pairs tie under the gold "
                          "reward, leaving too few to train or judge a reward model (is the gold reward constant?)")
     flip = rng.random(n_pairs) < pr["label_noise"]
     first = first ^ flip
@@ -210,7 +210,7 @@ def stage_rm(cell, spec, base: Path) -> dict:
     tr = data["train"]
     n = min(cell["pairs"], len(tr["prompts"]))
     if n < 8:
-        raise ValueError(f"only {n} usable preference pairs (after dropping ties): cannot train a reward model")
+        raise SettingsError(f"only {n} usable preference pairs (after dropping ties): cannot train a reward model")
     torch.manual_seed(cell["seed"])
     shape = cell["shape"]
     rm = M.build_reward_model(spec["policy"]["vocab"], *shape, spec["prompt_len"] + spec["completion_len"] + 1).to(dev)

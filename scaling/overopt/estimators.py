@@ -18,11 +18,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammaln
 
+from ..errors import SettingsError
+
 
 def bon_weights(N: int, n: int) -> np.ndarray:
     """Weights over ascending ranks 1..N for best-of-n: C(i-1, n-1) / C(N, n); zero below rank n."""
     if not 1 <= n <= N:
-        raise ValueError(f"best-of-n needs 1 <= n <= N samples, got n={n}, N={N}")
+        raise SettingsError(f"best-of-n needs 1 <= n <= N samples, got n={n}, N={N}")
     i = np.arange(1, N + 1)
     w = np.zeros(N)
     ok = i >= n
@@ -51,7 +53,7 @@ def bon_curve(proxy: np.ndarray, gold: np.ndarray, ns) -> dict[str, np.ndarray]:
     P, N = proxy.shape
     ns = np.asarray(ns, int)
     if ns.min() < 1 or ns.max() > N:
-        raise ValueError(f"n must lie in [1, {N}] (the samples per prompt), got {ns.min()}..{ns.max()}")
+        raise SettingsError(f"n must lie in [1, {N}] (the samples per prompt), got {ns.min()}..{ns.max()}")
     W = np.stack([bon_weights(N, int(n)) for n in ns])  # (len(ns), N)
     g_out, p_out = np.empty((P, len(ns))), np.empty((P, len(ns)))
     for j in range(P):
@@ -67,7 +69,7 @@ def bon_kl_analytic(n) -> np.ndarray:
     """log n - (n - 1)/n: exact without ties, an upper bound on the KL of best-of-n otherwise."""
     n = np.asarray(n, float)
     if np.any(n < 1):
-        raise ValueError("n must be >= 1")
+        raise SettingsError("n must be >= 1")
     return np.log(n) - (n - 1) / n
 
 

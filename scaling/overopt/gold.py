@@ -27,6 +27,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import SettingsError
+
 _GOLDS: dict[str, Callable[..., "Gold"]] = {}
 
 
@@ -40,7 +42,7 @@ def register_gold(name: str):
 
 def get_gold(name: str, **kwargs) -> "Gold":
     if name not in _GOLDS:
-        raise ValueError(f"unknown gold reward {name!r}; available: {', '.join(sorted(_GOLDS))}")
+        raise SettingsError(f"unknown gold reward {name!r}; available: {', '.join(sorted(_GOLDS))}")
     return _GOLDS[name](**kwargs)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import fcntl
 import json
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -22,7 +23,8 @@ import pandas as pd
 
 from ..errors import ScalingError
 from ..sweep.executors import get_executor
-from ..sweep.runner import _bar
+from ..sweep.runner import SweepInterrupted, _bar, _last_line, _uninterrupted, check_unchanged, stoppable
+from ..sweep.spec import changed_settings
 from ..sweep.store import Store
 from .cells import run_cell
 from .spec import cells as plan_cells
@@ -44,6 +46,9 @@ def run_overopt(definition, *, executor: str = "local", workers: int | None = No
                 root: str | Path = DEFAULT_ROOT, progress: bool = True, **executor_kwargs) -> pd.DataFrame:
     """Run every unfinished cell of an overoptimization sweep; returns the exported results table."""
     spec = load_spec(definition)
+    from .._extras import require
+
+    require("torch", "transformers")  # one line naming the extra, not a traceback from every worker
     todo_cells = plan_cells(spec)
     base = Path(root) / spec["name"]
     store = open_store(spec["name"], root, must_exist=False)
@@ -51,14 +56,14 @@ def run_overopt(definition, *, executor: str = "local", workers: int | None = No
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        lock.close()
         raise ScalingError(f"overoptimization sweep {spec['name']!r} is already being run (lock {base / 'driver.lock'})"
                            ) from None
     try:
-        known = store.meta().get("spec")
-        if known is not None and _core(known) != _core(spec):
-            raise ScalingError(f"sweep {spec['name']!r} already exists under {base} with a different policy, gold or "
-                               "data definition; its finished cells would not match. Use a new name, or delete "
-                               f"{base} to start over")
+        check_unchanged(store, spec, base, changed_fn=lambda old, new: changed_settings(_core(old), _core(new)),
+                        kind="overoptimization sweep",
+                        extend="adding reward-model shapes, smaller pair counts, methods, KL penalties, DPO betas "
+                               "or seeds with the same settings extends it")
         store.check_space()
         store.set_meta(spec=spec)
         store.sync([dict(c, run_id=c["id"]) for c in todo_cells])
@@ -79,43 +84,59 @@ def run_overopt(definition, *, executor: str = "local", workers: int | None = No
                           folder=base / "submitit", **executor_kwargs)
         futures: dict[cf.Future, str] = {}
         blocked: set[str] = set()
+        stopped = False
         try:
-            while True:
-                running = set(futures.values())
-                for cid in pending:
-                    if cid in running or cid in blocked or status[cid] in ("done", "failed"):
-                        continue
-                    needs = by_id[cid]["needs"]
-                    if any(status[n] == "failed" or n in blocked for n in needs):
-                        blocked.add(cid)
-                        bar.update(1)
-                        continue
-                    if all(status[n] == "done" for n in needs):
-                        store.set_status(cid, "running", attempt=True)
-                        attempts[cid] += 1
-                        futures[ex.submit(run_cell, by_id[cid], str(base), int(spec["threads_per_worker"]))] = cid
-                if not futures:
-                    break
-                done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    cid = futures.pop(fut)
-                    try:
-                        result = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - recorded with its traceback
-                        err = "".join(traceback.format_exception(exc))[-4000:]
-                        if attempts[cid] <= retries:
-                            store.set_status(cid, "pending", error=err)
-                        else:
-                            store.set_status(cid, "failed", error=err)
-                            status[cid] = "failed"
+            with stoppable():
+                while True:
+                    running = set(futures.values())
+                    for cid in pending:
+                        if cid in running or cid in blocked or status[cid] in ("done", "failed"):
+                            continue
+                        needs = by_id[cid]["needs"]
+                        if any(status[n] == "failed" or n in blocked for n in needs):
+                            blocked.add(cid)
                             bar.update(1)
-                        continue
-                    store.set_status(cid, "done", result=result)
-                    status[cid] = "done"
-                    bar.update(1)
+                            continue
+                        if all(status[n] == "done" for n in needs):
+                            store.set_status(cid, "running", attempt=True)
+                            attempts[cid] += 1
+                            futures[ex.submit(run_cell, by_id[cid], str(base), int(spec["threads_per_worker"]))] = cid
+                    if not futures:
+                        break
+                    done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        cid = futures.pop(fut)
+                        try:
+                            result = fut.result()
+                        except Exception as exc:  # noqa: BLE001 - recorded with its traceback
+                            err = "".join(traceback.format_exception(exc))[-4000:]
+                            if attempts[cid] <= retries:
+                                store.set_status(cid, "pending", error=err)
+                            else:
+                                store.set_status(cid, "failed", error=err)
+                                status[cid] = "failed"
+                                bar.update(1)
+                            continue
+                        store.set_status(cid, "done", result=result)
+                        status[cid] = "done"
+                        bar.update(1)
+        except KeyboardInterrupt as exc:
+            with _uninterrupted():
+                stopped = True
+                ex.shutdown(kill=True)  # a stopped cell restarts from scratch next time
+                store.requeue(set(futures.values()))
+            n_done = sum(status[c] == "done" for c in by_id)
+            n_failed = sum(status[c] == "failed" for c in by_id)
+            raise SweepInterrupted(n_done, n_failed, len(by_id) - n_done - n_failed,
+                                   getattr(exc, "signum", signal.SIGINT), unit="cells") from None
+        except BaseException:
+            stopped = True
+            ex.shutdown(kill=True)
+            raise
         finally:
             bar.close()
-            ex.shutdown()
+            if not stopped:
+                ex.shutdown()
         failed = [c for c in by_id if status[c] == "failed"]
         if failed:
             errs = store.runs().set_index("run_id").loc[failed, "error"]
@@ -148,11 +169,15 @@ def _warn_chance(name: str, root) -> None:
 
 
 def _core(spec: dict) -> dict:
-    """What the finished cells depend on: a sweep may gain RM sizes, data sizes up to the data generated,
-    methods, KL penalties and seeds, but not a different policy, gold or data."""
+    """What the finished cells depend on: a sweep may gain RM shapes, data sizes up to the data generated,
+    methods, KL penalties, DPO betas and seeds, but not a different policy, gold or data, nor other training
+    or evaluation settings for its reward models, best-of-n, RL or DPO (cells already done would keep the old ones)."""
     prefs = dict(spec["preferences"], pairs=max(spec["preferences"]["pairs"]))
     return {k: spec[k] for k in ("policy", "gold", "prompt_len", "completion_len")} | {
-        "preferences": prefs, "bon": {k: spec["bon"][k] for k in ("prompts", "samples")}}
+        "preferences": prefs, "bon": dict(spec["bon"]),
+        "reward_models": {k: v for k, v in spec["reward_models"].items() if k != "shapes"},
+        "rl": {k: v for k, v in spec["rl"].items() if k != "kl_penalty"},
+        "dpo": {k: v for k, v in spec["dpo"].items() if k != "beta"}}
 
 
 def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
@@ -161,7 +186,8 @@ def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
     stages = runs["config"].map(lambda c: json.loads(c)["stage"])
     by_stage = {st: {s: int(((stages == st) & (runs["status"] == s)).sum()) for s in counts if
                      ((stages == st) & (runs["status"] == s)).any()} for st in stages.unique()}
-    return {"name": name, "total": int(len(runs)), **counts, "stages": by_stage}
+    failed = [{"run_id": r.run_id, "error": _last_line(r.error)} for r in runs[runs["status"] == "failed"].itertuples()]
+    return {"name": name, "total": int(len(runs)), **counts, "stages": by_stage, "failed_cells": failed}
 
 
 def _results(name: str, root) -> list[tuple[dict, dict]]:

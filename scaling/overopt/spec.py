@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..sweep.spec import SpecError, _merge, read_definition
+from ..sweep.spec import SpecError, _merge, check_numbers, read_definition
 
 
 class OveroptSpecError(SpecError):
@@ -62,6 +62,7 @@ def _validate(s: dict) -> None:
     bad = [m for m in s["methods"] if m not in METHODS]
     if bad or not s["methods"]:
         raise OveroptSpecError(f"methods must be a non-empty list from {list(METHODS)}; got {s['methods']}")
+    check_numbers(s, NUMBERS, OveroptSpecError, text_ok=("policy.lr", "reward_models.lr", "rl.lr", "dpo.lr"))
     shapes = s["reward_models"]["shapes"]
     if not shapes:
         raise OveroptSpecError("reward_models.shapes needs at least one [d_model, n_layer, n_head]")
@@ -99,6 +100,23 @@ def _validate(s: dict) -> None:
             raise OveroptSpecError("rl.every must be >= 1 and no more than rl.steps")
     if "dpo" in s["methods"] and (not s["dpo"]["beta"] or min(s["dpo"]["beta"]) <= 0):
         raise OveroptSpecError("dpo.beta is a non-empty list of positive values")
+
+
+NUMBERS = {  # key: (kind, lower bound, bound included); see scaling.sweep.spec.check_numbers
+    "seeds": ("list-int", 0, True), "policy.vocab": ("int", 2, True), "policy.states": ("int", 1, True),
+    "policy.d_model": ("int", 1, True), "policy.n_layer": ("int", 1, True), "policy.n_head": ("int", 1, True),
+    "policy.pretrain_steps": ("int", 1, True), "policy.batch": ("int", 1, True), "policy.lr": ("number", 0, False),
+    "policy.corpus_tokens": ("int", 1, True), "policy.seed": ("int", 0, True), "prompt_len": ("int", 1, True),
+    "completion_len": ("int", 2, True), "gold.seed": ("int", 0, True), "preferences.pairs": ("list-int", 0, False),
+    "preferences.eval_pairs": ("int", 1, True), "preferences.temperature": ("number", 0, False),
+    "preferences.label_noise": ("number", 0, True), "reward_models.lr": ("number", 0, False),
+    "reward_models.batch": ("int", 1, True), "bon.prompts": ("int", 1, True), "bon.samples": ("int", 1, True),
+    "bon.n": ("list-int", 1, True), "rl.kl_penalty": ("list", 0, True), "rl.steps": ("int", 1, True),
+    "rl.lr": ("number", 0, False), "rl.batch_prompts": ("int", 1, True), "rl.samples_per_prompt": ("int", 1, True),
+    "rl.every": ("int", 1, True), "rl.eval_samples": ("int", 1, True), "dpo.beta": ("list", 0, False),
+    "dpo.lr": ("number", 0, False), "dpo.batch": ("int", 1, True), "dpo.epochs": ("int", 1, True),
+    "dpo.every": ("int", 1, True), "threads_per_worker": ("int", 1, True), "retries": ("int", 0, True),
+}
 
 
 def rm_id(shape, pairs: int, seed: int) -> str:

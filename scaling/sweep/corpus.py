@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SettingsError
+
 VOCAB = 256
 
 
@@ -68,7 +70,7 @@ class Automaton:
                vocab: int = VOCAB) -> "Automaton":
         """A random automaton emitting tokens in [0, vocab) (``seed``: anything numpy's default_rng takes)."""
         if not 1 <= branching <= vocab <= VOCAB:
-            raise ValueError(f"need 1 <= branching ({branching}) <= vocab ({vocab}) <= {VOCAB}")
+            raise SettingsError(f"need 1 <= branching ({branching}) <= vocab ({vocab}) <= {VOCAB}")
         rng = np.random.default_rng(seed)
         emit = np.stack([rng.choice(vocab, size=branching, replace=False) for _ in range(states)])
         probs = rng.dirichlet(np.full(branching, concentration), size=states)
@@ -162,4 +164,4 @@ def load_corpus(spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
             os.replace(tmp, path)
         cut = int(len(data) * 0.95)
         return data[:cut], data[cut:], {"corpus": name, "entropy_rate": auto.entropy_rate()}
-    raise ValueError(f"unknown corpus {name!r}; use 'python-stdlib' or 'synthetic'")
+    raise SettingsError(f"unknown corpus {name!r}; use 'python-stdlib' or 'synthetic'")

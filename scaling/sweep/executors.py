@@ -8,8 +8,11 @@ executors behave the same.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
+import threading
+import time
 from typing import Callable, Type
 
 from ..errors import ScalingError
@@ -28,7 +31,41 @@ def get_executor(name: str, **kwargs):
     return _EXECUTORS[name](**kwargs)
 
 
-def _init_worker(threads: int, gpus: int = 0, counter=None) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the driver that started it dies, even by ``kill -9`` (issue #10).
+
+    Linux: the kernel sends SIGKILL when the parent exits (``PR_SET_PDEATHSIG``).
+    Everywhere: a daemon thread checks ``os.getppid()`` twice a second, which also
+    covers a parent that died before the signal was armed.
+    """
+    import signal
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="scaling-parent-watch", daemon=True).start()
+
+
+def _init_worker(threads: int, gpus: int = 0, counter=None, parent: int | None = None) -> None:
+    import signal
+
+    # Ctrl-C goes to the whole process group: the driver handles it and stops its workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _die_with_parent(parent)
     # one thread per worker: two single-thread workers beat one two-thread run here
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -43,6 +80,22 @@ def _init_worker(threads: int, gpus: int = 0, counter=None) -> None:
         torch.set_num_threads(threads)
     except ImportError:
         pass
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Workers are spawned on submit: started with SIGINT ignored, a Ctrl-C during their start-up
+    cannot print a traceback from them (Python keeps an inherited SIG_IGN)."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @register_executor
@@ -64,13 +117,28 @@ class LocalExecutor:
         self.threads = threads
         ctx = mp.get_context("spawn")
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                           initargs=(threads, gpus, ctx.Value("i", 0)))
+                                           initargs=(threads, gpus, ctx.Value("i", 0), os.getpid()))
 
     def submit(self, fn: Callable, *args) -> cf.Future:
-        return self.pool.submit(fn, *args)
+        with _sigint_ignored():
+            return self.pool.submit(fn, *args)
 
-    def shutdown(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, kill: bool = False) -> None:
+        """Wait for the running work (queued work is cancelled); ``kill``: stop the workers now."""
+        if not kill:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            return
+        procs = list((self.pool._processes or {}).values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:  # a killed run resumes from its last checkpoint: its files are written atomically
+            if p.is_alive():
+                p.terminate()
+        deadline = time.time() + 5
+        for p in procs:
+            p.join(timeout=max(0.0, deadline - time.time()))
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=1)
 
 
 @register_executor
@@ -92,9 +160,11 @@ class SubmititExecutor:
         self.ex.update_parameters(**params)
         self.threads = threads
         self.workers = workers or 1
+        self.jobs: list = []
 
     def submit(self, fn: Callable, *args) -> cf.Future:
         job = self.ex.submit(fn, *args)
+        self.jobs.append(job)
         fut: cf.Future = cf.Future()
 
         def wait():
@@ -103,10 +173,14 @@ class SubmititExecutor:
             except Exception as exc:  # noqa: BLE001 - the runner records whatever the job raised
                 fut.set_exception(exc)
 
-        import threading
-
         threading.Thread(target=wait, daemon=True).start()
         return fut
 
-    def shutdown(self) -> None:
-        pass
+    def shutdown(self, kill: bool = False) -> None:
+        if kill:  # the driver is stopping: its jobs stop with it
+            for job in self.jobs:
+                try:
+                    if not job.done():
+                        job.cancel(check=False)
+                except Exception:  # noqa: BLE001 - best effort; a job already gone is fine
+                    pass

@@ -8,8 +8,11 @@ returns the result it already wrote.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import fcntl
 import json
+import signal
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -19,7 +22,7 @@ import pandas as pd
 from ..counting import flops_kaplan
 from ..errors import ScalingError
 from .executors import get_executor
-from .spec import expand, load_spec
+from .spec import changed_settings, expand, load_spec
 from .store import Store
 from .train import run_worker
 
@@ -37,10 +40,92 @@ def open_store(name: str, root: str | Path = DEFAULT_ROOT, must_exist: bool = Tr
     return Store(path)
 
 
+class SweepChangedError(ScalingError):
+    """A sweep was run again under its name with settings that change its runs' results."""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The driver was stopped (Ctrl-C or SIGTERM): its workers were stopped, finished runs are kept."""
+
+    def __init__(self, finished: int, failed: int, pending: int, signum: int = signal.SIGINT, unit: str = "runs"):
+        self.finished, self.failed, self.pending, self.signum, self.unit = finished, failed, pending, signum, unit
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        return (f"{self.finished} {self.unit} finished, " + (f"{self.failed} failed, " if self.failed else "")
+                + f"{self.pending} pending")
+
+
+class _Terminated(KeyboardInterrupt):
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stoppable():
+    """SIGTERM stops the driver the way Ctrl-C does (a KeyboardInterrupt carrying the signal)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated(signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _uninterrupted():
+    """While the driver stops its workers and writes down what stopped, a second Ctrl-C waits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def check_unchanged(store: Store, spec: dict, base: Path, changed_fn=changed_settings, kind: str = "sweep",
+                    extend: str = "adding sizes, tokens, budgets or seeds with the same settings extends it") -> None:
+    """Refuse a definition whose result-shaping settings differ from the ones this sweep already ran with."""
+    known = store.meta().get("spec")
+    if known is None:
+        return
+    changed = changed_fn(known, spec)
+    if changed:
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise SweepChangedError(
+            f"{kind} {spec['name']!r} under {base} was run with other settings ({'; '.join(changed[:4])}{more}); "
+            "running it would mix two experiments in one store and export. To start a new sweep, give the "
+            f"definition a new `name:`; to continue this one, revert those settings ({extend})")
+
+
+def _last_line(err) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] if isinstance(err, str) else []
+    return lines[-1] if lines else ""
+
+
 def run_sweep(definition, *, executor: str = "local", workers: int | None = None, root: str | Path = DEFAULT_ROOT,
-              progress: bool = True, **executor_kwargs) -> pd.DataFrame:
-    """Run every unfinished run of a sweep; returns the run table."""
+              progress: bool = True, retry_failed: bool = False, **executor_kwargs) -> pd.DataFrame:
+    """Run every unfinished run of a sweep; returns the run table.
+
+    ``retry_failed``: runs that failed all their attempts in an earlier invocation get ``retries`` fresh ones.
+    Ctrl-C or SIGTERM stops the workers at once and raises :class:`SweepInterrupted` (a KeyboardInterrupt);
+    running the sweep again resumes.
+    """
     spec = load_spec(definition)
+    if spec["trainer"] == "transformer":  # one line naming the extra, not a traceback from every worker
+        from .._extras import require
+
+        require("torch", "transformers")
     configs = expand(spec)
     base = sweep_dir(spec["name"], root)
     store = open_store(spec["name"], root, must_exist=False)
@@ -48,11 +133,22 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
     try:  # one driver per sweep: the store has one writer
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        lock.close()
         raise ScalingError(f"sweep {spec['name']!r} is already being run by another `scaling sweep run` "
                            f"(lock {base / 'driver.lock'}); watch it with `scaling sweep status {spec['name']}`") from None
-    store.check_space()
-    store.set_meta(spec=spec)
-    store.sync(configs)
+    try:
+        check_unchanged(store, spec, base)
+        store.check_space()
+        store.set_meta(spec=spec)
+        store.sync(configs)
+        if retry_failed:
+            store.retry_failed()
+        return _drive(store, spec, configs, base, executor, workers, progress, executor_kwargs)
+    finally:
+        lock.close()
+
+
+def _drive(store, spec, configs, base, executor, workers, progress, executor_kwargs) -> pd.DataFrame:
     table = store.runs().set_index("run_id")
     by_id = {c["run_id"]: c for c in configs}
     retries = int(spec["retries"])
@@ -61,14 +157,19 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
     attempts = {rid: int(table.loc[rid, "attempts"]) for rid in by_id}
     n_done = len(by_id) - len(todo)
     if not todo:
-        lock.close()
-        if progress:
+        failed = [rid for rid in by_id if table.loc[rid, "status"] == "failed"]
+        if progress and failed:
+            print(f"sweep {spec['name']}: nothing to run; {len(failed)} run(s) failed all {retries + 1} attempts "
+                  f"(last error: {_last_line(table.loc[failed[-1], 'error'])}). Fix the cause, then run again with "
+                  "--retry-failed (run_sweep(..., retry_failed=True))")
+        elif progress:
             print(f"sweep {spec['name']}: all {len(by_id)} runs finished already")
         return store.runs()
     ex = get_executor(executor, workers=workers, threads=int(spec["threads_per_worker"]), folder=base / "submitit",
                       **executor_kwargs)
     bar = _bar(len(by_id), n_done, spec["name"], progress)
     futures: dict[cf.Future, str] = {}
+    stopped = False
 
     def submit(rid):
         store.set_status(rid, "running", attempt=True)
@@ -76,37 +177,53 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
         futures[ex.submit(run_worker, by_id[rid], str(base / "runs" / rid), int(spec["threads_per_worker"]))] = rid
 
     try:
-        for rid in todo:
-            submit(rid)
-        t_start = time.time()
-        tokens_done = 0.0
-        while futures:
-            done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                rid = futures.pop(fut)
-                log = base / "runs" / rid / "log.jsonl"
-                try:
-                    result = fut.result()
-                except Exception as exc:  # noqa: BLE001 - any failure is recorded with its traceback
-                    err = "".join(traceback.format_exception(exc))[-4000:]
+        with stoppable():
+            for rid in todo:
+                submit(rid)
+            t_start = time.time()
+            tokens_done = 0.0
+            while futures:
+                done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    rid = futures.pop(fut)
+                    log = base / "runs" / rid / "log.jsonl"
+                    try:
+                        result = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - any failure is recorded with its traceback
+                        err = "".join(traceback.format_exception(exc))[-4000:]
+                        store.ingest_log(rid, log)
+                        if attempts[rid] <= retries:
+                            store.set_status(rid, "pending", error=err)
+                            submit(rid)
+                        else:
+                            store.set_status(rid, "failed", error=err)
+                            bar.update(1)
+                        continue
                     store.ingest_log(rid, log)
-                    if attempts[rid] <= retries:
-                        store.set_status(rid, "pending", error=err)
-                        submit(rid)
-                    else:
-                        store.set_status(rid, "failed", error=err)
-                        bar.update(1)
-                    continue
-                store.ingest_log(rid, log)
-                store.set_status(rid, result["status"], result=result)
-                tokens_done += by_id[rid]["D"]
-                bar.update(1)
-                if hasattr(bar, "set_postfix_str"):
-                    bar.set_postfix_str(f"{tokens_done / max(time.time() - t_start, 1e-9):,.0f} tok/s")
+                    store.set_status(rid, result["status"], result=result)
+                    tokens_done += by_id[rid]["D"]
+                    bar.update(1)
+                    if hasattr(bar, "set_postfix_str"):
+                        bar.set_postfix_str(f"{tokens_done / max(time.time() - t_start, 1e-9):,.0f} tok/s")
+    except KeyboardInterrupt as exc:
+        with _uninterrupted():
+            stopped = True
+            ex.shutdown(kill=True)
+            store.requeue(set(futures.values()))
+            for rid in set(futures.values()):  # what the stopped workers had logged so far
+                store.ingest_log(rid, base / "runs" / rid / "log.jsonl")
+            st = store.runs()["status"]
+        raise SweepInterrupted(int(st.isin(["done", "diverged"]).sum()), int((st == "failed").sum()),
+                               int(st.isin(["pending", "running"]).sum()), getattr(exc, "signum", signal.SIGINT)
+                               ) from None
+    except BaseException:
+        stopped = True
+        ex.shutdown(kill=True)  # nobody would record what the workers still do
+        raise
     finally:
         bar.close()
-        ex.shutdown()
-        lock.close()
+        if not stopped:
+            ex.shutdown()
     return store.runs()
 
 
@@ -150,11 +267,16 @@ def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
         if span > 0 and done.sum() > 1:
             rate = D[done].sum() / span  # N*D per second across the sweep
             eta = float(D[~done].sum() / rate)
-    return {"name": name, "total": int(len(runs)), **counts, "remaining": int((~done).sum()), "eta_s": eta}
+    failed = runs[runs["status"] == "failed"]
+    failed_runs = [{"run_id": r.run_id, "attempts": int(r.attempts), "error": _last_line(r.error)}
+                   for r in failed.itertuples()]
+    return {"name": name, "total": int(len(runs)), **counts, "remaining": int((~done).sum()), "eta_s": eta,
+            "failed_runs": failed_runs}
 
 
 def export(name: str, root: str | Path = DEFAULT_ROOT) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs table, curves table). Runs: run_id, N (non-embedding), N_total, D, C, loss, config columns."""
+    """(runs table, curves table). Runs: run_id, N (non-embedding), N_total, D, C, loss, config columns,
+    and ``error`` (the last line of a failed run's error)."""
     store = open_store(name, root)
     runs = store.runs()
     rows = []
@@ -169,6 +291,7 @@ def export(name: str, root: str | Path = DEFAULT_ROOT) -> tuple[pd.DataFrame, pd
             "seed": c["seed"], "lr": c["optimizer"]["lr"], "schedule": c["schedule"]["type"],
             "tokens_per_step": c["tokens_per_step"], "steps": c["steps"], "seq_len": c["seq_len"],
             "corpus": c["corpus"].get("name"), "tokens_per_s": res.get("tokens_per_s"),
+            "error": _last_line(r.error) or None if r.status == "failed" else None,
         })
     table = pd.DataFrame(rows)
     curves = store.curves()

@@ -111,10 +111,103 @@ def _validate(spec: dict) -> None:
         raise SpecError(f"schedule.type must be one of {SCHEDULES}, got {spec['schedule']['type']!r}")
     if not isinstance(spec["seeds"], list) or not spec["seeds"]:
         raise SpecError("seeds must be a non-empty list of integers")
-    for key in ("lr", "weight_decay", "grad_clip"):
-        if not float(spec["optimizer"][key]) >= 0:
-            raise SpecError(f"optimizer.{key} must be >= 0")
+    check_numbers(spec, SWEEP_NUMBERS)
+    if spec["corpus"]["name"] not in CORPORA:
+        raise SpecError(f"corpus.name must be one of {CORPORA}, got {spec['corpus']['name']!r}")
     shapes(spec)  # raises on impossible shapes
+
+
+CORPORA = ("python-stdlib", "synthetic")
+# key: (kind, lower bound, bound included); kinds: number, int, list (of numbers), list-int; "?": None allowed;
+# "number|auto": a number or the word auto
+SWEEP_NUMBERS = {
+    "model.sizes": ("list", 0, False), "model.seq_len": ("int", 1, True), "model.vocab_size": ("int", 2, True),
+    "model.head_dim": ("int", 1, True), "grid.tokens": ("list", 0, False), "grid.compute": ("list", 0, False),
+    "grid.min_steps": ("int", 1, True), "grid.min_tokens_per_param": ("number?", 0, False),
+    "grid.max_tokens_per_param": ("number?", 0, False), "seeds": ("list-int", 0, True),
+    "optimizer.lr": ("number", 0, True), "optimizer.weight_decay": ("number", 0, True),
+    "optimizer.beta1": ("number", 0, True), "optimizer.beta2": ("number", 0, True),
+    "optimizer.grad_clip": ("number", 0, True), "schedule.warmup": ("number", 0, True),
+    "schedule.final_lr_frac": ("number", 0, True), "schedule.decay_frac": ("number", 0, False),
+    "batch.tokens_per_step": ("number|auto", 0, False), "eval.every": ("number", 0, False),
+    "eval.tokens": ("int", 1, True), "checkpoint.every": ("number", 0, False), "retries": ("int", 0, True),
+    "threads_per_worker": ("int", 1, True), "corpus.states": ("int", 1, True), "corpus.branching": ("int", 1, True),
+    "corpus.concentration": ("number", 0, False), "corpus.seed": ("int", 0, True), "corpus.tokens": ("int", 1, True),
+    "corpus.max_bytes": ("int", 1, True),
+}
+
+
+def _as_number(v, text_ok: bool = True) -> float | None:
+    if isinstance(v, bool) or (isinstance(v, str) and not text_ok):
+        return None
+    try:
+        f = float(v)  # YAML reads 1e-3 (no dot) as a string; float() takes it where the code converts
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def check_numbers(spec: dict, rules: dict, error=None, text_ok=True) -> None:
+    """Each dotted key holds the kind of number its rule says, or the error names the key and what it takes.
+
+    ``text_ok``: True, or the keys whose values may be numbers written as text (YAML reads 1e-3 as text).
+    """
+    error = error or SpecError
+    for key, (kind, lo, closed) in rules.items():
+        as_text = text_ok is True or key in text_ok
+        v = spec
+        for part in key.split("."):
+            v = v[part]
+        optional = kind.endswith("?")
+        kind = kind.rstrip("?")
+        if v is None and (optional or key in ("model.sizes", "grid.tokens", "grid.compute")):
+            continue
+        if kind == "number|auto" and v == "auto":
+            continue
+        bound = f"{'>=' if closed else '>'} {lo:g}"
+        if kind.startswith("list"):
+            what = f"a non-empty list of {'integers' if kind == 'list-int' else 'numbers'} {bound}"
+            items = v if isinstance(v, list) and v else None
+        else:
+            what = f"{'an integer' if kind == 'int' else 'a number'} {bound}" + (" or 'auto'" if "auto" in kind else "")
+            items = [v]
+        ok = items is not None
+        for x in items or []:
+            f = _as_number(x, as_text)
+            if f is None or (f < lo if closed else f <= lo) or (kind in ("int", "list-int") and not (
+                    isinstance(x, int) if not as_text else f.is_integer())):
+                ok = False
+                break
+        if not ok:
+            raise error(f"{key} must be {what}; got {v!r}")
+
+
+# what a sweep may change between invocations under one name: these only add (or drop) runs, or say how
+# they are run; every other setting shapes the runs' results, so changing it would mix two experiments
+EXTENSIBLE = ("name", "model.sizes", "model.shapes", "grid", "seeds", "retries", "threads_per_worker")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def changed_settings(old: dict, new: dict, extensible=EXTENSIBLE) -> list[str]:
+    """The settings that differ between two specs, leaving out ``extensible`` keys (and those under them);
+    each as 'key: old -> new'."""
+    a, b = _flat(json.loads(json.dumps(old, default=str))), _flat(json.loads(json.dumps(new, default=str)))
+
+    def free(k):
+        return any(k == e or k.startswith(e + ".") for e in extensible)
+
+    # exact comparison: the run ids hash these values, so even 1e-3 written differently makes other runs;
+    # a key only one side has (a setting a later version of the package added) is not compared
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b)) if not free(k) and a[k] != b[k]]
 
 
 def _shape_for(target: float, family: str, head_dim: int, vocab: int, seq_len: int) -> dict:

@@ -38,7 +38,16 @@ class Store:
                 """
             )
             self.db.commit()
-        except (sqlite3.Error, OSError) as exc:
+            self.db.execute("SELECT count(*) FROM runs").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "not a database" not in str(exc) \
+                    and "malformed" not in str(exc):
+                raise ScalingError(f"cannot open the sweep store {self.path}: {exc} (is the directory writable?)"
+                                   ) from None
+            raise ScalingError(f"the sweep store {self.path} is damaged ({exc}): move it aside and run the sweep "
+                               "again (finished runs return their saved results; interrupted ones resume from "
+                               "their checkpoints)") from None
+        except OSError as exc:
             raise ScalingError(f"cannot open the sweep store {self.path}: {exc} (is the directory writable?)") from None
 
     def check_space(self, min_free_mb: int = 200) -> None:
@@ -70,6 +79,19 @@ class Store:
                 "UPDATE runs SET status = ?, error = COALESCE(?, error), result = COALESCE(?, result), "
                 "attempts = attempts + ?, updated = ? WHERE run_id = ?",
                 (status, error, None if result is None else json.dumps(result), int(attempt), time.time(), run_id))
+
+    def requeue(self, run_ids) -> None:
+        """Runs stopped by an interrupted driver: pending again, the stopped attempt not counted."""
+        with self.db:
+            self.db.executemany("UPDATE runs SET status = 'pending', attempts = MAX(attempts - 1, 0), updated = ? "
+                                "WHERE run_id = ? AND status = 'running'", [(time.time(), r) for r in run_ids])
+
+    def retry_failed(self) -> int:
+        """Failed runs become pending with their attempts reset (their last error is kept); returns how many."""
+        with self.db:
+            cur = self.db.execute("UPDATE runs SET status = 'pending', attempts = 0, updated = ? "
+                                  "WHERE status = 'failed'", (time.time(),))
+        return cur.rowcount
 
     def runs(self) -> pd.DataFrame:
         df = pd.read_sql_query("SELECT * FROM runs ORDER BY run_id", self.db)

@@ -23,7 +23,66 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import ScalingError, ScalingWarning
 from ..schedules import lr_at, steps_of
+
+
+class CheckpointError(ScalingError):
+    """A checkpoint file cannot be read (cut short, damaged, or not a checkpoint)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint holds objects other than tensors and plain values: loading it could run code."""
+
+
+def _numpy_globals() -> list:
+    """What plain numeric numpy arrays need under ``weights_only`` (the overopt cells save some)."""
+    kinds = (np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64)
+    return [np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct,
+            np.ndarray, np.dtype, *{type(np.dtype(k)) for k in kinds}]
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """``torch.load`` with ``weights_only=True``: tensors, numeric numpy arrays and plain Python values only.
+
+    A file that would need anything else (a pickle that runs code) raises :class:`UnsafeCheckpointError`;
+    one cut short or damaged raises :class:`CheckpointError`. Neither runs anything from the file.
+    """
+    import pickle
+    import re
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"got <class '([\w.]+)'>", text)
+            what = found.group(1) if found else "an object that is not a tensor or a plain value"
+            raise UnsafeCheckpointError(
+                f"refusing to load {path}: it is not a plain checkpoint (it asks for {what}), and loading it "
+                "could run code. The package's own checkpoints hold only tensors and plain values; delete the "
+                "file if you did not write it yourself") from None
+        raise CheckpointError(f"cannot read {path}: {text.splitlines()[0] if text else type(exc).__name__}") from None
+    except (EOFError, RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError,
+            zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"cannot read {path}: it is cut short or damaged "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+
+
+def _set_aside(path: Path, why: Exception) -> str:
+    """Move an unreadable checkpoint out of the way (``ckpt.pt.corrupt``); the run starts from scratch."""
+    import warnings
+
+    bad = path.with_name(path.name + ".corrupt")
+    os.replace(path, bad)
+    msg = f"{why}; moved it to {bad.name} and restarted the run from scratch"
+    warnings.warn(msg, ScalingWarning, stacklevel=2)
+    return msg
 
 
 def _atomic_json(path: Path, obj) -> None:
@@ -73,7 +132,12 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
         (d / "failed_once").write_text("1")
         raise RuntimeError("toy trainer: deliberate first-attempt failure")
     ckpt = d / "ckpt.json"
-    start = json.loads(ckpt.read_text())["step"] if ckpt.exists() else 0
+    start, restarted = 0, None
+    if ckpt.exists():
+        try:
+            start = int(json.loads(ckpt.read_text())["step"])
+        except (ValueError, KeyError, TypeError) as exc:
+            restarted = _set_aside(ckpt, CheckpointError(f"cannot read {ckpt}: {type(exc).__name__}: {exc}"))
     rng = np.random.default_rng([cfg["seed"], 12345])
     noise = rng.standard_normal(steps + 1) * float(toy.get("noise", 0.0))
 
@@ -97,7 +161,8 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
     final = law(steps * tps) * math.exp(noise[steps])
     log.write(step=steps, tokens=steps * tps, lr=0.0, eval_loss=final)
     log.close()
-    return {"status": "done", "final_eval_loss": final, "resumed_from": start, "tokens_per_s": None}
+    out = {"status": "done", "final_eval_loss": final, "resumed_from": start, "tokens_per_s": None}
+    return out if restarted is None else {**out, "checkpoint_set_aside": restarted}
 
 
 # ----------------------------------------------------------- transformer trainer
@@ -176,21 +241,35 @@ def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
     train_tok, eval_tok, _ = load_corpus(cfg["corpus"])
     steps, seq = cfg["steps"], cfg["seq_len"]
     n_seq = cfg["tokens_per_step"] // seq
-    torch.manual_seed(cfg["seed"])
-    model = build_model(cfg).to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     o = cfg["optimizer"]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(o["weight_decay"])},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=float(o["lr"]),
-                            betas=(float(o["beta1"]), float(o["beta2"])))
+
+    def fresh():
+        torch.manual_seed(cfg["seed"])
+        model = build_model(cfg).to(device)
+        decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(o["weight_decay"])},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=float(o["lr"]),
+                                betas=(float(o["beta1"]), float(o["beta2"])))
+        return model, opt
+
+    model, opt = fresh()
     ckpt = d / "ckpt.pt"
-    start = 0
+    start, restarted = 0, None
     if ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
-        start = int(state["step"])
+        try:  # refuses (raises) a file that could run code; one cut short is set aside below
+            state = load_checkpoint(ckpt, device)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optim"])
+            start = int(state["step"])
+        except UnsafeCheckpointError:
+            raise
+        except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+            why = exc if isinstance(exc, CheckpointError) else CheckpointError(
+                f"cannot use {ckpt}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            restarted = _set_aside(ckpt, why)
+            model, opt = fresh()  # a failed load may have changed some weights
+            start = 0
     ev = cfg["eval"]
     eval_every = steps_of(ev["every"], steps)
     ckpt_every = steps_of(cfg["checkpoint"]["every"], steps)
@@ -225,8 +304,9 @@ def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
     log.write(step=steps, tokens=steps * cfg["tokens_per_step"], lr=0.0, eval_loss=final)
     log.close()
     secs = time.perf_counter() - t0
-    return {"status": "done", "final_eval_loss": final, "resumed_from": start, "device": device.type,
-            "tokens_per_s": tok0 / secs if secs > 0 else None, "seconds": secs}
+    out = {"status": "done", "final_eval_loss": final, "resumed_from": start, "device": device.type,
+           "tokens_per_s": tok0 / secs if secs > 0 else None, "seconds": secs}
+    return out if restarted is None else {**out, "checkpoint_set_aside": restarted}
 
 
 TRAINERS: dict[str, Callable] = {"transformer": train_transformer, "toy": train_toy}

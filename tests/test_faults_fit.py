@@ -1,0 +1,325 @@
+"""Bad input and faults on the fitting side (issue #10): each case failed before its fix.
+
+Items: 2 (a '#' inside CSV fields), 7 (negative exponents), 8 (edited fit files), 9 (allocate far
+outside the fitted range), 10 (a typo'd size, duplicated rows), 11 (--out checked first), 12
+(messages: negative bootstrap, huge ratios, delimiters, spaced column names), 13 (reports that
+contradict themselves), 14 (a form that misses the data without replicates).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.cli import main
+from scaling.data import DATA_DIR, load_chinchilla, prepare, read_table
+from scaling.errors import DataError, FitError, ScalingWarning
+from scaling.laws import ChinchillaLaw, GaoBoN, Law
+
+DATA = str(DATA_DIR / "chinchilla_besiroglu2024.csv")
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def law_runs(seed=0, noise=0.005, E=1.8, A=400.0, B=2000.0, alpha=0.34, beta=0.37):
+    """An IsoFLOP grid from a known Chinchilla law (5 budgets x 9 sizes)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for C in np.logspace(18, 21, 5):
+        for N in np.logspace(np.log10(C) / 2 - 2.6, np.log10(C) / 2 - 0.6, 9):
+            D = C / (6 * N)
+            rows.append((N, D, (E + A / N**alpha + B / D**beta) * np.exp(noise * rng.standard_normal())))
+    return pd.DataFrame(rows, columns=["N", "D", "loss"])
+
+
+def fit_quiet(law, df, **kw):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        law.fit(df, **kw)
+    return law, [str(x.message) for x in w]
+
+
+# ------------------------------------------------------------------ 2. '#' in CSV fields
+def test_hash_inside_fields_is_data_not_a_comment(tmp_path, capsys):
+    # Epoch's extraction carries hex colours: every row has a '#'
+    src = load_chinchilla()
+    df = pd.DataFrame({"x": np.arange(len(src)), "color": "#faebdd", "Model Size": src["N"],
+                       "Training FLOP": src["C"], "hex_color": "#f8d1b8", "loss": src["loss"]})
+    path = tmp_path / "epoch.csv"
+    df.to_csv(path, index=False)
+    back = read_table(path)
+    assert len(back) == len(src) and (back["hex_color"] == "#f8d1b8").all()
+    code, out, _ = run(capsys, "fit", path, "--columns", "N=Model Size,C=Training FLOP", "--bootstrap", "0",
+                       "--drop-highest-loss", "5", "--json")
+    assert code == 0 and json.loads(out)["n_points"] == 240
+
+
+def test_a_note_with_a_hash_keeps_its_row(tmp_path):
+    df = load_chinchilla()[["N", "D", "loss"]].head(30).copy()
+    df["notes"] = ""
+    df.loc[3, "notes"] = "rerun #2"
+    path = tmp_path / "notes.csv"
+    df.to_csv(path, index=False)
+    back = prepare(path, ["N", "D", "loss"])
+    assert len(back) == 30 and back.loc[3, "notes"] == "rerun #2"
+
+
+def test_a_header_column_named_hash_and_header_comments(tmp_path):
+    path = tmp_path / "hash_header.csv"
+    path.write_text("#,N,D,loss\n1,1e8,1e9,3.0\n2,2e8,1e9,2.9\n3,4e8,2e9,2.8\n")
+    back = read_table(path)
+    assert list(back.columns) == ["#", "N", "D", "loss"] and len(back) == 3
+    commented = tmp_path / "commented.csv"
+    commented.write_text("# source: somewhere, 2024\n# second line\nN,D,loss\n1e8,1e9,3.0\n2e8,1e9,2.9\n")
+    back = read_table(commented)
+    assert list(back.columns) == ["N", "D", "loss"] and len(back) == 2
+    assert len(read_table(DATA)) == 245  # the package's own data files keep their header comments
+
+
+# ------------------------------------------------------------ 12. delimiters, spaced names
+@pytest.mark.parametrize("sep,decimal", [("\t", "."), (";", "."), (";", ",")])
+def test_a_csv_with_another_delimiter_is_read(tmp_path, sep, decimal):
+    df = load_chinchilla()[["N", "D", "loss"]].head(20)
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False, sep=sep, decimal=decimal)
+    back = prepare(path, ["N", "D", "loss"])
+    np.testing.assert_allclose(back["loss"], df["loss"])
+
+
+def test_column_names_with_spaces_can_be_mapped(tmp_path, capsys):
+    df = load_chinchilla().head(60)
+    path = tmp_path / "spaced.csv"
+    path.write_text(" params , tokens ,  val loss \n"
+                    + "".join(f"{n},{d},{l}\n" for n, d, l in zip(df["N"], df["D"], df["loss"])))
+    code, out, err = run(capsys, "fit", path, "--columns", "N=params,D=tokens,loss=val loss", "--bootstrap", "0",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["n_points"] == 60
+    spaced = pd.DataFrame({" N ": df["N"], "D": df["D"], "loss": df["loss"]})  # a DataFrame in a notebook
+    assert len(prepare(spaced, ["N", "D", "loss"], columns={"N": "N"})) == 60
+
+
+def test_negative_bootstrap_is_refused_before_fitting(capsys):
+    with pytest.raises(SystemExit) as exc:  # argparse's usage error, before any work
+        main(["fit", DATA, "--bootstrap", "-5"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--bootstrap" in err and "0 or more" in err
+    with pytest.raises(ValueError, match="bootstrap must be a whole number"):
+        ChinchillaLaw(bootstrap=-5).fit(law_runs())
+
+
+def test_extrapolation_warnings_never_print_a_300_digit_number():
+    law = ChinchillaLaw(bootstrap=0, starts="coarse")
+    fit_quiet(law, law_runs())
+    with pytest.warns(ScalingWarning) as rec:
+        law.predict(N=1e300, D=1e12)
+    msg = " ".join(str(r.message) for r in rec)
+    assert "beyond the largest N" in msg and len(msg) < 400 and "e+2" in msg
+
+
+# ------------------------------------------------------------------ 7. negative exponents
+def rising_runs():
+    """Loss that rises with N (a mislabelled column, a broken sweep): the best free alpha is -0.2."""
+    df = law_runs(noise=0.002)
+    df["loss"] = 1.8 + 0.02 * df["N"] ** 0.2 + 2000 / df["D"] ** 0.37
+    return df
+
+
+def test_losses_that_rise_with_N_hit_the_default_bound_and_say_so():
+    df = rising_runs()
+    law, msgs = fit_quiet(ChinchillaLaw(bootstrap=50, starts="coarse"), df)
+    assert law.params_["alpha"] >= 0
+    assert any("show no fall of loss with N" in m for m in msgs)
+    law.summary(), law.report()  # no complex number, no traceback
+    law.compute_optimal_interval(1e21)
+
+
+def test_an_exponent_on_its_default_bound_is_reported_and_has_no_allocation():
+    df = law_runs(noise=0.002)
+    df["loss"] = 1.8 + 0.02 * df["N"] ** 0.2 + 2000 / df["D"] ** 0.37
+    law, msgs = fit_quiet(ChinchillaLaw(bootstrap=50, starts="coarse", fixed={"E": 1.8, "A": 0.02}), df)
+    assert law.params_["alpha"] == 0.0
+    assert any("alpha ended on its default bound" in m and "--bound alpha=-inf:inf" in m for m in msgs)
+    s = law.summary()  # no complex number, no traceback
+    assert s["compute_optimal"]["a"] is None and "not positive" in s["compute_optimal"]["note"]
+    assert "(on a bound)" in law.report()
+    with pytest.raises(FitError, match="exponents positive"):
+        law.compute_optimal(1e21)
+    law.compute_optimal_interval(1e21)  # resamples at the bound give their limit, not an error
+
+
+def test_the_bound_can_be_lifted_and_a_negative_exponent_never_reaches_a_complex_number():
+    law, _ = fit_quiet(ChinchillaLaw(bootstrap=0, starts="coarse", bounds={"alpha": (None, None)}), rising_runs())
+    assert law.params_["alpha"] < 0
+    with pytest.raises(FitError, match="alpha = -"):
+        law.compute_optimal(1e21)
+
+
+def test_six_rows_and_flops_mapped_as_tokens_give_a_message_not_a_traceback(tmp_path, capsys):
+    df = load_chinchilla()
+    small = df.iloc[[0, 40, 80, 120, 160, 200]]
+    path = tmp_path / "six.csv"
+    small.to_csv(path, index=False)
+    code, out, err = run(capsys, "fit", path, "--bootstrap", "0")
+    assert code == 0 and "Traceback" not in err
+    code, out, err = run(capsys, "fit", DATA, "--columns", "D=C", "--bootstrap", "0", "--json")
+    assert code == 0 and "Traceback" not in err
+    d = json.loads(out)
+    assert d["params"]["alpha"] >= 0 and d["params"]["beta"] >= 0
+
+
+# ----------------------------------------------------------------- 8. edited fit files
+@pytest.fixture(scope="module")
+def fit_dict(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fit") / "fit.json"
+    assert main(["fit", DATA, "--drop-highest-loss", "5", "--bootstrap", "100", "--out", str(path)]) == 0
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("edit,expect", [
+    (lambda d: d["params"].update(alpha=-0.5), "alpha = -0.5 lies outside its bounds"),
+    (lambda d: d["params"].update(alpha=float("nan")), "alpha is nan, not a finite number"),
+    (lambda d: d["params"].update(E=None), "E is None, not a finite number"),
+    (lambda d: d["params"].pop("beta"), "missing ['beta']"),
+    (lambda d: d.update(law="chinchila"), "unknown law 'chinchila'"),
+    (lambda d: d["params"].update(A=-3.0), "A must be positive"),
+    (lambda d: d["bootstrap"].update(params=[[1.0, 2.0]]), "bootstrap section does not match"),
+])
+def test_an_edited_fit_file_is_refused_naming_what_is_wrong(fit_dict, tmp_path, capsys, edit, expect):
+    d = json.loads(json.dumps(fit_dict))
+    edit(d)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(d).replace("NaN", "NaN"))
+    code, out, err = run(capsys, "predict", path, "--N", "1e9", "--D", "2e10")
+    assert code == 2, (out, err)
+    assert expect in err and "Traceback" not in err
+
+
+def test_a_point_estimate_outside_its_stored_resamples_is_reported(fit_dict, tmp_path):
+    d = json.loads(json.dumps(fit_dict))
+    d["params"]["alpha"] = 0.6  # within bounds, but not what these resamples describe
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(d))
+    with pytest.warns(ScalingWarning, match=r"\['alpha'\] lie outside every one of the 100 bootstrap"):
+        Law.load(path)
+
+
+# ------------------------------------------------------- 9. allocate far outside the data
+def test_allocate_far_outside_the_fitted_range_warns(tmp_path, capsys):
+    path = tmp_path / "fit.json"
+    assert main(["fit", DATA, "--drop-highest-loss", "5", "--bootstrap", "0", "--out", str(path)]) == 0
+    capsys.readouterr()
+    code, out, err = run(capsys, "allocate", path, "--compute", "1e30")
+    assert code == 0 and "the allocation for C=1e+30 FLOPs puts N=" in err and "beyond the largest N fitted" in err
+    code, out, err = run(capsys, "allocate", path, "--compute", "1e22")
+    assert code == 0 and "beyond" not in err
+
+
+# ---------------------------------------------------- 10. a typo'd size, duplicated rows
+def test_a_size_ten_decades_from_the_rest_is_refused():
+    df = law_runs()
+    df.loc[7, "N"] = 1e300
+    with pytest.raises(DataError, match=r"N = 1e\+300 \(row 7\) lies 2\d\d decades above every other N"):
+        ChinchillaLaw(bootstrap=0).fit(df)
+
+
+def test_a_size_far_from_the_rest_is_warned_about():
+    df = law_runs()
+    df.loc[7, "N"] = df["N"].max() * 1e8
+    with pytest.warns(ScalingWarning, match="decades above every other N"):
+        prepare(df, ["N", "D", "loss"])
+
+
+def test_duplicated_rows_are_counted_once_so_intervals_stay_honest():
+    df = law_runs()
+    once, _ = fit_quiet(ChinchillaLaw(bootstrap=200, starts="coarse"), df)
+    twice = ChinchillaLaw(bootstrap=200, starts="coarse")
+    with pytest.warns(ScalingWarning, match="45 row\\(s\\) repeat another row exactly"):
+        twice.fit(pd.concat([df, df], ignore_index=True))
+    assert twice.n_points_ == 45
+    for k in once.params_:
+        assert twice.ci_[k] == pytest.approx(once.ci_[k], rel=1e-9)
+    # replicates are not copies: a seed column keeps them apart
+    seeds = pd.concat([df.assign(seed=0), df.assign(seed=1)], ignore_index=True)
+    assert len(prepare(seeds, ["N", "D", "loss"])) == 90
+
+
+# ------------------------------------------------------------ 11. --out checked first
+def test_fit_out_onto_a_directory_fails_before_the_fit(tmp_path, capsys, monkeypatch):
+    import scaling.laws.base as base
+
+    def no_fit(*a, **k):
+        raise AssertionError("the fit ran although --out could not be written")
+
+    monkeypatch.setattr(base.Law, "fit", no_fit)
+    code, _, err = run(capsys, "fit", DATA, "--out", tmp_path)
+    assert code == 2 and "is a directory" in err
+    monkeypatch.undo()
+    target = tmp_path / "new" / "deeper" / "fit.json"
+    code, _, err = run(capsys, "fit", DATA, "--bootstrap", "0", "--out", target)
+    assert code == 0 and target.exists()
+
+
+# ---------------------------------------------------- 13. reports that contradict themselves
+def test_an_interval_never_excludes_its_estimate():
+    law, _ = fit_quiet(ChinchillaLaw(bootstrap=100, starts="coarse"), law_runs())
+    # the resamples of E all drifted below the estimate (E heading to 0 along a flat direction)
+    i = law.param_names().index("E")
+    law.bootstrap_theta_[:, i] = np.log(law.params_["E"]) - 1 - np.abs(np.random.default_rng(0).normal(size=100))
+    with pytest.warns(ScalingWarning, match=r"resamples of \['E'\] all moved away from the estimate"):
+        law._set_uncertainty()
+    lo, hi = law.ci_["E"]
+    assert lo <= law.params_["E"] <= hi
+    assert "not identified" in law.report()
+    for k, ci in law.ci_.items():
+        assert ci[0] <= law.params_[k] <= ci[1]
+
+
+def test_gao_with_one_reward_model_size_says_the_slopes_are_not_estimated():
+    rng = np.random.default_rng(0)
+    d = np.repeat(np.linspace(0.2, 4.0, 20), 3)
+    df = pd.DataFrame({"d": d, "rm_params": 5000, "gold": d * (0.9 - 0.3 * d) + 0.01 * rng.standard_normal(d.size)})
+    with pytest.warns(ScalingWarning, match="one reward-model size .* cannot be estimated"):
+        law = GaoBoN(bootstrap=100).fit(df)
+    for k in ("alpha_slope", "beta_slope"):
+        assert law.ci_[k] is None and law.stderr_[k] is None
+    assert law.ci_["alpha"] is not None
+    rep = law.report()
+    assert rep.count("(not estimated)") == 2 and "[0, 0]" not in rep
+
+
+# ----------------------------------------------- 14. a form that misses, without replicates
+def kaplan_runs(seed, noise=0.002):
+    """Kaplan et al.'s L(N, D) on an IsoFLOP grid: a form the Chinchilla law cannot follow exactly."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for C in np.logspace(18, 21, 5):
+        for N in np.logspace(np.log10(C) / 2 - 2.6, np.log10(C) / 2 - 0.6, 9):
+            D = C / (6 * N)
+            L = ((8.8e13 / N) ** (0.076 / 0.095) + 5.4e13 / D) ** 0.095
+            rows.append((N, D, L * np.exp(noise * rng.standard_normal())))
+    return pd.DataFrame(rows, columns=["N", "D", "loss"])
+
+
+def test_profiles_that_curve_against_the_form_are_flagged_without_replicates():
+    flagged = []
+    for seed in range(5):
+        _, msgs = fit_quiet(ChinchillaLaw(bootstrap=0, starts="coarse"), kaplan_runs(seed))
+        flagged.append(any("residuals curve systematically along each compute budget" in m for m in msgs))
+    assert all(flagged)
+
+
+def test_the_right_form_is_not_flagged():
+    false = 0
+    for seed in range(20):
+        _, msgs = fit_quiet(ChinchillaLaw(bootstrap=0, starts="coarse"), law_runs(seed, noise=0.002))
+        false += any("curve systematically" in m or "trend with" in m for m in msgs)
+    assert false == 0

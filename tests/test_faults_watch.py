@@ -1,0 +1,239 @@
+"""Issue #10: `scaling watch` must never read a diverged or unreadable run as healthy; plans, models and
+output paths are checked before the work, with one `error:` line."""
+
+import json
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from scaling.cli import main
+from scaling.errors import DataError
+from scaling.laws import LossCurveLaw
+from scaling.monitor import Monitor, trainer_callback
+from scaling.plan import load_plan, make_plan, save_plan
+from scaling.readers import read_log
+from test_law_contract import curve_runs
+from test_monitor import MODEL, run_log
+
+STEPS = 300
+
+
+@pytest.fixture(scope="module")
+def law():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return LossCurveLaw(bootstrap=100).fit(curve_runs())
+
+
+@pytest.fixture(scope="module")
+def plan(law):
+    return make_plan(law, model=MODEL, tokens=STEPS * 4096, tokens_per_step=4096)
+
+
+@pytest.fixture
+def plan_path(tmp_path, plan):
+    p = tmp_path / "plan.json"
+    save_plan(plan, p)
+    return p
+
+
+@pytest.fixture(scope="module")
+def healthy(law):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run_log(law)
+
+
+def write_jsonl(path, rows):
+    """rows of (step, loss, tokens); json.dumps writes a NaN loss as `NaN`, as the sweep trainer does."""
+    path.write_text("".join(json.dumps({"step": s, "tokens": t, "train_loss": v}) + "\n" for s, v, t in rows))
+    return path
+
+
+def watch(capsys, log, plan_path, *extra):
+    code = main(["watch", str(log), "--plan", str(plan_path), "--once", *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------- readers keep NaN/inf
+def test_jsonl_reader_keeps_nan_and_inf_losses(tmp_path):
+    p = tmp_path / "log.jsonl"
+    p.write_text('{"step": 0, "train_loss": 3.0}\n{"step": 1, "train_loss": NaN}\n{"step": 2, "train_loss": Infinity}\n'
+                 '{"step": 3, "train_loss": "nan"}\n{"step": 4, "train_loss": "inf"}\n{"step": 5, "eval_loss": 3.1}\n')
+    df = read_log(p)
+    assert list(df["step"]) == [0, 1, 2, 3, 4]  # the eval-only row has no training loss: not a point
+    assert df["loss"].iloc[0] == 3.0
+    assert np.isnan(df["loss"].iloc[1]) and np.isnan(df["loss"].iloc[3])
+    assert df["loss"].iloc[2] == np.inf and df["loss"].iloc[4] == np.inf
+
+
+def test_csv_reader_keeps_nan_and_skips_empty_cells(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("step,loss,eval\n0,3.0,\n1,,3.2\n2,nan,\n3,inf,\n")
+    df = read_log(p)
+    assert list(df["step"]) == [0, 2, 3]  # step 1 logged no training loss
+    assert df["loss"].iloc[0] == 3.0 and np.isnan(df["loss"].iloc[1]) and df["loss"].iloc[2] == np.inf
+
+
+def test_trainer_state_reader_keeps_nan(tmp_path):
+    p = tmp_path / "trainer_state.json"
+    p.write_text('{"log_history": [{"step": 10, "loss": 3.1}, {"step": 10, "eval_loss": 3.2}, {"step": 20, "loss": NaN}]}')
+    df = read_log(p)
+    assert list(df["step"]) == [10, 20] and np.isnan(df["loss"].iloc[1])
+
+
+@pytest.mark.parametrize("name,content,why", [
+    ("bin.jsonl", bytes(range(256)) * 8, "binary"),
+    ("str.jsonl", '{"step": 1, "train_loss": "tensor(2.31)"}\n{"step": 2, "train_loss": "tensor(2.30)"}\n', "not numbers"),
+    ("text.jsonl", "step 1 loss 2.31\nstep 2 loss 2.30\n", "no line of it is a JSON object"),
+    ("str.csv", "step,loss\n1,tensor(2.31)\n", "not numbers"),
+])
+def test_a_log_with_nothing_readable_is_an_error_naming_why(tmp_path, name, content, why):
+    p = tmp_path / name
+    (p.write_bytes if isinstance(content, bytes) else p.write_text)(content)
+    with pytest.raises(DataError, match="nothing could be read") as e:
+        read_log(p)
+    assert why in str(e.value)
+
+
+# -------------------------------------------------- watch --once: the whole log decides
+@pytest.mark.parametrize("where", ["last", "mid-run"])
+def test_watch_once_flags_a_nan_loss(tmp_path, capsys, plan_path, healthy, where):
+    rows = list(healthy[:200])
+    at = 199 if where == "last" else 150
+    rows[at] = (at, float("nan"), rows[at][2])
+    code, out, _ = watch(capsys, write_jsonl(tmp_path / "log.jsonl", rows), plan_path)
+    assert code == 1
+    assert "DIVERGED" in out and f"step {at}" in out
+
+
+def test_watch_once_flags_a_spike_mid_run(tmp_path, capsys, plan_path, healthy):
+    rows = list(healthy)
+    rows[150] = (150, 3.0 * rows[150][1], rows[150][2])  # one bad step, then healthy to the end
+    code, out, _ = watch(capsys, write_jsonl(tmp_path / "log.jsonl", rows), plan_path)
+    assert code == 1 and "SPIKE" in out
+    assert "point(s) off track; first at step 150 (spike" in out.rstrip().splitlines()[-1]
+    assert " ok" in out.rstrip().splitlines()[-2]  # the last point alone reads as healthy
+
+
+def test_watch_once_on_a_healthy_run_still_exits_0(tmp_path, capsys, plan_path, healthy):
+    code, out, _ = watch(capsys, write_jsonl(tmp_path / "log.jsonl", healthy), plan_path)
+    assert code == 0 and "off track" not in out
+
+
+@pytest.mark.parametrize("content,why", [
+    ("", "empty"),
+    (bytes(range(256)) * 8, "binary"),
+    ('{"step": 100, "train_loss": "2.3 (smoothed)"}\n' * 3, "not numbers"),
+])
+def test_watch_once_on_an_unreadable_log_is_an_error(tmp_path, capsys, plan_path, content, why):
+    p = tmp_path / "log.jsonl"
+    (p.write_bytes if isinstance(content, bytes) else p.write_text)(content)
+    code, out, err = watch(capsys, p, plan_path)
+    assert code == 2
+    assert err.startswith("error: nothing could be read from") and why in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------- the Monitor
+def test_monitor_stays_diverged_until_resumed_from_before_it(plan, healthy):
+    mon = Monitor(plan)
+    for s, v, t in healthy[:100]:
+        mon.update(s, v, t)
+    assert mon.update(100, float("nan"), 101 * 4096).state == "diverged"
+    later = [mon.update(s, v, t) for s, v, t in healthy[101:140]]
+    assert all(st.state == "diverged" and st.off_track for st in later)
+    assert "diverged at step 100" in later[-1].message
+    assert mon.diverged_at == 100 and mon.worst.state == "diverged" and mon.worst.step == 100
+    assert mon.ever_off_track
+    st = mon.update(90, healthy[90][1], healthy[90][2])  # resumed from a checkpoint before the divergence
+    assert st.state == "ok" and mon.diverged_at is None and not mon.worst.off_track
+
+
+def test_monitor_worst_remembers_a_spike_the_last_point_forgot(plan, healthy):
+    mon = Monitor(plan)
+    for s, v, t in healthy:
+        mon.update(s, 3.0 * v if s == 150 else v, t)
+    assert mon.history[-1].state == "ok"
+    assert mon.worst.state == "spike" and mon.worst.step == 150
+
+
+# ------------------------------------------------------- the Trainer callback
+def test_trainer_callback_flags_nan_and_unhides_it(plan, healthy):
+    pytest.importorskip("transformers")
+    cb = trainer_callback(plan)
+    args = SimpleNamespace(logging_nan_inf_filter=True)  # the Trainer's default: logs NaN as past losses
+    control = SimpleNamespace(should_training_stop=False)
+    cb.on_train_begin(args, SimpleNamespace(global_step=0), control)
+    assert args.logging_nan_inf_filter is False
+    for s, v, _ in healthy[:100]:
+        cb.on_log(args, SimpleNamespace(global_step=s), control, logs={"loss": v})
+    cb.on_log(args, SimpleNamespace(global_step=100), control, logs={"loss": float("nan")})
+    cb.on_log(args, SimpleNamespace(global_step=100), control, logs={"eval_loss": 3.0})  # evaluation, same step
+    for s, v, _ in healthy[101:120]:
+        cb.on_log(args, SimpleNamespace(global_step=s), control, logs={"loss": v})
+    assert cb.monitor.worst.state == "diverged" and cb.monitor.worst.step == 100
+    assert cb.monitor.history[-1].state == "diverged"
+
+
+# ---------------------------------------------------------- plans and models
+def test_predict_with_a_model_file_that_is_not_a_config(tmp_path, capsys, law):
+    fit = tmp_path / "fit.json"
+    law.save(fit)
+    bad = tmp_path / "runs.csv"
+    bad.write_text("N,D,loss\n1e6,1e8,3.2\n")
+    code = main(["predict", str(fit), "--model", str(bad), "--tokens", "1e6"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{bad} is not a model config" in err and "config.json" in err and "n_layer=4,d_model=128" in err
+
+
+@pytest.mark.parametrize("damage,what", [
+    (lambda c: c.update(loss=c["loss"][:-5]), "cut short"),
+    (lambda c: c["hi"].__setitem__(3, float("nan")), "hi[3]"),
+    (lambda c: c["tokens"].__setitem__(4, c["tokens"][2]), "do not increase"),
+])
+def test_a_damaged_plan_is_refused_naming_the_fault(tmp_path, capsys, plan, healthy, damage, what):
+    bad = json.loads(json.dumps(plan))
+    damage(bad["curve"])
+    p = tmp_path / "plan.json"
+    p.write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="plan.json") as e:
+        load_plan(p)
+    assert what in str(e.value)
+    with pytest.raises(DataError):
+        Monitor(bad)
+    code, _, err = watch(capsys, write_jsonl(tmp_path / "log.jsonl", healthy[:50]), p)
+    assert code == 2 and err.startswith("error: ") and what in err
+
+
+# ---------------------------------------------------------- output paths
+def test_predict_out_into_a_missing_folder_or_onto_a_directory(tmp_path, capsys, law, monkeypatch):
+    fit = tmp_path / "fit.json"
+    law.save(fit)
+    argv = ["predict", str(fit), "--model", MODEL, "--tokens", str(STEPS * 4096), "--tokens-per-step", "4096"]
+    out = tmp_path / "new" / "sub" / "plan.json"
+    assert main(argv + ["--out", str(out)]) == 0
+    assert load_plan(out)["steps"] == STEPS
+    capsys.readouterr()
+
+    import scaling.plan
+
+    def no_work(*a, **k):
+        raise AssertionError("the output path is checked before planning")
+
+    monkeypatch.setattr(scaling.plan, "make_plan", no_work)
+    assert main(argv + ["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out") and "is a directory" in err
+
+
+def test_watch_plot_onto_a_directory_is_refused_first(tmp_path, capsys, plan_path, healthy):
+    log = write_jsonl(tmp_path / "log.jsonl", healthy[:60])
+    code, out, err = watch(capsys, log, plan_path, "--plot", str(tmp_path))
+    assert code == 2 and err.startswith("error: --plot") and "is a directory" in err
+    assert "step" not in out  # refused before reading the log
+    code, _, _ = watch(capsys, log, plan_path, "--plot", str(tmp_path / "figs" / "w.png"))
+    assert code == 0 and (tmp_path / "figs" / "w.png").stat().st_size > 5000
