@@ -170,10 +170,12 @@ def plot_backtest(result: BacktestResult):
     ax.scatter(train[x], train["loss"], s=10, c="0.6", label="training runs")
     ax.scatter(t[x], t["loss"], s=16, c="C3", label="held-out runs")
     ax.errorbar(t[x], t["predicted"], yerr=yerr, fmt="_", color="C0", ms=10, label="prediction")
-    if hasattr(law, "compute_optimal") and {"N", "D"} <= set(law.inputs) and x == "N":
+    if law.allocates() and not law.allocation_conditions and {"N", "D"} <= set(law.inputs) and x == "N":
         try:
             Cs = np.logspace(np.log10(train["C"].min()), np.log10(max(train["C"].max(), t["C"].max()) * 3), 100)
-            co = law.compute_optimal(Cs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                co = law.compute_optimal(Cs, interval=False)
             ax.plot(co["N_opt"], co["loss"], color="C0", lw=1.5, label="fitted compute-optimal frontier")
         except (NotImplementedError, TypeError):
             pass

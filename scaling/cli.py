@@ -107,27 +107,30 @@ def _scalar(v):
 
 # ---------------------------------------------------------------- commands
 def cmd_fit(args) -> int:
-    from .laws import get_law
+    from .laws import available_laws, get_law
 
     _check_out(args.out, "--out", "fit.json")
     cls = get_law(args.law)
-    kwargs = dict(loss=args.loss, delta=args.delta, bootstrap=args.bootstrap, seed=args.seed, level=args.level,
-                  fixed=args.fix or None, bounds=args.bound or None, prune=not args.no_prune)
-    if args.law in ("gao-bon", "gao-rl"):
-        kwargs.pop("loss")  # linear least squares
-        if kwargs.pop("bounds"):
-            raise ScalingError("--bound does not apply to the gao laws (a linear least-squares fit)")
-        kwargs.update(shared_alpha=args.shared_alpha, kl_penalty=args.kl_penalty, score=args.score, max_d=args.max_d,
-                      rm_data=args.rm_data)
-    elif (args.shared_alpha or args.kl_penalty is not None or args.score != "gold" or args.max_d is not None
-          or args.rm_data is not None):
-        raise ScalingError("--shared-alpha, --kl-penalty, --max-d, --rm-data and --score apply to --law gao-bon / gao-rl")
-    if args.tie_exponents:
-        if args.law != "chinchilla":
-            raise ScalingError("--tie-exponents applies to --law chinchilla")
-        kwargs["tie_exponents"] = True
+    kwargs = dict(bootstrap=args.bootstrap, seed=args.seed, level=args.level)
+    # settings the user gave: the law honours each or refuses it (it knows what it takes, not the CLI)
+    given = {"loss": args.loss, "delta": args.delta, "fixed": args.fix or None, "bounds": args.bound or None,
+             "prune": False if args.no_prune else None}
+    kwargs.update({k: v for k, v in given.items() if v is not None})
+    law_options = {"shared_alpha": ("--shared-alpha", args.shared_alpha or None),
+                   "kl_penalty": ("--kl-penalty", args.kl_penalty), "score": ("--score", args.score),
+                   "max_d": ("--max-d", args.max_d), "rm_data": ("--rm-data", args.rm_data),
+                   "tie_exponents": ("--tie-exponents", args.tie_exponents or None)}
+    takes = cls.options()
+    for name, (flag, value) in law_options.items():
+        if value is None:
+            continue
+        if name not in takes:
+            users = [n for n in available_laws() if name in get_law(n).options()]
+            raise ScalingError(f"{flag} does not apply to --law {args.law}; options like it apply to --law "
+                               f"{' / '.join(users)}")
+        kwargs[name] = value
     data = args.data
-    if args.law == "tissue":
+    if cls.curve_law:
         from .data import read_table
         from .laws.curve import curve_points
 
@@ -149,7 +152,7 @@ def cmd_predict(args) -> int:
     from .laws import Law
 
     law = Law.load(args.fit)
-    if law.name == "tissue" or args.model or args.tokens:
+    if law.curve_law or args.model or args.tokens:
         return _cmd_plan(args, law)
     inputs = {k: getattr(args, k) for k in ("N", "D", "C", "S", "U", "d", "rm_params") if getattr(args, k) is not None}
     if "D" in law.inputs and "D" not in inputs and "C" in inputs and "N" in inputs:
@@ -281,24 +284,27 @@ def _watch_plot(plan, mon, out):
 
 
 def cmd_allocate(args) -> int:
-    from .laws import Law
+    from .laws import Law, available_laws, get_law
 
     law = Law.load(args.fit)
-    if law.name == "data-constrained":
-        if args.U is None:
-            raise ScalingError("a data-constrained fit allocates for a given amount of unique data: add --U TOKENS")
-        co = law.compute_optimal(args.compute, U=args.U)
-    else:
-        co = law.compute_optimal(args.compute)
+    if not law.allocates():
+        raise ScalingError(f"a {law.name} fit has no compute-optimal allocation (laws that have one: "
+                           f"{', '.join(n for n in available_laws() if get_law(n).allocates())})")
+    conditions = {c: getattr(args, c, None) for c in law.allocation_conditions}
+    if any(v is None for v in conditions.values()):
+        missing = " ".join(f"--{c} VALUE" for c, v in conditions.items() if v is None)
+        raise ScalingError(f"a {law.name} fit allocates compute given {list(conditions)}: add {missing}"
+                           + (" (unique tokens available)" if "U" in conditions else ""))
+    co = law.compute_optimal(args.compute, level=args.level, **conditions).iloc[0]
     out = {"law": law.name, "compute": args.compute}
     for k in ("N_opt", "D_opt", "tokens_per_param", "loss"):
-        out[k] = _scalar(co[k])
+        out[k] = float(co[k])
     text = (f"{law.name}: compute-optimal allocation for C = {args.compute:.3g} FLOPs\n"
             f"  N_opt = {out['N_opt']:.4g} parameters\n  D_opt = {out['D_opt']:.4g} tokens\n"
             f"  tokens per parameter = {out['tokens_per_param']:.3g}\n  loss = {out['loss']:.4f}")
-    if hasattr(law, "compute_optimal_interval") and getattr(law, "bootstrap_theta_", None) is not None:
-        ci = law.compute_optimal_interval(args.compute, level=args.level)
-        out["interval"] = {k: [_scalar(ci[k][0]), _scalar(ci[k][1])] for k in ("N_opt", "D_opt", "tokens_per_param", "loss")}
+    if "N_opt_lo" in co:
+        out["interval"] = {k: [float(co[f"{k}_lo"]), float(co[f"{k}_hi"])]
+                           for k in ("N_opt", "D_opt", "tokens_per_param", "loss")}
         out["level"] = args.level
         pct = int(round(100 * args.level))
         text += "\n" + "\n".join(f"  {pct}% CI {k}: [{v[0]:.4g}, {v[1]:.4g}]" for k, v in out["interval"].items())
@@ -308,13 +314,12 @@ def cmd_allocate(args) -> int:
 
 def cmd_plot(args) -> int:
     from .data import prepare, read_table
-    from .laws import ChinchillaLaw, Law
+    from .laws import Law
     from .plotting import plot_fit, save
 
     law = Law.load(args.fit)
     data = None
-    if law.name in ("gao-bon", "gao-rl"):
-        from .data import read_table
+    if law.figure == "overopt":
         from .plotting import plot_overopt
 
         if not args.data:
@@ -322,20 +327,15 @@ def cmd_plot(args) -> int:
         table = read_table(args.data)
         print(f"wrote {save(plot_overopt(table, {law.method: law}, methods=[law.method]), args.out)}")
         return 0
-    if args.data and law.name != "isoflop":
+    if args.data and law.figure != "isoflop":
         data = prepare(args.data, list(law.inputs) + [law.target] + (["C"] if "N" in law.inputs and "D" in law.inputs else []),
                        columns=args.columns)
-    if law.name == "isoflop" and args.data:
+    if law.figure == "isoflop" and args.data:
         from .plotting import plot_isoflop
 
         print(f"wrote {save(plot_isoflop(law, read_table(args.data)), args.out)}")
         return 0
-    compare = []
-    if law.name == "chinchilla":
-        h = ChinchillaLaw.hoffmann2022()
-        h.label = "Hoffmann et al. 2022"
-        compare.append(h)
-    fig = plot_fit(law, data, compare=compare)
+    fig = plot_fit(law, data, compare=law.references())
     path = save(fig, args.out)
     print(f"wrote {path}")
     return 0
@@ -461,6 +461,23 @@ def cmd_sweep_export(args) -> int:
     return 0
 
 
+def cmd_data_prepare(args) -> int:
+    from .sweep.prepare import prepare
+
+    meta = prepare(args.out, text=args.text, hf_dataset=args.hf_dataset, text_column=args.text_column,
+                   tokenizer=args.tokenizer, val_fraction=args.val_fraction, eos_token=args.eos_token,
+                   progress=not args.json)
+    if args.json:
+        _emit({k: v for k, v in meta.items() if k != "settings"}, True, "")
+    elif not meta.get("skipped"):
+        out = Path(args.out)
+        print(f"wrote {out / 'train.bin'} ({meta['n_train_tokens']:,} tokens) and {out / 'val.bin'} "
+              f"({meta['n_val_tokens']:,} tokens) from {meta['n_documents']:,} documents: {meta['dtype']}, vocabulary "
+              f"{meta['vocab_size']:,}, documents separated by id {meta['eos_id']}; {out / 'meta.json'}\n"
+              f"train on it with `corpus: {{name: tokens, path: {out}}}` in a sweep definition")
+    return 0
+
+
 def cmd_overopt_run(args) -> int:
     from .overopt import export, load_spec, run_overopt, status
 
@@ -536,7 +553,7 @@ def cmd_overopt_plot(args) -> int:
     laws = {}
     for f in args.fit or []:
         law = Law.load(f)
-        if law.name not in ("gao-bon", "gao-rl"):
+        if law.figure != "overopt":
             raise ScalingError(f"{f} is a {law.name} fit; overlay gao-bon or gao-rl fits")
         laws[law.method] = law
     fig = plot_overopt(read_table(args.data), laws, kl_penalty=args.kl_penalty, rm_data=args.rm_data)
@@ -602,8 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--drop-highest-loss", type=_count, default=0, metavar="K", help="drop the K highest-loss runs")
     f.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of failing")
     _uncertainty_args(f, 1000)
-    f.add_argument("--loss", choices=["huber", "squared"], default="huber")
-    f.add_argument("--delta", type=_num, default=1e-3, help="Huber delta")
+    f.add_argument("--loss", choices=["huber", "squared"], help="objective (default: the law's, huber for most)")
+    f.add_argument("--delta", type=_num, help="Huber delta (default 1e-3)")
     f.add_argument("--fix", type=_pairs, help="fix parameters, e.g. E=1.69,alpha=0.34")
     f.add_argument("--bound", type=_bounds, help="bounds, e.g. alpha=0:1; alpha=-inf:inf lifts the default "
                    "non-negative exponent bound")
@@ -614,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--momentum", type=_num, default=0.999, help="--law tissue: annealing momentum lambda")
     f.add_argument("--shared-alpha", action="store_true", help="--law gao-*: one alpha for every RM size")
     f.add_argument("--kl-penalty", type=_num, help="--law gao-rl: fit only the runs with this KL penalty")
-    f.add_argument("--score", choices=["gold", "proxy"], default="gold", help="--law gao-*: which reward to fit")
+    f.add_argument("--score", choices=["gold", "proxy"], help="--law gao-*: which reward to fit (default gold)")
     f.add_argument("--max-d", type=_num, help="--law gao-*: fit only points with sqrt(KL) <= this")
     f.add_argument("--rm-data", type=_num, help="--law gao-*: reward models trained on this many pairs")
     f.add_argument("--out", help="write the fit (with bootstrap samples) to this JSON file")
@@ -699,6 +716,25 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--curves", help="curves file (default: curves.csv beside runs.csv; beside X.csv, X_curves.csv)")
     exp.add_argument("--root", default="out/sweeps")
     exp.set_defaults(func=cmd_sweep_export)
+
+    da = sub.add_parser("data", help="turn your own text into token files a sweep trains on")
+    dasub = da.add_subparsers(dest="data_command", required=True)
+    dp = dasub.add_parser("prepare", help="text -> DIR/train.bin, DIR/val.bin, DIR/meta.json (documents separated "
+                          "by EOS; safe to interrupt and rerun)")
+    src = dp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", action="append", metavar="PATH_OR_GLOB",
+                     help="plain text files: a file, a folder or a quoted glob ('data/**/*.txt'); repeatable")
+    src.add_argument("--hf-dataset", metavar="DIR", help="a Hugging Face datasets dataset saved with save_to_disk")
+    dp.add_argument("--text-column", default="text", help="--hf-dataset: the column holding the text (text)")
+    dp.add_argument("--tokenizer", required=True, metavar="DIR|bytes",
+                    help="a local tokenizer folder (transformers.AutoTokenizer.from_pretrained), or bytes "
+                    "(UTF-8 bytes, EOS 256)")
+    dp.add_argument("--eos-token", help="the token separating documents, when the tokenizer has no EOS token")
+    dp.add_argument("--val-fraction", type=_num, default=0.01,
+                    help="share of the tokens held out for evaluation, spread over the corpus (0.01)")
+    dp.add_argument("--out", required=True, metavar="DIR")
+    dp.add_argument("--json", action="store_true", help="print the meta as one JSON object (no progress bar)")
+    dp.set_defaults(func=cmd_data_prepare)
 
     oo = sub.add_parser("overopt", help="reward-model overoptimization sweeps (Gao et al. 2022)")
     oosub = oo.add_subparsers(dest="overopt_cmd", required=True)

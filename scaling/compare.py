@@ -37,15 +37,14 @@ def compare(runs=None, *, compute: float, curves=None, bootstrap: int = 200, lev
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 law = job()
-            co = law.compute_optimal(compute)
-            row.update(law=law.name, a=float(co["a"]), b=float(co["b"]), N_opt=float(co["N_opt"][0]),
-                       D_opt=float(co["D_opt"][0]), loss=float(co["loss"][0]), note="; ".join(
+            co = law.compute_optimal(compute, level=level).iloc[0]
+            row.update(law=law.name, a=float(co["a"]), b=float(co["b"]), N_opt=float(co["N_opt"]),
+                       D_opt=float(co["D_opt"]), loss=float(co["loss"]), note="; ".join(
                            str(w.message) for w in caught)[:300])
-            if getattr(law, "bootstrap_theta_", None) is not None:
-                ci = law.compute_optimal_interval(compute, level=level)
-                row.update(a_ci=list(ci["a"]), b_ci=list(ci["b"]),
-                           N_opt_ci=[float(ci["N_opt"][0][0]), float(ci["N_opt"][1][0])],
-                           D_opt_ci=[float(ci["D_opt"][0][0]), float(ci["D_opt"][1][0])])
+            if "N_opt_lo" in co:
+                ci = law.allocation_exponent_intervals(level)
+                row.update(a_ci=ci["a"], b_ci=ci["b"], N_opt_ci=[float(co["N_opt_lo"]), float(co["N_opt_hi"])],
+                           D_opt_ci=[float(co["D_opt_lo"]), float(co["D_opt_hi"])])
         except ScalingError as exc:
             row.update(law=None, note=f"not applicable: {exc}")
         rows.append(row)

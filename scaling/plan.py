@@ -107,8 +107,11 @@ def make_plan(law, *, tokens: float, model: dict | None = None, N: float | None 
               schedule_spec: dict | None = None, tokens_per_step: int = 4096, level: float = 0.9,
               points: int = 200) -> dict[str, Any]:
     """Predicted curve (with a band for a new run) and final loss of one planned run under a curve law."""
-    if law.name != "tissue":
-        raise DataError(f"planning a whole curve needs a loss-curve fit (--law tissue), not {law.name}")
+    if not law.curve_law:
+        from .laws import available_laws, get_law
+
+        curve = [n for n in available_laws() if get_law(n).curve_law]
+        raise DataError(f"planning a whole curve needs a loss-curve fit (--law {' or '.join(curve)}), not {law.name}")
     sched = {"type": "cosine", "warmup": 0.05, "final_lr_frac": 0.1, "decay_frac": 0.2, **(schedule_spec or {})}
     shape = parse_model(model) if model is not None else None
     if shape is None and N is None:

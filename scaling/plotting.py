@@ -6,6 +6,7 @@ the figure, so notebooks can restyle them; ``save`` writes a PNG.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,10 @@ def _plot_nd(plt, law, data, compare, compute):
         Ns = np.logspace(np.log10(lo), np.log10(hi), 6)
     if compute is not None:
         Cs = np.unique(np.concatenate([Cs, np.logspace(np.log10(Cs[0]), np.log10(max(compute, Cs[-1])), 50)]))
-    co = law.compute_optimal(Cs)
+    with warnings.catch_warnings():  # the frontier is drawn past the data on purpose
+        warnings.simplefilter("ignore")
+        co = law.compute_optimal(Cs, interval=has_band)
+    a_fit = float(co["a"].iloc[0])
 
     # (1) loss vs compute, runs coloured by N, with the compute-optimal loss
     ax = axes[0]
@@ -87,21 +91,22 @@ def _plot_nd(plt, law, data, compare, compute):
         fig.colorbar(sc, ax=ax, label="N (parameters)")
     ax.plot(Cs, co["loss"], color="C3", lw=2, label="compute-optimal loss")
     if has_band:
-        ci = law.compute_optimal_interval(Cs)
-        ax.fill_between(Cs, *ci["loss"], color="C3", alpha=0.2, label=f"{pct}% band")
+        ax.fill_between(Cs, co["loss_lo"], co["loss_hi"], color="C3", alpha=0.2, label=f"{pct}% band")
     ax.set(xscale="log", yscale="log", xlabel="C (FLOPs)", ylabel="loss", title="Loss vs compute")
     _plain_loss_axis(ax)
     ax.legend(fontsize=8)
 
     # (2) compute-optimal N vs C, with published frontiers to compare
     ax = axes[1]
-    ax.plot(Cs, co["N_opt"], color="C3", lw=2, label=f"this fit (a = {co['a']:.3f})")
+    ax.plot(Cs, co["N_opt"], color="C3", lw=2, label=f"this fit (a = {a_fit:.3f})")
     if has_band:
-        ax.fill_between(Cs, *ci["N_opt"], color="C3", alpha=0.2, label=f"{pct}% band")
+        ax.fill_between(Cs, co["N_opt_lo"], co["N_opt_hi"], color="C3", alpha=0.2, label=f"{pct}% band")
     for i, other in enumerate(compare):
-        oc = other.compute_optimal(Cs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            oc = other.compute_optimal(Cs, interval=False)
         label = getattr(other, "label", other.name)
-        ax.plot(Cs, oc["N_opt"], ls="--", color=f"C{i + 4}", label=f"{label} (a = {oc['a']:.3f})")
+        ax.plot(Cs, oc["N_opt"], ls="--", color=f"C{i + 4}", label=f"{label} (a = {float(oc['a'].iloc[0]):.3f})")
     if data is not None:
         ax.scatter(data["C"], data["N"], s=6, c="0.6", alpha=0.5, label="runs")
     ax.set(xscale="log", yscale="log", xlabel="C (FLOPs)", ylabel="N_opt (parameters)",
@@ -160,13 +165,15 @@ def plot_isoflop(law, data: pd.DataFrame):
     ax = axes[1]
     ok = law.profiles_[law.profiles_["status"] == "ok"]
     Cs = np.logspace(np.log10(ok["C"].min()) - 0.5, np.log10(ok["C"].max()) + 1.5, 100)
-    co = law.compute_optimal(Cs)
+    with warnings.catch_warnings():  # the plot extends past the data on purpose
+        warnings.simplefilter("ignore")
+        co = law.compute_optimal(Cs)
     ax.scatter(ok["C"], ok["N_opt"], color="k", zorder=3, label="per-budget optimum")
     ax.plot(Cs, co["N_opt"], color="C0", label=f"N_opt ∝ C^{law.params_['a']:.3f}")
-    if getattr(law, "bootstrap_theta_", None) is not None:
-        ci = law.compute_optimal_interval(Cs)
-        ax.fill_between(Cs, *ci["N_opt"], color="C0", alpha=0.2,
-                        label=f"{int(round(100 * law.level))}% band (a in [{ci['a'][0]:.3f}, {ci['a'][1]:.3f}])")
+    if "N_opt_lo" in co:
+        a_ci = law.allocation_exponent_intervals()["a"]
+        ax.fill_between(Cs, co["N_opt_lo"], co["N_opt_hi"], color="C0", alpha=0.2,
+                        label=f"{int(round(100 * law.level))}% band (a in [{a_ci[0]:.3f}, {a_ci[1]:.3f}])")
     ax.set(xscale="log", yscale="log", xlabel="C (FLOPs)", ylabel="N_opt", title="Compute-optimal model size")
     ax.legend(fontsize=8)
     fig.tight_layout()

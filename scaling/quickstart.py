@@ -81,11 +81,11 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for C in (runs["C"].max() * 10, C_big):
-            co, ci = law.compute_optimal(C), law.compute_optimal_interval(C)
-            ico = iso.compute_optimal(C)
-            print(f"C = {C:.3g}: parametric N_opt = {co['N_opt'][0]:,.0f} [{ci['N_opt'][0][0]:,.0f}, "
-                  f"{ci['N_opt'][1][0]:,.0f}], {co['tokens_per_param'][0]:.0f} tokens/param; IsoFLOP N_opt = "
-                  f"{ico['N_opt'][0]:,.0f}, {ico['tokens_per_param'][0]:.0f} tokens/param")
+            co = law.compute_optimal(C).iloc[0]
+            ico = iso.compute_optimal(C, interval=False).iloc[0]
+            print(f"C = {C:.3g}: parametric N_opt = {co['N_opt']:,.0f} [{co['N_opt_lo']:,.0f}, "
+                  f"{co['N_opt_hi']:,.0f}], {co['tokens_per_param']:.0f} tokens/param; IsoFLOP N_opt = "
+                  f"{ico['N_opt']:,.0f}, {ico['tokens_per_param']:.0f} tokens/param")
     print(f"exponents: parametric a = {law.summary()['compute_optimal']['a']:.3f}, IsoFLOP a = {iso.params_['a']:.3f} "
           f"(90% CI [{iso.ci_['a'][0]:.3f}, {iso.ci_['a'][1]:.3f}]); a sweep this small pins them down loosely")
 
@@ -97,7 +97,7 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
     df = load_chinchilla(drop_highest_loss=5)
     ch = ChinchillaLaw(bootstrap=bootstrap).fit(df)
     p = ch.params_
-    a_lo, a_hi = ch.compute_optimal_interval(1.0)["a"]
+    a_lo, a_hi = ch.allocation_exponent_intervals()["a"]
     print(f"E={p['E']:.4f} A={p['A']:.1f} B={p['B']:.0f} alpha={p['alpha']:.4f} beta={p['beta']:.4f}, "
           f"a = {ch.summary()['compute_optimal']['a']:.3f} [{a_lo:.3f}, {a_hi:.3f}] (Besiroglu et al.: 0.513; Hoffmann et al.: 0.46)")
     h = ChinchillaLaw.hoffmann2022()

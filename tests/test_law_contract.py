@@ -18,7 +18,7 @@ CHIN = dict(E=1.7, A=400.0, B=1500.0, alpha=0.33, beta=0.30)
 
 def chinchilla_allocation_truth(p=CHIN):
     """Exact N0, a, D0, b and L_opt(C) = E + A' C^-alpha' implied by a Chinchilla law."""
-    co = ChinchillaLaw.from_params(**p).compute_optimal(1.0)
+    co = ChinchillaLaw.from_params(**p).compute_optimal(1.0).iloc[0]
     a, b, G = co["a"], co["b"], co["G"]
     A2 = p["A"] * G ** -p["alpha"] * 6 ** (p["alpha"] * a) + p["B"] * G ** p["beta"] * 6 ** (p["beta"] * b)
     return dict(a=a, N0=G * 6**-a, b=b, D0=6**-b / G, E=p["E"], A=A2, alpha=p["alpha"] * a)
@@ -306,3 +306,34 @@ def test_unknown_names_in_settings_are_refused_at_construction(case):
                 cls(**{setting: {"not_a_parameter": (1.0 if setting == "fixed" else (0, 1))}})
     with pytest.raises(TypeError):
         cls(not_a_setting=1)
+
+
+# ------------------------------------------------ one allocation signature for every law (issue #11)
+ALLOCATION_CONDITIONS = {"data-constrained": {"U": 1e10}}
+
+
+def test_compute_optimal_is_one_row_per_budget_with_intervals(case):
+    cls, c, data = case
+    law = _quiet_fit(cls(bootstrap=30), data)
+    if not cls.allocates():
+        with pytest.raises(ScalingError, match="no compute-optimal allocation"):
+            law.compute_optimal(1e20)
+        return
+    Cs = np.array([1e19, 1e20, 1e21])
+    cond = ALLOCATION_CONDITIONS.get(cls.name, {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        co = law.compute_optimal(Cs, **cond)
+        bare = law.compute_optimal(Cs, interval=False, **cond)
+    assert isinstance(co, pd.DataFrame) and len(co) == 3
+    np.testing.assert_allclose(co["C"], Cs)
+    np.testing.assert_allclose(co["tokens_per_param"], co["D_opt"] / co["N_opt"])
+    for k in ("N_opt", "D_opt", "loss", "tokens_per_param"):
+        assert (co[f"{k}_lo"] <= co[k] * (1 + 1e-6)).all() and (co[k] <= co[f"{k}_hi"] * (1 + 1e-6)).all(), k
+    assert "N_opt_lo" not in bare
+    np.testing.assert_allclose(bare["N_opt"], co["N_opt"])
+    if cond:
+        with pytest.raises(ScalingError, match="allocates compute given"):
+            law.compute_optimal(Cs)
+    with pytest.raises(ScalingError, match="takes"):
+        law.compute_optimal(Cs, **cond, bogus=1)

@@ -190,37 +190,22 @@ class AllocationLaw(Law):
         lE, lA, alpha = theta[:, 4:5], theta[:, 5:6], theta[:, 6:7]
         return np.logaddexp(lE, lA - alpha * lC)
 
-    def compute_optimal(self, C, *, flops=None) -> dict:
-        self._require_fitted()
-        if flops is not None:
-            raise UnsupportedError(f"{self.name} allocates for the FLOP model it was fitted with")
-        C = np.atleast_1d(np.asarray(C, float))
-        p = self.params_
-        N, D = p["N0"] * C ** p["a"], p["D0"] * C ** p["b"]
-        self._check_allocation_range(C, N, D)
-        return {"C": C, "N_opt": N, "D_opt": D, "tokens_per_param": D / N, "loss": self.predict(C=C),
-                "a": p["a"], "b": p["b"]}
+    def _allocate(self, theta, C, strict):
+        P = self._to_public(theta)
+        Cr = C[None, :]
+        N = P[:, 1:2] * Cr ** P[:, 0:1]
+        D = P[:, 3:4] * Cr ** P[:, 2:3]
+        return {"N_opt": N, "D_opt": D, "loss": np.exp(self._log_predict(theta, {"C": C}))}
 
-    def compute_optimal_interval(self, C, *, level: float | None = None) -> dict:
-        self._require_bootstrap()
-        level = self.level if level is None else level
-        P = self._to_public(self.bootstrap_theta_)
-        C = np.atleast_1d(np.asarray(C, float))[None, :]
-        N = P[:, 1:2] * C ** P[:, 0:1]
-        D = P[:, 3:4] * C ** P[:, 2:3]
-        L = np.exp(self._log_predict(self.bootstrap_theta_, {"C": C[0]}))
-        out = {k: percentile_interval(v, level) for k, v in (("N_opt", N), ("D_opt", D), ("loss", L),
-                                                             ("tokens_per_param", D / N))}
-        for k, i in (("a", 0), ("b", 2)):
-            lo, hi = percentile_interval(P[:, i], level)
-            out[k] = (float(lo), float(hi))
-        return out
+    def _allocation_exponents(self, theta):
+        P = self._to_public(theta)
+        return {"a": P[:, 0], "b": P[:, 2]}
 
     def _summary_extra(self):
         d = {"a": self.params_["a"], "b": self.params_["b"], "N0": self.params_["N0"], "D0": self.params_["D0"]}
-        if getattr(self, "bootstrap_theta_", None) is not None and len(self.bootstrap_theta_) > 1:
-            ci = self.compute_optimal_interval(1.0)
-            d["ci"] = {"a": list(ci["a"]), "b": list(ci["b"])}
+        ci = self.allocation_exponent_intervals()
+        if ci:
+            d["ci"] = ci
         out = {"compute_optimal": d}
         if hasattr(self, "profiles_"):
             out["profiles"] = self.profiles_.replace({np.nan: None}).to_dict(orient="records")

@@ -57,6 +57,10 @@ class Law:
     formula: ClassVar[str] = ""
     #: resample whole groups (e.g. the points of one run's curve) in the bootstrap, when the column exists
     bootstrap_groups: ClassVar[str | None] = None
+    #: fitted to per-step points of training curves (plans and watch use it), not to final losses
+    curve_law: ClassVar[bool] = False
+    #: the figure `scaling plot` draws: "fit" (data and curves), "isoflop" (profiles), "overopt" (Gao Fig. 1)
+    figure: ClassVar[str] = "fit"
     #: inputs that may be zero (everything else must be positive)
     nonnegative_inputs: ClassVar[tuple[str, ...]] = ()
 
@@ -119,6 +123,23 @@ class Law:
 
     def _unsupported_reason(self) -> str:
         return "this law's fit has no such setting"
+
+    @classmethod
+    def references(cls) -> list["Law"]:
+        """Published fits of this law to draw beside a user's (each with a ``label``)."""
+        return []
+
+    @classmethod
+    def options(cls) -> set[str]:
+        """The keyword settings this law's constructor takes (beyond the common ones of every law)."""
+        import inspect
+
+        names = set()
+        for k in cls.__mro__:
+            if "__init__" in vars(k) and k is not Law:
+                names |= {p.name for p in inspect.signature(k.__init__).parameters.values()
+                          if p.kind is p.KEYWORD_ONLY}
+        return names
 
     def _extra_ties(self) -> list[tuple[str, ...]]:
         """Ties a law's own settings imply (e.g. ``tie_exponents``), on top of the user's ``tie``."""
@@ -544,8 +565,80 @@ class Law:
         return pd.DataFrame(self._to_public(self.bootstrap_theta_), columns=self.param_names())
 
     # ------------------------------------------------------------ allocation
-    def compute_optimal(self, C, *, flops=None) -> dict[str, np.ndarray]:
+    #: what an allocation must be told besides C (``("U",)``: unique tokens for the data-constrained law)
+    allocation_conditions: ClassVar[tuple[str, ...]] = ()
+    #: what it may be told (e.g. ``flops``, the FLOP model)
+    allocation_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def allocates(cls) -> bool:
+        """Whether this law gives a compute-optimal allocation (a capability, not a name to test)."""
+        return cls._allocate is not Law._allocate
+
+    def _allocate(self, theta: np.ndarray, C: np.ndarray, strict: bool, **conditions) -> dict[str, np.ndarray]:
+        """(K, m) arrays ``N_opt``, ``D_opt``, ``loss`` (and any extra column) for K internal parameter
+        vectors and m budgets. ``strict``: the point estimate (raise on a degenerate law) rather than
+        bootstrap samples (give the limit or NaN)."""
         raise UnsupportedError(f"{self.name} has no compute-optimal allocation")
+
+    def _allocation_exponents(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """Exponents of the allocation (``a``, ``b``, ...) for K parameter vectors; empty when they depend on C."""
+        return {}
+
+    def compute_optimal(self, C, *, level: float | None = None, interval: bool = True, **conditions) -> pd.DataFrame:
+        """The loss-minimising allocation of each compute budget ``C``: one row per budget.
+
+        Columns ``C``, ``N_opt``, ``D_opt``, ``tokens_per_param``, ``loss`` (and the allocation
+        exponents where they are constants), plus ``<column>_lo`` / ``<column>_hi`` percentile
+        intervals at ``level`` when the fit has a bootstrap (``interval=False`` skips them).
+        ``conditions`` are what the law needs (``allocation_conditions``) or may take
+        (``allocation_options``), e.g. ``U=`` unique tokens, ``flops=`` the FLOP model.
+        """
+        self._require_fitted()
+        if not self.allocates():
+            raise UnsupportedError(f"{self.name} has no compute-optimal allocation")
+        C = np.atleast_1d(np.asarray(C, float))
+        if C.ndim != 1 or np.any(~np.isfinite(C)) or np.any(C <= 0):
+            raise DataError(f"compute budgets must be finite and positive, got {C[~(np.isfinite(C) & (C > 0))][:3]}")
+        missing = [c for c in self.allocation_conditions if conditions.get(c) is None]
+        if missing:
+            raise SettingsError(f"a {self.name} fit allocates compute given {missing} (the CLI's "
+                                + " ".join(f"--{m} VALUE" for m in missing) + ")")
+        unknown = [k for k in conditions if k not in self.allocation_conditions + self.allocation_options]
+        if unknown:
+            allowed = list(self.allocation_conditions + self.allocation_options)
+            raise SettingsError(f"{self.name}.compute_optimal takes {allowed or 'no options'}, not {unknown}")
+        level = self.level if level is None else level
+        point = self._allocate(self.theta_[None, :], C, True, **conditions)
+        df = pd.DataFrame({"C": C, **{k: np.asarray(v, float)[0] for k, v in point.items()}})
+        df.insert(3, "tokens_per_param", df["D_opt"] / df["N_opt"])
+        self._check_allocation_range(C, df["N_opt"].to_numpy(), df["D_opt"].to_numpy())
+        for k, v in self._allocation_exponents(self.theta_[None, :]).items():
+            df[k] = float(np.asarray(v).reshape(-1)[0])
+        boot = getattr(self, "bootstrap_theta_", None)
+        if interval and boot is not None and len(boot) > 1 and self._interval_allocatable(**conditions):
+            with np.errstate(all="ignore"):
+                samples = self._allocate(boot, C, False, **conditions)
+            samples["tokens_per_param"] = samples["D_opt"] / samples["N_opt"]
+            for k in [c for c in df.columns if c in samples]:
+                lo, hi = percentile_interval(np.asarray(samples[k], float), level)
+                df[f"{k}_lo"], df[f"{k}_hi"] = lo, hi
+            df.attrs["level"] = level
+        return df
+
+    def _interval_allocatable(self, **conditions) -> bool:
+        return True
+
+    def allocation_exponent_intervals(self, level: float | None = None) -> dict[str, list[float]]:
+        """Percentile intervals of the allocation exponents over the bootstrap (empty without one)."""
+        boot = getattr(self, "bootstrap_theta_", None)
+        if boot is None or len(boot) < 2:
+            return {}
+        level = self.level if level is None else level
+        with np.errstate(all="ignore"):
+            ex = self._allocation_exponents(boot)
+        return {k: [float(x) for x in percentile_interval(np.asarray(v, float).reshape(-1), level)]
+                for k, v in ex.items()}
 
     def _check_allocation_range(self, C, N, D) -> list[str]:
         """Warn when an allocation lands far outside the sizes and tokens (or budgets) the fit saw."""

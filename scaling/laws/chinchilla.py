@@ -14,7 +14,6 @@ import warnings
 from typing import Callable, ClassVar
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from ..errors import DataError, FitError, ScalingWarning, SettingsError
 from ..fitting.bootstrap import percentile_interval
@@ -126,6 +125,12 @@ class ChinchillaLaw(Law):
                     f"nothing here (check that {inp} is the {what} column, e.g. --columns {inp}=<column>)",
                     ScalingWarning, stacklevel=4)
 
+    @classmethod
+    def references(cls):
+        h = cls.hoffmann2022()
+        h.label = "Hoffmann et al. 2022"
+        return [h]
+
     # ------------------------------------------------------------ published
     @classmethod
     def hoffmann2022(cls, rounded: bool = True) -> "ChinchillaLaw":
@@ -160,56 +165,36 @@ class ChinchillaLaw(Law):
         L = E + A / N**alpha + B / D**beta
         return a, b, G, N, D, L
 
-    def compute_optimal(self, C, *, flops: float | Callable | None = None) -> dict:
-        """Loss-minimising N and D for compute ``C``.
+    allocation_options = ("flops",)
 
-        ``flops`` is the FLOP model: ``None`` for 6ND, a number k for kND (both
-        closed form), or a function ``flops(N, D)`` (solved numerically).
-        Returns arrays ``N_opt``, ``D_opt``, ``tokens_per_param``, ``loss`` and the
-        exponents ``a``, ``b`` and ``G``.
-        """
-        self._require_fitted()
-        C = np.atleast_1d(np.asarray(C, float))
-        if np.any(~np.isfinite(C)) or np.any(C <= 0):
-            raise DataError(f"compute budgets must be finite and positive, got {C[~(np.isfinite(C) & (C > 0))][:3]}")
-        p = self.params_
-        a, b, G, N, D, L = self._allocation(p["E"], p["A"], p["B"], p["alpha"], p["beta"], C,
-                                            6.0 if flops is None or callable(flops) else float(flops))
+    def _allocate(self, theta, C, strict, flops: float | Callable | None = None):
+        """Closed form for 6ND (``flops=None``) or kND (a number k); a function ``flops(N, D)`` is
+        solved numerically (point estimate only: no bootstrap interval for it)."""
+        P = self._to_public(theta)
+        k = 6.0 if flops is None or callable(flops) else float(flops)
+        _, _, _, N, D, L = self._allocation(*(P[:, i:i + 1] for i in range(5)), C[None, :], k, strict=strict)
         if callable(flops):
-            N, D = _numeric_optimum(lambda n, d: self.predict(N=n, D=d), flops, C, N)
-            L = self.predict(N=N, D=D)
-        else:
-            self._check_allocation_range(C, N, D)
-        return {"C": C, "N_opt": N, "D_opt": D, "tokens_per_param": D / N, "loss": L, "a": a, "b": b, "G": G}
+            N, D = _numeric_optimum(lambda n, d: self.predict(N=n, D=d), flops, C, N[0])
+            N, D = N[None, :], D[None, :]
+            L = self.predict(N=N[0], D=D[0])[None, :]
+        return {"N_opt": N, "D_opt": D, "loss": L}
 
-    def compute_optimal_interval(self, C, *, level: float | None = None, flops: float | None = None) -> dict:
-        """Bootstrap percentile intervals for N_opt, D_opt, loss (at each C) and a, b."""
-        self._require_bootstrap()
-        level = self.level if level is None else level
-        P = self._to_public(self.bootstrap_theta_)
-        C = np.atleast_1d(np.asarray(C, float))
-        k = 6.0 if flops is None else float(flops)
-        with np.errstate(all="ignore"):
-            a, b, G, N, D, L = self._allocation(*(P[:, i:i + 1] for i in range(5)), C[None, :], k, strict=False)
-        out = {}
-        for key, v in (("N_opt", N), ("D_opt", D), ("loss", L), ("tokens_per_param", D / N)):
-            lo, hi = percentile_interval(v, level)
-            out[key] = (lo, hi)
-        for key, v in (("a", a[:, 0]), ("b", b[:, 0]), ("G", G[:, 0])):
-            lo, hi = percentile_interval(v, level)
-            out[key] = (float(lo), float(hi))
-        return out
+    def _interval_allocatable(self, flops=None, **_):
+        return not callable(flops)
+
+    def _allocation_exponents(self, theta):
+        P = self._to_public(theta)
+        a, b, G = self._allocation(*(P[:, i] for i in range(5)), 1.0, 6.0, strict=False)[:3]
+        return {"a": a, "b": b, "G": G}
 
     def _summary_extra(self):
         if self.params_["alpha"] <= 0 or self.params_["beta"] <= 0:
             return {"compute_optimal": {"a": None, "b": None, "G": None,
                                         "note": "undefined: an exponent is not positive"}}
-        p = self.params_
-        a, b, G = self._allocation(p["E"], p["A"], p["B"], p["alpha"], p["beta"], 1.0, 6.0)[:3]
-        d = {"a": float(a), "b": float(b), "G": float(G)}
-        if getattr(self, "bootstrap_theta_", None) is not None and len(self.bootstrap_theta_) > 1:
-            ci = self.compute_optimal_interval(1.0)
-            d["ci"] = {k: list(ci[k]) for k in ("a", "b", "G")}
+        d = {k: float(v[0]) for k, v in self._allocation_exponents(self.theta_[None, :]).items()}
+        ci = self.allocation_exponent_intervals()
+        if ci:
+            d["ci"] = ci
         return {"compute_optimal": d}
 
     def _report_extra(self):
@@ -226,7 +211,7 @@ class ChinchillaLaw(Law):
 
 def _numeric_optimum(predict: Callable, flops: Callable, C: np.ndarray, N_guess: np.ndarray):
     """Minimise predict(N, D(N)) over log N where flops(N, D(N)) = C, for each C."""
-    from scipy.optimize import brentq
+    from scipy.optimize import brentq, minimize_scalar
 
     Ns, Ds = [], []
     for c, n0 in zip(C, N_guess):

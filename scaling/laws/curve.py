@@ -41,6 +41,7 @@ class LossCurveLaw(_FunctionLaw):
                   Param("beta", lower=0.0), Param("C", log=True, description="annealing bonus per unit of S2"))
     formula: ClassVar[str] = "L(N, t) = E + A/N^alpha + B/S1(t)^beta - C S2(t)"
     bootstrap_groups: ClassVar[str | None] = "run"
+    curve_law = True
     nonnegative_inputs: ClassVar[tuple[str, ...]] = ("S2",)
 
     def _terms(self, theta, X):

@@ -19,7 +19,6 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize_scalar
 
 from .._threads import limit_threads
 from ..diagnostics import check_identification
@@ -254,22 +253,41 @@ class DataConstrainedLaw(Law):
                                          B=float(np.exp(7.3049974)), alpha=0.3526596, beta=0.3526596)
 
     # ------------------------------------------------------------ allocation
-    def compute_optimal(self, C, *, U, flops=None) -> dict:
-        """Loss-minimising N and D = C / (6 N) for compute ``C`` when only ``U`` unique tokens exist."""
-        self._require_fitted()
+    allocation_conditions = ("U",)
+    allocation_options = ("flops",)
+
+    def _allocate(self, theta, C, strict, U=None, flops=None):
+        """Loss-minimising N and D = C / (k N) for compute ``C`` when only ``U`` unique tokens exist.
+
+        A grid over log N, then (for the point estimate) a bounded scalar minimisation around the
+        grid's best, or (for bootstrap samples) the vertex of a parabola through the three best."""
+        from scipy.optimize import minimize_scalar  # imported here: `import scaling.laws` stays light
+
         k = 6.0 if flops is None else float(flops)
-        C = np.atleast_1d(np.asarray(C, float))
         U = np.broadcast_to(np.asarray(U, float), C.shape)
-        Ns = []
-        for c, u in zip(C, U):
+        if np.any(~np.isfinite(U)) or np.any(U <= 0):
+            raise DataError(f"U (unique tokens) must be finite and positive, got {U[:3]}")
+        K = len(theta)
+        N = np.empty((K, C.size))
+        for i, (c, u) in enumerate(zip(C, U)):
             grid = np.linspace(np.log(c / k) / 2 - 12, np.log(c / k) / 2 + 12, 481)
-            L = self.predict(N=np.exp(grid), D=c / (k * np.exp(grid)), U=np.full(grid.size, u))
-            j = int(np.argmin(L))
-            res = minimize_scalar(lambda x: float(self.predict(N=np.exp(x), D=c / (k * np.exp(x)), U=u)[0]),
-                                  bounds=(grid[max(j - 1, 0)], grid[min(j + 1, grid.size - 1)]), method="bounded",
-                                  options={"xatol": 1e-10})
-            Ns.append(np.exp(res.x))
-        N = np.array(Ns)
-        D = C / (k * N)
-        return {"C": C, "N_opt": N, "D_opt": D, "tokens_per_param": D / N, "epochs": D / U,
-                "loss": self.predict(N=N, D=D, U=U)}
+            X = {"N": np.exp(grid), "D": c / (k * np.exp(grid)), "U": np.full(grid.size, u)}
+            lp = self._log_predict(theta, X)
+            j = np.clip(np.nanargmin(np.where(np.isfinite(lp), lp, np.inf), axis=1), 1, grid.size - 2)
+            if K == 1:
+                one = theta[:1]
+                res = minimize_scalar(
+                    lambda x: float(self._log_predict(one, {"N": np.exp([x]), "D": np.array([c / (k * np.exp(x))]),
+                                                            "U": np.array([u])})[0, 0]),
+                    bounds=(grid[j[0] - 1], grid[j[0] + 1]), method="bounded", options={"xatol": 1e-10})
+                N[0, i] = np.exp(res.x)
+                continue
+            rows = np.arange(K)
+            y0, y1, y2 = lp[rows, j - 1], lp[rows, j], lp[rows, j + 1]
+            h = grid[1] - grid[0]
+            den = y0 - 2 * y1 + y2
+            shift = np.where(den > 0, 0.5 * h * (y0 - y2) / np.where(den > 0, den, 1.0), 0.0)
+            N[:, i] = np.exp(grid[j] + np.clip(shift, -h, h))
+        D = C[None, :] / (k * N)
+        L = np.stack([np.exp(self._log_predict(theta[q:q + 1], {"N": N[q], "D": D[q], "U": U})[0]) for q in range(K)])
+        return {"N_opt": N, "D_opt": D, "loss": L, "epochs": D / U[None, :]}

@@ -75,6 +75,7 @@ class GaoLaw(Law):
 
     supports = frozenset({"fixed"})
     default_loss = "squared"
+    figure = "overopt"
 
     def _unsupported_reason(self) -> str:
         return ("the gao laws are linear in their coefficients and fitted by exact least squares; "

@@ -40,6 +40,7 @@ class IsoFlopLaw(AllocationLaw):
     """
 
     name = "isoflop"
+    figure = "isoflop"
 
     def __init__(self, *, window: int = 5, **kwargs):
         super().__init__(**kwargs)

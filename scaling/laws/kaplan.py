@@ -173,25 +173,29 @@ class KaplanLaw(_FunctionLaw):
         p = KAPLAN2020["N_D"]
         return cls.from_params(N_c=p["N_c"], D_c=p["D_c"], alpha_N=p["alpha_N"], alpha_D=p["alpha_D"])
 
-    def compute_optimal(self, C, *, flops=None):
+    allocation_options = ("flops",)
+
+    def _allocate(self, theta, C, strict, flops=None):
         """Minimise L(N, C/(kN)) over N (closed form): N_opt ∝ C^(alpha_D/(alpha_N+alpha_D)).
 
         This is the optimum *of the fitted L(N, D)*; Kaplan's own frontier (N_opt ∝
         C^0.73, from early-stopped training curves) is :func:`kaplan_frontier`.
         """
-        self._require_fitted()
         if callable(flops):
             raise UnsupportedError("KaplanLaw.compute_optimal takes a FLOP factor k (C = k N D), not a function")
         k = 6.0 if flops is None else float(flops)
-        C = np.atleast_1d(np.asarray(C, float))
-        p = self.params_
-        r = p["alpha_N"] / p["alpha_D"]
+        P = self._to_public(theta)
+        Nc, Dc, aN, aD = (P[:, i:i + 1] for i in range(4))
+        r = aN / aD
         # d/dN [(Nc/N)^r + k N Dc / C] = 0
-        N = (r * p["N_c"] ** r * C / (k * p["D_c"])) ** (1.0 / (1.0 + r))
-        D = C / (k * N)
-        a = 1.0 / (1.0 + r)
-        return {"C": C, "N_opt": N, "D_opt": D, "tokens_per_param": D / N, "loss": self.predict(N=N, D=D),
-                "a": a, "b": 1.0 - a}
+        N = (r * Nc ** r * C[None, :] / (k * Dc)) ** (1.0 / (1.0 + r))
+        D = C[None, :] / (k * N)
+        return {"N_opt": N, "D_opt": D, "loss": ((Nc / N) ** r + Dc / D) ** aD}
+
+    def _allocation_exponents(self, theta):
+        P = self._to_public(theta)
+        a = 1.0 / (1.0 + P[:, 2] / P[:, 3])
+        return {"a": a, "b": 1.0 - a}
 
 
 @register_law
