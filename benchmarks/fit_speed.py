@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+import warnings
 
 import numpy as np
 from scipy.optimize import minimize
@@ -20,6 +21,9 @@ from scaling._threads import limit_threads
 from scaling.data import load_chinchilla
 from scaling.laws import ChinchillaLaw
 from scaling.laws.chinchilla import GRID
+
+# the reference fit's one true warning (profile curvature) would repeat for every timed fit
+warnings.filterwarnings("ignore", message=".*residuals curve systematically")
 
 
 def reference_fit(df, starts, delta=1e-3):
