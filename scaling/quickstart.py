@@ -9,8 +9,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from .data import load_chinchilla, sweep_definition
 from .laws import ChinchillaLaw, IsoFlopLaw
 from .plotting import plot_fit, plot_isoflop, save

@@ -8,7 +8,12 @@ full-data optimum.
 
 from __future__ import annotations
 
+import warnings
+from typing import Callable
+
 import numpy as np
+
+from ..errors import ScalingError, ScalingWarning
 
 from ..errors import SettingsError
 from .optimize import BatchResult, Model, ParamTransform, RobustObjective, newton_lm
@@ -28,6 +33,24 @@ def bootstrap_fit(model: Model, log_y: np.ndarray, phi0: np.ndarray, *, n_boot: 
     obj = RobustObjective(model, log_y, loss=loss, delta=delta, weights=w, transform=transform)
     x0 = np.repeat(np.atleast_2d(phi0), n_boot, axis=0)
     return newton_lm(obj, x0, np.arange(n_boot), lower=lower, upper=upper, ftol=1e-12)
+
+
+def refit_each(refit: Callable[[int], np.ndarray], n_boot: int, who: str, why: str = "failed") -> np.ndarray | None:
+    """The bootstrap of a multi-stage procedure: ``refit(b)`` redoes the whole procedure on resample b.
+
+    A resample the procedure cannot fit (too few usable budgets, a failed stage) is left out; when more
+    than 5% are, a warning says how many. Returns the (B', p) internal parameters, or None if none fit.
+    """
+    out = []
+    for b in range(int(n_boot)):
+        try:
+            out.append(np.asarray(refit(b), float))
+        except (ScalingError, np.linalg.LinAlgError):
+            continue
+    if len(out) < 0.95 * n_boot:
+        warnings.warn(f"{who}: {int(n_boot) - len(out)} of {int(n_boot)} bootstrap resamples {why}; intervals use "
+                      "the rest", ScalingWarning, stacklevel=3)
+    return np.array(out) if out else None
 
 
 def percentile_interval(samples: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

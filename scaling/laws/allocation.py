@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..diagnostics import check_identification
-from ..errors import DataError, FitError, ScalingWarning, SettingsError, UnsupportedError
-from ..fitting.bootstrap import percentile_interval
+from ..errors import FitError, ScalingWarning, SettingsError
+from ..fitting.bootstrap import refit_each
 from .._threads import limit_threads
 from ..fitting.optimize import LogSumExpModel, ParamTransform, RobustObjective, newton_lm
 from .base import Law, Param
@@ -87,6 +87,8 @@ class AllocationLaw(Law):
     formula: ClassVar[str] = "N_opt = N0 C^a, D_opt = D0 C^b, L_opt = E + A C^-alpha"
     min_budgets: ClassVar[int] = 2
     supports = frozenset({"loss", "delta", "fixed"})
+    #: how each budget's optimum is found (for the report)
+    optimum_method: ClassVar[str] = ""
 
     def _unsupported_reason(self) -> str:
         return ("the allocation exponents come from log-linear fits of per-budget optima; fix a or b "
@@ -157,24 +159,18 @@ class AllocationLaw(Law):
         self.converged_ = True
         ok = opt[opt["status"] == "ok"]
         self.data_range_ = {"C": [float(ok["C"].min()), float(ok["C"].max())]}
+        loss_fit = self.loss if self.loss != "huber" else f"huber (delta={self.delta:g})"
         self.fit_info_ = {"n_budgets": int(len(opt)), "n_budgets_used": int(len(ok)), "loss": "least squares (log)",
-                          "delta": None, "n_starts": 1, "n_pruned": 0, "n_at_best": 1, "start_spread": 0.0,
-                          "free": [n for n in self.param_names() if n not in self.fixed],
-                          "loss_opt_fit": self.loss if self.loss != "huber" else f"huber (delta={self.delta:g})"}
+                          "free": [n for n in self.param_names() if n not in self.fixed], "loss_opt_fit": loss_fit,
+                          "procedure": f"{self.optimum_method} on {len(ok)} of {len(opt)} budgets; N_opt and D_opt by "
+                                       f"least squares in log C; L_opt(C) = E + A C^-alpha by a {loss_fit} fit",
+                          "unit": "runs"}
         self.bootstrap_theta_ = None
         if self.bootstrap:
             rng = np.random.default_rng(self.seed)
-            thetas = []
-            for _ in range(int(self.bootstrap)):
-                try:
-                    th, _ = self._fit_optima(self._optima(self._resample(df, rng), quiet=True), warm=theta)
-                    thetas.append(th)
-                except (FitError, DataError, np.linalg.LinAlgError):
-                    continue
-            if len(thetas) < 0.95 * self.bootstrap:
-                warnings.warn(f"{self.name}: {self.bootstrap - len(thetas)} of {self.bootstrap} bootstrap "
-                              "resamples had too few usable budgets; intervals use the rest", ScalingWarning, stacklevel=2)
-            self.bootstrap_theta_ = np.array(thetas) if thetas else None
+            self.bootstrap_theta_ = refit_each(
+                lambda _: self._fit_optima(self._optima(self._resample(df, rng), quiet=True), warm=theta)[0],
+                self.bootstrap, self.name, "had too few usable budgets")
         self._set_uncertainty()
         self._check_identification()
         return self

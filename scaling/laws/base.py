@@ -680,6 +680,8 @@ class Law:
             lines.append(f"fitted on {self.n_points_} {fi.get('unit', 'runs')}, {loss} loss"
                          + (f" (delta={fi.get('delta', self.delta):g})" if loss == "huber" else "")
                          + f"; objective {self.objective_:.6g}; converged: {'yes' if self.converged_ else 'NO'}")
+            if fi.get("procedure"):
+                lines.append(f"procedure: {fi['procedure']}")
             if fi.get("n_starts", 1) > 1:
                 lines.append(f"starts: {fi['n_starts']} ({fi['n_pruned']} pruned early), {fi['n_at_best']} reached "
                              f"the best objective; spread near the best {100 * fi['start_spread']:.2g}%")

@@ -15,8 +15,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from ..errors import DataError, FitError, ScalingWarning, SettingsError
-from ..fitting.bootstrap import percentile_interval
+from ..errors import FitError, ScalingWarning, SettingsError
 from ..fitting.optimize import LogSumExpModel
 from . import register_law
 from .base import Law, Param

@@ -23,7 +23,7 @@ import pandas as pd
 from .._threads import limit_threads
 from ..diagnostics import check_identification
 from ..errors import DataError, FitError, ScalingWarning, SettingsError
-from ..fitting.bootstrap import bootstrap_fit, percentile_interval, resample_weights
+from ..fitting.bootstrap import bootstrap_fit, refit_each, resample_weights
 from ..fitting.optimize import FunctionModel, RobustObjective, newton_lm
 from . import register_law
 from .base import Law, Param
@@ -152,8 +152,12 @@ class DataConstrainedLaw(Law):
         self.n_points_ = int(len(df))
         self.residuals_ = log_y - self._log_predict(self.theta_[None, :], X)[0]
         self.data_range_ = {c: [float(X[c].min()), float(X[c].max())] for c in self.inputs}
-        self.fit_info_ = {"loss": self.loss, "delta": self.delta, "n_starts": 25, "n_pruned": 0, "n_at_best": 1,
-                          "start_spread": 0.0, "base": "given" if self.base is not None else
+        n2 = len(self.starts) if self.starts else 25
+        self.fit_info_ = {"loss": self.loss, "delta": self.delta, "n_starts_stage2": n2,
+                          "procedure": ("stage 1: the base law " + ("given" if self.base is not None else
+                                        "fitted (Chinchilla, full start grid) on the runs that repeat no data") +
+                                        f"; stage 2: R_D*, R_N* from {n2} starts with the base held fixed"),
+                          "base": "given" if self.base is not None else
                           f"fitted on {int(self.base_rows_.sum())} unconstrained runs",
                           "free": ["R_D_star", "R_N_star"] + ([] if self.base is not None else
                                                               base.fit_info_["free"])}
@@ -221,23 +225,17 @@ class DataConstrainedLaw(Law):
             else:
                 bases = np.repeat(base.theta_[None, :], B, axis=0)
                 ok = np.ones(B, bool)
-            out = []
-            start = self.theta_[5:]
-            for b in np.flatnonzero(ok):
-                try:
-                    th2, _, _ = self._fit_stage2(bases[b], X, log_y, weights=W[b], start=start)
-                except FitError:
-                    continue
-                out.append(np.concatenate([bases[b], th2]))
-        if len(out) < 0.95 * B:
-            warnings.warn(f"data-constrained: {B - len(out)} of {B} bootstrap refits failed", ScalingWarning, stacklevel=3)
-        return np.array(out) if out else None
+            start, keep = self.theta_[5:], np.flatnonzero(ok)
 
-    def _init_grid(self, X, log_y):  # the two-stage fit does not use a joint grid
-        raise NotImplementedError
+            def refit(i):
+                b = keep[i]
+                return np.concatenate([bases[b], self._fit_stage2(bases[b], X, log_y, weights=W[b], start=start)[0]])
 
-    def _model(self, X):
-        raise NotImplementedError
+            out = refit_each(refit, len(keep), self.name, "failed in stage 2")
+        if len(keep) < 0.95 * B:
+            warnings.warn(f"data-constrained: {B - len(keep)} of {B} bootstrap refits of the base law failed",
+                          ScalingWarning, stacklevel=3)
+        return out
 
     # ------------------------------------------------------------ published
     @classmethod

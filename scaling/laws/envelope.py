@@ -28,6 +28,7 @@ class EnvelopeLaw(AllocationLaw):
     """
 
     name = "envelope"
+    optimum_method = "per-budget minima of the training curves' lower envelope"
 
     def __init__(self, *, n_budgets: int = 40, max_gap: float = 4.0, **kwargs):
         super().__init__(**kwargs)

@@ -235,7 +235,7 @@ class GaoLaw(Law):
         self.n_points_ = int(len(y))
         self.converged_ = True
         self.fit_info_ = {"free": [n for n, f in zip(self.param_names(), free) if f], "loss": "squared",
-                          "delta": None, "n_starts": 1, "n_pruned": 0, "n_at_best": 1, "start_spread": 0.0,
+                          "procedure": "exact least squares (the law is linear in its coefficients)",
                           "n_ref": self.n_ref_, "rm_sizes": [int(s) for s in sizes],
                           "bootstrap_over": "prompts" if "prompt" in df.columns else "residuals within RM size",
                           "unit": "points", "max_d": self.max_d}

@@ -41,6 +41,7 @@ class IsoFlopLaw(AllocationLaw):
 
     name = "isoflop"
     figure = "isoflop"
+    optimum_method = "per-budget parabola minima in log N"
 
     def __init__(self, *, window: int = 5, **kwargs):
         super().__init__(**kwargs)

@@ -14,7 +14,6 @@ import concurrent.futures as cf
 import fcntl
 import json
 import signal
-import time
 import traceback
 from pathlib import Path
 
