@@ -119,7 +119,8 @@ def cmd_fit(args) -> int:
     law_options = {"shared_alpha": ("--shared-alpha", args.shared_alpha or None),
                    "kl_penalty": ("--kl-penalty", args.kl_penalty), "score": ("--score", args.score),
                    "max_d": ("--max-d", args.max_d), "rm_data": ("--rm-data", args.rm_data),
-                   "tie_exponents": ("--tie-exponents", args.tie_exponents or None)}
+                   "tie_exponents": ("--tie-exponents", args.tie_exponents or None),
+                   "form": ("--form", args.form), "tolerance": ("--tolerance", args.tolerance)}
     takes = cls.options()
     for name, (flag, value) in law_options.items():
         if value is None:
@@ -629,6 +630,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--runs", help="--law tissue: the sweep's runs table (DATA is its curves table)")
     f.add_argument("--curve-loss", default="eval_loss", help="--law tissue: curve column to fit (eval_loss)")
     f.add_argument("--momentum", type=_num, default=0.999, help="--law tissue: annealing momentum lambda")
+    f.add_argument("--form", choices=["steplaw", "deepseek"], help="--law hparams: eta_opt and B_opt in N and D "
+                   "(StepLaw) or in compute alone (DeepSeek)")
+    f.add_argument("--tolerance", type=_num, help="--law hparams: near-optimal = loss within this fraction of a "
+                   "cell's best (default 0.0025)")
     f.add_argument("--shared-alpha", action="store_true", help="--law gao-*: one alpha for every RM size")
     f.add_argument("--kl-penalty", type=_num, help="--law gao-rl: fit only the runs with this KL penalty")
     f.add_argument("--score", choices=["gold", "proxy"], help="--law gao-*: which reward to fit (default gold)")

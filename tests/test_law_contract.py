@@ -98,6 +98,25 @@ def grid_runs(name, truth, grid, noise=0.003):
     return lambda: sample_runs(get_law(name).from_params(**truth), grid, noise=noise, seed=11)
 
 
+HP = dict(eta0=0.5, eta_N=-0.7, eta_D=0.3, B0=2.0, B_D=0.55)
+
+
+def hparam_runs(seed=11, noise=0.001, truth=HP):
+    """Learning-rate x batch sweeps at 12 (N, D) cells around known optima (a quadratic bowl in logs)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for N in np.logspace(7, 9, 4):
+        for D in np.logspace(9, 11, 3):
+            lr_opt = truth["eta0"] * N ** truth["eta_N"] * D ** truth["eta_D"]
+            b_opt = truth["B0"] * D ** truth["B_D"]
+            base = 1.8 + 400 / N ** 0.34 + 2000 / D ** 0.37
+            for i in range(-3, 4):
+                for j in range(-2, 3):
+                    loss = base * (1 + 0.01 * i**2 + 0.006 * j**2) * np.exp(noise * rng.standard_normal())
+                    rows.append(dict(N=N, D=D, lr=lr_opt * 2.0**i, batch=b_opt * 2.0**j, loss=loss))
+    return pd.DataFrame(rows)
+
+
 @dataclass
 class Case:
     truth: dict
@@ -127,6 +146,7 @@ CASES = {
     # with E and beta) just outside its 99% interval [400.8, 422.9], so check tolerances instead
     "tissue": Case(CURVE, curve_runs, "S2", exact=False),
     "gao-bon": Case(GAO, lambda: gao_points("gao-bon"), "d"),
+    "hparams": Case(HP, hparam_runs, "lr", exact=False),  # recovery: tests/test_hparams.py
     "gao-rl": Case(GAO, lambda: gao_points("gao-rl"), "d"),
 }
 

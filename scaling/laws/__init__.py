@@ -42,6 +42,7 @@ from .curve import LossCurveLaw  # noqa: E402
 from .data_constrained import DataConstrainedLaw  # noqa: E402
 from .envelope import EnvelopeLaw  # noqa: E402
 from .gao import GaoBoN, GaoLaw, GaoRL, backtest_largest  # noqa: E402
+from .hparams import DeepSeekHyperparameterLaw, HyperparameterLaw  # noqa: E402
 from .isoflop import IsoFlopLaw  # noqa: E402
 from .kaplan import (  # noqa: E402
     KAPLAN2020,
@@ -57,6 +58,7 @@ from .kaplan import (  # noqa: E402
 __all__ = [
     "Law", "Param", "register_law", "get_law", "available_laws", "ChinchillaLaw", "IsoFlopLaw", "EnvelopeLaw",
     "DataConstrainedLaw", "LossCurveLaw", "KaplanLaw", "GaoLaw", "GaoBoN", "GaoRL", "backtest_largest",
+    "HyperparameterLaw", "DeepSeekHyperparameterLaw",
     "KaplanParams", "KaplanData", "KaplanCompute", "KaplanSteps", "KAPLAN2020",
     "critical_batch_size", "kaplan_frontier",
 ]

@@ -744,6 +744,7 @@ class Law:
         law_cls = get_law(d["law"]) if cls is Law else cls
         if law_cls.name != d["law"]:
             raise DataError(f"{source} is a {d['law']} fit, not {law_cls.name}")
+        law_cls = law_cls._class_for(d)
         law_cls._validate_dict(d, source)
         s = dict(d.get("settings", {}))
         law = law_cls(loss=s.get("loss", "huber"), delta=s.get("delta", 1e-3), fixed=s.get("fixed"),
@@ -772,6 +773,11 @@ class Law:
 
     def _restore_extra(self, d: Mapping[str, Any]) -> None:
         """Subclasses restore what their ``to_dict`` added."""
+
+    @classmethod
+    def _class_for(cls, d: Mapping[str, Any]) -> type:
+        """The class that restores this fit (a law with variants of its own parameters overrides it)."""
+        return cls
 
     @classmethod
     def _validate_dict(cls, d: Mapping[str, Any], source: str) -> None:

@@ -1,0 +1,244 @@
+"""Optimal learning rate and batch size as power laws of model and data size.
+
+Two published forms, chosen with ``form``:
+
+- ``steplaw`` (Li et al. 2025, "Predictable Scale", StepLaw): eta_opt = eta0 N^eta_N D^eta_D and
+  B_opt = B0 D^B_D, with N parameters and D training tokens;
+- ``deepseek`` (DeepSeek LLM 2024): eta_opt = eta0 C^eta_C and B_opt = B0 C^B_C in compute alone.
+
+The table has one row per training run: ``N``, ``D`` (or ``C``), ``lr``, ``batch`` and ``loss``.
+Runs are grouped into cells (one (N, D) pair, or one compute budget for ``deepseek``); in each cell
+the settings whose loss lies within ``tolerance`` (relative) of the cell's best are near-optimal, as
+DeepSeek selected them, and the power laws are fitted by least squares in logs to those settings,
+each cell weighing the same. Uncertainty is a bootstrap over cells. Batch is in whatever unit the
+table uses (tokens, or sequences: only B0 changes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..data import prepare
+from ..errors import DataError, SettingsError
+from ..fitting.bootstrap import percentile_interval, refit_each
+from . import register_law
+from .base import Law, Param
+
+
+@register_law
+class HyperparameterLaw(Law):
+    """eta_opt and B_opt as power laws; ``HyperparameterLaw(form="steplaw" | "deepseek")``."""
+
+    name = "hparams"
+    target = "loss"
+    supports = frozenset({"fixed"})
+    default_loss = "squared"
+    form: ClassVar[str] = "steplaw"
+    formula: ClassVar[str] = "eta_opt = eta0 N^eta_N D^eta_D, B_opt = B0 D^B_D"
+    inputs: ClassVar[tuple[str, ...]] = ("N", "D")
+    parameters = (
+        Param("eta0", log=True, description="learning-rate scale"),
+        Param("eta_N", description="learning-rate exponent in N"),
+        Param("eta_D", description="learning-rate exponent in D"),
+        Param("B0", log=True, description="batch-size scale"),
+        Param("B_D", description="batch-size exponent in D"),
+    )
+    #: which parameters belong to the learning-rate law (the rest to the batch law), and their inputs
+    lr_terms: ClassVar[tuple[str, ...]] = ("N", "D")
+    batch_terms: ClassVar[tuple[str, ...]] = ("D",)
+
+    def __new__(cls, *args, form: str = "steplaw", **kwargs):
+        if cls is HyperparameterLaw:
+            if form not in _FORMS:
+                raise SettingsError(f"form must be one of {sorted(_FORMS)}, got {form!r}")
+            cls = _FORMS[form]
+        return super().__new__(cls)
+
+    def __init__(self, *, form: str | None = None, tolerance: float = 0.0025, bootstrap: int = 1000, **kwargs):
+        if form is not None and form != self.form:
+            raise SettingsError(f"this is the {self.form} form; build HyperparameterLaw(form={form!r}) instead")
+        if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 0.5):
+            raise SettingsError(f"tolerance (relative loss above a cell's best) must be in [0, 0.5), got {tolerance!r}")
+        self.tolerance = tolerance
+        super().__init__(bootstrap=bootstrap, **kwargs)
+
+    def _unsupported_reason(self) -> str:
+        return "the hyperparameter laws are log-linear least squares on near-optimal settings; fix a parameter instead"
+
+    # ------------------------------------------------------------------ data
+    def _cells(self, df: pd.DataFrame) -> np.ndarray:
+        return df.groupby(["N", "D"], sort=True).ngroup().to_numpy()
+
+    def _table(self, data, columns=None, dropna=False) -> pd.DataFrame:
+        need = list(self.inputs) + ["lr", "batch", "loss"]
+        return prepare(data, need, columns=columns, dropna=dropna)
+
+    def _near_optimal(self, df: pd.DataFrame) -> pd.DataFrame:
+        cell = self._cells(df)
+        best = pd.Series(df["loss"].to_numpy()).groupby(cell).transform("min").to_numpy()
+        near = df[df["loss"].to_numpy() <= best * (1 + self.tolerance)].copy()
+        near["_cell"] = cell[df["loss"].to_numpy() <= best * (1 + self.tolerance)]
+        return near
+
+    # ------------------------------------------------------------------ fit
+    def _design(self, X: Mapping[str, np.ndarray], terms) -> np.ndarray:
+        return np.column_stack([np.ones(len(next(iter(X.values()))))] + [np.log(X[t]) for t in terms])
+
+    def _solve(self, near: pd.DataFrame, weights: np.ndarray) -> np.ndarray:
+        """Internal parameters (log eta0, exponents..., log B0, exponents...) by weighted least squares."""
+        X = {c: near[c].to_numpy(float) for c in self.inputs}
+        names = self.param_names()
+        theta = np.empty(len(names))
+        for ys, terms, first in (("lr", self.lr_terms, 0), ("batch", self.batch_terms, 1 + len(self.lr_terms))):
+            A = self._design(X, terms)
+            y = np.log(near[ys].to_numpy(float))
+            idx = list(range(first, first + A.shape[1]))
+            fixed = [j for j, i in enumerate(idx) if names[i] in self.fixed]
+            vals = np.array([self._to_internal_one(self.parameters[i], self.fixed[names[i]]) if names[i] in self.fixed
+                             else 0.0 for i in idx])
+            free = [j for j in range(A.shape[1]) if j not in fixed]
+            r = y - A[:, fixed] @ vals[fixed] if fixed else y
+            sw = np.sqrt(weights)
+            sol = np.linalg.lstsq(A[:, free] * sw[:, None], r * sw, rcond=None)[0] if free else np.array([])
+            vals[free] = sol
+            theta[idx] = vals
+        return theta
+
+    def fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "HyperparameterLaw":
+        self._check_settings()
+        if drop_highest_loss:
+            raise SettingsError(f"{self.name} takes no drop_highest_loss: every run's loss decides its cell's optimum")
+        df = self._table(data, columns, dropna)
+        cells = self._cells(df)
+        n_cells = int(cells.max()) + 1 if len(cells) else 0
+        n_free = len(self.param_names()) - len(self.fixed)
+        if n_cells < 3:
+            raise DataError(f"{self.name} needs more runs: {n_cells} cell(s) of {list(self.inputs)}; the exponents "
+                            "need settings swept at 3 or more cells (sizes, token counts or budgets)")
+        for c in self.inputs:
+            if df[c].nunique() < 2:
+                raise DataError(f"all runs share one value of {c}; the {self.form} form needs several {c} "
+                                "to estimate an exponent in it")
+        near = self._near_optimal(df)
+        counts = near["_cell"].map(near["_cell"].value_counts()).to_numpy(float)
+        weights = 1.0 / counts  # every cell weighs the same, however many of its settings are near-optimal
+        theta = self._solve(near, weights)
+        self._set_params(theta)
+        self.near_optimal_ = near.drop(columns="_cell").reset_index(drop=True)
+        pred = self._predict_theta(theta[None, :], {c: near[c].to_numpy(float) for c in self.inputs})
+        resid = np.concatenate([np.log(near["lr"].to_numpy()) - np.log(pred["lr"][0]),
+                                np.log(near["batch"].to_numpy()) - np.log(pred["batch"][0])])
+        self.residuals_ = resid
+        self.objective_ = float(np.sum(np.concatenate([weights, weights]) * resid ** 2))
+        self.n_points_ = int(len(df))
+        self.converged_ = True
+        self.data_range_ = {c: [float(df[c].min()), float(df[c].max())] for c in self.inputs}
+        self.fit_info_ = {"free": [n for n in self.param_names() if n not in self.fixed], "loss": "squared",
+                          "procedure": f"settings within {100 * self.tolerance:.3g}% of each cell's best loss "
+                                       f"({len(near)} of {len(df)} runs, {n_cells} cells); weighted least squares "
+                                       "in logs, each cell weighing the same",
+                          "n_cells": n_cells, "n_near_optimal": int(len(near)), "tolerance": self.tolerance,
+                          "form": self.form, "bootstrap_over": "cells"}
+        if n_cells < n_free:
+            self.fit_info_["note"] = "fewer cells than free parameters"
+        self.bootstrap_theta_ = None
+        if self.bootstrap:
+            rng = np.random.default_rng(self.seed)
+            cell_of = near["_cell"].to_numpy()
+
+            def refit(_):
+                pick = np.bincount(rng.integers(0, n_cells, n_cells), minlength=n_cells)
+                w = weights * pick[cell_of]
+                if np.count_nonzero(pick) < 2:
+                    raise DataError("a resample with one cell")
+                return self._solve(near, w)
+
+            self.bootstrap_theta_ = refit_each(refit, self.bootstrap, self.name)
+        self._set_uncertainty()
+        return self
+
+    # -------------------------------------------------------------- predict
+    def _predict_theta(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        k = 1 + len(self.lr_terms)
+        lr = theta[:, :k] @ self._design(X, self.lr_terms).T
+        batch = theta[:, k:] @ self._design(X, self.batch_terms).T
+        return {"lr": np.exp(lr), "batch": np.exp(batch)}
+
+    def predict(self, data=None, **inputs) -> pd.DataFrame:
+        """The optimal learning rate and batch size (columns ``lr``, ``batch``) at the given inputs."""
+        self._require_fitted()
+        X = self._inputs_from(data, **inputs)
+        out = self._predict_theta(self.theta_[None, :], X)
+        return pd.DataFrame({"lr": out["lr"][0], "batch": out["batch"][0]})
+
+    def predict_interval(self, data=None, *, level: float | None = None, kind: str = "prediction",
+                         **inputs) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Bootstrap intervals of eta_opt and B_opt (``kind="prediction"`` adds the scatter of
+        near-optimal settings around the law; ``"mean"`` is the law's own band)."""
+        self._require_bootstrap()
+        if kind not in ("prediction", "mean"):
+            raise SettingsError(f"kind must be 'prediction' or 'mean', got {kind!r}")
+        level = self.level if level is None else level
+        X = self._inputs_from(data, **inputs)
+        out = self._predict_theta(self.bootstrap_theta_, X)
+        lo, hi = {}, {}
+        half = len(self.residuals_) // 2
+        rng = np.random.default_rng(self.seed + 1)
+        for j, k in enumerate(("lr", "batch")):
+            v = np.log(out[k])
+            if kind == "prediction":
+                r = self.residuals_[j * half:(j + 1) * half]
+                v = v + rng.choice(r - r.mean(), size=v.shape, replace=True)
+            lo[k], hi[k] = (np.exp(x) for x in percentile_interval(v, level))
+        return pd.DataFrame(lo), pd.DataFrame(hi)
+
+    # ---------------------------------------------------------------- round trip
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["settings"].update(form=self.form, tolerance=self.tolerance)
+        return d
+
+    @classmethod
+    def _class_for(cls, d: Mapping[str, Any]) -> type:
+        form = (d.get("settings") or {}).get("form", "steplaw")
+        if form not in _FORMS:
+            raise DataError(f"unknown hparams form {form!r} in the fit file; one of {sorted(_FORMS)}")
+        return _FORMS[form]
+
+    def _restore_extra(self, d):
+        self.tolerance = (d.get("settings") or {}).get("tolerance", 0.0025)
+
+    def _report_extra(self) -> list[str]:
+        p = self.params_
+        names = self.param_names()
+        k = 1 + len(self.lr_terms)
+        lr = " ".join(f"{t}^{p[n]:.3f}" for t, n in zip(self.lr_terms, names[1:k]))
+        bs = " ".join(f"{t}^{p[n]:.3f}" for t, n in zip(self.batch_terms, names[k + 1:]))
+        return ["", f"eta_opt = {p['eta0']:.4g} {lr};  B_opt = {p['B0']:.4g} {bs}"]
+
+
+class DeepSeekHyperparameterLaw(HyperparameterLaw):
+    """eta_opt = eta0 C^eta_C, B_opt = B0 C^B_C (DeepSeek LLM 2024): compute alone decides."""
+
+    form = "deepseek"
+    formula = "eta_opt = eta0 C^eta_C, B_opt = B0 C^B_C"
+    inputs = ("C",)
+    parameters = (
+        Param("eta0", log=True, description="learning-rate scale"),
+        Param("eta_C", description="learning-rate exponent in C"),
+        Param("B0", log=True, description="batch-size scale"),
+        Param("B_C", description="batch-size exponent in C"),
+    )
+    lr_terms = ("C",)
+    batch_terms = ("C",)
+
+    def _cells(self, df):
+        from .isoflop import group_budgets
+
+        return group_budgets(df["C"].to_numpy(float), rtol=0.01)
+
+
+_FORMS = {"steplaw": HyperparameterLaw, "deepseek": DeepSeekHyperparameterLaw}
