@@ -82,6 +82,17 @@ def _bounds(s: str) -> dict[str, tuple]:
     return out
 
 
+def _merged(dicts: list[dict] | None, flag: str) -> dict | None:
+    """Repeated ``--fix``/``--bound`` flags add up; naming one parameter twice is an error."""
+    out: dict = {}
+    for d in dicts or []:
+        twice = sorted(set(out) & set(d))
+        if twice:
+            raise ScalingError(f"{flag} names {twice} more than once; give each parameter once")
+        out.update(d)
+    return out or None
+
+
 def _jsonable(x):
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
@@ -113,7 +124,8 @@ def cmd_fit(args) -> int:
     cls = get_law(args.law)
     kwargs = dict(bootstrap=args.bootstrap, seed=args.seed, level=args.level)
     # settings the user gave: the law honours each or refuses it (it knows what it takes, not the CLI)
-    given = {"loss": args.loss, "delta": args.delta, "fixed": args.fix or None, "bounds": args.bound or None,
+    given = {"loss": args.loss, "delta": args.delta, "fixed": _merged(args.fix, "--fix"),
+             "bounds": _merged(args.bound, "--bound"),
              "prune": False if args.no_prune else None}
     kwargs.update({k: v for k, v in given.items() if v is not None})
     law_options = {"shared_alpha": ("--shared-alpha", args.shared_alpha or None),
@@ -131,6 +143,8 @@ def cmd_fit(args) -> int:
                                f"{' / '.join(users)}")
         kwargs[name] = value
     data = args.data
+    if args.runs and not cls.curve_law:
+        raise ScalingError(f"--runs applies to curve laws (fitted to a sweep's curves table), not --law {args.law}")
     if cls.curve_law:
         from .data import read_table
         from .laws.curve import curve_points
@@ -162,6 +176,10 @@ def cmd_predict(args) -> int:
     if missing:
         raise ScalingError(f"this {law.name} fit predicts from {list(law.inputs)}; give " +
                            " ".join(f"--{k} VALUE" for k in missing))
+    extra = [k for k in inputs if k not in law.inputs and not (k == "C" and "D" in law.inputs)]
+    if extra:
+        raise ScalingError(f"this {law.name} fit predicts from {list(law.inputs)}; it does not use "
+                           + " ".join(f"--{k}" for k in extra))
     X = {k: inputs[k] for k in law.inputs}
     loss = _scalar(law.predict(**X))
     out = {"law": law.name, "inputs": X, law.target: loss, "interval": None, "level": args.level}
@@ -291,6 +309,10 @@ def cmd_allocate(args) -> int:
     if not law.allocates():
         raise ScalingError(f"a {law.name} fit has no compute-optimal allocation (laws that have one: "
                            f"{', '.join(n for n in available_laws() if get_law(n).allocates())})")
+    unused = [c for c in ("U",) if getattr(args, c, None) is not None and c not in law.allocation_conditions]
+    if unused:
+        raise ScalingError(f"a {law.name} fit allocates from the compute alone; it does not use "
+                           + " ".join(f"--{c}" for c in unused))
     conditions = {c: getattr(args, c, None) for c in law.allocation_conditions}
     if any(v is None for v in conditions.values()):
         missing = " ".join(f"--{c} VALUE" for c, v in conditions.items() if v is None)
@@ -374,7 +396,10 @@ def cmd_compare(args) -> int:
     table = compare(args.data, compute=args.compute, curves=args.curves, bootstrap=args.bootstrap, level=args.level,
                     seed=args.seed, columns=args.columns)
     _emit({"compute": args.compute, "level": args.level, "approaches": table.replace({np.nan: None}).to_dict(orient="records")},
-          args.json, format_comparison(table, args.compute, args.level))
+          args.json, format_comparison(table, args.compute, args.level if args.bootstrap else None))
+    if table["law"].isna().all():
+        print("error: no approach could run on these data (reasons above)", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -622,8 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     _uncertainty_args(f, 1000)
     f.add_argument("--loss", choices=["huber", "squared"], help="objective (default: the law's, huber for most)")
     f.add_argument("--delta", type=_num, help="Huber delta (default 1e-3)")
-    f.add_argument("--fix", type=_pairs, help="fix parameters, e.g. E=1.69,alpha=0.34")
-    f.add_argument("--bound", type=_bounds, help="bounds, e.g. alpha=0:1; alpha=-inf:inf lifts the default "
+    f.add_argument("--fix", type=_pairs, action="append", help="fix parameters, e.g. E=1.69,alpha=0.34 (repeatable)")
+    f.add_argument("--bound", type=_bounds, action="append", help="bounds, e.g. alpha=0:1; alpha=-inf:inf lifts the default "
                    "non-negative exponent bound")
     f.add_argument("--tie-exponents", action="store_true", help="chinchilla: fit alpha = beta")
     f.add_argument("--no-prune", action="store_true", help="run every start to convergence")

@@ -51,9 +51,10 @@ def compare(runs=None, *, compute: float, curves=None, bootstrap: int = 200, lev
     return pd.DataFrame(rows)
 
 
-def format_comparison(table: pd.DataFrame, compute: float, level: float) -> str:
-    pct = int(round(100 * level))
-    lines = [f"Chinchilla approaches at C = {compute:.3g} FLOPs ({pct}% bootstrap intervals)",
+def format_comparison(table: pd.DataFrame, compute: float, level: float | None) -> str:
+    """A table of the approaches; ``level=None``: fitted without a bootstrap (no intervals)."""
+    what = "no intervals: --bootstrap 0" if level is None else f"{int(round(100 * level))}% bootstrap intervals"
+    lines = [f"Chinchilla approaches at C = {compute:.3g} FLOPs ({what})",
              f"{'approach':<32}{'a':>24}{'b':>24}{'N_opt':>30}{'D_opt':>30}"]
 
     def cell(v, ci, fmt):
@@ -65,9 +66,13 @@ def format_comparison(table: pd.DataFrame, compute: float, level: float) -> str:
         return s
 
     for r in table.to_dict(orient="records"):
-        if r.get("law") is None:
+        if r.get("law") is None or (isinstance(r.get("law"), float) and np.isnan(r.get("law"))):
             lines.append(f"{r['approach']:<32}{r['note']}")
             continue
         lines.append(f"{r['approach']:<32}{cell(r['a'], r.get('a_ci'), '.3f'):>24}{cell(r['b'], r.get('b_ci'), '.3f'):>24}"
                      f"{cell(r['N_opt'], r.get('N_opt_ci'), '.3g'):>30}{cell(r['D_opt'], r.get('D_opt_ci'), '.3g'):>30}")
+    notes = [(r["approach"], r["note"]) for r in table.to_dict(orient="records")
+             if isinstance(r.get("law"), str) and isinstance(r.get("note"), str) and r["note"]]
+    for approach, note in notes:
+        lines.append(f"note ({approach}): {note}")
     return "\n".join(lines)

@@ -169,6 +169,8 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame or a file path, got {type(df).__name__}")
     df = df.copy()
+    if len(df) == 0:
+        raise DataError(f"the table has no rows (only the header: {list(df.columns)})")
     mapping = parse_columns(columns)
     stripped = {c.strip(): c for c in df.columns if isinstance(c, str)}
     mapping = {k: v if v in df.columns else stripped.get(v, v) for k, v in mapping.items()}

@@ -55,6 +55,16 @@ def check_identification(name: str, params: Mapping[str, float], ci: Mapping, le
     return _warn(out)
 
 
+def check_floor(name: str, params: Mapping[str, float], min_loss: float, fixed: Mapping | None = None) -> list[str]:
+    """The irreducible loss E driven to ~0: the data show no floor, so E (and what depends on it) is not identified."""
+    E = params.get("E")
+    if E is None or (fixed and "E" in fixed) or not np.isfinite(min_loss) or E >= 1e-3 * min_loss:
+        return []
+    return _warn([f"{name}: E = {E:.2g} is driven to 0 (the lowest loss is {min_loss:.3g}): these data show no floor, "
+                  "so E is not identified and its interval means nothing; the other parameters absorb it (fix E, "
+                  "e.g. --fix E=..., or add runs that approach the floor)"])
+
+
 def check_residuals(name: str, X: Mapping[str, np.ndarray], residuals: np.ndarray) -> list[str]:
     """Residuals far above the scatter of repeated runs, or trending with an input."""
     r = np.asarray(residuals, float)
@@ -78,7 +88,7 @@ def check_residuals(name: str, X: Mapping[str, np.ndarray], residuals: np.ndarra
                        "or check for off-optimum or mis-configured runs)")
             return _warn(out)
     for c, v in X.items():
-        if np.unique(v).size < 5:
+        if np.unique(v).size < 5 or np.any(v <= 0):  # an input that can be zero (an area): no log scale
             continue
         order = np.argsort(np.log(v), kind="stable")
         rs = r[order]

@@ -96,8 +96,15 @@ def parse_model(spec: str | dict | None) -> dict:
     return out
 
 
+#: a plan draws a curve: fewer optimizer steps than this is not a training run to plan
+MIN_PLAN_STEPS = 10
+
+
 def _curve_inputs(N, tokens, tokens_per_step, sched, lr=1.0):
-    steps = max(1, int(round(tokens / tokens_per_step)))
+    steps = int(round(tokens / tokens_per_step))
+    if steps < MIN_PLAN_STEPS:
+        raise DataError(f"{tokens:.3g} tokens at {tokens_per_step:,} tokens per step is {steps} optimizer step(s); a plan "
+                        f"needs at least {MIN_PLAN_STEPS} (more --tokens, or a smaller --tokens-per-step)")
     lrs = schedule(steps, {"lr": lr}, sched)
     S1, S2 = areas(lrs, tokens_per_step)
     return steps, lrs, S1, S2

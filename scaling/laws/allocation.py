@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from ..diagnostics import check_identification
+from ..diagnostics import check_floor, check_identification
 from ..errors import FitError, ScalingWarning, SettingsError
 from ..fitting.bootstrap import refit_each
 from .._threads import limit_threads
@@ -99,6 +99,9 @@ class AllocationLaw(Law):
         other = [k for k in self.fixed if k not in ("a", "b")]
         if other:
             raise SettingsError(f"{self.name} can fix the allocation exponents a and b, not {other}")
+        if "a" in self.fixed and "b" in self.fixed and abs(self.fixed["a"] + self.fixed["b"] - 1) > 1e-9:
+            raise SettingsError(f"{self.name}: fixed a + b = {self.fixed['a'] + self.fixed['b']:g}, but optima that "
+                                "spend their budget (C = k N D) have a + b = 1; fix one of them")
 
     def __init__(self, *, bootstrap: int = 200, seed: int = 0, level: float = 0.9, flops_per_token_param: float = 6.0,
                  **kwargs):
@@ -123,8 +126,13 @@ class AllocationLaw(Law):
                 f"need at least {self.min_budgets} to fit how N_opt scales with C"
             )
         C = ok["C"].to_numpy(float)
-        a, lN0 = loglinear_fit(C, ok["N_opt"].to_numpy(float), self.fixed.get("a"))
-        b, lD0 = loglinear_fit(C, ok["D_opt"].to_numpy(float), self.fixed.get("b"))
+        if self.fixed:  # every optimum spends its budget, N_opt D_opt = C / k: a + b = 1, N0 D0 = 1 / k
+            fa = self.fixed["a"] if "a" in self.fixed else 1.0 - self.fixed["b"]
+            a, lN0 = loglinear_fit(C, ok["N_opt"].to_numpy(float), fa)
+            b, lD0 = 1.0 - a, -np.log(self.flops_per_token_param) - lN0
+        else:
+            a, lN0 = loglinear_fit(C, ok["N_opt"].to_numpy(float))
+            b, lD0 = loglinear_fit(C, ok["D_opt"].to_numpy(float))
         L = ok["loss_opt"].to_numpy(float)
         lopt = _fit_optimal_loss(C, L, None if warm is None else warm[4:], loss=self.loss, delta=self.delta)
         theta = np.array([a, lN0, b, lD0, *lopt])
@@ -161,9 +169,12 @@ class AllocationLaw(Law):
         self.data_range_ = {"C": [float(ok["C"].min()), float(ok["C"].max())]}
         loss_fit = self.loss if self.loss != "huber" else f"huber (delta={self.delta:g})"
         self.fit_info_ = {"n_budgets": int(len(opt)), "n_budgets_used": int(len(ok)), "loss": "least squares (log)",
-                          "free": [n for n in self.param_names() if n not in self.fixed], "loss_opt_fit": loss_fit,
+                          "free": [n for n in self.param_names() if not (self.fixed and n in ("a", "b", "D0"))],
+                          "loss_opt_fit": loss_fit,
                           "procedure": f"{self.optimum_method} on {len(ok)} of {len(opt)} budgets; N_opt and D_opt by "
-                                       f"least squares in log C; L_opt(C) = E + A C^-alpha by a {loss_fit} fit",
+                                       f"least squares in log C" + (f" with {', '.join(f'{k} = {v:g}' for k, v in self.fixed.items())} "
+                                       "fixed (b = 1 - a and D0 = 1/(k N0): optima spend their budget)" if self.fixed else "")
+                                       + f"; L_opt(C) = E + A C^-alpha by a {loss_fit} fit",
                           "unit": "runs"}
         self.bootstrap_theta_ = None
         if self.bootstrap:
@@ -173,6 +184,7 @@ class AllocationLaw(Law):
                 self.bootstrap, self.name, "had too few usable budgets")
         self._set_uncertainty()
         self._check_identification()
+        check_floor(self.name, self.params_, float(ok["loss_opt"].min()))
         return self
 
     def _check_identification(self) -> None:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from .._threads import limit_threads
 from ..data import prepare
-from ..diagnostics import check_extrapolation, check_identification, check_residuals, check_thin_data
+from ..diagnostics import check_extrapolation, check_floor, check_identification, check_residuals, check_thin_data
 from ..errors import DataError, FitError, NotFittedError, ScalingWarning, SettingsError, UnsupportedError
 from ..fitting.bootstrap import bootstrap_fit, percentile_interval, resample_weights
 from ..fitting.optimize import BatchResult, Model, ParamTransform, RobustObjective, newton_lm
@@ -120,6 +120,32 @@ class Law:
             unknown = [k for k in self.params if k not in names]
             if unknown:
                 raise SettingsError(f"{self.name}: params names unknown parameter(s) {unknown}; parameters are {names}")
+        self._check_consistency()
+
+    def _check_consistency(self) -> None:
+        """Fixed values, ties and bounds that cannot all hold are an error, never one silently winning."""
+        group = {n: {n} for n in self.param_names()}
+        for t in list(self.tie) + self._extra_ties():
+            merged = set().union(*(group[n] for n in t))
+            for n in merged:
+                group[n] = merged
+        seen = set()
+        for n, members in group.items():
+            if id(members) in seen:
+                continue
+            seen.add(id(members))
+            values = {m: float(self.fixed[m]) for m in sorted(members) if m in self.fixed}
+            if len(set(values.values())) > 1:
+                raise SettingsError(f"{self.name}: {sorted(members)} are tied but fixed to different values {values}; "
+                                    "fix one of them, or drop the tie")
+            if not values:
+                continue
+            v = next(iter(values.values()))
+            for m in sorted(members):
+                lo, hi = self.bounds.get(m, (None, None))
+                if (lo is not None and v < lo) or (hi is not None and v > hi):
+                    how = f"fixed {m} = {v:g}" if m in values else f"{m} is tied to a fixed {v:g}"
+                    raise SettingsError(f"{self.name}: {how}, outside the bounds you gave it [{lo}, {hi}]")
 
     def _unsupported_reason(self) -> str:
         return "this law's fit has no such setting"
@@ -417,6 +443,7 @@ class Law:
             self.bootstrap_theta_ = transform.to_theta(boot.x[ok])
         self._set_uncertainty()
         check_identification(self.name, self.params_, self.ci_, self.level, self.fixed)
+        check_floor(self.name, self.params_, float(np.min(y)), self.fixed)
         return self
 
     #: multi-start pruning: after `PRUNE_AFTER` steps keep starts within `PRUNE_FACTOR` of the best
@@ -762,7 +789,8 @@ class Law:
             theta = P.copy()
             for i, p in enumerate(law_cls.parameters):
                 if p.log:
-                    theta[:, i] = np.log(P[:, i])
+                    with np.errstate(divide="ignore"):  # a resample at E = 0 stays at log 0 = -inf
+                        theta[:, i] = np.log(P[:, i])
             law.bootstrap_theta_ = theta
             law.residuals_ = np.asarray(boot["residuals"], float)
         else:
@@ -808,6 +836,14 @@ class Law:
             if (lo is not None and v < lo) or (hi is not None and v > hi):
                 raise DataError(f"{where}: parameter {p.name} = {v} lies outside its bounds [{lo}, {hi}]; "
                                 "was the file edited? Refit, or fit with those bounds (--bound)")
+        rng = d.get("data_range")
+        if rng is not None:
+            ok = isinstance(rng, Mapping) and all(
+                isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                                     and math.isfinite(x) for x in v) and v[0] <= v[1]
+                for v in rng.values())
+            if not ok:
+                raise DataError(f"{where}: 'data_range' must map each input to [low, high] numbers; refit, or delete it")
         boot = d.get("bootstrap")
         if boot:
             try:
@@ -816,7 +852,7 @@ class Law:
             except (KeyError, TypeError, ValueError):
                 raise DataError(f"{where}: the bootstrap section is damaged (needs numeric 'params' and "
                                 "'residuals'); refit, or delete the section to keep the point fit only") from None
-            if P.ndim != 2 or P.shape[1] != len(names) or not np.isfinite(P).all() or r.ndim != 1:
+            if P.ndim != 2 or P.shape[0] < 2 or P.shape[1] != len(names) or not np.isfinite(P).all() or r.ndim != 1:
                 raise DataError(f"{where}: the bootstrap section does not match the law's {len(names)} parameters; "
                                 "refit, or delete the section to keep the point fit only")
             vals = np.array([params[n] for n in names], float)

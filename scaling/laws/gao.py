@@ -66,6 +66,8 @@ class GaoLaw(Law):
         self.shared_alpha = shared_alpha
         self.n_ref = n_ref  # the setting (None: the geometric mean of the sizes); the fit resolves n_ref_
         super().__init__(**kwargs)
+        if max_d is not None and not (isinstance(max_d, (int, float)) and max_d > 0):
+            raise SettingsError(f"max_d (the largest sqrt(KL) to fit) must be positive, got {max_d!r}")
         if score not in ("gold", "proxy"):
             raise SettingsError(f"score must be 'gold' or 'proxy', got {score!r}")
         self.score = score
@@ -212,6 +214,8 @@ class GaoLaw(Law):
         df = df[df["d"] > 0]  # R(0) = 0 by construction: those rows carry no information
         if self.max_d is not None:
             df = df[df["d"] <= self.max_d]
+            if df.empty:
+                raise DataError(f"{self.name}: no point with 0 < d <= max_d = {self.max_d:g} (sqrt of KL); raise --max-d")
         sizes = np.sort(df["rm_params"].unique())
         free = self._free(len(sizes))
         if len(sizes) < 2:
