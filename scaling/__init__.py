@@ -34,7 +34,7 @@ _LAZY = {
     **{name: "scaling.laws" for name in (
         "Law", "Param", "register_law", "get_law", "available_laws", "ChinchillaLaw", "IsoFlopLaw", "EnvelopeLaw",
         "DataConstrainedLaw", "LossCurveLaw", "KaplanLaw", "GaoLaw", "GaoBoN", "GaoRL", "backtest_largest",
-        "KaplanParams", "KaplanData", "KaplanCompute", "KaplanSteps", "KAPLAN2020",
+        "HyperparameterLaw", "DeepSeekHyperparameterLaw", "KaplanParams", "KaplanData", "KaplanCompute", "KaplanSteps", "KAPLAN2020",
         "critical_batch_size", "kaplan_frontier",
     )},
 }

@@ -229,6 +229,14 @@ def test_ci_sweep_real_transformers(ci_sweep):
     assert curves["eval_loss"].notna().sum() >= 3 * len(table)
 
 
+def test_ci_sweep_losses_have_a_standard_error_within_a_thousandth(ci_sweep):
+    # issue #12: a fixed evaluation sample spread over the held-out split, eval_se <= 0.1% of the loss
+    root, _ = ci_sweep
+    table, _ = export("ci", root)
+    assert (table["eval_tokens"] > 900_000).all()
+    assert (table["eval_se"] > 0).all() and (table["eval_se"] <= 0.001 * table["loss"]).all(), table
+
+
 def test_curve_fit_on_the_ci_sweep_never_reports_an_interval_that_excludes_its_estimate(ci_sweep):
     # issue #10 item 13: tissue on this sweep printed E = 1.05e-6 with a 90% interval [4.3e-7, 9.8e-7]
     import warnings

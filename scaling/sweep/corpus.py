@@ -1,26 +1,32 @@
-"""Training data that needs no download, as byte tokens (vocabulary 256).
+"""Training data: two corpora that need no download (byte tokens, vocabulary 256), and your own tokens.
 
 - ``python-stdlib``: the Python standard library's own sources, which lie on every
-  machine with Python; files in sorted order, the last 5% held out for evaluation.
+  machine with Python; files in sorted order, the last 5% held out for evaluation
+  (``val_fraction``; the same for ``synthetic``).
 - ``synthetic``: a random unifilar probabilistic automaton over bytes. Each state
   emits one of a few bytes and the next state is a fixed function of (state, byte),
   so the state can be tracked from the past and the entropy rate is exactly the
   stationary average of the per-state emission entropies. The best possible loss is
   known, which no public dataset allows: the fitted E of a scaling law can be
   checked against it.
+- ``tokens``: a folder of token files, as ``scaling data prepare`` writes them (``train.bin``, ``val.bin``,
+  ``meta.json``), nanoGPT-style ``train.bin``/``val.bin`` (dtype and vocabulary from the sweep definition),
+  or ``train.npy``/``val.npy``. Memory-mapped, never loaded whole; checked (sizes, dtype, vocabulary,
+  split lengths) before anything trains.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sysconfig
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import SettingsError
+from ..errors import DataError, SettingsError
 
 VOCAB = 256
 
@@ -147,7 +153,7 @@ def load_corpus(spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     name = spec.get("name", "python-stdlib")
     if name == "python-stdlib":
         data = stdlib_tokens(int(spec.get("max_bytes", 24_000_000)))
-        cut = int(len(data) * 0.95)
+        cut = int(len(data) * (1 - float(spec.get("val_fraction") or 0.05)))
         return data[:cut], data[cut:], {"corpus": name, "bytes": int(len(data))}
     if name == "synthetic":
         auto = Automaton.random(int(spec.get("states", 256)), int(spec.get("branching", 4)),
@@ -162,6 +168,206 @@ def load_corpus(spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # several workers may build it at once
             np.save(tmp, data)
             os.replace(tmp, path)
-        cut = int(len(data) * 0.95)
+        cut = int(len(data) * (1 - float(spec.get("val_fraction") or 0.05)))
         return data[:cut], data[cut:], {"corpus": name, "entropy_rate": auto.entropy_rate()}
-    raise SettingsError(f"unknown corpus {name!r}; use 'python-stdlib' or 'synthetic'")
+    if name == "tokens":
+        folder = token_folder(spec)
+        train, val = folder.open()
+        return train, val, {"corpus": name, "path": str(folder.path), "vocab_size": folder.vocab_size,
+                            "eos_id": folder.eos_id}
+    raise SettingsError(f"unknown corpus {name!r}; use one of {', '.join(CORPORA)}")
+
+
+CORPORA = ("python-stdlib", "synthetic", "tokens")
+
+
+# ------------------------------------------------------------------ your own tokens
+class CorpusError(DataError):
+    """A token corpus cannot be trained on: missing or damaged files, ids outside the vocabulary, a short split."""
+
+
+#: dtypes a token file may hold (unsigned, or signed with no negative ids)
+TOKEN_DTYPES = ("uint8", "uint16", "uint32", "int16", "int32", "int64", "uint64")
+
+
+@dataclass
+class TokenFolder:
+    """The two splits of a token corpus, with what is known about them (before any file is read whole)."""
+
+    path: Path
+    train: Path
+    val: Path
+    kind: str  # "bin" or "npy"
+    dtype: np.dtype
+    vocab_size: int | None
+    eos_id: int | None
+    meta: dict = field(default_factory=dict)
+
+    def open(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both splits, memory-mapped (read-only), as 1-D arrays."""
+        return _open_tokens(self.train, self.kind, self.dtype), _open_tokens(self.val, self.kind, self.dtype)
+
+    def fingerprint(self) -> str:
+        """A cheap identity of the data: sizes, the first and last 64 KiB of each file, and meta.json."""
+        h = hashlib.sha1()
+        for f in (self.train, self.val):
+            size = f.stat().st_size
+            h.update(f"{f.name}:{size}|".encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(65536))
+                fh.seek(max(0, size - 65536))
+                h.update(fh.read(65536))
+        h.update(json.dumps(self.meta, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
+
+
+def _open_tokens(path: Path, kind: str, dtype) -> np.ndarray:
+    if kind == "npy":
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        return arr.reshape(-1)  # a view: (n_seq, seq_len) arrays are one stream
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def _npy_header(path: Path) -> tuple[np.dtype, tuple]:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header; maps, does not load, the data
+    except (ValueError, OSError, EOFError) as exc:
+        raise CorpusError(f"{path} is not a readable .npy array ({exc})") from None
+    if arr.ndim > 1 and not arr.flags.c_contiguous:
+        raise CorpusError(f"{path} is stored in Fortran order; save it with np.save(path, np.ascontiguousarray(a))")
+    return arr.dtype, arr.shape
+
+
+def token_folder(spec: dict) -> TokenFolder:
+    """Find and check the files of a ``tokens`` corpus (``spec``: its corpus settings: path, dtype, vocab_size).
+
+    Checks what can be checked without reading the data: the folder and both splits exist, each file's size
+    is a whole number of tokens of its dtype, the settings agree with ``meta.json``. Raises :class:`CorpusError`
+    (or :class:`SettingsError` for a missing or bad setting) naming the file and the fix.
+    """
+    raw = spec.get("path")
+    if not raw:
+        raise SettingsError("corpus.path is missing: the tokens corpus trains on a folder with train.bin and val.bin "
+                            "(from `scaling data prepare`) or train.npy and val.npy")
+    path = Path(os.path.expanduser(str(raw)))
+    if not path.exists():
+        raise CorpusError(f"corpus.path {path} does not exist; prepare it with "
+                          f"`scaling data prepare --text FILES --tokenizer bytes --out {path}`")
+    if not path.is_dir():
+        raise CorpusError(f"corpus.path {path} is a file; give the folder holding train.bin and val.bin "
+                          "(or train.npy and val.npy)")
+    meta: dict = {}
+    if (path / "meta.json").exists():
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, OSError) as exc:
+            raise CorpusError(f"{path / 'meta.json'} cannot be read ({exc}); prepare the folder again with "
+                              "`scaling data prepare`, or delete meta.json and give corpus.dtype and "
+                              "corpus.vocab_size") from None
+    kinds = [k for k in ("bin", "npy") if (path / f"train.{k}").exists() or (path / f"val.{k}").exists()]
+    if not kinds:
+        raise CorpusError(f"{path} has no train.bin/val.bin or train.npy/val.npy; prepare it with "
+                          f"`scaling data prepare ... --out {path}`")
+    if len(kinds) > 1:
+        raise CorpusError(f"{path} holds both .bin and .npy token files; keep one kind")
+    kind = kinds[0]
+    for split in ("train", "val"):
+        if not (path / f"{split}.{kind}").exists():
+            raise CorpusError(f"{path} has no {split}.{kind} (a tokens corpus needs both train.{kind} and val.{kind})")
+    train, val = path / f"train.{kind}", path / f"val.{kind}"
+
+    def agree(key, value, source):
+        if value is not None and meta.get(key) is not None and str(meta[key]) != str(value):
+            raise CorpusError(f"corpus.{key} is {value!r} but {path / 'meta.json'} says {meta[key]!r}; "
+                              f"drop corpus.{key} from the sweep definition or prepare the folder again")
+
+    want = spec.get("dtype")
+    agree("dtype", want, "yaml")
+    if kind == "npy":
+        dtypes = {}
+        for f in (train, val):
+            dt, shape = _npy_header(f)
+            if dt.kind not in "ui":
+                raise CorpusError(f"{f} holds {dt} values; token ids are integers (uint16, uint32, int32, ...)")
+            dtypes[f] = dt
+        if dtypes[train] != dtypes[val]:
+            raise CorpusError(f"train.npy holds {dtypes[train]} and val.npy {dtypes[val]}; save both with one dtype")
+        dtype = dtypes[train]
+        if want is not None and np.dtype(str(want)) != dtype:
+            raise CorpusError(f"corpus.dtype is {want!r} but {train} holds {dtype}")
+    else:
+        name = want if want is not None else meta.get("dtype")
+        if name is None:
+            raise SettingsError(f"{path} has train.bin and val.bin but no meta.json: say what they hold with "
+                                "corpus.dtype (uint16 for nanoGPT's files) and corpus.vocab_size")
+        if str(name) not in TOKEN_DTYPES:
+            raise SettingsError(f"corpus.dtype must be one of {', '.join(TOKEN_DTYPES)}; got {name!r}")
+        dtype = np.dtype(str(name))
+    for f in (train, val):
+        size = f.stat().st_size
+        if kind == "bin" and size % dtype.itemsize:
+            raise CorpusError(f"{f} is {size:,} bytes, not a whole number of {dtype} tokens ({dtype.itemsize} bytes "
+                              "each): the dtype is wrong or the file was cut short")
+        if size == 0 or (kind == "bin" and size < dtype.itemsize):
+            raise CorpusError(f"{f} is empty; prepare the folder again (a larger --val-fraction gives a longer "
+                              "validation split)")
+    vocab = spec.get("vocab_size")
+    agree("vocab_size", vocab, "yaml")
+    vocab = vocab if vocab is not None else meta.get("vocab_size")
+    eos = meta.get("eos_id")
+    return TokenFolder(path.resolve(), train, val, kind, dtype, None if vocab is None else int(vocab),
+                       None if eos is None else int(eos), meta)
+
+
+def _scan(path: Path, arr: np.ndarray) -> tuple[int, int]:
+    """(min, max) token id of a split, read in chunks; cached by path, size and modification time."""
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{arr.dtype}".encode()).hexdigest()[:16]
+    cached = cache_dir() / f"tokscan-{key}.json"
+    if cached.exists():
+        try:
+            got = json.loads(cached.read_text())
+            return int(got["min"]), int(got["max"])
+        except (ValueError, KeyError, OSError):
+            pass
+    lo, hi = None, None
+    step = 1 << 24
+    for i in range(0, len(arr), step):
+        chunk = np.asarray(arr[i:i + step])
+        cmin, cmax = int(chunk.min()), int(chunk.max())
+        lo = cmin if lo is None else min(lo, cmin)
+        hi = cmax if hi is None else max(hi, cmax)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"min": lo, "max": hi, "path": str(path)}))
+    os.replace(tmp, cached)
+    return lo, hi
+
+
+def check_tokens(folder: TokenFolder, vocab_size: int, seq_len: int) -> dict:
+    """Everything that would make training on ``folder`` fail or mislead, as one :class:`CorpusError`.
+
+    Token ids must lie in [0, vocab_size); the validation split must hold at least two evaluation windows
+    (``2 * seq_len + 1`` tokens) and the training split at least one batch row. Returns lengths and id ranges.
+    """
+    train, val = folder.open()
+    out = {"n_train_tokens": int(len(train)), "n_val_tokens": int(len(val))}
+    if len(train) < seq_len + 2:
+        raise CorpusError(f"{folder.train} holds {len(train):,} tokens; training on {seq_len}-token sequences "
+                          f"needs at least {seq_len + 2}")
+    if len(val) < 2 * seq_len + 1:
+        raise CorpusError(f"the validation split {folder.val} holds {len(val):,} tokens: too short to evaluate "
+                          f"{seq_len}-token windows (at least {2 * seq_len + 1}; aim for 100k or more); prepare the "
+                          "folder again with a larger --val-fraction")
+    for f, arr in ((folder.train, train), (folder.val, val)):
+        lo, hi = _scan(f, arr)
+        if lo < 0:
+            raise CorpusError(f"{f} holds a negative token id ({lo}); token ids run from 0 to vocab_size - 1")
+        if hi >= vocab_size:
+            where = ("model.vocab_size" if folder.vocab_size is None or folder.vocab_size != vocab_size
+                     else "the corpus's vocab_size")
+            raise CorpusError(f"{f} holds token id {hi}, but {where} is {vocab_size} (ids must be < vocab_size): "
+                              "the files were made with another tokenizer, or the vocabulary setting is wrong")
+        out[f"max_id_{f.stem}"] = hi
+    return out

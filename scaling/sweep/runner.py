@@ -27,6 +27,9 @@ from .store import Store
 from .train import run_worker
 
 DEFAULT_ROOT = Path("out/sweeps")
+#: the store's format: 2 evaluates on windows spread over the held-out split (with eval_se) and keeps one batch
+#: size per sweep by default; stores of format 1 (no "format" in their meta) evaluated on the split's first windows
+STORE_FORMAT = 2
 
 
 def sweep_dir(name: str, root: str | Path = DEFAULT_ROOT) -> Path:
@@ -105,7 +108,7 @@ def check_unchanged(store: Store, spec: dict, base: Path, changed_fn=changed_set
         raise SweepChangedError(
             f"{kind} {spec['name']!r} under {base} was run with other settings ({'; '.join(changed[:4])}{more}); "
             "running it would mix two experiments in one store and export. To start a new sweep, give the "
-            f"definition a new `name:`; to continue this one, revert those settings ({extend})")
+            f"definition a new `name:` (or move {base} aside); to continue this one, revert those settings ({extend})")
 
 
 def _last_line(err) -> str:
@@ -137,9 +140,16 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
         raise ScalingError(f"sweep {spec['name']!r} is already being run by another `scaling sweep run` "
                            f"(lock {base / 'driver.lock'}); watch it with `scaling sweep status {spec['name']}`") from None
     try:
+        meta = store.meta()
+        if "spec" in meta and meta.get("format", 1) != STORE_FORMAT:
+            raise SweepChangedError(
+                f"sweep {spec['name']!r} under {base} was run by an earlier version of the package, which evaluated "
+                "on the first windows of the held-out split (now a fixed sample spread over all of it, with eval_se) "
+                "and chose the batch per run; new runs would not be comparable with its runs. Export what it has "
+                f"(`scaling sweep export {spec['name']}`), then move {base} aside, or give the definition a new `name:`")
         check_unchanged(store, spec, base)
         store.check_space()
-        store.set_meta(spec=spec)
+        store.set_meta(spec=spec, format=STORE_FORMAT)
         store.sync(configs)
         if retry_failed:
             store.retry_failed()
@@ -275,18 +285,27 @@ def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
 
 
 def export(name: str, root: str | Path = DEFAULT_ROOT) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs table, curves table). Runs: run_id, N (non-embedding), N_total, D, C, loss, config columns,
-    and ``error`` (the last line of a failed run's error)."""
+    """(runs table, curves table).
+
+    Runs: run_id, N (non-embedding parameters), N_total (all of them), vocab_size, D, compute three ways: C = 6 N D
+    (Kaplan et al.'s, non-embedding), C_kaplan (plus the attention term 6 n_layer n_ctx d_model per token) and C_total
+    (6 (N + vocab_size d_model) D plus the attention term: the output layer's FLOPs counted too, as Hoffmann et al.
+    count them), loss (the final evaluation on the fixed held-out sample) and eval_se (its standard error), config
+    columns, and ``error`` (the last line of a failed run's error)."""
     store = open_store(name, root)
     runs = store.runs()
     rows = []
     for r in runs.itertuples():
         c = json.loads(r.config)
         res = json.loads(r.result) if isinstance(r.result, str) else {}
+        vocab = int(c.get("vocab_size", 256))
         rows.append({
-            "run_id": r.run_id, "N": c["N"], "N_total": c["N_total"], "D": c["D"], "C": c["C"],
+            "run_id": r.run_id, "N": c["N"], "N_total": c["N_total"], "vocab_size": vocab, "D": c["D"], "C": c["C"],
             "C_kaplan": float(flops_kaplan(c["N"], c["D"], c["n_layer"], c["seq_len"], c["d_model"])),
-            "loss": res.get("final_eval_loss"), "status": r.status, "budget": c.get("budget"),
+            "C_total": float(flops_kaplan(c["N"] + vocab * c["d_model"], c["D"], c["n_layer"], c["seq_len"],
+                                          c["d_model"])),
+            "loss": res.get("final_eval_loss"), "eval_se": res.get("eval_se"), "eval_tokens": res.get("eval_tokens"),
+            "status": r.status, "budget": c.get("budget"),
             "n_layer": c["n_layer"], "d_model": c["d_model"], "n_head": c["n_head"], "family": c["family"],
             "seed": c["seed"], "lr": c["optimizer"]["lr"], "schedule": c["schedule"]["type"],
             "tokens_per_step": c["tokens_per_step"], "steps": c["steps"], "seq_len": c["seq_len"],

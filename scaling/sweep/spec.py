@@ -17,6 +17,7 @@ import yaml
 
 from ..counting import count_params
 from ..errors import ScalingError
+from .corpus import CORPORA, check_tokens, token_folder
 
 
 class SpecError(ScalingError, ValueError):
@@ -26,16 +27,23 @@ class SpecError(ScalingError, ValueError):
 DEFAULTS: dict[str, Any] = {
     "name": None,
     "trainer": "transformer",
-    "model": {"family": "llama", "sizes": None, "shapes": None, "seq_len": 128, "vocab_size": 256, "head_dim": 16},
+    # vocab_size None: the corpus's (256 for the byte corpora)
+    "model": {"family": "llama", "sizes": None, "shapes": None, "seq_len": 128, "vocab_size": None, "head_dim": 16},
     "grid": {"tokens": None, "compute": None, "min_steps": 20, "min_tokens_per_param": None,
              "max_tokens_per_param": None},
     "seeds": [0],
     "optimizer": {"lr": 3e-3, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0},
     "schedule": {"type": "cosine", "warmup": 0.05, "final_lr_frac": 0.1, "decay_frac": 0.2},
-    "batch": {"tokens_per_step": "auto"},
+    # one batch size for the whole sweep, so every run of a seed reads the same stream of batches (runs at one
+    # budget differ only in the model: common random numbers); "auto" is the per-run rule clip(D/256, 1024, 8192),
+    # a list makes it an axis of the grid
+    "batch": {"tokens_per_step": 2048},
     "corpus": {"name": "python-stdlib", "states": 256, "branching": 4, "concentration": 1.0, "seed": 0,
-               "tokens": 8_000_000, "max_bytes": 24_000_000},
-    "eval": {"every": 0.1, "tokens": 32768},
+               "tokens": 8_000_000, "max_bytes": 24_000_000, "val_fraction": 0.05, "path": None, "dtype": None,
+               "vocab_size": None},
+    # tokens: the final evaluation's fixed sample of held-out windows, spread over the whole split (capped by
+    # the split); curve_tokens: the evaluations during the run, an evenly spaced subset of the same windows
+    "eval": {"every": 0.1, "tokens": 1048576, "curve_tokens": 32768},
     "checkpoint": {"every": 0.25},
     "retries": 2,
     "threads_per_worker": 1,
@@ -87,6 +95,8 @@ def read_definition(source: str | Path | dict, error=None) -> tuple[dict, str]:
 def load_spec(source: str | Path | dict) -> dict:
     """Read and validate a sweep definition (path to YAML, or a dict)."""
     raw, origin = read_definition(source)
+    if isinstance(raw.get("corpus"), dict) and "fingerprint" in raw["corpus"]:  # a loaded spec, passed back in
+        raw["corpus"] = {k: v for k, v in raw["corpus"].items() if k != "fingerprint"}
     if {"reward_models", "gold", "bon", "rl", "dpo"} & set(raw):
         raise SpecError(f"{origin} defines a reward-model overoptimization sweep: run it with `scaling overopt run`")
     spec = _merge(DEFAULTS, raw)
@@ -112,16 +122,60 @@ def _validate(spec: dict) -> None:
     if not isinstance(spec["seeds"], list) or not spec["seeds"]:
         raise SpecError("seeds must be a non-empty list of integers")
     check_numbers(spec, SWEEP_NUMBERS)
+    tps = spec["batch"]["tokens_per_step"]
+    if isinstance(tps, list):  # an axis of the grid
+        check_numbers({"batch": {"tokens_per_step": tps}}, {"batch.tokens_per_step": ("list", 0, False)})
+        if len(set(map(float, tps))) < len(tps):
+            raise SpecError(f"batch.tokens_per_step lists a value twice: {tps}")
+    else:
+        check_numbers(spec, {"batch.tokens_per_step": ("number|auto", 0, False)})
     if spec["corpus"]["name"] not in CORPORA:
-        raise SpecError(f"corpus.name must be one of {CORPORA}, got {spec['corpus']['name']!r}")
+        raise SpecError(f"corpus.name must be one of {', '.join(CORPORA)}; got {spec['corpus']['name']!r}")
+    _check_corpus(spec)
     shapes(spec)  # raises on impossible shapes
 
 
-CORPORA = ("python-stdlib", "synthetic")
+def _check_corpus(spec: dict) -> None:
+    """Resolve the model's vocabulary from the corpus and check the corpus can be trained on, before any run.
+
+    A ``tokens`` corpus is read here (ids scanned once, cached): ids >= vocab_size, a file that is not a whole
+    number of tokens, an empty or too short split are errors now, not failures inside every worker.
+    """
+    c, m = spec["corpus"], spec["model"]
+    seq = int(m["seq_len"])
+    if c["name"] != "tokens":
+        if m["vocab_size"] is None:
+            m["vocab_size"] = 256
+        elif int(m["vocab_size"]) < 256:
+            raise SpecError(f"model.vocab_size is {m['vocab_size']}, but the {c['name']} corpus is bytes (ids up to "
+                            "255): drop model.vocab_size or make it at least 256")
+        if not 0 < float(c["val_fraction"]) < 1:
+            raise SpecError(f"corpus.val_fraction must be between 0 and 1 (exclusive); got {c['val_fraction']!r}")
+        n = int(c["tokens"]) if c["name"] == "synthetic" else int(c["max_bytes"])
+        held = n - int(n * (1 - float(c["val_fraction"])))
+        if held < 2 * seq + 1:
+            key = "corpus.tokens" if c["name"] == "synthetic" else "corpus.max_bytes"
+            raise SpecError(f"{key} = {n} leaves {held} held-out tokens (corpus.val_fraction {c['val_fraction']}): "
+                            f"too few to evaluate {seq}-token windows; raise {key} or corpus.val_fraction")
+        return
+    folder = token_folder(c)
+    if m["vocab_size"] is None:
+        if folder.vocab_size is None:
+            raise SpecError(f"the tokens in {folder.path} come without a vocabulary size (no meta.json): set "
+                            "corpus.vocab_size (the tokenizer's vocabulary; nanoGPT's GPT-2 files: 50257)")
+        m["vocab_size"] = folder.vocab_size
+    elif folder.vocab_size is not None and int(m["vocab_size"]) < folder.vocab_size:
+        raise SpecError(f"model.vocab_size is {m['vocab_size']}, smaller than the corpus's vocabulary "
+                        f"({folder.vocab_size}); drop model.vocab_size (the model then follows the corpus) or raise it")
+    check_tokens(folder, int(m["vocab_size"]), seq)
+    c["path"] = str(folder.path)  # absolute: workers may start elsewhere
+    c["fingerprint"] = folder.fingerprint()  # re-preparing other data into the folder changes the sweep's settings
+
+
 # key: (kind, lower bound, bound included); kinds: number, int, list (of numbers), list-int; "?": None allowed;
 # "number|auto": a number or the word auto
 SWEEP_NUMBERS = {
-    "model.sizes": ("list", 0, False), "model.seq_len": ("int", 1, True), "model.vocab_size": ("int", 2, True),
+    "model.sizes": ("list", 0, False), "model.seq_len": ("int", 1, True), "model.vocab_size": ("int?", 2, True),
     "model.head_dim": ("int", 1, True), "grid.tokens": ("list", 0, False), "grid.compute": ("list", 0, False),
     "grid.min_steps": ("int", 1, True), "grid.min_tokens_per_param": ("number?", 0, False),
     "grid.max_tokens_per_param": ("number?", 0, False), "seeds": ("list-int", 0, True),
@@ -129,11 +183,12 @@ SWEEP_NUMBERS = {
     "optimizer.beta1": ("number", 0, True), "optimizer.beta2": ("number", 0, True),
     "optimizer.grad_clip": ("number", 0, True), "schedule.warmup": ("number", 0, True),
     "schedule.final_lr_frac": ("number", 0, True), "schedule.decay_frac": ("number", 0, False),
-    "batch.tokens_per_step": ("number|auto", 0, False), "eval.every": ("number", 0, False),
-    "eval.tokens": ("int", 1, True), "checkpoint.every": ("number", 0, False), "retries": ("int", 0, True),
+    "eval.every": ("number", 0, False), "eval.tokens": ("int", 1, True), "eval.curve_tokens": ("int", 1, True),
+    "checkpoint.every": ("number", 0, False), "retries": ("int", 0, True),
     "threads_per_worker": ("int", 1, True), "corpus.states": ("int", 1, True), "corpus.branching": ("int", 1, True),
     "corpus.concentration": ("number", 0, False), "corpus.seed": ("int", 0, True), "corpus.tokens": ("int", 1, True),
-    "corpus.max_bytes": ("int", 1, True),
+    "corpus.max_bytes": ("int", 1, True), "corpus.vocab_size": ("int?", 2, True),
+    "corpus.val_fraction": ("number", 0, False),
 }
 
 
@@ -253,10 +308,11 @@ def shapes(spec: dict) -> list[dict]:
     return sorted(unique.values(), key=lambda s: s["N"])
 
 
-def tokens_per_step(spec: dict, D: float) -> int:
-    """clip(D / 256, 1024, 8192) rounded to whole sequences, unless fixed in the spec."""
+def tokens_per_step(spec: dict, D: float, tps=None) -> int:
+    """The batch of a run, in tokens, rounded to whole sequences: the spec's fixed value (the default, one for the
+    whole sweep), or with ``"auto"`` the per-run rule clip(D / 256, 1024, 8192). ``tps``: one value of an axis."""
     seq = int(spec["model"]["seq_len"])
-    tps = spec["batch"]["tokens_per_step"]
+    tps = spec["batch"]["tokens_per_step"] if tps is None else tps
     if tps == "auto":
         tps = min(max(D / 256, 1024), 8192)
     return max(seq, int(round(float(tps) / seq)) * seq)
@@ -277,27 +333,36 @@ def expand(spec: dict) -> list[dict]:
             lo, hi = grid["min_tokens_per_param"], grid["max_tokens_per_param"]
             if budget is not None and ((lo is not None and tpp < float(lo)) or (hi is not None and tpp > float(hi))):
                 continue  # IsoFLOP: keep each budget's sizes near its optimum
-            tps = tokens_per_step(spec, D)
-            steps = int(round(D / tps))
-            if steps < int(grid["min_steps"]):
-                if budget is None:
-                    raise SpecError(f"D={D:.3g} tokens is only {steps} steps of {tps} tokens for N={shape['N']}; "
-                                    f"raise D or lower batch.tokens_per_step (grid.min_steps={grid['min_steps']})")
-                continue  # IsoFLOP: this size is too large for this budget
-            for seed in spec["seeds"]:
-                cfg = {
-                    "sweep": spec["name"], "trainer": spec["trainer"], "family": spec["model"]["family"],
-                    **{k: shape[k] for k in ("n_layer", "d_model", "n_head", "N", "N_total")},
-                    "seq_len": int(spec["model"]["seq_len"]), "vocab_size": int(spec["model"]["vocab_size"]),
-                    "tokens_per_step": tps, "steps": steps, "D": float(steps * tps), "budget": budget,
-                    "seed": int(seed), "optimizer": spec["optimizer"], "schedule": spec["schedule"],
-                    "corpus": spec["corpus"], "eval": spec["eval"], "checkpoint": spec["checkpoint"],
-                    "toy": spec["toy"] if spec["trainer"] == "toy" else None,
-                }
-                cfg["C"] = 6.0 * cfg["N"] * cfg["D"]
-                digest = hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
-                cfg["run_id"] = f"N{shape['N']}-D{int(cfg['D'])}-s{seed}-{digest}"
-                runs.append(cfg)
+            axis = spec["batch"]["tokens_per_step"]
+            for tps_value in (axis if isinstance(axis, list) else [None]):
+                tps = tokens_per_step(spec, D, tps_value)
+                steps = int(round(D / tps))
+                if steps < int(grid["min_steps"]):
+                    if budget is None:
+                        raise SpecError(f"D={D:.3g} tokens is only {steps} steps of {tps} tokens for N={shape['N']}; "
+                                        f"raise D or lower batch.tokens_per_step (grid.min_steps={grid['min_steps']})")
+                    continue  # IsoFLOP: this size is too large for this budget
+                runs.extend(_cells(spec, shape, tps, steps, budget, tagged=isinstance(axis, list)))
     if not runs:
         raise SpecError("the grid produced no runs (every IsoFLOP budget too small for its sizes?)")
+    return runs
+
+
+def _cells(spec: dict, shape: dict, tps: int, steps: int, budget, tagged: bool) -> list[dict]:
+    """One run per seed; every run of a seed reads the same batches (the trainer draws them from (seed, step))."""
+    runs = []
+    for seed in spec["seeds"]:
+        cfg = {
+            "sweep": spec["name"], "trainer": spec["trainer"], "family": spec["model"]["family"],
+            **{k: shape[k] for k in ("n_layer", "d_model", "n_head", "N", "N_total")},
+            "seq_len": int(spec["model"]["seq_len"]), "vocab_size": int(spec["model"]["vocab_size"]),
+            "tokens_per_step": tps, "steps": steps, "D": float(steps * tps), "budget": budget,
+            "seed": int(seed), "optimizer": spec["optimizer"], "schedule": spec["schedule"],
+            "corpus": spec["corpus"], "eval": spec["eval"], "checkpoint": spec["checkpoint"],
+            "toy": spec["toy"] if spec["trainer"] == "toy" else None,
+        }
+        cfg["C"] = 6.0 * cfg["N"] * cfg["D"]
+        digest = hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        cfg["run_id"] = f"N{shape['N']}-D{int(cfg['D'])}" + (f"-b{tps}" if tagged else "") + f"-s{seed}-{digest}"
+        runs.append(cfg)
     return runs

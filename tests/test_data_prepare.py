@@ -1,0 +1,363 @@
+"""Issue #12, your own data: `scaling data prepare`, the `tokens` corpus and its checks, the evaluation sample
+(eval_se), one batch size per sweep, and a CI sweep trained on a locally trained BPE tokenizer."""
+
+import json
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from scaling.cli import main
+from scaling.errors import DataError, ScalingError, SettingsError
+from scaling.sweep import expand, export, load_spec, run_sweep
+from scaling.sweep.prepare import PIECE_CHARS, prepare
+from scaling.sweep.spec import SpecError
+
+ROOT = Path(__file__).resolve().parent.parent
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+TOY = {"name": "toytok", "trainer": "toy", "model": {"sizes": [20000], "seq_len": 64}, "grid": {"tokens": [200000]},
+       "toy": {"noise": 0.001}}
+
+
+def toy(corpus: dict, **model) -> dict:
+    spec = json.loads(json.dumps(TOY))
+    spec["corpus"] = corpus
+    spec["model"].update(model)
+    return spec
+
+
+def one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.fixture
+def texts(tmp_path):
+    d = tmp_path / "texts"
+    d.mkdir()
+    for i, f in enumerate(sorted((STDLIB / "json").glob("*.py"))):
+        (d / f"doc{i}.txt").write_text(f.read_text())
+    return d
+
+
+def write_tokens(folder: Path, train, val, dtype="uint16", meta=None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    np.asarray(train, dtype=dtype).tofile(folder / "train.bin")
+    np.asarray(val, dtype=dtype).tofile(folder / "val.bin")
+    if meta is not None:
+        (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+# ------------------------------------------------------------------ scaling data prepare
+def test_prepare_bytes_writes_flat_tokens_documents_separated_by_eos(texts, tmp_path, capsys):
+    out = tmp_path / "tok"
+    assert main(["data", "prepare", "--text", str(texts / "*.txt"), "--tokenizer", "bytes", "--val-fraction", "0.1",
+                 "--out", str(out)]) == 0
+    assert "corpus: {name: tokens, path:" in capsys.readouterr().out
+    meta = json.loads((out / "meta.json").read_text())
+    assert {"vocab_size", "dtype", "eos_id", "tokenizer", "n_train_tokens", "n_val_tokens", "source"} <= set(meta)
+    assert (meta["vocab_size"], meta["dtype"], meta["eos_id"], meta["tokenizer"]) == (257, "uint16", 256, "bytes")
+    train, val = np.fromfile(out / "train.bin", np.uint16), np.fromfile(out / "val.bin", np.uint16)
+    assert (len(train), len(val)) == (meta["n_train_tokens"], meta["n_val_tokens"])
+    docs = sorted(texts.glob("*.txt"))
+    n_bytes = sum(len(f.read_bytes()) for f in docs)
+    assert len(train) + len(val) == n_bytes + len(docs)  # every byte, one EOS per document
+    assert (train == 256).sum() + (val == 256).sum() == len(docs)
+    assert 0.05 < len(val) / (len(train) + len(val)) < 0.15
+    # the first document starts the training split, byte for byte, and ends with EOS
+    first = docs[0].read_bytes()
+    assert bytes(train[:len(first)].astype(np.uint8)) == first and train[len(first)] == 256
+
+
+def test_prepare_is_safe_to_interrupt_and_rerun(texts, tmp_path, monkeypatch):
+    from scaling.sweep import prepare as prep
+
+    out = tmp_path / "tok"
+    calls = {"n": 0}
+    real = prep.ByteTokenizer.encode_batch
+
+    def interrupted(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(prep, "BATCH_CHARS", 4096)  # several batches
+    monkeypatch.setattr(prep.ByteTokenizer, "encode_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
+    assert not (out / "meta.json").exists() and not list(out.glob("*.tmp"))  # nothing looks finished
+    monkeypatch.setattr(prep.ByteTokenizer, "encode_batch", real)
+    meta = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
+    again = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
+    assert again.get("skipped") and again["n_train_tokens"] == meta["n_train_tokens"]
+    other = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.3, progress=False)  # new settings: redone
+    assert not other.get("skipped") and other["n_val_tokens"] > meta["n_val_tokens"]
+
+
+def test_one_long_document_is_split_and_the_validation_split_is_spread(tmp_path):
+    text = "".join(f"line {i} of a single long document\n" for i in range(40000))  # 1.3 MB, one file
+    f = tmp_path / "one.txt"
+    f.write_text(text)
+    meta = prepare(tmp_path / "tok", text=str(f), tokenizer="bytes", val_fraction=0.05, progress=False)
+    assert meta["n_documents"] == 1
+    assert 0.04 < meta["n_val_tokens"] / (meta["n_train_tokens"] + meta["n_val_tokens"]) < 0.06
+    val = np.fromfile(tmp_path / "tok" / "val.bin", np.uint16)
+    numbers = [int(w.split()[1]) for w in bytes(val[val < 256].astype(np.uint8)).decode().splitlines()
+               if w.startswith("line ")]
+    assert min(numbers) < 10000 and max(numbers) > 30000  # from all over the document, not only its end
+    assert len(text) > 20 * PIECE_CHARS
+
+
+def test_prepare_refuses_bad_input_with_one_line(tmp_path, capsys):
+    small = tmp_path / "small.txt"
+    small.write_text("too short to hold anything out\n")
+    out = str(tmp_path / "tok")
+    err = one_line_error(capsys, ["data", "prepare", "--text", str(small), "--tokenizer", "bytes", "--out", out])
+    assert "validation split is empty" in err and "--val-fraction" in err
+    err = one_line_error(capsys, ["data", "prepare", "--text", str(tmp_path / "nope*.txt"), "--tokenizer", "bytes",
+                                  "--out", out])
+    assert "no files match" in err
+    err = one_line_error(capsys, ["data", "prepare", "--text", str(small), "--tokenizer", "bytes", "--out", out,
+                                  "--val-fraction", "1.5"])
+    assert "--val-fraction" in err
+    (tmp_path / "afile").write_text("x")
+    err = one_line_error(capsys, ["data", "prepare", "--text", str(small), "--tokenizer", "bytes",
+                                  "--out", str(tmp_path / "afile")])
+    assert "is a file" in err
+
+
+def test_a_tokenizer_folder_that_does_not_load_is_one_line(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    text = tmp_path / "t.txt"
+    text.write_text("hello world\n" * 100)
+    base = ["data", "prepare", "--text", str(text), "--out", str(tmp_path / "tok"), "--tokenizer"]
+    err = one_line_error(capsys, base + [str(tmp_path / "missing")])
+    assert "does not exist" in err and "--tokenizer bytes" in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "tokenizer.json").write_text("{ this is not json")
+    (broken / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+    err = one_line_error(capsys, base + [str(broken)])
+    assert "does not load with transformers.AutoTokenizer" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "does not load" in one_line_error(capsys, base + [str(empty)])
+    assert not (tmp_path / "tok" / "meta.json").exists()
+
+
+def test_hf_dataset_without_datasets_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    (tmp_path / "ds").mkdir()
+    err = one_line_error(capsys, ["data", "prepare", "--hf-dataset", str(tmp_path / "ds"), "--tokenizer", "bytes",
+                                  "--out", str(tmp_path / "tok")])
+    assert "pip install datasets" in err
+
+
+def test_hf_dataset_saved_to_disk(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [f"document {i}: " + "some text " * (50 + i % 7) for i in range(400)]
+    datasets.Dataset.from_dict({"body": rows, "n": list(range(400))}).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(DataError, match="no column 'text'.*--text-column"):
+        prepare(tmp_path / "tok", hf_dataset=tmp_path / "ds", tokenizer="bytes", progress=False)
+    meta = prepare(tmp_path / "tok", hf_dataset=tmp_path / "ds", text_column="body", tokenizer="bytes",
+                   val_fraction=0.1, progress=False)
+    assert meta["n_documents"] == 400
+    assert meta["n_train_tokens"] + meta["n_val_tokens"] == sum(len(r.encode()) + 1 for r in rows)
+
+
+# ------------------------------------------------------------------ the tokens corpus and its checks
+def test_tokens_corpus_model_vocabulary_follows_the_corpus(tmp_path):
+    rng = np.random.default_rng(0)
+    d = write_tokens(tmp_path / "c", rng.integers(0, 3000, 50000), rng.integers(0, 3000, 5000),
+                     meta={"vocab_size": 3000, "dtype": "uint16", "eos_id": 0})
+    spec = load_spec(toy({"name": "tokens", "path": str(d)}))
+    assert spec["model"]["vocab_size"] == 3000
+    cfg = expand(spec)[0]
+    assert cfg["vocab_size"] == 3000 and cfg["N_total"] == cfg["N"] + 3000 * cfg["d_model"]
+    bigger = load_spec(toy({"name": "tokens", "path": str(d)}, vocab_size=3072))  # the YAML may set it
+    assert expand(bigger)[0]["vocab_size"] == 3072
+    with pytest.raises(SpecError, match="smaller than the corpus's vocabulary"):
+        load_spec(toy({"name": "tokens", "path": str(d)}, vocab_size=2048))
+
+
+def test_nanogpt_bin_files_and_npy_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    nano = write_tokens(tmp_path / "nano", rng.integers(0, 50257, 40000), rng.integers(0, 50257, 4000))
+    with pytest.raises(SettingsError, match="corpus.dtype.*corpus.vocab_size"):
+        load_spec(toy({"name": "tokens", "path": str(nano)}))
+    spec = load_spec(toy({"name": "tokens", "path": str(nano), "dtype": "uint16", "vocab_size": 50257}))
+    assert spec["model"]["vocab_size"] == 50257
+    npy = tmp_path / "npy"
+    npy.mkdir()
+    np.save(npy / "train.npy", rng.integers(0, 500, (300, 65)).astype(np.int32))  # (sequences, length) is one stream
+    np.save(npy / "val.npy", rng.integers(0, 500, 4000).astype(np.int32))
+    spec = load_spec(toy({"name": "tokens", "path": str(npy), "vocab_size": 500}))
+    from scaling.sweep.corpus import load_corpus
+
+    train, val, _ = load_corpus(spec["corpus"])
+    assert train.shape == (300 * 65,) and isinstance(train, np.memmap | np.ndarray) and not train.flags.owndata
+
+
+@pytest.mark.parametrize("case,match", [
+    ("id_too_large", "holds token id 700, but .*is 512"),
+    ("not_multiple", "not a whole number of uint16 tokens"),
+    ("empty_val", "val.bin is empty"),
+    ("short_val", "too short to evaluate 64-token windows"),
+    ("no_folder", "does not exist"),
+    ("no_val", "has no val.bin"),
+    ("meta_disagrees", "corpus.dtype is 'uint32' but .*meta.json says 'uint16'"),
+])
+def test_bad_token_folders_are_caught_before_anything_trains(tmp_path, capsys, case, match):
+    rng = np.random.default_rng(0)
+    meta = {"vocab_size": 512, "dtype": "uint16", "eos_id": 0}
+    d = write_tokens(tmp_path / "c", rng.integers(0, 512, 20000), rng.integers(0, 512, 2000), meta=meta)
+    corpus = {"name": "tokens", "path": str(d)}
+    if case == "id_too_large":
+        bad = rng.integers(0, 512, 2000)
+        bad[1234] = 700
+        np.asarray(bad, np.uint16).tofile(d / "val.bin")
+    elif case == "not_multiple":
+        with open(d / "train.bin", "ab") as f:
+            f.write(b"\x01")
+    elif case == "empty_val":
+        (d / "val.bin").write_bytes(b"")
+    elif case == "short_val":
+        np.arange(100, dtype=np.uint16).tofile(d / "val.bin")
+    elif case == "no_folder":
+        corpus["path"] = str(tmp_path / "elsewhere")
+    elif case == "no_val":
+        (d / "val.bin").unlink()
+    elif case == "meta_disagrees":
+        corpus["dtype"] = "uint32"
+    with pytest.raises(ScalingError, match=match):
+        load_spec(toy(corpus))
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(toy(corpus)))
+    root = tmp_path / "root"
+    err = one_line_error(capsys, ["sweep", "run", str(path), "--root", str(root)])
+    assert not (root / "toytok" / "runs").exists(), err
+
+
+def test_an_unknown_corpus_name_is_one_line_before_anything_trains(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**TOY, "trainer": "transformer", "corpus": {"name": "wikitext"}}))
+    err = one_line_error(capsys, ["sweep", "run", str(path), "--root", str(tmp_path / "root")])
+    assert "corpus.name must be one of python-stdlib, synthetic, tokens; got 'wikitext'" in err
+    assert not (tmp_path / "root" / "toytok").exists()
+
+
+def test_a_corpus_re_prepared_under_the_same_name_is_a_changed_sweep(tmp_path):
+    from scaling.sweep.runner import SweepChangedError
+
+    rng = np.random.default_rng(0)
+    d = write_tokens(tmp_path / "c", rng.integers(0, 300, 20000), rng.integers(0, 300, 2000),
+                     meta={"vocab_size": 300, "dtype": "uint16", "eos_id": 0})
+    run_sweep(toy({"name": "tokens", "path": str(d)}), root=tmp_path / "root", workers=1, progress=False)
+    write_tokens(d, rng.integers(0, 300, 20000), rng.integers(0, 300, 2000))
+    with pytest.raises(SweepChangedError, match="corpus.fingerprint"):
+        run_sweep(toy({"name": "tokens", "path": str(d)}), root=tmp_path / "root", workers=1, progress=False)
+
+
+def test_a_store_from_an_earlier_version_is_refused_with_what_to_do(tmp_path):
+    from scaling.sweep.runner import SweepChangedError
+    from scaling.sweep.store import Store
+
+    spec = load_spec(TOY)
+    Store(tmp_path / "toytok" / "sweep.sqlite").set_meta(spec=spec)  # written before the store had a format
+    with pytest.raises(SweepChangedError, match="earlier version.*first windows.*move .* aside"):
+        run_sweep(TOY, root=tmp_path, workers=1, progress=False)
+
+
+# ------------------------------------------------------------------ one batch size, one data stream
+def test_one_batch_size_per_sweep_and_one_data_stream_per_seed():
+    from scaling.sweep.train import _batch
+
+    spec = load_spec({**TOY, "model": {"sizes": [20000, 80000, 300000], "seq_len": 64},
+                      "grid": {"tokens": None, "compute": [1e12, 4e12]}, "seeds": [0, 1]})
+    runs = expand(spec)
+    assert {r["tokens_per_step"] for r in runs} == {2048}
+    tokens = np.arange(100000) % 251
+    by_seed = {}
+    for r in runs:
+        first = [_batch(tokens, r["seed"], step, r["tokens_per_step"] // r["seq_len"], r["seq_len"]) for step in (0, 7)]
+        by_seed.setdefault(r["seed"], []).append(first)
+    for seed, batches in by_seed.items():  # every size and budget of a seed reads the same batches
+        for b in batches[1:]:
+            assert all((x == y).all() for x, y in zip(b, batches[0]))
+    assert not (by_seed[0][0][0] == by_seed[1][0][0]).all()
+    auto = expand(load_spec({**TOY, "batch": {"tokens_per_step": "auto"}, "grid": {"tokens": [300000, 2000000]}}))
+    assert len({r["tokens_per_step"] for r in auto}) == 2  # the per-run rule, when asked
+    axis = expand(load_spec({**TOY, "batch": {"tokens_per_step": [1024, 4096]}}))
+    assert sorted(r["tokens_per_step"] for r in axis) == [1024, 4096] and len({r["run_id"] for r in axis}) == 2
+
+
+# ------------------------------------------------------------------ the evaluation sample
+def test_eval_windows_are_spread_over_the_whole_split_and_se_is_per_window():
+    from scaling.sweep.train import eval_windows, mean_and_se
+
+    w = eval_windows(1_000_000, 64, 65536)
+    assert len(w) == 1024 and w[0] == 0 and w[-1] == 1_000_000 - 65
+    assert (np.diff(w) >= 64).all()  # no overlap
+    whole = eval_windows(10_000, 64, 10**9)
+    assert len(whole) == (10_000 - 1) // 64 and (np.diff(whole) == 64).all()
+    x = np.random.default_rng(0).normal(2.0, 0.4, 4000)
+    mean, se = mean_and_se(x)
+    assert mean == pytest.approx(x.mean()) and se == pytest.approx(0.4 / np.sqrt(4000), rel=0.05)
+
+
+# ------------------------------------------------------------------ a BPE corpus, end to end
+def test_ci_sweep_on_a_locally_trained_bpe_tokenizer(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    from transformers import PreTrainedTokenizerFast
+
+    files = sorted(str(f) for pkg in ("json", "email", "logging", "asyncio") for f in (STDLIB / pkg).glob("*.py"))
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    tok.train(files, tokenizers.trainers.BpeTrainer(
+        vocab_size=1024, special_tokens=["<|endoftext|>"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(str(tmp_path / "bpe"))
+
+    out = tmp_path / "corpus"
+    text = [a for pkg in ("json", "email", "logging", "asyncio") for a in ("--text", str(STDLIB / pkg / "*.py"))]
+    assert main(["data", "prepare", *text, "--tokenizer", str(tmp_path / "bpe"), "--val-fraction", "0.1",
+                 "--out", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["vocab_size"] >= 1000 and meta["dtype"] == "uint16" and meta["eos_id"] == 0
+
+    spec = yaml.safe_load((ROOT / "sweeps" / "ci.yaml").read_text())
+    spec.update(name="ci-bpe", corpus={"name": "tokens", "path": str(out)})
+    runs = run_sweep(spec, root=tmp_path / "root", workers=2, progress=False)
+    assert (runs["status"] == "done").all(), runs["error"].dropna().tolist()
+    table, curves = export("ci-bpe", tmp_path / "root")
+    V = meta["vocab_size"]
+    assert (table["vocab_size"] == V).all()
+    assert (table["N_total"] == table["N"] + V * table["d_model"]).all()  # the embedding counts the vocabulary
+    assert (table["C_total"] > table["C_kaplan"]).all() and (table["C_kaplan"] > table["C"]).all()
+    assert (table["eval_se"] > 0).all() and (table["eval_se"] < 0.01 * table["loss"]).all()
+    assert (table["loss"] < np.log(V)).all()  # learned something beyond a uniform guess
+    for N, g in table.groupby("N"):
+        assert g.sort_values("D")["loss"].is_monotonic_decreasing, g
+
+
+def test_two_prepares_into_one_folder_are_refused(texts, tmp_path):
+    import fcntl
+
+    out = tmp_path / "tok"
+    out.mkdir()
+    (out / "train.bin.999999.tmp").write_bytes(b"left by a killed run")
+    with open(out / ".prepare.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SettingsError, match="another `scaling data prepare` is writing"):
+            prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
+    prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
+    assert not list(out.glob("*.tmp")) and (out / "meta.json").exists()
