@@ -600,7 +600,7 @@ def cmd_quickstart(args) -> int:
     from .quickstart import run
 
     try:
-        run(args.out, bootstrap=args.bootstrap, root=args.root, workers=args.workers)
+        run(args.out, bootstrap=args.bootstrap, root=args.root, workers=args.workers, seed=args.seed)
     except KeyboardInterrupt as exc:
         import signal
 
@@ -803,6 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--bootstrap", type=_count, default=1000)
     q.add_argument("--root", default="out/sweeps", help="where the sweep store lives")
     q.add_argument("--workers", type=_positive)
+    q.add_argument("--seed", type=_count, help="train the grid with this training seed instead, as its own sweep "
+                   "(quickstart-seedS): how much do the exponents move with the seed?")
     q.set_defaults(func=cmd_quickstart)
     return p
 

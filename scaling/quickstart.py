@@ -17,15 +17,21 @@ SWEEP = sweep_definition("quickstart")  # shipped in the package: an install fin
 
 
 def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | Path = SWEEP,
-        root: str | Path = "out/sweeps", workers: int | None = None) -> dict:
+        root: str | Path = "out/sweeps", workers: int | None = None, seed: int | None = None) -> dict:
+    """``seed``: train the same grid with another training seed, as a sweep of its own
+    (``quickstart-seed1``), to see how much the fitted exponents move with it."""
     from .sweep import export, run_sweep
     from .sweep.corpus import Automaton
-    from .sweep.spec import load_spec
+    from .sweep.spec import load_spec, read_definition
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if seed is not None:
+        raw, _ = read_definition(sweep)
+        raw = {**raw, "seeds": [int(seed)], "name": f"{raw['name']}-seed{int(seed)}"}
+        sweep = raw
     spec = load_spec(sweep)
-    print(f"== 1. sweep: {sweep} ==")
+    print(f"== 1. sweep: {spec['name']} (seeds {spec['seeds']}) ==")
     print(f"IsoFLOP budgets {spec['grid']['compute']} on the {spec['corpus']['name']} corpus; runs already in the "
           "store are skipped, so a second call is instant")
     t = time.perf_counter()
