@@ -49,14 +49,14 @@ class BacktestResult:
 
 
 def applicable_laws(df: pd.DataFrame) -> list[str]:
-    """Laws that predict single runs from columns present, covering every size column that varies."""
+    """Laws that predict a run's final loss from columns present, covering every size column that varies."""
     varying = {c for c in ("N", "D", "U", "S") if c in df.columns and df[c].nunique() > 1}
     if "U" in varying and "D" in df.columns and (df["D"] <= df["U"] * (1 + 1e-9)).all():
         varying.discard("U")  # no repetition anywhere: U carries no extra information
     out = []
     for name in available_laws():
         cls = get_law(name)
-        if issubclass(cls, AllocationLaw):
+        if issubclass(cls, AllocationLaw) or not cls.predicts_loss:
             continue
         if set(cls.inputs) <= set(df.columns) and varying <= set(cls.inputs):
             out.append(name)

@@ -101,10 +101,7 @@ MIN_PLAN_STEPS = 10
 
 
 def _curve_inputs(N, tokens, tokens_per_step, sched, lr=1.0):
-    steps = int(round(tokens / tokens_per_step))
-    if steps < MIN_PLAN_STEPS:
-        raise DataError(f"{tokens:.3g} tokens at {tokens_per_step:,} tokens per step is {steps} optimizer step(s); a plan "
-                        f"needs at least {MIN_PLAN_STEPS} (more --tokens, or a smaller --tokens-per-step)")
+    steps = max(1, int(round(tokens / tokens_per_step)))
     lrs = schedule(steps, {"lr": lr}, sched)
     S1, S2 = areas(lrs, tokens_per_step)
     return steps, lrs, S1, S2
@@ -124,6 +121,10 @@ def make_plan(law, *, tokens: float, model: dict | None = None, N: float | None 
     if shape is None and N is None:
         raise DataError("give the model (--model) or its non-embedding parameter count (--N)")
     N = float(shape["N"]) if shape else float(N)
+    if round(tokens / tokens_per_step) < MIN_PLAN_STEPS:
+        raise DataError(f"{tokens:.3g} tokens at {tokens_per_step:,} tokens per step is {round(tokens / tokens_per_step)} "
+                        f"optimizer step(s); a plan needs at least {MIN_PLAN_STEPS} (more --tokens, or a smaller "
+                        "--tokens-per-step)")
     steps, lrs, S1, S2 = _curve_inputs(N, tokens, tokens_per_step, sched)
     # the curve starts where the law has data (its fits use losses from ~10% of each run on): the
     # first steps, warmup included, are not something it can vouch for
@@ -162,7 +163,7 @@ def _optimality(law, N, C, tokens_per_step, sched) -> dict:
     finals = np.full(sizes.size, np.inf)
     for i, n in enumerate(sizes):
         D = C / (6 * n)
-        if D < tokens_per_step or not n_lo <= n <= n_hi:
+        if D < MIN_PLAN_STEPS * tokens_per_step or not n_lo <= n <= n_hi:
             continue
         _, _, S1, S2 = _curve_inputs(n, D, tokens_per_step, sched)
         if S1[-1] > s_hi or S2[-1] > s2_hi:

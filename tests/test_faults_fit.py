@@ -406,3 +406,16 @@ def test_compare_says_why_an_approach_did_not_run_and_fails_when_none_did(tmp_pa
     df.head(3).to_csv(tiny, index=False)
     code, out, err = run(capsys, "compare", tiny, "--curves", bad, "--compute", "1e21", "--bootstrap", "0")
     assert code == 2 and "no approach could run" in err
+
+
+def test_a_plan_of_a_few_steps_is_one_line_not_a_numpy_error():
+    from test_law_contract import curve_runs
+
+    from scaling.laws import LossCurveLaw
+    from scaling.plan import make_plan
+
+    law, _ = fit_quiet(LossCurveLaw(bootstrap=0), curve_runs())
+    with pytest.raises(DataError, match="optimizer step\\(s\\); a plan needs at least 10"):
+        make_plan(law, N=1e6, tokens=10, tokens_per_step=4096)
+    plan = make_plan(law, N=1e6, tokens=4096 * 200, tokens_per_step=4096)  # a real one still works
+    assert plan["steps"] == 200 and len(plan["curve"]["loss"]) > 10

@@ -59,6 +59,8 @@ class Law:
     bootstrap_groups: ClassVar[str | None] = None
     #: fitted to per-step points of training curves (plans and watch use it), not to final losses
     curve_law: ClassVar[bool] = False
+    #: predicts a run's loss from its inputs (False: it predicts something else, e.g. optimal hyperparameters)
+    predicts_loss: ClassVar[bool] = True
     #: the figure `scaling plot` draws: "fit" (data and curves), "isoflop" (profiles), "overopt" (Gao Fig. 1)
     figure: ClassVar[str] = "fit"
     #: inputs that may be zero (everything else must be positive)

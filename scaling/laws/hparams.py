@@ -34,6 +34,7 @@ class HyperparameterLaw(Law):
 
     name = "hparams"
     target = "loss"
+    predicts_loss = False
     supports = frozenset({"fixed"})
     default_loss = "squared"
     form: ClassVar[str] = "steplaw"
