@@ -17,6 +17,7 @@ from scaling.cli import main
 from scaling.errors import ScalingWarning
 from scaling.sweep import expand, export, load_spec, run_sweep, status
 from scaling.sweep.spec import SpecError
+from test_sweep import toy_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CI_YAML = ROOT / "sweeps" / "ci.yaml"
@@ -27,13 +28,7 @@ TOY = {"name": "toy1", "trainer": "toy", "model": {"sizes": [20000], "seq_len": 
 
 
 def toy(**overrides):
-    spec = json.loads(json.dumps(TOY))
-    for k, v in overrides.items():
-        if isinstance(v, dict):
-            spec.setdefault(k, {}).update(v)
-        else:
-            spec[k] = v
-    return spec
+    return toy_spec(TOY, **overrides)
 
 
 def write_yaml(path: Path, spec: dict) -> Path:

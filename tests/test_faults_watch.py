@@ -10,26 +10,12 @@ import pytest
 
 from scaling.cli import main
 from scaling.errors import DataError
-from scaling.laws import LossCurveLaw
 from scaling.monitor import Monitor, trainer_callback
-from scaling.plan import load_plan, make_plan, save_plan
+from scaling.plan import load_plan, save_plan
 from scaling.readers import read_log
-from test_law_contract import curve_runs
-from test_monitor import MODEL, run_log
+from test_monitor import MODEL, law, plan, run_log  # noqa: F401 (the fitted curve law and its plan: fixtures)
 
 STEPS = 300
-
-
-@pytest.fixture(scope="module")
-def law():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return LossCurveLaw(bootstrap=100).fit(curve_runs())
-
-
-@pytest.fixture(scope="module")
-def plan(law):
-    return make_plan(law, model=MODEL, tokens=STEPS * 4096, tokens_per_step=4096)
 
 
 @pytest.fixture

@@ -26,8 +26,9 @@ TOY = {
 }
 
 
-def toy_spec(**overrides):
-    spec = json.loads(json.dumps(TOY))
+def toy_spec(base=None, **overrides):
+    """A copy of ``base`` (the toy sweep by default) with top-level keys replaced, or merged when dicts."""
+    spec = json.loads(json.dumps(base or TOY))
     for k, v in overrides.items():
         if isinstance(v, dict):
             spec.setdefault(k, {}).update(v)
