@@ -133,11 +133,7 @@ def _read_delimited(path: Path, sep: str) -> pd.DataFrame:
     if not head:
         raise DataError(f"{path} has no header and no rows")
     decimal = "."
-    if head[0].count(sep) == 0:
-        counts = {d: head[0].count(d) for d in _DELIMITERS if d != sep}
-        best = max(counts, key=counts.get)
-        if counts[best] > 0:
-            sep = best
+    sep = sniff_delimiter(head[0], sep)
     if sep == ";" and any(re.search(r"\d,\d", line) for line in head[1:]):
         decimal = ","
     try:
@@ -150,6 +146,16 @@ def _read_delimited(path: Path, sep: str) -> pd.DataFrame:
     # "N, D, loss" headers: names with surrounding spaces match --columns and the laws' names
     df.columns = [c.strip() if isinstance(c, str) else c for c in df.columns]
     return df
+
+
+def sniff_delimiter(header: str, sep: str = ",") -> str:
+    """``sep``, unless the header does not split on it but does on a tab, semicolon or bar."""
+    if header.count(sep) == 0:
+        counts = {d: header.count(d) for d in _DELIMITERS if d != sep}
+        best = max(counts, key=counts.get)
+        if counts[best] > 0:
+            return best
+    return sep
 
 
 _SEP_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "bar"}

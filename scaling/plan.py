@@ -100,6 +100,17 @@ def parse_model(spec: str | dict | None) -> dict:
 MIN_PLAN_STEPS = 10
 
 
+def _check_schedule(sched: dict, steps: int) -> None:
+    """Schedule settings a run could follow, or one line naming the one it could not."""
+    warm, final, decay = sched.get("warmup", 0), sched.get("final_lr_frac", 0.1), sched.get("decay_frac", 0.2)
+    if warm < 0 or (warm >= 1 and warm >= steps):
+        raise DataError(f"--warmup {warm:g} must be a fraction of the run (< 1) or fewer steps than the run's {steps}")
+    if not 0 <= final <= 1:
+        raise DataError(f"--final-lr-frac {final:g} must be in [0, 1] (the final learning rate over the peak)")
+    if sched.get("type") == "wsd" and not 0 < decay <= 1:
+        raise DataError(f"--decay-frac {decay:g} must be in (0, 1] (the share of the run that decays)")
+
+
 def _curve_inputs(N, tokens, tokens_per_step, sched, lr=1.0):
     steps = max(1, int(round(tokens / tokens_per_step)))
     lrs = schedule(steps, {"lr": lr}, sched)
@@ -121,6 +132,7 @@ def make_plan(law, *, tokens: float, model: dict | None = None, N: float | None 
     if shape is None and N is None:
         raise DataError("give the model (--model) or its non-embedding parameter count (--N)")
     N = float(shape["N"]) if shape else float(N)
+    _check_schedule(sched, round(tokens / tokens_per_step))
     if round(tokens / tokens_per_step) < MIN_PLAN_STEPS:
         raise DataError(f"{tokens:.3g} tokens at {tokens_per_step:,} tokens per step is {round(tokens / tokens_per_step)} "
                         f"optimizer step(s); a plan needs at least {MIN_PLAN_STEPS} (more --tokens, or a smaller "

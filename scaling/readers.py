@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .data import parse_columns
+from .data import parse_columns, sniff_delimiter
 from .errors import DataError
 
 _READERS: dict[str, Callable] = {}
@@ -181,7 +181,8 @@ def read_csv(path, columns=None) -> pd.DataFrame:
     if _binary(text):
         raise _not_text(path)
     try:  # a literal nan/inf stays a string here, so _finish keeps it as a diverged point; an empty cell is missing
-        df = pd.read_csv(io.StringIO(text), on_bad_lines="skip", keep_default_na=False, na_values=[""])
+        sep = sniff_delimiter(text.lstrip().split("\n", 1)[0])  # semicolon or tab exports read like fit's tables
+        df = pd.read_csv(io.StringIO(text), sep=sep, on_bad_lines="skip", keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
         return _empty("the log is empty")
     except pd.errors.ParserError as exc:

@@ -223,3 +223,21 @@ def test_watch_plot_onto_a_directory_is_refused_first(tmp_path, capsys, plan_pat
     assert "step" not in out  # refused before reading the log
     code, _, _ = watch(capsys, log, plan_path, "--plot", str(tmp_path / "figs" / "w.png"))
     assert code == 0 and (tmp_path / "figs" / "w.png").stat().st_size > 5000
+
+
+def test_a_semicolon_csv_log_is_read_like_a_table(tmp_path):
+    log = tmp_path / "wandb.csv"
+    log.write_text("global_step;train/loss\n1;3.1\n2;3.0\n3;nan\n")
+    df = read_log(log)
+    assert list(df["step"]) == [1, 2, 3] and np.isnan(df["loss"].iloc[2])
+
+
+@pytest.mark.parametrize("flags,expect", [(["--schedule", "wsd", "--decay-frac", "1.5"], "--decay-frac 1.5"),
+                                          (["--final-lr-frac", "5"], "--final-lr-frac 5"),
+                                          (["--warmup", "5000"], "--warmup 5000")])
+def test_plan_schedule_settings_a_run_could_not_follow_are_refused(tmp_path, capsys, law, flags, expect):
+    fit = tmp_path / "fit.json"
+    law.save(fit)
+    code = main(["predict", str(fit), "--model", MODEL, "--tokens", str(STEPS * 4096), "--tokens-per-step", "4096",
+                 *flags])
+    assert code == 2 and expect in capsys.readouterr().err

@@ -114,6 +114,10 @@ class GaoLaw(Law):
             df = df[df["method"].astype(str) == self.method]
             if df.empty:
                 raise DataError(f"{self.name} fits rows with method == {self.method!r}; the data has methods {methods}")
+        if self.kl_penalty is None and "kl_penalty" in df.columns and df["kl_penalty"].nunique() > 1:
+            pens = sorted(float(v) for v in df["kl_penalty"].dropna().unique())
+            warnings.warn(f"{self.name}: the data hold runs with KL penalties {pens}, fitted together as one curve; "
+                          "fit one at a time with kl_penalty=... (the CLI's --kl-penalty)", ScalingWarning, stacklevel=3)
         df = self._only(df, "kl_penalty", self.kl_penalty)
         if self.rm_data is None and "rm_data" in df.columns and df["rm_data"].nunique() > 1:
             sizes = sorted(int(v) for v in df["rm_data"].unique())
