@@ -66,13 +66,13 @@ def format_comparison(table: pd.DataFrame, compute: float, level: float | None) 
         return s
 
     for r in table.to_dict(orient="records"):
-        if r.get("law") is None or (isinstance(r.get("law"), float) and np.isnan(r.get("law"))):
+        if not isinstance(r.get("law"), str):  # an approach that did not run (None, or NaN under pandas 3)
             lines.append(f"{r['approach']:<32}{r['note']}")
             continue
         lines.append(f"{r['approach']:<32}{cell(r['a'], r.get('a_ci'), '.3f'):>24}{cell(r['b'], r.get('b_ci'), '.3f'):>24}"
                      f"{cell(r['N_opt'], r.get('N_opt_ci'), '.3g'):>30}{cell(r['D_opt'], r.get('D_opt_ci'), '.3g'):>30}")
     notes = [(r["approach"], r["note"]) for r in table.to_dict(orient="records")
-             if isinstance(r.get("law"), str) and isinstance(r.get("note"), str) and r["note"]]
+             if isinstance(r.get("law"), str) and isinstance(r.get("note"), str) and r["note"]]  # ran, with notes
     for approach, note in notes:
         lines.append(f"note ({approach}): {note}")
     return "\n".join(lines)

@@ -80,9 +80,8 @@ class HyperparameterLaw(Law):
     def _near_optimal(self, df: pd.DataFrame) -> pd.DataFrame:
         cell = self._cells(df)
         best = pd.Series(df["loss"].to_numpy()).groupby(cell).transform("min").to_numpy()
-        near = df[df["loss"].to_numpy() <= best * (1 + self.tolerance)].copy()
-        near["_cell"] = cell[df["loss"].to_numpy() <= best * (1 + self.tolerance)]
-        return near
+        keep = df["loss"].to_numpy() <= best * (1 + self.tolerance)
+        return df[keep].assign(_cell=cell[keep])
 
     # ------------------------------------------------------------------ fit
     def _design(self, X: Mapping[str, np.ndarray], terms) -> np.ndarray:
