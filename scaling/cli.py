@@ -154,13 +154,49 @@ def cmd_fit(args) -> int:
             if not args.runs:
                 raise ScalingError("--law tissue on a sweep's curves table needs its runs table: add --runs runs.csv")
             data = curve_points(table, read_table(args.runs), loss=args.curve_loss, lam=args.momentum)
-    law = cls(**kwargs).fit(data, columns=args.columns, drop_highest_loss=args.drop_highest_loss,
+    averaged = None
+    columns = args.columns
+    if not cls.curve_law and cls.target == "loss":
+        data, columns, averaged = _cells_of(data, cls, args)
+    law = cls(**kwargs).fit(data, columns=columns, drop_highest_loss=args.drop_highest_loss,
                             dropna=args.dropna)
+    if averaged is not None:
+        from .data import replicate_note
+
+        print(f"note: {replicate_note(data, averaged, law=law)}; --no-average-seeds fits every run", file=sys.stderr)
     if args.out:
         law.save(args.out)
     text = law.report() + (f"\n\nsaved to {args.out}" if args.out else "")
     _emit(law.summary(), args.json, text)
     return 0
+
+
+def _cells_of(path, cls, args):
+    """(data, columns, runs averaged or None) for a final-loss law: a table with a ``seed`` column whose cells
+    were run with several seeds is fitted on the per-cell means (unless --no-average-seeds); an hparams fit on a
+    sweep's runs table takes each cell at the grid's D (``D_grid``), which its runs share when a batch axis
+    rounds their D apart."""
+    from .data import parse_columns, read_table, replicate_means
+
+    mapping = parse_columns(args.columns)
+    seed, target = mapping.pop("seed", "seed"), mapping.get(cls.target, cls.target)
+    table = read_table(path) if isinstance(path, (str, Path)) else path
+    changed = False
+    if cls.name == "hparams" and "D_grid" in table.columns and not {"D", "C"} & set(mapping):
+        d_grid = table["D_grid"].notna() & (table["D_grid"] != table["D"])
+        if d_grid.any():
+            print(f"note: {int(d_grid.sum())} run(s) trained a D rounded to whole batches; each cell is fitted at "
+                  "the grid's D (column D_grid)", file=sys.stderr)
+            table = table.drop(columns=[c for c in ("C",) if c in table.columns]).assign(D=table["D_grid"])
+            changed = True
+    averaged = None
+    if seed in table.columns and target in table.columns and not args.no_average_seeds:
+        means = replicate_means(table, target=target, seed=seed)
+        if len(means) < len(table):
+            averaged, table, changed = len(table), means, True
+    if not changed:
+        return path, args.columns, None
+    return table, mapping or None, averaged
 
 
 def cmd_predict(args) -> int:
@@ -468,9 +504,10 @@ def cmd_sweep_status(args) -> int:
     return 0
 
 
-def _curves_path(out: Path) -> Path:
-    """The curves file beside a runs file: curves.csv beside runs.csv, else <stem>_curves beside <stem>."""
-    return out.with_name(("curves" if out.stem == "runs" else out.stem + "_curves") + out.suffix)
+def _curves_path(out: Path, what: str = "curves") -> Path:
+    """The curves file beside a runs file: curves.csv beside runs.csv, else <stem>_curves beside <stem>
+    (``what``: another companion, best_hparams)."""
+    return out.with_name((what if out.stem == "runs" else f"{out.stem}_{what}") + out.suffix)
 
 
 def cmd_sweep_export(args) -> int:
@@ -480,10 +517,21 @@ def cmd_sweep_export(args) -> int:
     curves_path = _check_out(args.curves or _curves_path(out), "--curves")
     if curves_path.resolve() == out.resolve():
         raise ScalingError(f"--curves and --out are the same file ({out}); give the curves another name")
+    best_path = _check_out(_curves_path(out, "best_hparams"), "--best-hparams") if args.best_hparams else None
     runs, curves = export(args.name, args.root)
     (runs.to_parquet if out.suffix == ".parquet" else runs.to_csv)(out, index=False)
     (curves.to_parquet if curves_path.suffix == ".parquet" else curves.to_csv)(curves_path, index=False)
     print(f"wrote {out} ({len(runs)} runs) and {curves_path} ({len(curves)} curve points)")
+    if best_path is not None:
+        from .data import best_hparams
+
+        best = best_hparams(runs)
+        (best.to_parquet if best_path.suffix == ".parquet" else best.to_csv)(best_path, index=False)
+        shown = best.rename(columns={"D_grid": "D"}).drop(columns=["n_settings"])
+        print(f"\nbest setting per (N, D) cell, on the mean loss over seeds ({int(best['n_settings'].min())}-"
+              f"{int(best['n_settings'].max())} settings a cell; gap: the runner-up's mean minus the best's):")
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"wrote {best_path} ({len(best)} cells)")
     return 0
 
 
@@ -664,6 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--score", choices=["gold", "proxy"], help="--law gao-*: which reward to fit (default gold)")
     f.add_argument("--max-d", type=_num, help="--law gao-*: fit only points with sqrt(KL) <= this")
     f.add_argument("--rm-data", type=_num, help="--law gao-*: reward models trained on this many pairs")
+    f.add_argument("--no-average-seeds", action="store_true",
+                   help="fit every run; by default a table with a seed column is fitted on each cell's mean over "
+                        "its seeds (cells: rows equal in every column but the loss, the seed and per-run outcomes)")
     f.add_argument("--out", help="write the fit (with bootstrap samples) to this JSON file")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fit)
@@ -745,6 +796,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True)
     exp.add_argument("--curves", help="curves file (default: curves.csv beside runs.csv; beside X.csv, X_curves.csv)")
     exp.add_argument("--root", default="out/sweeps")
+    exp.add_argument("--best-hparams", action="store_true",
+                     help="also the best (lr, batch, warmup) per (N, D) cell on the mean loss over seeds: "
+                          "printed, and written beside --out (best_hparams.csv beside runs.csv, "
+                          "X_best_hparams.csv beside X.csv)")
     exp.set_defaults(func=cmd_sweep_export)
 
     da = sub.add_parser("data", help="turn your own text into token files a sweep trains on")

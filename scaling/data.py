@@ -224,14 +224,7 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
     for c in required:
         if c != target:
             check_isolated(df[c], c)
-    dup = df.duplicated(keep="first")
-    if dup.any():
-        warnings.warn(
-            f"{int(dup.sum())} row(s) repeat another row exactly (every column equal, e.g. row "
-            f"{int(np.flatnonzero(dup.to_numpy())[0])}): counted once, since copies are not independent runs and "
-            "would make the intervals too narrow (replicate runs differ in their loss or a seed column)",
-            ScalingWarning, stacklevel=3)
-        df = df.loc[~dup]
+    df = _drop_exact_duplicates(df, stacklevel=4)
     if drop_highest_loss:
         if drop_highest_loss < 0 or drop_highest_loss >= len(df):
             raise DataError(f"drop_highest_loss={drop_highest_loss} must be in [0, {len(df) - 1}]")
@@ -239,6 +232,142 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
     if target in df.columns and target == "loss":
         check_loss_units(df[target].to_numpy())
     return df.reset_index(drop=True)
+
+
+def _drop_exact_duplicates(df: pd.DataFrame, stacklevel: int = 3) -> pd.DataFrame:
+    dup = df.duplicated(keep="first")
+    if dup.any():
+        warnings.warn(
+            f"{int(dup.sum())} row(s) repeat another row exactly (every column equal, e.g. row "
+            f"{int(np.flatnonzero(dup.to_numpy())[0])}): counted once, since copies are not independent runs and "
+            "would make the intervals too narrow (replicate runs differ in their loss or a seed column)",
+            ScalingWarning, stacklevel=stacklevel)
+        df = df.loc[~dup]
+    return df
+
+
+# ------------------------------------------------------------------ replicates
+#: columns of a sweep's runs table that are outcomes of one run, not settings: they differ between the seeds
+#: of a cell, so they do not define it (and have no meaning for a mean over seeds)
+RUN_OUTCOMES = ("run_id", "eval_se", "eval_tokens", "status", "tokens_per_s", "error")
+
+
+def replicate_means(df: pd.DataFrame, target: str = "loss", by: Iterable[str] | None = None,
+                    seed: str = "seed") -> pd.DataFrame:
+    """One row per cell: the mean of ``target`` over the cell's seeds, its spread and how many seeds.
+
+    Parameters
+    ----------
+    df : a run table with one row per run (every seed).
+    target : the column averaged (``loss``).
+    by : the columns that define a cell. Default: every column except ``target``, ``seed`` and the per-run
+        outcomes of a sweep's runs table (:data:`RUN_OUTCOMES`), so on a sweep's export a cell is one setting
+        of everything (N, D, lr, batch, warmup, ...) and its rows differ only in the seed.
+    seed : the seed column, dropped from the result.
+
+    Returns
+    -------
+    DataFrame
+        The ``by`` columns and ``target`` in the table's order, then ``{target}_sd`` (the sample standard
+        deviation over seeds, NaN for one seed) and ``n_seeds`` (the seeds with a finite ``target``; a failed
+        or diverged run has none and does not count). Cells in order of first appearance. Rows that repeat
+        another exactly are counted once, with the warning :func:`prepare` gives.
+    """
+    if target not in df.columns:
+        raise DataError(f"no column {target!r} to average over seeds; the table has {list(df.columns)}")
+    if by is None:
+        by = [c for c in df.columns if c not in (target, seed) and c not in RUN_OUTCOMES]
+    by = list(by)
+    missing = [c for c in by if c not in df.columns]
+    if missing:
+        raise DataError(f"replicate_means: by names {missing}, not columns of the table {list(df.columns)}")
+    df = _drop_exact_duplicates(df, stacklevel=3)
+    y = pd.to_numeric(df[target], errors="coerce")
+    bad = y.isna() & df[target].notna()
+    if bad.any():
+        raise DataError(f"column {target!r} has non-numeric values, e.g. {df.loc[bad, target].iloc[0]!r}")
+    if by:
+        keys = df[by].astype(object).where(df[by].notna(), None)  # missing values (no budget) form one key
+        cell = keys.apply(tuple, axis=1)
+    else:
+        cell = pd.Series(0, index=df.index)
+    code = pd.factorize(cell)[0]  # order of first appearance
+    stats = y.groupby(code).agg(["mean", "std", "count"])
+    first = df.loc[~pd.Series(code, index=df.index).duplicated(), by].reset_index(drop=True)
+    out = first.assign(**{target: stats["mean"].to_numpy()})
+    out = out[[c for c in df.columns if c in by or c == target]]
+    out[f"{target}_sd"] = stats["std"].to_numpy()
+    out["n_seeds"] = stats["count"].to_numpy().astype(int)
+    return out
+
+
+def replicate_note(means: pd.DataFrame, n_runs: int, target: str = "loss", law=None) -> str:
+    """One paragraph on what averaging did and how large the seed-to-seed scatter is, for a fit's notes.
+
+    The scatter is pooled over the cells with two or more seeds, relative to the loss; a cell mean of k seeds is
+    known to about that over sqrt(k). With a fitted ``law`` that predicts the loss, its residuals (logs of the
+    means) are compared with that: residuals several times larger are misfit of the law, not noise.
+    """
+    k = means["n_seeds"].to_numpy()
+    seeds = f"{k.min()}" if k.min() == k.max() else f"{k.min()}-{k.max()}"
+    text = f"averaged {seeds} seeds per cell ({n_runs} runs -> {len(means)} cells)"
+    rep = means[(means["n_seeds"] >= 2) & means[f"{target}_sd"].notna()]
+    if rep.empty:
+        return text
+    dof = rep["n_seeds"] - 1
+    rel = rep[f"{target}_sd"] / rep[target]
+    sd = float(np.sqrt((dof * rep[f"{target}_sd"] ** 2).sum() / dof.sum()))
+    sd_rel = float(np.sqrt((dof * rel ** 2).sum() / dof.sum()))
+    se_rel = sd_rel / np.sqrt(rep["n_seeds"].mean())
+    text += (f"; seed-to-seed sd of the {target} {sd:.4g} ({100 * sd_rel:.2g}% of it, pooled over {len(rep)} cells), "
+             f"so a cell mean is known to about {100 * se_rel:.2g}%")
+    r = getattr(law, "residuals_", None)
+    if law is not None and getattr(law, "predicts_loss", False) and r is not None and np.size(r) >= 3 and se_rel > 0:
+        r = np.asarray(r, float)
+        scale = float(1.4826 * np.median(np.abs(r - np.median(r))))
+        verdict = ("about the seed noise" if scale <= 2 * se_rel
+                   else f"{scale / se_rel:.1f}x the seed noise: the law misses structure in the means")
+        text += f"; the fit's residuals on the means: {100 * scale:.2g}% typical, {verdict}"
+    return text
+
+
+#: the hyperparameter columns of a sweep's runs table, in the order a setting is written
+HPARAM_COLUMNS = ("lr", "batch", "warmup")
+
+
+def best_hparams(df: pd.DataFrame, target: str = "loss", cell: Iterable[str] | None = None,
+                 settings: Iterable[str] | None = None, seed: str = "seed") -> pd.DataFrame:
+    """Per cell, the hyperparameter setting with the lowest mean ``target`` over its seeds.
+
+    Parameters
+    ----------
+    df : a run table with one row per run (every seed), such as ``scaling sweep export``'s.
+    cell : the columns of a cell; default ``N`` and ``D_grid`` (the grid's D, which the runs of a cell share
+        when a batch axis rounds their D apart), or ``N`` and ``D`` without it.
+    settings : the hyperparameter columns; default those of ``lr``, ``batch``, ``warmup`` the table has.
+
+    Returns
+    -------
+    DataFrame
+        One row per cell with a finite mean, sorted by cell: the cell and setting columns, ``target`` (the mean
+        over seeds; ties go to the setting listed first), ``{target}_sd``, ``n_seeds``, ``n_settings`` (the
+        settings the cell tried) and ``gap`` (the runner-up's mean minus the best's; NaN with one setting):
+        a gap well below ``{target}_sd`` / sqrt(n_seeds) means the seeds cannot tell the two apart.
+    """
+    cell = list(cell) if cell is not None else ["N", "D_grid" if "D_grid" in df.columns else "D"]
+    settings = list(settings) if settings is not None else [c for c in HPARAM_COLUMNS if c in df.columns]
+    if not settings:
+        raise DataError(f"no hyperparameter columns ({', '.join(HPARAM_COLUMNS)}) in the table {list(df.columns)}")
+    means = replicate_means(df, target, by=cell + settings, seed=seed)
+    means = means[np.isfinite(means[target].to_numpy(float))].reset_index(drop=True)
+    if means.empty:
+        raise DataError(f"no run has a finite {target}: nothing to compare")
+    g = means.groupby(cell, sort=True)[target]
+    best = means.loc[g.idxmin().to_numpy()].reset_index(drop=True)
+    n = g.size().to_numpy()
+    second = g.apply(lambda v: np.sort(v.to_numpy())[1] if len(v) > 1 else np.nan).to_numpy()
+    best = best[cell + settings + [target, f"{target}_sd", "n_seeds"]]
+    return best.assign(n_settings=n, gap=second - best[target].to_numpy())
 
 
 #: a value this many decades away from every other value of its column is a typo, not a run

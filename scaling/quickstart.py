@@ -9,7 +9,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .data import load_chinchilla, sweep_definition
+from .data import load_chinchilla, replicate_means, replicate_note, sweep_definition
 from .laws import ChinchillaLaw, IsoFlopLaw
 from .plotting import plot_fit, plot_isoflop, save
 
@@ -42,6 +42,10 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
     curves.to_csv(curves_path, index=False)
     print(f"{len(runs)} runs in {time.perf_counter() - t:.0f} s -> {runs_path}, {curves_path}")
     runs = runs[runs["status"] == "done"]
+    all_runs = runs
+    means = replicate_means(runs)  # several seeds: fit each cell's mean; the seeds' scatter goes in the notes
+    if len(means) < len(runs):
+        runs = means
     c = spec["corpus"]
     H = bayes = None
     if c["name"] == "synthetic":  # a language whose best possible loss is known
@@ -58,6 +62,8 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
         law = ChinchillaLaw(bootstrap=bootstrap).fit(runs)
     for w in caught:
         print(f"note: {w.message}")
+    if runs is means:
+        print(f"note: {replicate_note(means, len(all_runs), law=law)}")
     print(iso.report())
     print()
     print(law.report())
@@ -104,8 +110,7 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
     a_lo, a_hi = ch.allocation_exponent_intervals()["a"]
     print(f"E={p['E']:.4f} A={p['A']:.1f} B={p['B']:.0f} alpha={p['alpha']:.4f} beta={p['beta']:.4f}, "
           f"a = {ch.summary()['compute_optimal']['a']:.3f} [{a_lo:.3f}, {a_hi:.3f}] (Besiroglu et al.: 0.513; Hoffmann et al.: 0.46)")
-    h = ChinchillaLaw.hoffmann2022()
-    h.label = "Hoffmann et al. 2022"
+    h = ChinchillaLaw.hoffmann2022().labelled("Hoffmann et al. 2022")
     plots.append(save(plot_fit(ch, df, compare=[h]), out / "chinchilla_published.png"))
     ch.save(out / "chinchilla_published_fit.json")
 
@@ -113,4 +118,4 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
     for f in [runs_path, curves_path, out / "fit.json", out / "isoflop_fit.json", *plots]:
         print(f"  {f}")
     print(f"next: scaling predict {out / 'fit.json'} --N 1e6 --D 2e7    |    scaling allocate {out / 'fit.json'} --compute 1e14")
-    return {"law": law, "isoflop": iso, "runs": runs, "entropy_rate": H, "bayes_loss": bayes}
+    return {"law": law, "isoflop": iso, "runs": all_runs, "fitted": runs, "entropy_rate": H, "bayes_loss": bayes}

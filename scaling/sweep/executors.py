@@ -73,13 +73,39 @@ def _init_worker(threads: int, gpus: int = 0, counter=None, parent: int | None =
         with counter.get_lock():
             index = counter.value
             counter.value += 1
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_for(index, gpus)
     try:
         import torch
 
         torch.set_num_threads(threads)
     except ImportError:
         pass
+
+
+def gpu_count() -> int:
+    """GPUs torch can see here (0 without torch or CUDA); counted without starting CUDA in this process."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    try:
+        return int(torch.cuda.device_count())
+    except Exception:  # noqa: BLE001 - a broken driver means no GPU for this purpose
+        return 0
+
+
+def plan_workers(workers: int | None, threads: int, gpus: int, workers_per_gpu: int = 1) -> int:
+    """Worker processes for a local pool: as asked, else ``workers_per_gpu`` per GPU, else one per ``threads`` cores."""
+    if workers is not None:
+        return int(workers)
+    if gpus:
+        return gpus * workers_per_gpu
+    return max(1, (os.cpu_count() or 1) // max(1, threads))
+
+
+def gpu_for(index: int, gpus: int) -> str:
+    """The GPU (as ``CUDA_VISIBLE_DEVICES``) of the ``index``-th worker started: round-robin over the devices."""
+    return str(index % gpus)
 
 
 @contextlib.contextmanager
@@ -100,23 +126,23 @@ def _sigint_ignored():
 
 @register_executor
 class LocalExecutor:
-    """A pool of worker processes on this machine: one per core, or one per GPU."""
+    """A pool of worker processes on this machine: one per core, or ``workers_per_gpu`` per GPU.
+
+    Small models leave most of a GPU idle: several workers on one device (each its own process and CUDA context)
+    train several runs at once. Workers are spread round-robin, so GPU ``i`` holds workers ``i, i + gpus, ...``.
+    """
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, threads: int = 1, folder=None):
-        try:
-            import torch
-
-            gpus = torch.cuda.device_count()
-        except ImportError:
-            gpus = 0
-        if workers is None:
-            workers = gpus or max(1, (os.cpu_count() or 1) // threads)
-        self.workers = workers
+    def __init__(self, workers: int | None = None, threads: int = 1, folder=None, workers_per_gpu: int = 1):
+        if int(workers_per_gpu) < 1:
+            raise ScalingError(f"workers_per_gpu must be at least 1, got {workers_per_gpu}")
+        gpus = gpu_count()
+        self.workers = plan_workers(workers, threads, gpus, int(workers_per_gpu))
         self.threads = threads
+        self.gpus = gpus
         ctx = mp.get_context("spawn")
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+        self.pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
                                            initargs=(threads, gpus, ctx.Value("i", 0), os.getpid()))
 
     def submit(self, fn: Callable, *args) -> cf.Future:
@@ -147,7 +173,11 @@ class SubmititExecutor:
 
     name = "submitit"
 
-    def __init__(self, workers: int | None = None, threads: int = 1, folder=None, **slurm):
+    def __init__(self, workers: int | None = None, threads: int = 1, folder=None, workers_per_gpu: int = 1, **slurm):
+        if int(workers_per_gpu) != 1:
+            raise ScalingError("workers_per_gpu packs runs onto this machine's GPUs (the local executor); on Slurm each "
+                               "run is a job of its own: set workers_per_gpu to 1 and ask for GPUs per job "
+                               "(e.g. gpus_per_node) in the executor's Slurm parameters")
         try:
             import submitit
         except ImportError:

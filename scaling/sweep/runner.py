@@ -175,6 +175,7 @@ def _drive(store, spec, configs, base, executor, workers, progress, executor_kwa
         elif progress:
             print(f"sweep {spec['name']}: all {len(by_id)} runs finished already")
         return store.runs()
+    executor_kwargs = {"workers_per_gpu": int(spec["workers_per_gpu"]), **executor_kwargs}
     ex = get_executor(executor, workers=workers, threads=int(spec["threads_per_worker"]), folder=base / "submitit",
                       **executor_kwargs)
     bar = _bar(len(by_id), n_done, spec["name"], progress)
@@ -291,7 +292,14 @@ def export(name: str, root: str | Path = DEFAULT_ROOT) -> tuple[pd.DataFrame, pd
     (Kaplan et al.'s, non-embedding), C_kaplan (plus the attention term 6 n_layer n_ctx d_model per token) and C_total
     (6 (N + vocab_size d_model) D plus the attention term: the output layer's FLOPs counted too, as Hoffmann et al.
     count them), loss (the final evaluation on the fixed held-out sample) and eval_se (its standard error), config
-    columns, and ``error`` (the last line of a failed run's error)."""
+    columns, and ``error`` (the last line of a failed run's error).
+
+    The hyperparameters of each run are columns too: ``lr`` (the peak learning rate it trained with, a rule
+    resolved), ``batch`` (tokens per step, the same as ``tokens_per_step``) and ``warmup`` (as schedule.warmup:
+    a fraction of the steps, or steps), so the table is fitted by ``scaling fit RUNS --law hparams`` as it is.
+    ``D_grid`` is the grid's D of the run's cell (the grid.tokens value, or budget / 6N): with a batch axis the
+    runs of one cell train D rounded to whole batches, a little apart; stores from before it was recorded
+    give D."""
     store = open_store(name, root)
     runs = store.runs()
     rows = []
@@ -309,6 +317,7 @@ def export(name: str, root: str | Path = DEFAULT_ROOT) -> tuple[pd.DataFrame, pd
             "n_layer": c["n_layer"], "d_model": c["d_model"], "n_head": c["n_head"], "family": c["family"],
             "seed": c["seed"], "lr": c["optimizer"]["lr"], "schedule": c["schedule"]["type"],
             "tokens_per_step": c["tokens_per_step"], "steps": c["steps"], "seq_len": c["seq_len"],
+            "batch": c["tokens_per_step"], "warmup": c["schedule"].get("warmup"), "D_grid": c.get("D_grid", c["D"]),
             "corpus": c["corpus"].get("name"), "tokens_per_s": res.get("tokens_per_s"),
             "error": _last_line(r.error) or None if r.status == "failed" else None,
         })

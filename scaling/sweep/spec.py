@@ -10,13 +10,15 @@ import copy
 import hashlib
 import json
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..counting import count_params
-from ..errors import ScalingError
+from ..errors import ScalingError, ScalingWarning
 from .corpus import CORPORA, check_tokens, token_folder
 
 
@@ -29,9 +31,13 @@ DEFAULTS: dict[str, Any] = {
     "trainer": "transformer",
     # vocab_size None: the corpus's (256 for the byte corpora)
     "model": {"family": "llama", "sizes": None, "shapes": None, "seq_len": 128, "vocab_size": None, "head_dim": 16},
+    # lr, warmup, batch_tokens: hyperparameter axes (lists), crossed with the N x D or IsoFLOP grid and the seeds;
+    # grid.lr lists absolute learning rates, grid.batch_tokens is batch.tokens_per_step given as a list
     "grid": {"tokens": None, "compute": None, "min_steps": 20, "min_tokens_per_param": None,
-             "max_tokens_per_param": None},
+             "max_tokens_per_param": None, "lr": None, "warmup": None, "batch_tokens": None},
     "seeds": [0],
+    # lr: a number, {base, ref_width, exponent} (lr = base * (d_model / ref_width)^exponent), or {from: FIT.json}
+    # (eta_opt of a fitted hparams law at the run's N and D); a model.shapes entry's own lr overrides it
     "optimizer": {"lr": 3e-3, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0},
     "schedule": {"type": "cosine", "warmup": 0.05, "final_lr_frac": 0.1, "decay_frac": 0.2},
     # one batch size for the whole sweep, so every run of a seed reads the same stream of batches (runs at one
@@ -47,6 +53,12 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint": {"every": 0.25},
     "retries": 2,
     "threads_per_worker": 1,
+    # where runs train (execution settings: they may change between invocations of a sweep and are not in the ids).
+    # type auto: a GPU when torch sees one; precision auto: bf16 autocast on a GPU from d_model 256 (float32 with
+    # tf32 matmuls below, faster there); sync_every: steps between host syncs (32 on a GPU, 1 on the CPU)
+    "device": {"type": "auto", "precision": "auto", "sync_every": None},
+    # small models leave a GPU idle: this many workers (runs) share each GPU
+    "workers_per_gpu": 1,
     "toy": {"E": 1.7, "A": 400.0, "B": 1500.0, "alpha": 0.33, "beta": 0.30, "noise": 0.002,
             "fail_once": False, "nan_at": None, "step_sleep": 0.0},
 }
@@ -97,8 +109,21 @@ def load_spec(source: str | Path | dict) -> dict:
     raw, origin = read_definition(source)
     if isinstance(raw.get("corpus"), dict) and "fingerprint" in raw["corpus"]:  # a loaded spec, passed back in
         raw["corpus"] = {k: v for k, v in raw["corpus"].items() if k != "fingerprint"}
+    lr = raw.get("optimizer", {}).get("lr") if isinstance(raw.get("optimizer"), dict) else None
+    if isinstance(lr, dict) and "fitted" in lr:  # likewise: the fit's parameters are read again from its file
+        raw["optimizer"] = {**raw["optimizer"], "lr": {k: v for k, v in lr.items() if k != "fitted"}}
     if {"reward_models", "gold", "bon", "rl", "dpo"} & set(raw):
         raise SpecError(f"{origin} defines a reward-model overoptimization sweep: run it with `scaling overopt run`")
+    grid = raw.get("grid")
+    if isinstance(grid, dict) and grid.get("batch_tokens") is not None:  # an alias of a batch.tokens_per_step list
+        if not isinstance(grid["batch_tokens"], list):
+            raise SpecError(f"grid.batch_tokens must be a non-empty list of numbers > 0; got {grid['batch_tokens']!r}")
+        batch = raw.get("batch") if isinstance(raw.get("batch"), dict) else {}
+        if batch.get("tokens_per_step") is not None:
+            raise SpecError("grid.batch_tokens and batch.tokens_per_step both set the batch; give one "
+                            "(grid.batch_tokens is batch.tokens_per_step as a list: an axis of the grid)")
+        raw = {**raw, "grid": {**grid, "batch_tokens": None},
+               "batch": {**batch, "tokens_per_step": grid["batch_tokens"]}}
     spec = _merge(DEFAULTS, raw)
     _validate(spec)
     return spec
@@ -117,11 +142,18 @@ def _validate(spec: dict) -> None:
     g = spec["grid"]
     if (g["tokens"] is None) == (g["compute"] is None):
         raise SpecError("give exactly one of grid.tokens (an N x D grid) or grid.compute (IsoFLOP budgets)")
+    for key, allowed in (("type", ("auto", "cpu", "cuda")), ("precision", ("auto", "bf16", "fp32"))):
+        if spec["device"][key] not in allowed:
+            raise SpecError(f"device.{key} must be one of {allowed}, got {spec['device'][key]!r}")
     if spec["schedule"]["type"] not in SCHEDULES:
         raise SpecError(f"schedule.type must be one of {SCHEDULES}, got {spec['schedule']['type']!r}")
     if not isinstance(spec["seeds"], list) or not spec["seeds"]:
         raise SpecError("seeds must be a non-empty list of integers")
-    check_numbers(spec, SWEEP_NUMBERS)
+    lr_rule = isinstance(spec["optimizer"]["lr"], dict)
+    check_numbers(spec, {k: v for k, v in SWEEP_NUMBERS.items() if not (lr_rule and k == "optimizer.lr")})
+    _check_axes(spec)
+    if lr_rule:
+        _check_lr_rule(spec)
     tps = spec["batch"]["tokens_per_step"]
     if isinstance(tps, list):  # an axis of the grid
         check_numbers({"batch": {"tokens_per_step": tps}}, {"batch.tokens_per_step": ("list", 0, False)})
@@ -133,6 +165,86 @@ def _validate(spec: dict) -> None:
         raise SpecError(f"corpus.name must be one of {', '.join(CORPORA)}; got {spec['corpus']['name']!r}")
     _check_corpus(spec)
     shapes(spec)  # raises on impossible shapes
+
+
+def _check_axes(spec: dict) -> None:
+    """grid.lr and grid.warmup: lists of distinct values (learning rates > 0; warmups >= 0, as schedule.warmup)."""
+    g = spec["grid"]
+    check_numbers(spec, {"grid.lr": ("list?", 0, False), "grid.warmup": ("list?", 0, True)})
+    for key in ("lr", "warmup"):
+        if g[key] is not None and len(set(map(float, g[key]))) < len(g[key]):
+            raise SpecError(f"grid.{key} lists a value twice: {g[key]}")
+    if g["lr"] is not None and isinstance(spec["optimizer"]["lr"], dict):
+        raise SpecError("optimizer.lr is a rule and grid.lr lists the learning rates of every run (absolute values, "
+                        "not multipliers); drop one of them")
+
+
+LR_RULE = "a number, {base, ref_width, exponent} (lr = base * (d_model / ref_width)^exponent) or {from: FIT.json}"
+
+
+def _check_lr_rule(spec: dict) -> None:
+    """Check a learning-rate rule and write it in full: the exponent's default (-1), or the fitted parameters
+    of a ``from`` fit (so that a changed fit file shows as a changed setting of the sweep)."""
+    rule = spec["optimizer"]["lr"]
+    keys = set(rule)
+    if "from" in keys:
+        if keys != {"from"}:
+            raise SpecError(f"optimizer.lr is {LR_RULE}; 'from' takes no other keys, got {sorted(keys - {'from'})}")
+        path = Path(os.path.expanduser(str(rule["from"]))).resolve()
+        law = _lr_fit(path)
+        spec["optimizer"]["lr"] = {"from": str(path), "fitted": {"form": law.form, "params": {
+            k: float(v) for k, v in law.params_.items()}}}
+        return
+    unknown, missing = keys - {"base", "ref_width", "exponent"}, {"base", "ref_width"} - keys
+    if unknown or missing:
+        what = f"unknown key(s) {sorted(unknown)}" if unknown else f"missing {sorted(missing)}"
+        raise SpecError(f"optimizer.lr is {LR_RULE}; {what}")
+    rule = {"exponent": -1.0, **rule}
+    check_numbers({"optimizer": {"lr": rule}}, {"optimizer.lr.base": ("number", 0, False),
+                                                "optimizer.lr.ref_width": ("number", 0, False)})
+    if _as_number(rule["exponent"]) is None:
+        raise SpecError(f"optimizer.lr.exponent must be a number; got {rule['exponent']!r}")
+    spec["optimizer"]["lr"] = {k: float(rule[k]) for k in ("base", "ref_width", "exponent")}
+
+
+def _lr_fit(path: Path):
+    """The fitted hparams law in ``path``, read with the package's own fit loading (numpy and pandas, no torch)."""
+    if not path.is_file():
+        raise SpecError(f"optimizer.lr.from: no such fit file {path}; write one with "
+                        f"`scaling fit RUNS --law hparams --out {path}`")
+    from ..laws import Law
+
+    try:
+        law = Law.load(path)
+    except ScalingError as exc:
+        raise SpecError(f"optimizer.lr.from: {exc}") from None
+    if law.name != "hparams":
+        raise SpecError(f"optimizer.lr.from: {path} is a {law.name} fit, not an hparams law; fit one with "
+                        "`scaling fit RUNS --law hparams --out FIT.json`")
+    return law
+
+
+def learning_rate(spec: dict, shape: dict, D: float, fit=None) -> float | None:
+    """The learning rate of a run of ``shape`` on ``D`` tokens: the shape's own ``lr``, else the rule of
+    ``optimizer.lr``; None when that is a plain number (the run keeps the sweep's optimizer settings as they are).
+
+    ``fit``: the hparams law of a ``from`` rule, loaded once per expansion. Rounded to 10 significant digits,
+    so that 3e-3 * 64 / 48 reads 0.004 in the runs table.
+    """
+    if "lr" in shape:
+        return shape["lr"]
+    rule = spec["optimizer"]["lr"]
+    if not isinstance(rule, dict):
+        return None
+    if "from" in rule:
+        X = {"N": float(shape["N"]), "D": float(D), "C": 6.0 * shape["N"] * D}
+        lr = float(fit.predict(**{k: X[k] for k in fit.inputs})["lr"].iloc[0])
+        if not (math.isfinite(lr) and lr > 0):
+            raise SpecError(f"optimizer.lr.from: the fit in {rule['from']} predicts lr = {lr} at N={shape['N']}, "
+                            f"D={D:.4g}; a learning rate must be a positive number")
+    else:
+        lr = rule["base"] * (shape["d_model"] / rule["ref_width"]) ** rule["exponent"]
+    return float(f"{lr:.10g}")
 
 
 def _check_corpus(spec: dict) -> None:
@@ -185,7 +297,8 @@ SWEEP_NUMBERS = {
     "schedule.final_lr_frac": ("number", 0, True), "schedule.decay_frac": ("number", 0, False),
     "eval.every": ("number", 0, False), "eval.tokens": ("int", 1, True), "eval.curve_tokens": ("int", 1, True),
     "checkpoint.every": ("number", 0, False), "retries": ("int", 0, True),
-    "threads_per_worker": ("int", 1, True), "corpus.states": ("int", 1, True), "corpus.branching": ("int", 1, True),
+    "threads_per_worker": ("int", 1, True), "workers_per_gpu": ("int", 1, True),
+    "device.sync_every": ("int?", 1, True), "corpus.states": ("int", 1, True), "corpus.branching": ("int", 1, True),
     "corpus.concentration": ("number", 0, False), "corpus.seed": ("int", 0, True), "corpus.tokens": ("int", 1, True),
     "corpus.max_bytes": ("int", 1, True), "corpus.vocab_size": ("int?", 2, True),
     "corpus.val_fraction": ("number", 0, False),
@@ -239,13 +352,18 @@ def check_numbers(spec: dict, rules: dict, error=None, text_ok=True) -> None:
 
 # what a sweep may change between invocations under one name: these only add (or drop) runs, or say how
 # they are run; every other setting shapes the runs' results, so changing it would mix two experiments
-EXTENSIBLE = ("name", "model.sizes", "model.shapes", "grid", "seeds", "retries", "threads_per_worker")
+EXTENSIBLE = ("name", "model.sizes", "model.shapes", "grid", "seeds", "retries", "threads_per_worker", "device",
+              "workers_per_gpu")
+
+
+#: settings compared whole: a learning-rate rule is one setting (a number replaced by a rule is a change)
+WHOLE = ("optimizer.lr",)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict) and v and f"{prefix}{k}" not in WHOLE:
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -289,20 +407,28 @@ def shapes(spec: dict) -> list[dict]:
     raw = m["shapes"] or [_shape_for(float(t), m["family"], int(m["head_dim"]), int(m["vocab_size"]),
                                      int(m["seq_len"])) for t in m["sizes"]]
     for s in raw:
-        unknown = set(s) - {"n_layer", "d_model", "n_head"}
+        if not isinstance(s, dict):
+            raise SpecError(f"model.shapes entries are mappings like {{n_layer: 2, d_model: 64}}; got {s!r}")
+        unknown = set(s) - {"n_layer", "d_model", "n_head", "lr"}
         if unknown:
-            raise SpecError(f"model.shapes entries take n_layer, d_model, n_head; unknown {sorted(unknown)}")
+            raise SpecError(f"model.shapes entries take n_layer, d_model, n_head, lr; unknown {sorted(unknown)}")
         n_layer, d_model = int(s["n_layer"]), int(s["d_model"])
         n_head = int(s.get("n_head") or max(1, d_model // int(m["head_dim"])))
         if n_layer < 1 or d_model < 1 or d_model % n_head:
             raise SpecError(f"impossible shape {s}: need n_layer >= 1 and d_model divisible by n_head")
         c = count_params(n_layer, d_model, n_head=n_head, vocab_size=int(m["vocab_size"]), n_ctx=int(m["seq_len"]),
                          family=m["family"])
-        out.append({"n_layer": n_layer, "d_model": d_model, "n_head": n_head, "N": c.non_embedding, "N_total": c.total})
+        shape = {"n_layer": n_layer, "d_model": d_model, "n_head": n_head, "N": c.non_embedding, "N_total": c.total}
+        if s.get("lr") is not None:  # this shape's own learning rate, overriding optimizer.lr
+            if m["shapes"] is not None and spec["grid"].get("lr") is not None:
+                raise SpecError(f"model.shapes entry {s} sets lr, and grid.lr lists the learning rates of every run; "
+                                "drop one of them")
+            check_numbers({"lr": s["lr"]}, {"lr": ("number", 0, False)},
+                          error=lambda msg: SpecError(f"model.shapes entry {s}: {msg}"))
+            shape["lr"] = float(s["lr"])
+        out.append(shape)
     unique = {(s["n_layer"], s["d_model"], s["n_head"]): s for s in out}
     if len(unique) < len(out):
-        import warnings
-
         warnings.warn(f"{len(out) - len(unique)} target size(s) map to the same shape as another; kept once",
                       stacklevel=3)
     return sorted(unique.values(), key=lambda s: s["N"])
@@ -319,9 +445,16 @@ def tokens_per_step(spec: dict, D: float, tps=None) -> int:
 
 
 def expand(spec: dict) -> list[dict]:
-    """One config per run: the grid x seeds, each with a stable id."""
+    """One config per run: the grid x hyperparameter axes x seeds, each with a stable id.
+
+    Each run's ``optimizer.lr`` is a number: an axis value, the shape's own lr, or the sweep's rule resolved
+    at the run's d_model (or N and D); ``D_grid`` is the grid's D of its cell (the run trains D, rounded to
+    whole batches)."""
     runs = []
     grid = spec["grid"]
+    rule = spec["optimizer"]["lr"]
+    fit = _lr_fit(Path(rule["from"])) if isinstance(rule, dict) and "from" in rule else None
+    lrs, warmups = grid.get("lr"), grid.get("warmup")
     for shape in shapes(spec):
         cells = []
         if grid["tokens"] is not None:
@@ -342,27 +475,57 @@ def expand(spec: dict) -> list[dict]:
                         raise SpecError(f"D={D:.3g} tokens is only {steps} steps of {tps} tokens for N={shape['N']}; "
                                         f"raise D or lower batch.tokens_per_step (grid.min_steps={grid['min_steps']})")
                     continue  # IsoFLOP: this size is too large for this budget
-                runs.extend(_cells(spec, shape, tps, steps, budget, tagged=isinstance(axis, list)))
+                for lr in (lrs if lrs is not None else [learning_rate(spec, shape, steps * tps, fit)]):
+                    for warmup in (warmups if warmups is not None else [None]):
+                        runs.extend(_cells(spec, shape, tps, steps, budget, isinstance(axis, list), D,
+                                           lr=None if lr is None else float(lr),
+                                           warmup=None if warmup is None else float(warmup),
+                                           lr_tagged=lrs is not None, warmup_tagged=warmups is not None))
     if not runs:
         raise SpecError("the grid produced no runs (every IsoFLOP budget too small for its sizes?)")
+    if fit is not None:
+        _warn_extrapolated(fit, runs, rule["from"])
     return runs
 
 
-def _cells(spec: dict, shape: dict, tps: int, steps: int, budget, tagged: bool) -> list[dict]:
-    """One run per seed; every run of a seed reads the same batches (the trainer draws them from (seed, step))."""
+def _warn_extrapolated(fit, runs: list[dict], path: str) -> None:
+    """One warning when a ``from`` fit sets the learning rates of runs outside the range it was fitted on."""
+    X = {"N": [r["N"] for r in runs], "D": [r["D"] for r in runs], "C": [r["C"] for r in runs]}
+    out = []
+    for k, (lo, hi) in (getattr(fit, "data_range_", None) or {}).items():
+        if k in X and (min(X[k]) < lo / 1.1 or max(X[k]) > hi * 1.1):
+            out.append(f"{k} {min(X[k]):.3g}-{max(X[k]):.3g} (fitted on {lo:.3g}-{hi:.3g})")
+    if out:
+        warnings.warn(f"optimizer.lr.from: the learning rates of this sweep extrapolate the fit in {path}: "
+                      f"{'; '.join(out)}", ScalingWarning, stacklevel=3)
+
+
+def _cells(spec: dict, shape: dict, tps: int, steps: int, budget, tagged: bool, D_grid: float, *,
+           lr: float | None = None, warmup: float | None = None, lr_tagged: bool = False,
+           warmup_tagged: bool = False) -> list[dict]:
+    """One run per seed; every run of a seed reads the same batches (the trainer draws them from (seed, step)).
+
+    ``lr``, ``warmup``: this run's values where they are not the sweep's (a rule's or an axis's); the id names
+    the value of each axis (``-b``, ``-lr``, ``-w``), and a run without axes keeps the id it always had."""
     runs = []
+    optimizer = spec["optimizer"] if lr is None else {**spec["optimizer"], "lr": lr}
+    schedule = spec["schedule"] if warmup is None else {**spec["schedule"], "warmup": warmup}
+    tag = ((f"-b{tps}" if tagged else "") + (f"-lr{lr:g}" if lr_tagged else "")
+           + (f"-w{warmup:g}" if warmup_tagged else ""))
     for seed in spec["seeds"]:
         cfg = {
             "sweep": spec["name"], "trainer": spec["trainer"], "family": spec["model"]["family"],
             **{k: shape[k] for k in ("n_layer", "d_model", "n_head", "N", "N_total")},
             "seq_len": int(spec["model"]["seq_len"]), "vocab_size": int(spec["model"]["vocab_size"]),
             "tokens_per_step": tps, "steps": steps, "D": float(steps * tps), "budget": budget,
-            "seed": int(seed), "optimizer": spec["optimizer"], "schedule": spec["schedule"],
+            "seed": int(seed), "optimizer": optimizer, "schedule": schedule,
             "corpus": spec["corpus"], "eval": spec["eval"], "checkpoint": spec["checkpoint"],
             "toy": spec["toy"] if spec["trainer"] == "toy" else None,
         }
         cfg["C"] = 6.0 * cfg["N"] * cfg["D"]
         digest = hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
-        cfg["run_id"] = f"N{shape['N']}-D{int(cfg['D'])}" + (f"-b{tps}" if tagged else "") + f"-s{seed}-{digest}"
+        cfg["run_id"] = f"N{shape['N']}-D{int(cfg['D'])}" + tag + f"-s{seed}-{digest}"
+        cfg["D_grid"] = D_grid  # after the digest: the ids of runs from before this key existed stay as they were
+        cfg["device"] = dict(spec["device"])  # where it trains is not what it is: not in the id
         runs.append(cfg)
     return runs

@@ -262,6 +262,48 @@ def evaluate(model, eval_tokens: np.ndarray, seq_len: int, n_tokens: int, device
     return mean, se, len(starts)
 
 
+#: steps between host syncs on a GPU: losses stay on the device and are read (and checked for NaN) in one transfer
+GPU_SYNC_EVERY = 32
+#: narrowest model that ``precision: auto`` trains in bf16 on a GPU. Measured on an H200 (benchmarks/RESULTS.md):
+#: at d_model 128 bf16 autocast ran at 0.57-0.79x the speed of float32 with tf32 matmuls (its casts cost more than
+#: the small matmuls gain); from d_model 256 on it ran 1.16-1.8x faster
+BF16_MIN_WIDTH = 256
+
+
+def device_plan(cfg: dict, torch) -> dict:
+    """Where and how a run trains, from ``cfg["device"]`` (``type: auto|cpu|cuda``, ``precision: auto|bf16|fp32``,
+    ``sync_every``) and what the machine has.
+
+    On a GPU: bf16 autocast where the device supports it and the model is at least :data:`BF16_MIN_WIDTH` wide
+    (narrower ones train in float32 with tf32 matmuls, which is faster there), the fused AdamW, and one host sync
+    every :data:`GPU_SYNC_EVERY` steps (the per-step losses are still all logged). On the CPU: float32, the plain AdamW,
+    and a loss read every step (a host sync costs nothing there). ``torch`` is passed in so tests can hand a stand-in.
+    """
+    want = dict(cfg.get("device") or {})
+    kind = want.get("type", "auto") or "auto"
+    precision = want.get("precision", "auto") or "auto"
+    if kind not in ("auto", "cpu", "cuda"):
+        raise ScalingError(f"device.type {kind!r}: use auto, cpu or cuda")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ScalingError(f"device.precision {precision!r}: use auto, bf16 or fp32")
+    has_cuda = bool(torch.cuda.is_available())
+    if kind == "cuda" and not has_cuda:
+        raise ScalingError("device.type is cuda but torch sees no GPU here (torch.cuda.is_available() is False); "
+                           "use device.type auto to train on the CPU")
+    cuda = has_cuda and kind != "cpu"
+    bf16_ok = cuda and bool(torch.cuda.is_bf16_supported())
+    if precision == "bf16" and not bf16_ok:
+        raise ScalingError("device.precision bf16 needs a GPU that supports bfloat16; use auto or fp32")
+    sync = want.get("sync_every")
+    sync = int(sync) if sync else (GPU_SYNC_EVERY if cuda else 1)
+    if sync < 1:
+        raise ScalingError(f"device.sync_every must be a positive number of steps, got {sync}")
+    wide = int(cfg.get("d_model") or 0) >= BF16_MIN_WIDTH
+    bf16 = bf16_ok and (precision == "bf16" or (precision == "auto" and wide))
+    return {"device": "cuda" if cuda else "cpu", "bf16": bf16, "fused_adamw": cuda,
+            "sync_every": sync}
+
+
 def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
     import contextlib
 
@@ -270,8 +312,13 @@ def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
     from .corpus import load_corpus
 
     torch.set_num_threads(max(1, threads))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp: Callable = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    plan = device_plan(cfg, torch)
+    device = torch.device(plan["device"])
+    amp: Callable = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if plan["bf16"]
+                     else contextlib.nullcontext)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 work that autocast leaves (norms, the loss) on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
     train_tok, eval_tok, _ = load_corpus(cfg["corpus"])
     steps, seq = cfg["steps"], cfg["seq_len"]
     n_seq = cfg["tokens_per_step"] // seq
@@ -284,7 +331,8 @@ def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
         no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(o["weight_decay"])},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=float(o["lr"]),
-                                betas=(float(o["beta1"]), float(o["beta2"])))
+                                betas=(float(o["beta1"]), float(o["beta2"])),
+                                **({"fused": True} if plan["fused_adamw"] else {}))
         return model, opt
 
     model, opt = fresh()
@@ -313,33 +361,58 @@ def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
     ckpt_every = steps_of(cfg["checkpoint"]["every"], steps)
     log = _Log(d / "log.jsonl")
     t0, tok0, eval_s = time.perf_counter(), 0, 0.0
+    pending: list = []  # (record, loss on the device) of steps not yet read back
+    tps = cfg["tokens_per_step"]
+
+    def flush() -> dict | None:
+        """Read the pending losses in one transfer and log them; the first non-finite one ends the run."""
+        if not pending:
+            return None
+        values = torch.stack([loss for _, loss in pending]).float().cpu().tolist()
+        recs = [rec for rec, _ in pending]
+        pending.clear()
+        for rec, value in zip(recs, values):
+            if not math.isfinite(value):
+                log.write(step=rec["step"], tokens=rec["tokens"], lr=rec["lr"], train_loss=float("nan"))
+                log.close()
+                return {"status": "diverged", "step": rec["step"], "final_eval_loss": None}
+            log.write(**{**rec, "train_loss": value})
+        return None
+
     for step in range(start, steps):
         lr = lr_at(step, steps, o, cfg["schedule"])
         for g in opt.param_groups:
             g["lr"] = lr
-        x = _batch(train_tok, cfg["seed"], step, n_seq, seq).to(device)
+        x = _batch(train_tok, cfg["seed"], step, n_seq, seq)
+        x = x.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else x
         loss = _loss(model, x, amp)
-        if not torch.isfinite(loss):
-            log.write(step=step, tokens=(step + 1) * cfg["tokens_per_step"], lr=lr, train_loss=float("nan"))
-            log.close()
-            return {"status": "diverged", "step": step, "final_eval_loss": None}
         loss.backward()
         if float(o["grad_clip"]) > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(o["grad_clip"]))
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tok0 += cfg["tokens_per_step"]
-        rec = {"step": step, "tokens": (step + 1) * cfg["tokens_per_step"], "lr": lr, "train_loss": loss.item()}
-        if (step + 1) % eval_every == 0 and step + 1 < steps:
-            t_ev = time.perf_counter()
-            rec["eval_loss"], rec["eval_se"], _ = evaluate(model, eval_tok, seq, 0, device, amp, starts=curve_windows)
-            eval_s += time.perf_counter() - t_ev
-        rec["tokens_per_s"] = tok0 / (time.perf_counter() - t0 - eval_s)
-        log.write(**rec)
-        if (step + 1) % ckpt_every == 0 and step + 1 < steps:
+        tok0 += tps
+        pending.append(({"step": step, "tokens": (step + 1) * tps, "lr": lr}, loss.detach()))
+        evaluate_now = (step + 1) % eval_every == 0 and step + 1 < steps
+        save_now = (step + 1) % ckpt_every == 0 and step + 1 < steps
+        if len(pending) >= plan["sync_every"] or evaluate_now or save_now:
+            last = pending[-1][0]
+            if evaluate_now:
+                t_ev = time.perf_counter()
+                last["eval_loss"], last["eval_se"], _ = evaluate(model, eval_tok, seq, 0, device, amp,
+                                                                 starts=curve_windows)
+                eval_s += time.perf_counter() - t_ev
+            last["tokens_per_s"] = tok0 / (time.perf_counter() - t0 - eval_s)
+            stopped = flush()  # a NaN is caught before a checkpoint could keep it
+            if stopped:
+                return stopped
+        if save_now:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step + 1}, tmp)
             os.replace(tmp, ckpt)
+    stopped = flush()
+    if stopped:
+        return stopped
     t_ev = time.perf_counter()
     final, se, n_win = evaluate(model, eval_tok, seq, 0, device, amp, starts=final_windows)
     final_s = time.perf_counter() - t_ev
