@@ -1,9 +1,9 @@
 """Scaling laws for language models: fit, predict, allocate, plan and watch.
 
 >>> import scaling
->>> law = scaling.fit(scaling.load_chinchilla(drop_highest_loss=5), law="chinchilla", bootstrap=1000)
->>> law.predict_interval(N=7e10, D=1.4e12)
->>> law.save("fit.json"); scaling.load("fit.json").compute_optimal(1e24)
+>>> result = scaling.fit(scaling.load_chinchilla(drop_highest_loss=5), law="chinchilla", bootstrap=1000)
+>>> result.predict_interval(N=7e10, D=1.4e12)
+>>> result.save("fit.json"); scaling.load("fit.json").compute_optimal(1e24)
 
 ``import scaling`` is fast and never imports torch: the names below, and the
 submodules (``scaling.sweep``, ``scaling.plotting``, ...), are loaded on first use
@@ -32,7 +32,7 @@ _LAZY = {
     "Monitor": "scaling.monitor",
     "trainer_callback": "scaling.monitor",
     **{name: "scaling.laws" for name in (
-        "Law", "Param", "register_law", "get_law", "available_laws", "ChinchillaLaw", "IsoFlopLaw", "EnvelopeLaw",
+        "Law", "Param", "FitResult", "register_law", "get_law", "available_laws", "ChinchillaLaw", "IsoFlopLaw", "EnvelopeLaw",
         "DataConstrainedLaw", "LossCurveLaw", "KaplanLaw", "GaoLaw", "GaoBoN", "GaoRL", "backtest_largest",
         "HyperparameterLaw", "DeepSeekHyperparameterLaw", "KaplanParams", "KaplanData", "KaplanCompute", "KaplanSteps", "KAPLAN2020",
         "critical_batch_size", "kaplan_frontier",
@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time these load lazil
     from .data import DATA_DIR, SWEEPS_DIR, load_chinchilla, read_table, sweep_definition  # noqa: F401
     from .errors import DataError, FitError, MissingExtraError, ScalingError, ScalingWarning, SettingsError  # noqa: F401
     from .laws import *  # noqa: F401,F403
-    from .laws import Law
+    from .laws import FitResult
     from .laws.curve import curve_points  # noqa: F401
     from .monitor import Monitor, trainer_callback  # noqa: F401
     from .plan import load_plan, make_plan  # noqa: F401
@@ -60,8 +60,8 @@ del TYPE_CHECKING
 
 
 def fit(data, law: str = "chinchilla", *, columns=None, drop_highest_loss: int = 0, dropna: bool = False,
-        **settings) -> "Law":
-    """Fit the law named ``law`` to ``data`` and return the fitted law.
+        **settings) -> "FitResult":
+    """Fit the law named ``law`` to ``data`` and return the frozen ``FitResult``.
 
     ``data`` is a run table (a DataFrame, or the path of a CSV, Parquet or JSONL file);
     ``columns`` maps the law's names to yours (``"N=params,loss=val_loss"`` or a dict);
@@ -74,8 +74,9 @@ def fit(data, law: str = "chinchilla", *, columns=None, drop_highest_loss: int =
     return get_law(law)(**settings).fit(data, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna)
 
 
-def load(path) -> "Law":
-    """A fitted law saved with ``law.save(path)`` (or ``scaling fit --out``), whichever law it is."""
+def load(path) -> "FitResult":
+    """A fit saved with ``result.save(path)`` (or ``scaling fit --out``), whichever law it is, in any
+    format this package has written."""
     from .laws import Law
 
     return Law.load(path)

@@ -54,7 +54,7 @@ def test_deepseek_form_in_compute_alone_and_json_keys(tmp_path, capsys):
     assert code == 0 and set(d["params"]) == {"eta0", "eta_C", "B0", "B_C"}
     assert d["params"]["eta_C"] == pytest.approx(-0.125, abs=1e-6) and d["params"]["B_C"] == pytest.approx(0.3271, abs=1e-6)
     back = scaling.load(tmp_path / "fit.json")
-    assert isinstance(back, DeepSeekHyperparameterLaw)
+    assert isinstance(back.law, DeepSeekHyperparameterLaw)
     np.testing.assert_allclose(back.predict(C=1e22)["lr"], 0.3 * 1e22 ** -0.125, rtol=1e-6)
 
 

@@ -1,8 +1,10 @@
 """One contract for every registered law (the scikit-learn ``check_estimator`` idea)."""
 
 import itertools
+import json
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -10,7 +12,7 @@ import pandas as pd
 import pytest
 
 from scaling.errors import DataError, NotFittedError, ScalingError
-from scaling.laws import ChinchillaLaw, DataConstrainedLaw, available_laws, get_law
+from scaling.laws import ChinchillaLaw, DataConstrainedLaw, FitResult, available_laws, get_law
 from scaling.synthetic import sample_runs
 
 CHIN = dict(E=1.7, A=400.0, B=1500.0, alpha=0.33, beta=0.30)
@@ -161,12 +163,13 @@ def case(request):
     return get_law(request.param), c, c.make()
 
 
-def test_fit_returns_self_and_recovers_known_parameters(case):
+def test_fit_returns_a_result_and_recovers_known_parameters(case):
     cls, c, data = case
-    law = cls(bootstrap=100, level=0.99)
+    spec = cls(bootstrap=100, level=0.99)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert law.fit(data) is law
+        law = spec.fit(data)
+    assert isinstance(law, FitResult) and law is not spec and type(law.law) is cls
     for k, v in c.truth.items():
         fitted = law.params_[k]
         if c.exact:
@@ -357,3 +360,150 @@ def test_compute_optimal_is_one_row_per_budget_with_intervals(case):
             law.compute_optimal(Cs)
     with pytest.raises(ScalingError, match="takes"):
         law.compute_optimal(Cs, **cond, bogus=1)
+
+
+# ------------------------------------------ a law is a spec; fitting returns one frozen FitResult (issue #11)
+def _state(law) -> dict:
+    """Everything the law object holds, private attributes included."""
+    import copy
+
+    return {k: copy.deepcopy(v) for k, v in vars(law).items()}
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, FitResult) and isinstance(b, FitResult):
+        return a.to_dict() == b.to_dict()
+    return a == b
+
+
+def test_fit_leaves_the_law_object_unchanged(case):
+    cls, c, data = case
+    law = cls(bootstrap=20)
+    before = _state(law)
+    result = _quiet_fit(law, data)
+    assert _equal(_state(law), before)
+    assert not [k for k in vars(law) if k.endswith("_")] and not law.is_fitted
+    with pytest.raises(NotFittedError, match="FitResult"):
+        law.predict(**{k: [1e9] for k in cls.inputs})
+    # the result keeps its own copy of the settings it was fitted with
+    assert result.law is not law and _equal(_state(result.law), before)
+    assert _equal(_settings(result.law), _settings(law))
+
+
+def test_the_result_is_frozen(case):
+    cls, c, data = case
+    result = _quiet_fit(cls(bootstrap=20), data)
+    for name in ("params_", "level", "law", "anything"):
+        with pytest.raises(AttributeError, match="frozen"):
+            setattr(result, name, 1)
+    with pytest.raises(AttributeError, match="frozen"):
+        del result.params_
+    with pytest.raises(AttributeError, match="no fit"):
+        result.fit(data)
+    p = result.params_
+    p[next(iter(p))] = -1.0  # a copy: the result keeps its values
+    assert result.params_ != p and result.params == result.params_
+    r = result.residuals_
+    r[:] = 0.0
+    assert not np.array_equal(result.residuals_, r)
+    assert result.fit_info and result.objective == result.objective_ and result.se == result.stderr_
+    assert result.ci == result.ci_ and len(result.bootstrap_params()) > 1
+
+
+def test_result_round_trips_through_from_dict_with_identical_predictions(case, tmp_path):
+    import scaling
+
+    cls, c, data = case
+    result = _quiet_fit(cls(bootstrap=20), data)
+    back = FitResult.from_dict(result.to_dict())
+    assert isinstance(back, FitResult) and type(back.law) is cls and back.params == result.params
+    assert FitResult.from_dict(back.to_dict()).to_dict() == back.to_dict()  # stable after the first rounding
+    result.save(tmp_path / "fit.json")
+    loaded = scaling.load(tmp_path / "fit.json")
+    X = {k: np.array(v) for k, v in TYPICAL.items() if k in cls.inputs}
+    for other in (back, loaded):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a, b = other.predict(**X), result.predict(**X)
+            if isinstance(a, pd.DataFrame):
+                pd.testing.assert_frame_equal(a, b)
+            else:
+                np.testing.assert_allclose(a, b, rtol=1e-12)
+                for kind in ("mean", "prediction"):  # the file keeps bootstrap samples to 12 digits
+                    np.testing.assert_allclose(other.predict_interval(**X, kind=kind),
+                                               result.predict_interval(**X, kind=kind), rtol=1e-9)
+        assert other.report().splitlines()[:2] == result.report().splitlines()[:2]  # CIs may differ in the 12th digit
+
+
+TYPICAL = {"C": [1e19, 1e21], "S": [3e3, 3e4], "N": [1e8, 1e9], "D": [1e10, 1e11], "U": [1e9, 1e10],
+           "S1": [1e5, 1e6], "S2": [0.0, 50.0], "d": [0.5, 2.0], "rm_params": [1e4, 1e5]}
+#: fit files written by the package before fits returned a FitResult (one per law, bootstrap=20, on the
+#: CASES data above), with what they predicted then; made once with that version of the package
+FITS_V0 = Path(__file__).parent / "data" / "fits_v0"
+
+
+def test_fit_files_written_before_fitresult_still_load_and_predict_the_same(case):
+    import scaling
+
+    cls, c, data = case
+    expected = json.loads((FITS_V0 / "expected.json").read_text())[cls.name]
+    result = scaling.load(FITS_V0 / f"{cls.name}.json")
+    assert isinstance(result, FitResult) and type(result.law) is cls
+    X = {k: np.array(v) for k, v in expected["inputs"].items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = result.predict(**X)
+        if isinstance(p, pd.DataFrame):
+            for k, v in expected["predict"].items():
+                np.testing.assert_allclose(p[k], v, rtol=1e-9)
+        else:
+            np.testing.assert_allclose(p, expected["predict"], rtol=1e-9)
+            np.testing.assert_allclose(result.predict_interval(**X, kind="mean"), expected["mean_interval"], rtol=1e-9)
+    assert json.loads(json.dumps(result.to_dict()))["law"] == cls.name
+    result.report()
+
+
+@pytest.mark.parametrize("path", ["data/overopt/gao-bon.json", "data/overopt/gao-rl.json"])
+def test_committed_fit_files_load(path):
+    import scaling
+
+    result = scaling.load(Path(__file__).parent.parent / path)
+    assert isinstance(result, FitResult) and result.per_size_ and result.peak(1e4)["d_star"]
+
+
+def test_committed_fit_summaries_load_without_settings():
+    """The sweeps' fits.json hold summaries (no settings, no bootstrap): they still give a result."""
+    from scaling.laws import Law
+
+    d = json.loads((Path(__file__).parent.parent / "data/sweeps/cpu-chinchilla/fits.json").read_text())
+    for key in ("isoflop", "chinchilla", "chinchilla_tied"):
+        result = Law.from_dict(d[key], source=key)
+        assert isinstance(result, FitResult) and result.params == d[key]["params"]
+        assert result.compute_optimal(1e18, interval=False)["N_opt"].iloc[0] > 0
+
+
+def test_from_params_gives_a_result_that_predicts_and_a_data_constrained_base():
+    h = ChinchillaLaw.hoffmann2022()
+    assert isinstance(h, FitResult) and h.label == "chinchilla"
+    assert h.labelled("Hoffmann et al. 2022").label == "Hoffmann et al. 2022" and h.label == "chinchilla"
+    assert h.predict(N=7e10, D=1.4e12)[0] == pytest.approx(1.69 + 406.4 / 7e10**0.34 + 410.7 / 1.4e12**0.28)
+    assert ChinchillaLaw.references()[0].label == "Hoffmann et al. 2022"
+    with pytest.raises(ScalingError, match="not a law spec"):
+        DataConstrainedLaw(base=ChinchillaLaw())
+    law = DataConstrainedLaw(base=DataConstrainedLaw.muennighoff2023_base(), bootstrap=0)
+    result = _quiet_fit(law, data_constrained_runs())
+    assert result.params_["E"] == pytest.approx(DataConstrainedLaw.muennighoff2023_base().params_["E"])
+    assert "given" in result.fit_info["procedure"]
+
+
+def test_a_result_pickles_and_copies():
+    import copy
+    import pickle
+
+    result = _quiet_fit(ChinchillaLaw(bootstrap=20, starts="coarse"), CASES["chinchilla"].make())
+    for other in (copy.deepcopy(result), pickle.loads(pickle.dumps(result)), copy.copy(result)):
+        assert isinstance(other, FitResult) and other.to_dict() == result.to_dict()

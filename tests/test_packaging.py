@@ -65,7 +65,7 @@ def test_fit_and_load(tmp_path):
     df = scaling.load_chinchilla(drop_highest_loss=5)
     law = scaling.fit(df, law="chinchilla", bootstrap=0, starts="coarse")
     ref = scaling.get_law("chinchilla")(bootstrap=0, starts="coarse").fit(df)
-    assert isinstance(law, scaling.ChinchillaLaw)
+    assert isinstance(law, scaling.FitResult) and isinstance(law.law, scaling.ChinchillaLaw)
     assert law.params_ == pytest.approx(ref.params_, rel=1e-9)
     assert law.params_["alpha"] == pytest.approx(0.347, abs=0.01)
     # columns and row selection reach the law's fit
@@ -75,7 +75,7 @@ def test_fit_and_load(tmp_path):
     assert scaling.fit(df, bootstrap=0, starts="coarse", drop_highest_loss=5).n_points_ == len(df) - 5
     law.save(tmp_path / "fit.json")
     back = scaling.load(tmp_path / "fit.json")
-    assert type(back) is scaling.ChinchillaLaw
+    assert isinstance(back, scaling.FitResult) and type(back.law) is scaling.ChinchillaLaw
     assert back.predict(N=7e10, D=1.4e12) == pytest.approx(law.predict(N=7e10, D=1.4e12))
 
 

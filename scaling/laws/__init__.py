@@ -1,7 +1,7 @@
 """Scaling laws, found by name.
 
 >>> from scaling.laws import get_law
->>> law = get_law("chinchilla")(bootstrap=200).fit(df)
+>>> result = get_law("chinchilla")(bootstrap=200).fit(df)   # a FitResult; the law stays a spec
 
 Importing this package never imports torch.
 """
@@ -12,6 +12,7 @@ from typing import Type
 
 from ..errors import UnknownNameError
 from .base import Law, Param
+from .result import FitResult
 
 _REGISTRY: dict[str, Type[Law]] = {}
 
@@ -56,7 +57,7 @@ from .kaplan import (  # noqa: E402
 )
 
 __all__ = [
-    "Law", "Param", "register_law", "get_law", "available_laws", "ChinchillaLaw", "IsoFlopLaw", "EnvelopeLaw",
+    "Law", "Param", "FitResult", "register_law", "get_law", "available_laws", "ChinchillaLaw", "IsoFlopLaw", "EnvelopeLaw",
     "DataConstrainedLaw", "LossCurveLaw", "KaplanLaw", "GaoLaw", "GaoBoN", "GaoRL", "backtest_largest",
     "HyperparameterLaw", "DeepSeekHyperparameterLaw",
     "KaplanParams", "KaplanData", "KaplanCompute", "KaplanSteps", "KAPLAN2020",

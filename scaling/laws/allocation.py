@@ -150,7 +150,7 @@ class AllocationLaw(Law):
             return "all budgets usable"
         return "; ".join(f"C={c:.3g}: {s}" for c, s in zip(bad["C"], bad["status"]))
 
-    def fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "AllocationLaw":
+    def _fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "AllocationLaw":
         self._check_settings()
         df = self._prepare_data(data, columns=columns, dropna=dropna, drop_highest_loss=drop_highest_loss)
         opt = self._optima(df)

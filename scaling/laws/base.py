@@ -1,14 +1,18 @@
-"""The law contract: settings in ``__init__``, ``fit`` sets ``*_`` attributes and returns self.
+"""The law contract: settings in ``__init__``; ``fit`` returns a frozen ``FitResult`` and changes nothing.
 
 A law subclass declares its inputs, its parameters (each stored internally either
 as-is or as a log) and three pure pieces: the log prediction, a model object the
 batched optimiser can differentiate, and a grid of starting points. Everything
 else (validation, fixed and tied parameters, bounds, multi-start, bootstrap,
-intervals, JSON) lives here once.
+intervals, JSON) lives here once. ``fit`` runs ``_fit`` (which sets the ``*_``
+attributes) on a private copy of the law and wraps that copy in a ``FitResult``
+(result.py): the law object a user holds stays a spec. Multi-stage procedures
+(data-constrained, Gao, IsoFLOP, envelope, hyperparameters) override ``_fit``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -25,6 +29,7 @@ from ..diagnostics import check_extrapolation, check_floor, check_identification
 from ..errors import DataError, FitError, NotFittedError, ScalingWarning, SettingsError, UnsupportedError
 from ..fitting.bootstrap import bootstrap_fit, percentile_interval, resample_weights
 from ..fitting.optimize import BatchResult, Model, ParamTransform, RobustObjective, newton_lm
+from .result import FitResult, warnings_at_caller
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,7 @@ class Law:
         return "this law's fit has no such setting"
 
     @classmethod
-    def references(cls) -> list["Law"]:
+    def references(cls) -> list[FitResult]:
         """Published fits of this law to draw beside a user's (each with a ``label``)."""
         return []
 
@@ -225,16 +230,27 @@ class Law:
         return theta
 
     @classmethod
-    def from_params(cls, **values: float) -> "Law":
-        """A law with given parameter values (no fit, no uncertainty)."""
+    def from_params(cls, **values: float) -> FitResult:
+        """A result holding given parameter values (published, or known): it predicts; no fit, no uncertainty."""
+        law = cls._parametrised(values)
+        return FitResult(law._spec(), law)
+
+    @classmethod
+    def _parametrised(cls, values: Mapping[str, float], **settings) -> "Law":
         names = cls.param_names()
         unknown = set(values) - set(names)
         missing = set(names) - set(values)
         if unknown or missing:
             raise SettingsError(f"{cls.name} takes parameters {names}; unknown {sorted(unknown)}, missing {sorted(missing)}")
-        law = cls(bootstrap=0)
+        law = cls(bootstrap=0, **settings)
         law._set_params(cls._to_internal(values), values)
         return law
+
+    def _spec(self) -> "Law":
+        """A copy of this law's settings without any fitted state (attributes ending in ``_``)."""
+        spec = copy.copy(self)
+        spec.__dict__ = copy.deepcopy({k: v for k, v in vars(self).items() if not k.endswith("_")})
+        return spec
 
     def _set_params(self, theta: np.ndarray, public: Mapping[str, float] | None = None) -> None:
         self.theta_ = np.asarray(theta, float)
@@ -249,8 +265,9 @@ class Law:
     def _require_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError(
-                f"this {type(self).__name__} has no parameters yet: call .fit(data) first, "
-                f"or build one with {type(self).__name__}.from_params(...)"
+                f"this {type(self).__name__} is a law spec and holds no parameters: call .fit(data), which returns "
+                f"a FitResult that predicts (result = law.fit(data); result.predict(...)), or build one from "
+                f"known values with {type(self).__name__}.from_params(...)"
             )
 
     def _require_bootstrap(self) -> None:
@@ -262,8 +279,10 @@ class Law:
             )
 
     # --------------------------------------------------------- parametrisation
-    def _constraints(self) -> tuple[ParamTransform, np.ndarray, np.ndarray, list[list[int]]]:
-        """Map free coordinates to internal parameters, honouring fixed, tied and bounds."""
+    def constraints(self) -> tuple[ParamTransform, np.ndarray, np.ndarray, list[list[int]]]:
+        """This law's settings as the optimiser takes them: the map from free coordinates to internal
+        parameters (fixed and tied ones folded in), bounds on the free coordinates, and the groups of
+        parameters each free coordinate moves. Multi-stage procedures use it to refit a stage."""
         specs = self.parameters
         names = self.param_names()
         index = {n: i for i, n in enumerate(names)}
@@ -370,13 +389,24 @@ class Law:
         return X
 
     # --------------------------------------------------------------------- fit
-    def fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "Law":
-        """Fit to a run table (DataFrame or CSV/Parquet path); returns self."""
+    def fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> FitResult:
+        """Fit to a run table (DataFrame or CSV/Parquet path); returns a frozen ``FitResult``.
+
+        The law itself is not changed: the fit runs on a private copy, and the result
+        keeps a copy of the settings it was fitted with (``result.law``).
+        """
+        work = self._spec()
+        with warnings_at_caller():  # each warning names the caller's line, whichever stage raised it
+            work._fit(data, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna)
+        return FitResult(self._spec(), work)
+
+    def _fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "Law":
+        """The fit itself, on the private copy: sets the ``*_`` attributes. Multi-stage laws override it."""
         self._check_settings()  # settings may have been changed since construction
         df = self._frame(data, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna)
         X = {c: df[c].to_numpy(float) for c in self.inputs}
         y = df[self.target].to_numpy(float)
-        transform, lower, upper, groups = self._constraints()
+        transform, lower, upper, groups = self.constraints()
         n_free = len(groups)
         self._check_data(X)
         if y.size <= n_free:
@@ -763,7 +793,8 @@ class Law:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "this fit") -> "Law":
+    def from_dict(cls, d: Mapping[str, Any], source: str = "this fit") -> FitResult:
+        """The ``FitResult`` a ``to_dict`` (or a fit file of any earlier version) describes."""
         from . import available_laws, get_law
 
         if not isinstance(d, Mapping) or not isinstance(d.get("law"), str):
@@ -799,7 +830,7 @@ class Law:
             law.bootstrap_theta_ = None
         law._set_uncertainty(warn=False)
         law._restore_extra(d)
-        return law
+        return FitResult(law._spec(), law)
 
     def _restore_extra(self, d: Mapping[str, Any]) -> None:
         """Subclasses restore what their ``to_dict`` added."""
@@ -869,7 +900,7 @@ class Law:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 
     @staticmethod
-    def load(path: str | Path) -> "Law":
+    def load(path: str | Path) -> FitResult:
         from ..data import read_json_file
 
         d = read_json_file(path, "fit file")

@@ -19,6 +19,7 @@ from ..errors import FitError, ScalingWarning, SettingsError
 from ..fitting.optimize import LogSumExpModel
 from . import register_law
 from .base import Law, Param
+from .result import FitResult
 
 #: the initialisation grid of Hoffmann et al. 2022 / Besiroglu et al. 2024 (4,500 starts)
 GRID = {
@@ -126,13 +127,11 @@ class ChinchillaLaw(Law):
 
     @classmethod
     def references(cls):
-        h = cls.hoffmann2022()
-        h.label = "Hoffmann et al. 2022"
-        return [h]
+        return [cls.hoffmann2022().labelled("Hoffmann et al. 2022")]
 
     # ------------------------------------------------------------ published
     @classmethod
-    def hoffmann2022(cls, rounded: bool = True) -> "ChinchillaLaw":
+    def hoffmann2022(cls, rounded: bool = True) -> FitResult:
         """Hoffmann et al. 2022 (eq. 10): E 1.69, A 406.4, B 410.7, alpha 0.34, beta 0.28.
 
         ``rounded=False`` gives the unrounded exponents alpha 0.3392, beta 0.2849
@@ -142,7 +141,7 @@ class ChinchillaLaw(Law):
         return cls.from_params(E=1.69, A=406.4, B=410.7, alpha=a, beta=b)
 
     @classmethod
-    def besiroglu2024(cls) -> "ChinchillaLaw":
+    def besiroglu2024(cls) -> FitResult:
         """Besiroglu et al. 2024's refit of the Figure 4 data (their likelihood estimate)."""
         return cls.from_params(E=1.8169, A=482.01, B=2085.43, alpha=0.3478, beta=0.3659)
 

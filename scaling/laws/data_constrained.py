@@ -28,6 +28,7 @@ from ..fitting.optimize import FunctionModel, RobustObjective, newton_lm
 from . import register_law
 from .base import Law, Param
 from .chinchilla import ChinchillaLaw
+from .result import FitResult
 
 
 def _g(R, s):
@@ -59,7 +60,7 @@ class DataConstrainedLaw(Law):
     )
     formula: ClassVar[str] = "L = E + A/N'^alpha + B/D'^beta, D' = U(1 + R_D*(1-exp(-R_D/R_D*))), N' likewise"
 
-    def __init__(self, *, base: ChinchillaLaw | None = None, tie_exponents: bool = True,
+    def __init__(self, *, base: FitResult | None = None, tie_exponents: bool = True,
                  starts: list[tuple[float, float]] | None = None, **kwargs):
         kwargs.setdefault("bootstrap", 200)
         self.base = base
@@ -84,8 +85,10 @@ class DataConstrainedLaw(Law):
         if self.base is not None and named:
             raise SettingsError("data-constrained: with a given base law there is nothing to fix, bound or tie in "
                                 "it; set those on the base law instead")
-        if self.base is not None and not getattr(self.base, "is_fitted", False):
-            raise SettingsError("base must be a ChinchillaLaw with parameters (fitted or from_params)")
+        if self.base is not None and not (isinstance(self.base, FitResult)
+                                          and isinstance(self.base.law, ChinchillaLaw)):
+            raise SettingsError("base must be a ChinchillaLaw result with parameters (ChinchillaLaw(...).fit(data) "
+                                "or ChinchillaLaw.from_params(...)), not a law spec")
 
     def _base_spec(self) -> ChinchillaLaw:
         """The Chinchilla law of the first stage, carrying this law's constraints and objective."""
@@ -130,7 +133,7 @@ class DataConstrainedLaw(Law):
         return FunctionModel(log_pred, jac, X, 2)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "DataConstrainedLaw":
+    def _fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "DataConstrainedLaw":
         self._check_settings()
         df = self._frame(data, columns=columns, dropna=dropna, drop_highest_loss=drop_highest_loss)
         if (df["D"] < df["U"] * (1 - 1e-9)).any():
@@ -171,7 +174,7 @@ class DataConstrainedLaw(Law):
         check_identification(self.name, {k: self.params_[k] for k in ("R_D_star", "R_N_star")}, self.ci_, self.level)
         return self
 
-    def _base_law(self, single_df: pd.DataFrame) -> ChinchillaLaw:
+    def _base_law(self, single_df: pd.DataFrame) -> FitResult:
         """The base Chinchilla law: given, or fitted on runs that are unconstrained under it.
 
         A run is unconstrained when it repeats no data (D <= U) and is no larger than the
@@ -216,7 +219,7 @@ class DataConstrainedLaw(Law):
             if self.base is None:  # refit the base on each resample's single-epoch runs, all at once
                 sub = {c: X[c][single] for c in ("N", "D")}
                 chin = self._base_spec()
-                transform, lo, hi, _ = chin._constraints()
+                transform, lo, hi, _ = chin.constraints()
                 boot = bootstrap_fit(chin._model(sub), log_y[single], transform.to_phi(base.theta_),
                                      n_boot=B, loss=self.loss, delta=self.delta, transform=transform,
                                      lower=lo, upper=hi, weights=W[:, single])
@@ -239,13 +242,13 @@ class DataConstrainedLaw(Law):
 
     # ------------------------------------------------------------ published
     @classmethod
-    def muennighoff2023(cls) -> "DataConstrainedLaw":
+    def muennighoff2023(cls) -> FitResult:
         """The paper's C4 fit: base law from Chinchilla's C4 IsoFLOP data, R_D* 15.39, R_N* 5.31."""
         b = cls.muennighoff2023_base().params_
         return cls.from_params(**b, R_D_star=15.387756, R_N_star=5.309743)
 
     @staticmethod
-    def muennighoff2023_base() -> ChinchillaLaw:
+    def muennighoff2023_base() -> FitResult:
         """Their base law (alpha = beta), fitted to Hoffmann et al.'s C4 IsoFLOP points."""
         return ChinchillaLaw.from_params(E=float(np.exp(0.6254804)), A=float(np.exp(6.255414)),
                                          B=float(np.exp(7.3049974)), alpha=0.3526596, beta=0.3526596)

@@ -36,9 +36,10 @@ import pandas as pd
 from ..data import parse_columns, read_table
 from ..diagnostics import at_chance
 from ..errors import DataError, FitError, ScalingWarning, SettingsError
-from ..fitting.bootstrap import percentile_interval, resample_weights
+from ..fitting.bootstrap import percentile_interval, refit_each, resample_weights
 from . import register_law
 from .base import Law, Param
+from .result import FitResult
 
 
 def _xlogx(d: np.ndarray) -> np.ndarray:
@@ -209,7 +210,7 @@ class GaoLaw(Law):
             out[k, free] = sol
         return out
 
-    def fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "GaoLaw":
+    def _fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "GaoLaw":
         self._check_settings()
         if drop_highest_loss or dropna:
             raise SettingsError(f"{self.name} takes neither drop_highest_loss nor dropna (a reward curve has no "
@@ -252,7 +253,8 @@ class GaoLaw(Law):
         resamples = None
         if self.bootstrap:
             resamples = self._resamples(df, resid, A @ theta)
-            self.bootstrap_theta_ = np.stack([self._solve(A, y_k, w_k[None], free)[0] for w_k, y_k in zip(*resamples)])
+            W, Y = resamples
+            self.bootstrap_theta_ = refit_each(lambda b: self._solve(A, Y[b], W[b:b + 1], free)[0], len(W), self.name)
         self._set_uncertainty()
         self.per_size_ = self._per_size(df, resamples)
         return self
@@ -407,11 +409,10 @@ class GaoLaw(Law):
         self.per_size_ = d.get("per_size", [])
 
     @classmethod
-    def from_params(cls, n_ref: float = 1e4, **values: float) -> "GaoLaw":
-        values = {"alpha_slope": 0.0, "beta_slope": 0.0, **values}
-        law = super().from_params(**values)
-        law.n_ref = law.n_ref_ = n_ref
-        return law
+    def from_params(cls, n_ref: float = 1e4, **values: float) -> FitResult:
+        law = cls._parametrised({"alpha_slope": 0.0, "beta_slope": 0.0, **values}, n_ref=n_ref)
+        law.n_ref_ = n_ref
+        return FitResult(law._spec(), law)
 
 
 @register_law
@@ -455,7 +456,7 @@ def backtest_largest(law_cls, data, **settings) -> dict[str, Any]:
     if len(sizes) < 3:
         raise DataError(f"backtesting the size scaling needs at least 3 RM sizes (2 to fit a slope), got {len(sizes)}")
     train, test = df[df["rm_params"] < sizes[-1]], df[(df["rm_params"] == sizes[-1]) & (df["d"] > 0)]
-    law.fit(train)
+    law = law.fit(train)
     with warnings.catch_warnings():  # the held-out size alone, for its observed peak: one size by design
         warnings.filterwarnings("ignore", message=".*one reward-model size")
         full = law_cls(**settings).fit(test)

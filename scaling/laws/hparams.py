@@ -107,7 +107,7 @@ class HyperparameterLaw(Law):
             theta[idx] = vals
         return theta
 
-    def fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "HyperparameterLaw":
+    def _fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "HyperparameterLaw":
         self._check_settings()
         if drop_highest_loss:
             raise SettingsError(f"{self.name} takes no drop_highest_loss: every run's loss decides its cell's optimum")
