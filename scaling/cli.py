@@ -294,8 +294,13 @@ def cmd_watch(args) -> int:
         _watch_plot(plan, mon, args.plot)
     for note in mon.notes:
         print(f"note: {note}", file=sys.stderr)
+    from .readers import read_log
+
+    if last is not None and Path(args.log).exists():
+        skipped = read_log(args.log, args.reader, args.columns).attrs.get("unreadable")
+        if skipped:
+            print(f"warning: {skipped}", file=sys.stderr)
     if last is None:
-        from .readers import read_log
 
         why = read_log(args.log, args.reader, args.columns).attrs.get("note", "no loss points") \
             if Path(args.log).exists() else "the log does not exist"

@@ -116,6 +116,10 @@ def _finish(df: pd.DataFrame, columns, source: str) -> pd.DataFrame:
             raise DataError(f"nothing could be read from {source}: no row with a {loss!r} value has a number in "
                             f"its {step!r} column")
         out.attrs["note"] = f"no row has a {loss!r} value yet"
+    elif len(unreadable):  # some rows read, some not: say so rather than check only the readable ones in silence
+        examples = ", ".join(repr(v) for v in list(dict.fromkeys(map(str, unreadable)))[:3])
+        out.attrs["unreadable"] = (f"{len(unreadable)} row(s) of {source} have a {loss!r} value that is not a "
+                                   f"number (e.g. {examples}) and were not checked; log the loss as a number")
     return out
 
 

@@ -241,3 +241,17 @@ def test_plan_schedule_settings_a_run_could_not_follow_are_refused(tmp_path, cap
     code = main(["predict", str(fit), "--model", MODEL, "--tokens", str(STEPS * 4096), "--tokens-per-step", "4096",
                  *flags])
     assert code == 2 and expect in capsys.readouterr().err
+
+
+def test_watch_says_when_some_losses_could_not_be_read(tmp_path, capsys, plan_path, healthy):
+    rows = [json.dumps({"step": s, "tokens": t, "train_loss": v}) for s, v, t in healthy]
+    rows[len(rows) // 2] = json.dumps({"step": healthy[len(rows) // 2][0], "train_loss": "tensor(2.31)"})
+    log = tmp_path / "mixed.jsonl"
+    log.write_text("\n".join(rows) + "\n")
+    assert read_log(log).attrs["unreadable"].startswith("1 row(s)")
+    main(["watch", str(log), "--plan", str(plan_path), "--once"])
+    err = capsys.readouterr().err
+    assert "1 row(s)" in err and "'tensor(2.31)'" in err and "not checked" in err
+    write_jsonl(tmp_path / "clean.jsonl", healthy)
+    main(["watch", str(tmp_path / "clean.jsonl"), "--plan", str(plan_path), "--once"])
+    assert "not checked" not in capsys.readouterr().err
