@@ -273,12 +273,18 @@ def test_fit_out_onto_a_directory_fails_before_the_fit(tmp_path, capsys, monkeyp
 # ---------------------------------------------------- 13. reports that contradict themselves
 def test_an_interval_never_excludes_its_estimate():
     result, _ = fit_quiet(ChinchillaLaw(bootstrap=100, starts="coarse"), law_runs())
-    law = result._fitted  # a result is frozen: edit the fitted state behind it to reach the widening branch
-    # the resamples of E all drifted below the estimate (E heading to 0 along a flat direction)
-    i = law.param_names().index("E")
-    law.bootstrap_theta_[:, i] = np.log(law.params_["E"]) - 1 - np.abs(np.random.default_rng(0).normal(size=100))
+    from scaling.laws.result import FitResult, uncertainty
+
+    # a result is frozen: build one from its state with the resamples of E all drifted below the
+    # estimate (E heading to 0 along a flat direction) to reach the widening branch
+    state = {k: getattr(result, k) for k in ("params_", "theta_", "fit_info_", "residuals_", "bootstrap_theta_",
+                                              "objective_", "n_points_", "converged_")}
+    i = result.param_names().index("E")
+    state["bootstrap_theta_"][:, i] = (np.log(result.params_["E"]) - 1
+                                       - np.abs(np.random.default_rng(0).normal(size=100)))
     with pytest.warns(ScalingWarning, match=r"resamples of \['E'\] all moved away from the estimate"):
-        law._set_uncertainty()
+        uncertainty(result.law, state)
+    law = FitResult(result.law, state)
     lo, hi = law.ci_["E"]
     assert lo <= law.params_["E"] <= hi
     assert "not identified" in law.report()

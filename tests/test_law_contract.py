@@ -507,3 +507,51 @@ def test_a_result_pickles_and_copies():
     result = _quiet_fit(ChinchillaLaw(bootstrap=20, starts="coarse"), CASES["chinchilla"].make())
     for other in (copy.deepcopy(result), pickle.loads(pickle.dumps(result)), copy.copy(result)):
         assert isinstance(other, FitResult) and other.to_dict() == result.to_dict()
+
+
+# ------------------------------------ the spec holds no fit; estimators and one bootstrap (issue #11)
+def test_a_law_spec_carries_no_fitting_machinery_and_a_result_no_law_copy(case):
+    from scaling.laws import Law
+
+    cls, c, data = case
+    for gone in ("_fit", "_multistart", "_set_params", "_set_uncertainty", "_spread", "_warn_after_fit"):
+        assert not hasattr(Law, gone) and not hasattr(cls, gone), gone
+    assert callable(cls.estimator) and not cls.estimator.__qualname__.startswith(cls.__name__ + ".")
+    result = _quiet_fit(cls(bootstrap=20), data)
+    assert not hasattr(result, "_fitted") and type(result.law) is cls
+    assert not any(isinstance(v, Law) for v in result._state.values())  # the state is values, not a law
+
+
+def test_one_bootstrap_draws_once_filters_failures_and_warns():
+    from scaling.errors import FitError, ScalingWarning
+    from scaling.fitting.bootstrap import bootstrap, resample_weights
+
+    groups = np.array([0, 0, 1, 2, 2, 2])
+    boot = bootstrap("toy", 40, 3, lambda w: w.sum(keepdims=True), groups=groups)
+    np.testing.assert_array_equal(boot.draws, resample_weights(3, 40, 3)[:, groups])  # whole groups together
+    assert boot.theta.shape == (40, 1)
+
+    def refit(w):  # every tenth resample cannot be fitted
+        if w[0] == 0:
+            raise FitError("no")
+        return w[:1]
+
+    with pytest.warns(ScalingWarning, match=r"of 40 bootstrap resamples failed"):
+        some = bootstrap("toy", 40, 0, refit, n=3)
+    assert 0 < len(some.theta) < 40 and (some.theta[:, 0] > 0).all()
+    with pytest.warns(ScalingWarning, match=r"of 40 bootstrap resamples failed"):
+        batched = bootstrap("toy", 40, 0, lambda W: (W[:, :1], W[:, 0] > 0, None), n=3, batched=True)
+    np.testing.assert_array_equal(batched.theta, some.theta)  # the same draws, whichever refit
+
+
+def test_the_single_stage_bootstrap_is_the_batched_refit_of_the_drawn_weights():
+    from scaling.fitting.bootstrap import newton_refit, resample_weights
+
+    df = CASES["chinchilla"].make()
+    result = _quiet_fit(get_law("chinchilla")(bootstrap=30, seed=5), df)
+    law = result.law
+    transform, lo, hi, _ = law.constraints()
+    X = {c: df[c].to_numpy(float) for c in law.inputs}
+    boot = newton_refit(law._model(X), np.log(df["loss"].to_numpy(float)), transform.to_phi(result.theta_),
+                        resample_weights(len(df), 30, 5), transform=transform, lower=lo, upper=hi)
+    np.testing.assert_allclose(result.bootstrap_theta_, transform.to_theta(boot.x), rtol=1e-6, atol=1e-8)

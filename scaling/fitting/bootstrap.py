@@ -1,21 +1,23 @@
-"""Bootstrap over runs.
+"""The bootstrap: one entry point for every estimator.
 
-Resampling runs with replacement is the same as refitting with integer row
-weights drawn from a multinomial; stacking those weight vectors lets every
-resample be refitted in one batched optimisation, each started from the
-full-data optimum.
+``bootstrap`` draws the resamples once and hands them to the estimator's refit. Resampling
+rows (or whole groups of rows, e.g. the points of one run's curve) with replacement is the
+same as refitting with integer row weights drawn from a multinomial; a single-stage law
+stacks those weight vectors and refits every resample in one batched optimisation, each
+started from the full-data optimum, while a multi-stage procedure redoes itself on each.
+An estimator whose resampling unit is not a row weight (runs within a budget, cells,
+residuals) gives its own ``sampler``, drawn from the same seeded generator. Failed refits
+are left out and warned about here, in one place.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ..errors import ScalingError, ScalingWarning
-
-from ..errors import SettingsError
+from ..errors import ScalingError, ScalingWarning, SettingsError
 from .optimize import BatchResult, Model, ParamTransform, RobustObjective, newton_lm
 
 
@@ -25,32 +27,69 @@ def resample_weights(n: int, n_boot: int, seed: int | np.random.Generator | None
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
 
 
-def bootstrap_fit(model: Model, log_y: np.ndarray, phi0: np.ndarray, *, n_boot: int, seed=0,
-                  loss: str = "huber", delta: float = 1e-3, transform: ParamTransform | None = None,
-                  lower=None, upper=None, weights: np.ndarray | None = None) -> BatchResult:
-    """Refit ``n_boot`` row-resamples of the data, all at once, starting from ``phi0``."""
-    w = resample_weights(log_y.size, n_boot, seed) if weights is None else weights
-    obj = RobustObjective(model, log_y, loss=loss, delta=delta, weights=w, transform=transform)
-    x0 = np.repeat(np.atleast_2d(phi0), n_boot, axis=0)
-    return newton_lm(obj, x0, np.arange(n_boot), lower=lower, upper=upper, ftol=1e-12)
+class Bootstrap(NamedTuple):
+    """What a bootstrap gives: the (B', p) internal parameters of the refits that worked (None if
+    none did), and the resamples drawn (all B of them, in the order drawn)."""
+
+    theta: np.ndarray | None
+    draws: Any
 
 
-def refit_each(refit: Callable[[int], np.ndarray], n_boot: int, who: str, why: str = "failed") -> np.ndarray | None:
-    """The bootstrap of a multi-stage procedure: ``refit(b)`` redoes the whole procedure on resample b.
+def bootstrap(who: str, n_boot: int, seed, refit: Callable, *, n: int | None = None,
+              groups: np.ndarray | None = None, sampler: Callable | None = None, batched: bool = False,
+              why: str = "failed") -> Bootstrap:
+    """Draw ``n_boot`` resamples once and refit each.
 
-    A resample the procedure cannot fit (too few usable budgets, a failed stage) is left out; when more
-    than 5% are, a warning says how many. Returns the (B', p) internal parameters, or None if none fit.
+    The draw: (B, n) multinomial row weights; with ``groups`` (an integer code per row) whole
+    groups are resampled and each row takes its group's count; with ``sampler(rng, B)`` the
+    estimator's own B resamples from ``np.random.default_rng(seed)``.
+
+    The refit: ``batched=True``: ``refit(draws)`` refits all at once and returns
+    ``(theta (B, p), ok (B,), converged (B,) or None)``; a refit that stopped at the iteration
+    limit still counts (it improved on its start, the full-data optimum; dropping it would hide
+    exactly the resamples that wander along flat directions). Otherwise ``refit(draw)`` redoes
+    the procedure on one resample; one it cannot fit (a ScalingError: too few usable budgets, a
+    failed stage) is left out. More than 5% left out, or not converged, is warned about.
     """
-    out = []
-    for b in range(int(n_boot)):
-        try:
-            out.append(np.asarray(refit(b), float))
-        except (ScalingError, np.linalg.LinAlgError):
-            continue
-    if len(out) < 0.95 * n_boot:
-        warnings.warn(f"{who}: {int(n_boot) - len(out)} of {int(n_boot)} bootstrap resamples {why}; intervals use "
-                      "the rest", ScalingWarning, stacklevel=3)
-    return np.array(out) if out else None
+    B = int(n_boot)
+    if sampler is not None:
+        draws = sampler(np.random.default_rng(seed), B)
+    elif groups is not None:
+        codes = np.asarray(groups)
+        draws = resample_weights(int(codes.max()) + 1 if codes.size else 0, B, seed)[:, codes]
+    else:
+        draws = resample_weights(int(n), B, seed)
+    if batched:
+        theta, ok, converged = refit(draws)
+        ok = np.asarray(ok, bool)
+        if converged is not None and (~np.asarray(converged, bool)).mean() > 0.05:
+            warnings.warn(f"{who}: {int((~np.asarray(converged, bool)).sum())} of {B} bootstrap refits drifted "
+                          "without converging (a flat direction in the fit); intervals include them",
+                          ScalingWarning, stacklevel=2)
+        theta = np.asarray(theta, float)[ok]
+    else:
+        out = []
+        for b in range(B):
+            try:
+                out.append(np.asarray(refit(draws[b]), float))
+            except (ScalingError, np.linalg.LinAlgError):
+                continue
+        theta = np.array(out) if out else np.empty((0, 0))
+    if len(theta) < 0.95 * B:
+        warnings.warn(f"{who}: {B - len(theta)} of {B} bootstrap resamples {why}; intervals use the rest",
+                      ScalingWarning, stacklevel=2)
+    return Bootstrap(theta if len(theta) else None, draws)
+
+
+def newton_refit(model: Model, log_y: np.ndarray, phi0: np.ndarray, weights: np.ndarray, *,
+                 loss: str = "huber", delta: float = 1e-3, transform: ParamTransform | None = None,
+                 lower=None, upper=None) -> BatchResult:
+    """Refit every row of ``weights`` (B, n) at once, each started from ``phi0``: the batched refit
+    of a single-stage law."""
+    B = len(weights)
+    obj = RobustObjective(model, log_y, loss=loss, delta=delta, weights=weights, transform=transform)
+    x0 = np.repeat(np.atleast_2d(phi0), B, axis=0)
+    return newton_lm(obj, x0, np.arange(B), lower=lower, upper=upper, ftol=1e-12)
 
 
 def percentile_interval(samples: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -19,10 +19,11 @@ import pandas as pd
 
 from ..diagnostics import check_floor, check_identification
 from ..errors import FitError, ScalingWarning, SettingsError
-from ..fitting.bootstrap import refit_each
+from ..fitting.bootstrap import bootstrap
 from .._threads import limit_threads
 from ..fitting.optimize import LogSumExpModel, ParamTransform, RobustObjective, newton_lm
 from .base import Law, Param
+from .result import params_state, uncertainty
 
 
 class OptimalLoss(Law):
@@ -150,49 +151,6 @@ class AllocationLaw(Law):
             return "all budgets usable"
         return "; ".join(f"C={c:.3g}: {s}" for c, s in zip(bad["C"], bad["status"]))
 
-    def _fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "AllocationLaw":
-        self._check_settings()
-        df = self._prepare_data(data, columns=columns, dropna=dropna, drop_highest_loss=drop_highest_loss)
-        opt = self._optima(df)
-        bad = opt[opt["status"] != "ok"]
-        if len(bad):
-            warnings.warn(self._unused_budgets_message(opt),
-                          ScalingWarning, stacklevel=2)
-        theta, resid = self._fit_optima(opt)
-        self._set_params(theta)
-        self.profiles_ = opt
-        self.residuals_ = resid
-        self.n_points_ = int(df["run"].nunique()) if "run" in df.columns else int(len(df))
-        self.objective_ = float(np.sum(resid**2))
-        self.converged_ = True
-        ok = opt[opt["status"] == "ok"]
-        self.data_range_ = {"C": [float(ok["C"].min()), float(ok["C"].max())]}
-        loss_fit = self.loss if self.loss != "huber" else f"huber (delta={self.delta:g})"
-        self.fit_info_ = {"n_budgets": int(len(opt)), "n_budgets_used": int(len(ok)), "loss": "least squares (log)",
-                          "free": [n for n in self.param_names() if not (self.fixed and n in ("a", "b", "D0"))],
-                          "loss_opt_fit": loss_fit,
-                          "procedure": f"{self.optimum_method} on {len(ok)} of {len(opt)} budgets; N_opt and D_opt by "
-                                       f"least squares in log C" + (f" with {', '.join(f'{k} = {v:g}' for k, v in self.fixed.items())} "
-                                       "fixed (b = 1 - a and D0 = 1/(k N0): optima spend their budget)" if self.fixed else "")
-                                       + f"; L_opt(C) = E + A C^-alpha by a {loss_fit} fit",
-                          "unit": "runs"}
-        self.bootstrap_theta_ = None
-        if self.bootstrap:
-            rng = np.random.default_rng(self.seed)
-            self.bootstrap_theta_ = refit_each(
-                lambda _: self._fit_optima(self._optima(self._resample(df, rng), quiet=True), warm=theta)[0],
-                self.bootstrap, self.name, "had too few usable budgets")
-        self._set_uncertainty()
-        self._check_identification()
-        check_floor(self.name, self.params_, float(ok["loss_opt"].min()))
-        return self
-
-    def _check_identification(self) -> None:
-        check_identification(self.name, {k: self.params_[k] for k in ("a", "b")}, self.ci_, self.level)
-        if abs(self.params_["a"] + self.params_["b"] - 1) > 0.1:
-            warnings.warn(f"{self.name}: a + b = {self.params_['a'] + self.params_['b']:.3f}, far from 1: the "
-                          "runs do not satisfy C = 6 N D; check the C and D columns", ScalingWarning, stacklevel=3)
-
     def _log_predict(self, theta, X):
         lC = np.log(X["C"])[None, :]
         lE, lA, alpha = theta[:, 4:5], theta[:, 5:6], theta[:, 6:7]
@@ -209,20 +167,21 @@ class AllocationLaw(Law):
         P = self._to_public(theta)
         return {"a": P[:, 0], "b": P[:, 2]}
 
-    def _summary_extra(self):
-        d = {"a": self.params_["a"], "b": self.params_["b"], "N0": self.params_["N0"], "D0": self.params_["D0"]}
-        ci = self.allocation_exponent_intervals()
+    def _summary_extra(self, fit):
+        p = fit._state["params_"]
+        d = {"a": p["a"], "b": p["b"], "N0": p["N0"], "D0": p["D0"]}
+        ci = fit.allocation_exponent_intervals()
         if ci:
             d["ci"] = ci
         out = {"compute_optimal": d}
-        if hasattr(self, "profiles_"):
-            out["profiles"] = self.profiles_.replace({np.nan: None}).to_dict(orient="records")
+        if "profiles_" in fit._state:
+            out["profiles"] = fit._state["profiles_"].replace({np.nan: None}).to_dict(orient="records")
         return out
 
-    def _report_extra(self):
+    def _report_extra(self, fit):
         lines = ["", "per-budget optima:"]
-        if hasattr(self, "profiles_"):
-            for r in self.profiles_.itertuples():
+        if "profiles_" in fit._state:
+            for r in fit._state["profiles_"].itertuples():
                 if r.status == "ok":
                     lines.append(f"  C={r.C:10.3g}  N_opt={r.N_opt:10.3g}  D_opt={r.D_opt:10.3g}  loss={r.loss_opt:.4f}")
                 else:
@@ -230,11 +189,53 @@ class AllocationLaw(Law):
         return lines
 
     def _restore_extra(self, d):
-        if d.get("profiles"):
-            self.profiles_ = pd.DataFrame(d["profiles"])
         self.flops_per_token_param = d.get("settings", {}).get("flops_per_token_param", 6.0)
+        return {"profiles_": pd.DataFrame(d["profiles"])} if d.get("profiles") else {}
 
-    def to_dict(self):
-        d = super().to_dict()
-        d["settings"]["flops_per_token_param"] = self.flops_per_token_param
-        return d
+    def _settings_extra(self):
+        return {"flops_per_token_param": self.flops_per_token_param}
+
+
+def estimate_allocation(law: AllocationLaw, data, *, columns=None, drop_highest_loss: int = 0,
+                        dropna: bool = False) -> dict:
+    """The estimator of the IsoFLOP and envelope laws: per-budget optima, then N_opt, D_opt and L_opt
+    as functions of C; the bootstrap repeats the whole procedure on runs resampled as the law says."""
+    df = law._prepare_data(data, columns=columns, dropna=dropna, drop_highest_loss=drop_highest_loss)
+    opt = law._optima(df)
+    bad = opt[opt["status"] != "ok"]
+    if len(bad):
+        warnings.warn(law._unused_budgets_message(opt), ScalingWarning, stacklevel=2)
+    theta, resid = law._fit_optima(opt)
+    st = params_state(law, theta)
+    ok = opt[opt["status"] == "ok"]
+    loss_fit = law.loss if law.loss != "huber" else f"huber (delta={law.delta:g})"
+    fixed = ", ".join(f"{k} = {v:g}" for k, v in law.fixed.items())
+    st.update(
+        profiles_=opt, residuals_=resid, objective_=float(np.sum(resid**2)), converged_=True,
+        n_points_=int(df["run"].nunique()) if "run" in df.columns else int(len(df)),
+        data_range_={"C": [float(ok["C"].min()), float(ok["C"].max())]},
+        fit_info_={"n_budgets": int(len(opt)), "n_budgets_used": int(len(ok)), "loss": "least squares (log)",
+                   "free": [n for n in law.param_names() if not (law.fixed and n in ("a", "b", "D0"))],
+                   "loss_opt_fit": loss_fit,
+                   "procedure": f"{law.optimum_method} on {len(ok)} of {len(opt)} budgets; N_opt and D_opt by "
+                                "least squares in log C" + (f" with {fixed} fixed (b = 1 - a and D0 = 1/(k N0): "
+                                                            "optima spend their budget)" if law.fixed else "")
+                                + f"; L_opt(C) = E + A C^-alpha by a {loss_fit} fit",
+                   "unit": "runs"})
+    st["bootstrap_theta_"] = None
+    if law.bootstrap:
+        st["bootstrap_theta_"] = bootstrap(
+            law.name, law.bootstrap, law.seed,
+            lambda sample: law._fit_optima(law._optima(sample, quiet=True), warm=theta)[0],
+            sampler=lambda rng, B: [law._resample(df, rng) for _ in range(B)], why="had too few usable budgets").theta
+    uncertainty(law, st)
+    p = st["params_"]
+    check_identification(law.name, {k: p[k] for k in ("a", "b")}, st["ci_"], law.level)
+    if abs(p["a"] + p["b"] - 1) > 0.1:
+        warnings.warn(f"{law.name}: a + b = {p['a'] + p['b']:.3f}, far from 1: the "
+                      "runs do not satisfy C = 6 N D; check the C and D columns", ScalingWarning, stacklevel=3)
+    check_floor(law.name, p, float(ok["loss_opt"].min()))
+    return st
+
+
+AllocationLaw.estimator = staticmethod(estimate_allocation)

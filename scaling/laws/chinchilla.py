@@ -81,15 +81,14 @@ class ChinchillaLaw(Law):
     def _extra_ties(self):
         return [("alpha", "beta")] if self.tie_exponents else []
 
-    def to_dict(self):
-        d = super().to_dict()
-        d["settings"].update(tie_exponents=self.tie_exponents, starts=self.starts)
-        return d
+    def _settings_extra(self):
+        return {"tie_exponents": self.tie_exponents, "starts": self.starts}
 
     def _restore_extra(self, d):
         s = d.get("settings") or {}
         self.tie_exponents = bool(s.get("tie_exponents", False))
         self.starts = s.get("starts", "full")
+        return {}
 
     # ---------------------------------------------------------------- model
     @staticmethod
@@ -113,8 +112,7 @@ class ChinchillaLaw(Law):
         g = GRID if self.starts == "full" else COARSE_GRID
         return np.array(list(itertools.product(g["e"], g["a"], g["b"], g["alpha"], g["beta"])), float)
 
-    def _check_terms(self, X, y):
-        p = self.params_
+    def _check_terms(self, p, X, y):
         for term, inp, what in ((p["A"] / X["N"] ** p["alpha"], "N", "parameters"),
                                 (p["B"] / X["D"] ** p["beta"], "D", "tokens")):
             share = float(np.max(term / y))
@@ -172,9 +170,12 @@ class ChinchillaLaw(Law):
         k = 6.0 if flops is None or callable(flops) else float(flops)
         _, _, _, N, D, L = self._allocation(*(P[:, i:i + 1] for i in range(5)), C[None, :], k, strict=strict)
         if callable(flops):
-            N, D = _numeric_optimum(lambda n, d: self.predict(N=n, D=d), flops, C, N[0])
+            def predict(n, d):
+                return np.exp(self._log_predict(theta[:1], self._inputs_from(N=n, D=d))[0])
+
+            N, D = _numeric_optimum(predict, flops, C, N[0])
             N, D = N[None, :], D[None, :]
-            L = self.predict(N=N[0], D=D[0])[None, :]
+            L = predict(N[0], D[0])[None, :]
         return {"N_opt": N, "D_opt": D, "loss": L}
 
     def _interval_allocatable(self, flops=None, **_):
@@ -185,21 +186,23 @@ class ChinchillaLaw(Law):
         a, b, G = self._allocation(*(P[:, i] for i in range(5)), 1.0, 6.0, strict=False)[:3]
         return {"a": a, "b": b, "G": G}
 
-    def _summary_extra(self):
-        if self.params_["alpha"] <= 0 or self.params_["beta"] <= 0:
+    def _summary_extra(self, fit):
+        p = fit._state["params_"]
+        if p["alpha"] <= 0 or p["beta"] <= 0:
             return {"compute_optimal": {"a": None, "b": None, "G": None,
                                         "note": "undefined: an exponent is not positive"}}
-        d = {k: float(v[0]) for k, v in self._allocation_exponents(self.theta_[None, :]).items()}
-        ci = self.allocation_exponent_intervals()
+        d = {k: float(v[0]) for k, v in self._allocation_exponents(fit._state["theta_"][None, :]).items()}
+        ci = fit.allocation_exponent_intervals()
         if ci:
             d["ci"] = ci
         return {"compute_optimal": d}
 
-    def _report_extra(self):
-        co = self._summary_extra()["compute_optimal"]
+    def _report_extra(self, fit):
+        co = self._summary_extra(fit)["compute_optimal"]
         if co["a"] is None:
-            return [f"\ncompute-optimal allocation: {co['note']} (alpha = {self.params_['alpha']:.4g}, "
-                    f"beta = {self.params_['beta']:.4g})"]
+            p = fit._state["params_"]
+            return [f"\ncompute-optimal allocation: {co['note']} (alpha = {p['alpha']:.4g}, "
+                    f"beta = {p['beta']:.4g})"]
         pct = int(round(100 * self.level))
         line = f"\ncompute-optimal: N_opt = G (C/6)^a, D_opt = (C/6)^b / G with a = {co['a']:.4f}, b = {co['b']:.4f}, G = {co['G']:.4g}"
         if "ci" in co:

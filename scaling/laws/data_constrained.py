@@ -22,13 +22,13 @@ import pandas as pd
 
 from .._threads import limit_threads
 from ..diagnostics import check_identification
-from ..errors import DataError, FitError, ScalingWarning, SettingsError
-from ..fitting.bootstrap import bootstrap_fit, refit_each, resample_weights
+from ..errors import DataError, FitError, ScalingError, SettingsError
+from ..fitting.bootstrap import bootstrap, newton_refit
 from ..fitting.optimize import FunctionModel, RobustObjective, newton_lm
 from . import register_law
 from .base import Law, Param
 from .chinchilla import ChinchillaLaw
-from .result import FitResult
+from .result import FitResult, params_state, uncertainty
 
 
 def _g(R, s):
@@ -133,56 +133,15 @@ class DataConstrainedLaw(Law):
         return FunctionModel(log_pred, jac, X, 2)
 
     # ------------------------------------------------------------------ fit
-    def _fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "DataConstrainedLaw":
-        self._check_settings()
-        df = self._frame(data, columns=columns, dropna=dropna, drop_highest_loss=drop_highest_loss)
-        if (df["D"] < df["U"] * (1 - 1e-9)).any():
-            n = int((df["D"] < df["U"] * (1 - 1e-9)).sum())
-            raise DataError(f"{n} run(s) have fewer training tokens D than unique tokens U; U counts the unique "
-                            "tokens actually seen, so U <= D (check the U column)")
-        X = {c: df[c].to_numpy(float) for c in self.inputs}
-        log_y = np.log(df["loss"].to_numpy(float))
-        self._check_data(X)
-        single = X["D"] <= X["U"] * (1 + 1e-9)
-        with limit_threads(1), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            base = self._base_law(df[single])
-        base_theta = base.theta_
-        theta2, f2, conv = self._fit_stage2(base_theta, X, log_y)
-        self._set_params(np.concatenate([base_theta, theta2]))
-        self.objective_ = float(f2)
-        self.converged_ = bool(conv)
-        self.n_points_ = int(len(df))
-        self.residuals_ = log_y - self._log_predict(self.theta_[None, :], X)[0]
-        self.data_range_ = {c: [float(X[c].min()), float(X[c].max())] for c in self.inputs}
-        n2 = len(self.starts) if self.starts else 25
-        self.fit_info_ = {"loss": self.loss, "delta": self.delta, "n_starts_stage2": n2,
-                          "procedure": ("stage 1: the base law " + ("given" if self.base is not None else
-                                        "fitted (Chinchilla, full start grid) on the runs that repeat no data") +
-                                        f"; stage 2: R_D*, R_N* from {n2} starts with the base held fixed"),
-                          "base": "given" if self.base is not None else
-                          f"fitted on {int(self.base_rows_.sum())} unconstrained runs",
-                          "free": ["R_D_star", "R_N_star"] + ([] if self.base is not None else
-                                                              base.fit_info_["free"])}
-        self.bootstrap_theta_ = None
-        if self.bootstrap:
-            base_rows = single.copy()
-            if self.base is None:
-                base_rows[single] = self.base_rows_
-            self.bootstrap_theta_ = self._bootstrap(X, log_y, base_rows, base)
-        self._set_uncertainty()
-        check_identification(self.name, {k: self.params_[k] for k in ("R_D_star", "R_N_star")}, self.ci_, self.level)
-        return self
-
-    def _base_law(self, single_df: pd.DataFrame) -> FitResult:
-        """The base Chinchilla law: given, or fitted on runs that are unconstrained under it.
+    def _base_law(self, single_df: pd.DataFrame) -> tuple[FitResult, np.ndarray | None]:
+        """The base Chinchilla law, given or fitted on runs that are unconstrained under it, and those runs.
 
         A run is unconstrained when it repeats no data (D <= U) and is no larger than the
         compute-optimal size for its unique tokens (N <= U_N); that set depends on the base
         law itself, so fit and reselect until it stops changing.
         """
         if self.base is not None:
-            return self.base
+            return self.base, None
         rows = np.ones(len(single_df), bool)
         law = None
         for _ in range(6):
@@ -197,8 +156,7 @@ class DataConstrainedLaw(Law):
             if new.sum() < 6 or np.array_equal(new, rows):
                 break
             rows = new
-        self.base_rows_ = rows
-        return law
+        return law, rows
 
     def _fit_stage2(self, base_theta, X, log_y, weights=None, start=None):
         model = self._stage2_model(base_theta, X)
@@ -211,34 +169,6 @@ class DataConstrainedLaw(Law):
             raise FitError("data-constrained: could not fit R_D*, R_N*")
         k = int(np.nanargmin(res.fun))
         return res.x[k], res.fun[k], res.converged[k]
-
-    def _bootstrap(self, X, log_y, single, base):
-        n, B = log_y.size, int(self.bootstrap)
-        W = resample_weights(n, B, self.seed)
-        with limit_threads(1), np.errstate(all="ignore"):
-            if self.base is None:  # refit the base on each resample's single-epoch runs, all at once
-                sub = {c: X[c][single] for c in ("N", "D")}
-                chin = self._base_spec()
-                transform, lo, hi, _ = chin.constraints()
-                boot = bootstrap_fit(chin._model(sub), log_y[single], transform.to_phi(base.theta_),
-                                     n_boot=B, loss=self.loss, delta=self.delta, transform=transform,
-                                     lower=lo, upper=hi, weights=W[:, single])
-                bases = transform.to_theta(boot.x)
-                ok = np.isfinite(boot.fun)
-            else:
-                bases = np.repeat(base.theta_[None, :], B, axis=0)
-                ok = np.ones(B, bool)
-            start, keep = self.theta_[5:], np.flatnonzero(ok)
-
-            def refit(i):
-                b = keep[i]
-                return np.concatenate([bases[b], self._fit_stage2(bases[b], X, log_y, weights=W[b], start=start)[0]])
-
-            out = refit_each(refit, len(keep), self.name, "failed in stage 2")
-        if len(keep) < 0.95 * B:
-            warnings.warn(f"data-constrained: {B - len(keep)} of {B} bootstrap refits of the base law failed",
-                          ScalingWarning, stacklevel=3)
-        return out
 
     # ------------------------------------------------------------ published
     @classmethod
@@ -292,3 +222,73 @@ class DataConstrainedLaw(Law):
         D = C[None, :] / (k * N)
         L = np.stack([np.exp(self._log_predict(theta[q:q + 1], {"N": N[q], "D": D[q], "U": U})[0]) for q in range(K)])
         return {"N_opt": N, "D_opt": D, "loss": L, "epochs": D / U[None, :]}
+
+
+def estimate_data_constrained(law: DataConstrainedLaw, data, *, columns=None, drop_highest_loss: int = 0,
+                              dropna: bool = False) -> dict:
+    """The two-stage estimator: the base law (given, or fitted on the runs that repeat no data), then
+    R_D* and R_N* with the base held fixed. The bootstrap redoes both stages on each resample: the
+    base refits of all resamples at once, then stage 2 on each."""
+    df = law._frame(data, columns=columns, dropna=dropna, drop_highest_loss=drop_highest_loss)
+    if (df["D"] < df["U"] * (1 - 1e-9)).any():
+        n = int((df["D"] < df["U"] * (1 - 1e-9)).sum())
+        raise DataError(f"{n} run(s) have fewer training tokens D than unique tokens U; U counts the unique "
+                        "tokens actually seen, so U <= D (check the U column)")
+    X = {c: df[c].to_numpy(float) for c in law.inputs}
+    log_y = np.log(df["loss"].to_numpy(float))
+    law._check_data(X)
+    single = X["D"] <= X["U"] * (1 + 1e-9)
+    with limit_threads(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base, base_rows = law._base_law(df[single])
+    base_theta = base.theta_
+    theta2, f2, conv = law._fit_stage2(base_theta, X, log_y)
+    st = params_state(law, np.concatenate([base_theta, theta2]))
+    n2 = len(law.starts) if law.starts else 25
+    st.update(objective_=float(f2), converged_=bool(conv), n_points_=int(len(df)),
+              residuals_=log_y - law._log_predict(st["theta_"][None, :], X)[0],
+              data_range_={c: [float(X[c].min()), float(X[c].max())] for c in law.inputs})
+    if base_rows is not None:
+        st["base_rows_"] = base_rows
+    st["fit_info_"] = {"loss": law.loss, "delta": law.delta, "n_starts_stage2": n2,
+                       "procedure": ("stage 1: the base law " + ("given" if law.base is not None else
+                                     "fitted (Chinchilla, full start grid) on the runs that repeat no data") +
+                                     f"; stage 2: R_D*, R_N* from {n2} starts with the base held fixed"),
+                       "base": "given" if law.base is not None else f"fitted on {int(base_rows.sum())} unconstrained runs",
+                       "free": ["R_D_star", "R_N_star"] + ([] if law.base is not None else base.fit_info_["free"])}
+    st["bootstrap_theta_"] = None
+    if law.bootstrap:
+        rows = single.copy()
+        if law.base is None:
+            rows[single] = base_rows
+        st["bootstrap_theta_"] = bootstrap(law.name, law.bootstrap, law.seed,
+                                           lambda W: _refit_both_stages(law, X, log_y, rows, base, st["theta_"][5:], W),
+                                           n=log_y.size, batched=True).theta
+    uncertainty(law, st)
+    check_identification(law.name, {k: st["params_"][k] for k in ("R_D_star", "R_N_star")}, st["ci_"], law.level)
+    return st
+
+
+def _refit_both_stages(law: DataConstrainedLaw, X, log_y, single, base: FitResult, start, W):
+    """Each row of weights W: the base law refitted on its single-epoch runs (all rows at once), then stage 2."""
+    B = len(W)
+    with limit_threads(1), np.errstate(all="ignore"):
+        if law.base is None:
+            sub = {c: X[c][single] for c in ("N", "D")}
+            chin = law._base_spec()
+            transform, lo, hi, _ = chin.constraints()
+            boot = newton_refit(chin._model(sub), log_y[single], transform.to_phi(base.theta_), W[:, single],
+                                loss=law.loss, delta=law.delta, transform=transform, lower=lo, upper=hi)
+            bases, ok = transform.to_theta(boot.x), np.isfinite(boot.fun)
+        else:
+            bases, ok = np.repeat(base.theta_[None, :], B, axis=0), np.ones(B, bool)
+        theta = np.full((B, len(law.parameters)), np.nan)
+        for b in np.flatnonzero(ok):
+            try:
+                theta[b] = np.concatenate([bases[b], law._fit_stage2(bases[b], X, log_y, weights=W[b], start=start)[0]])
+            except (ScalingError, np.linalg.LinAlgError):
+                ok[b] = False
+    return theta, ok, None
+
+
+DataConstrainedLaw.estimator = staticmethod(estimate_data_constrained)

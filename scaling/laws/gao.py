@@ -26,6 +26,7 @@ A reward model whose held-out accuracy does not beat chance (``rm_accuracy`` and
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Any, ClassVar, Mapping
@@ -36,10 +37,10 @@ import pandas as pd
 from ..data import parse_columns, read_table
 from ..diagnostics import at_chance
 from ..errors import DataError, FitError, ScalingWarning, SettingsError
-from ..fitting.bootstrap import percentile_interval, refit_each, resample_weights
+from ..fitting.bootstrap import bootstrap, percentile_interval
 from . import register_law
 from .base import Law, Param
-from .result import FitResult
+from .result import FitResult, params_state, uncertainty
 
 
 def _xlogx(d: np.ndarray) -> np.ndarray:
@@ -97,12 +98,13 @@ class GaoLaw(Law):
         q = -self._curvature(d)
         return np.stack([d, d * x, q, q * x], axis=1)
 
-    def _x(self, rm_params) -> np.ndarray:
-        return np.log10(np.asarray(rm_params, float) / self.n_ref_)
+    @staticmethod
+    def _x(rm_params, n_ref: float) -> np.ndarray:
+        return np.log10(np.asarray(rm_params, float) / n_ref)
 
-    def _value(self, theta: np.ndarray, d, rm_params) -> np.ndarray:
-        """Predictions (K, n) for K parameter vectors."""
-        A = self._design(np.asarray(d, float), self._x(rm_params))
+    def _value(self, theta: np.ndarray, d, rm_params, n_ref: float) -> np.ndarray:
+        """Predictions (K, n) for K parameter vectors, with the RM size measured from ``n_ref``."""
+        A = self._design(np.asarray(d, float), self._x(rm_params, n_ref))
         return np.atleast_2d(theta) @ A.T
 
     # ------------------------------------------------------------- the data
@@ -210,73 +212,6 @@ class GaoLaw(Law):
             out[k, free] = sol
         return out
 
-    def _fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "GaoLaw":
-        self._check_settings()
-        if drop_highest_loss or dropna:
-            raise SettingsError(f"{self.name} takes neither drop_highest_loss nor dropna (a reward curve has no "
-                                "'highest loss'; rows with missing values are named as an error)")
-        df = self._table(data, columns)
-        df = df[df["d"] > 0]  # R(0) = 0 by construction: those rows carry no information
-        if self.max_d is not None:
-            df = df[df["d"] <= self.max_d]
-            if df.empty:
-                raise DataError(f"{self.name}: no point with 0 < d <= max_d = {self.max_d:g} (sqrt of KL); raise --max-d")
-        sizes = np.sort(df["rm_params"].unique())
-        free = self._free(len(sizes))
-        if len(sizes) < 2:
-            warnings.warn(f"{self.name}: one reward-model size ({int(sizes[0]):,} parameters) in the data, so "
-                          "alpha_slope and beta_slope (how the law changes with RM size) cannot be estimated: they "
-                          "are held at 0 and reported as not estimated (add RM sizes to fit them)",
-                          ScalingWarning, stacklevel=2)
-        if len(df) <= free.sum():
-            raise DataError(f"{len(df)} point(s) with d > 0 for {int(free.sum())} free parameter(s): {self.name} "
-                            "needs more runs (more n values, checkpoints or RM sizes)")
-        if df["d"].nunique() < 2:
-            raise DataError(f"{self.name}: all points share one value of d; the law needs several KL budgets")
-        self.n_ref_ = float(np.exp(np.log(sizes).mean())) if self.n_ref is None else float(self.n_ref)
-        d, N, y = df["d"].to_numpy(), df["rm_params"].to_numpy(), df[self.score].to_numpy()
-        A = self._design(d, self._x(N))
-        theta = self._solve(A, y, np.ones((1, len(y))), free)[0]
-        self._set_params(theta)
-        resid = y - A @ theta
-        self.residuals_ = resid
-        self.objective_ = float(np.mean(resid ** 2))
-        self.n_points_ = int(len(y))
-        self.converged_ = True
-        self.fit_info_ = {"free": [n for n, f in zip(self.param_names(), free) if f], "loss": "squared",
-                          "procedure": "exact least squares (the law is linear in its coefficients)",
-                          "n_ref": self.n_ref_, "rm_sizes": [int(s) for s in sizes],
-                          "bootstrap_over": "prompts" if "prompt" in df.columns else "residuals within RM size",
-                          "unit": "points", "max_d": self.max_d}
-        self.data_range_ = {"d": [float(d.min()), float(d.max())], "rm_params": [float(sizes[0]), float(sizes[-1])]}
-        self.bootstrap_theta_ = None
-        resamples = None
-        if self.bootstrap:
-            resamples = self._resamples(df, resid, A @ theta)
-            W, Y = resamples
-            self.bootstrap_theta_ = refit_each(lambda b: self._solve(A, Y[b], W[b:b + 1], free)[0], len(W), self.name)
-        self._set_uncertainty()
-        self.per_size_ = self._per_size(df, resamples)
-        return self
-
-    def _resamples(self, df: pd.DataFrame, resid: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(weights, targets), each (B, n): prompts resampled as weights, or residuals resampled into targets."""
-        B = int(self.bootstrap)
-        y = df[self.score].to_numpy()
-        if "prompt" in df.columns:
-            codes, uniq = pd.factorize(df["prompt"])
-            W = resample_weights(len(uniq), B, self.seed)[:, codes]
-            return W, np.tile(y, (B, 1))
-        rng = np.random.default_rng(self.seed)
-        Y = np.empty((B, len(y)))
-        # least-squares residuals are smaller than the errors by sqrt((n - p) / n): undo that
-        inflate = math.sqrt(len(y) / max(1, len(y) - int(self._free(df["rm_params"].nunique()).sum())))
-        for size in np.unique(df["rm_params"]):
-            m = (df["rm_params"] == size).to_numpy()
-            r = (resid[m] - resid[m].mean()) * inflate
-            Y[:, m] = fitted[m] + rng.choice(r, size=(B, m.sum()), replace=True)
-        return np.ones((B, len(y))), Y
-
     def _per_size(self, df, resamples) -> list[dict]:
         out = []
         scores = [self.score] + [s for s in ("proxy",) if s in df.columns and s != self.score]
@@ -329,56 +264,29 @@ class GaoLaw(Law):
         return out
 
     # ------------------------------------------------------------ predicting
-    def coefficients(self, rm_params) -> tuple[np.ndarray, np.ndarray]:
-        """alpha(N), beta(N) of the joint law at RM sizes N."""
-        self._require_fitted()
-        x = self._x(np.atleast_1d(np.asarray(rm_params, float)))
-        p = self.params_
-        return p["alpha"] + p["alpha_slope"] * x, p["beta"] + p["beta_slope"] * x
-
-    def predict(self, data=None, **inputs) -> np.ndarray:
+    def _predict(self, fit, X):
         """Gold (or the fitted score) at d = sqrt(KL) for reward models of ``rm_params`` parameters."""
-        self._require_fitted()
-        X = self._inputs_from(data, **inputs)
-        return self._value(self.theta_, X["d"], X["rm_params"])[0]
+        return self._value(fit._state["theta_"], X["d"], X["rm_params"], fit._state["n_ref_"])[0]
 
-    def predict_interval(self, data=None, *, level: float | None = None, kind: str = "prediction", **inputs):
-        """Bootstrap interval of a new measurement (``kind="prediction"``, the default for every law) or of
-        the curve itself (``kind="mean"``)."""
-        self._require_bootstrap()
-        level = self.level if level is None else level
-        X = self._inputs_from(data, **inputs)
-        v = self._value(self.bootstrap_theta_, X["d"], X["rm_params"])
+    def _predict_interval(self, fit, X, level, kind):
+        """Bootstrap band of a new measurement (``prediction``: a centred residual added) or of the curve
+        (``mean``), on the score's own scale."""
+        v = self._value(fit._state["bootstrap_theta_"], X["d"], X["rm_params"], fit._state["n_ref_"])
         if kind == "prediction":
+            r = fit._state["residuals_"]
             rng = np.random.default_rng(self.seed + 1)
-            v = v + rng.choice(self.residuals_ - self.residuals_.mean(), size=v.shape, replace=True)
-        elif kind != "mean":
-            raise SettingsError(f"kind must be 'prediction' or 'mean', got {kind!r}")
+            v = v + rng.choice(r - r.mean(), size=v.shape, replace=True)
         return percentile_interval(v, level)
 
-    def peak(self, rm_params) -> dict[str, Any]:
-        """Where the gold curve of an RM of this size peaks: d*, gold there and KL = d*^2, with intervals."""
-        self._require_fitted()
-        a, b = self.coefficients(rm_params)
-        pk = [self._peak_summary(float(x), float(y)) for x, y in zip(a, b)]
-        out: dict[str, Any] = {"rm_params": np.atleast_1d(np.asarray(rm_params, float)).tolist(),
-                               **{k: [p[k] for p in pk] for k in ("d_star", "gold_star", "kl_star")}}
-        B = getattr(self, "bootstrap_theta_", None)
-        if B is not None and len(B):
-            x = self._x(np.atleast_1d(np.asarray(rm_params, float)))
-            per_size = [self._peak_intervals(B[:, 0] + B[:, 1] * xi, B[:, 2] + B[:, 3] * xi) for xi in x]
-            out.update({f"{k}_ci": [iv[k] for iv in per_size] for k in ("d_star", "gold_star", "kl_star")})
-        return out
-
     # ------------------------------------------------------------- reporting
-    def _summary_extra(self) -> dict[str, Any]:
-        return {"n_ref": self.n_ref_, "per_size": getattr(self, "per_size_", [])}
+    def _summary_extra(self, fit) -> dict[str, Any]:
+        return {"n_ref": fit._state["n_ref_"], "per_size": copy.deepcopy(fit._state.get("per_size_", []))}
 
-    def _report_extra(self) -> list[str]:
-        lines = [f"  alpha(N) = alpha + alpha_slope log10(N / {self.n_ref_:,.0f}); beta(N) likewise", "",
+    def _report_extra(self, fit) -> list[str]:
+        lines = [f"  alpha(N) = alpha + alpha_slope log10(N / {fit._state['n_ref_']:,.0f}); beta(N) likewise", "",
                  "  per-size fits (peak: d* = sqrt(KL) where gold is highest; '>data' = beyond the largest d measured)",
                  f"  {'RM params':>12}{'alpha':>9}{'beta':>9}{'d*':>10}{'KL*':>10}{'gold*':>10}{'d max':>8}"]
-        for r in getattr(self, "per_size_", []):
+        for r in fit._state.get("per_size_", []):
             if "alpha" not in r:
                 lines.append(f"  {r['rm_params']:>12,}  (too few points)")
                 continue
@@ -391,28 +299,125 @@ class GaoLaw(Law):
             lines.append(f"  {r['rm_params']:>12,}{r['alpha']:9.3f}{r['beta']:9.3f}{pk}{r['d_max']:8.2f}")
         return lines
 
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d["settings"].update({"shared_alpha": self.shared_alpha, "n_ref": self.n_ref, "score": self.score,
-                              "kl_penalty": self.kl_penalty, "max_d": self.max_d, "rm_data": self.rm_data})
-        return d
+    def _settings_extra(self) -> dict[str, Any]:
+        return {"shared_alpha": self.shared_alpha, "n_ref": self.n_ref, "score": self.score,
+                "kl_penalty": self.kl_penalty, "max_d": self.max_d, "rm_data": self.rm_data}
 
-    def _restore_extra(self, d: Mapping[str, Any]) -> None:
+    def _restore_extra(self, d: Mapping[str, Any]) -> dict[str, Any]:
         s = d.get("settings", {})
         self.shared_alpha = bool(s.get("shared_alpha", False))
         self.n_ref = s.get("n_ref")
-        self.n_ref_ = d.get("n_ref", s.get("n_ref"))  # the resolved value (files before n_ref_ kept it in settings)
         self.score = s.get("score", "gold")
         self.kl_penalty = s.get("kl_penalty")
         self.max_d = s.get("max_d")
         self.rm_data = s.get("rm_data")
-        self.per_size_ = d.get("per_size", [])
+        # the resolved n_ref (files before n_ref_ kept it in settings)
+        return {"n_ref_": d.get("n_ref", s.get("n_ref")), "per_size_": d.get("per_size", [])}
 
     @classmethod
     def from_params(cls, n_ref: float = 1e4, **values: float) -> FitResult:
-        law = cls._parametrised({"alpha_slope": 0.0, "beta_slope": 0.0, **values}, n_ref=n_ref)
-        law.n_ref_ = n_ref
-        return FitResult(law._spec(), law)
+        law, state = cls._parametrised({"alpha_slope": 0.0, "beta_slope": 0.0, **values}, n_ref=n_ref)
+        return cls.result_class(law, {**state, "n_ref_": n_ref})
+
+
+class GaoResult(FitResult):
+    """A fitted Gao law: a ``FitResult`` that also gives the coefficients and the peak at any RM size."""
+
+    __slots__ = ()
+
+    def coefficients(self, rm_params) -> tuple[np.ndarray, np.ndarray]:
+        """alpha(N), beta(N) of the joint law at RM sizes N."""
+        x = self.law._x(np.atleast_1d(np.asarray(rm_params, float)), self._state["n_ref_"])
+        p = self._state["params_"]
+        return p["alpha"] + p["alpha_slope"] * x, p["beta"] + p["beta_slope"] * x
+
+    def peak(self, rm_params) -> dict[str, Any]:
+        """Where the gold curve of an RM of this size peaks: d*, gold there and KL = d*^2, with intervals."""
+        law = self.law
+        a, b = self.coefficients(rm_params)
+        pk = [law._peak_summary(float(x), float(y)) for x, y in zip(a, b)]
+        out: dict[str, Any] = {"rm_params": np.atleast_1d(np.asarray(rm_params, float)).tolist(),
+                               **{k: [p[k] for p in pk] for k in ("d_star", "gold_star", "kl_star")}}
+        B = self._state.get("bootstrap_theta_")
+        if B is not None and len(B):
+            x = law._x(np.atleast_1d(np.asarray(rm_params, float)), self._state["n_ref_"])
+            per_size = [law._peak_intervals(B[:, 0] + B[:, 1] * xi, B[:, 2] + B[:, 3] * xi) for xi in x]
+            out.update({f"{k}_ci": [iv[k] for iv in per_size] for k in ("d_star", "gold_star", "kl_star")})
+        return out
+
+
+def estimate_gao(law: GaoLaw, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> dict:
+    """Exact least squares (the law is linear in its coefficients) on all RM sizes at once, per-size fits
+    beside it; the bootstrap resamples prompts (with a ``prompt`` column) or residuals within each RM size."""
+    if drop_highest_loss or dropna:
+        raise SettingsError(f"{law.name} takes neither drop_highest_loss nor dropna (a reward curve has no "
+                            "'highest loss'; rows with missing values are named as an error)")
+    df = law._table(data, columns)
+    df = df[df["d"] > 0]  # R(0) = 0 by construction: those rows carry no information
+    if law.max_d is not None:
+        df = df[df["d"] <= law.max_d]
+        if df.empty:
+            raise DataError(f"{law.name}: no point with 0 < d <= max_d = {law.max_d:g} (sqrt of KL); raise --max-d")
+    sizes = np.sort(df["rm_params"].unique())
+    free = law._free(len(sizes))
+    if len(sizes) < 2:
+        warnings.warn(f"{law.name}: one reward-model size ({int(sizes[0]):,} parameters) in the data, so "
+                      "alpha_slope and beta_slope (how the law changes with RM size) cannot be estimated: they "
+                      "are held at 0 and reported as not estimated (add RM sizes to fit them)",
+                      ScalingWarning, stacklevel=2)
+    if len(df) <= free.sum():
+        raise DataError(f"{len(df)} point(s) with d > 0 for {int(free.sum())} free parameter(s): {law.name} "
+                        "needs more runs (more n values, checkpoints or RM sizes)")
+    if df["d"].nunique() < 2:
+        raise DataError(f"{law.name}: all points share one value of d; the law needs several KL budgets")
+    n_ref = float(np.exp(np.log(sizes).mean())) if law.n_ref is None else float(law.n_ref)
+    d, N, y = df["d"].to_numpy(), df["rm_params"].to_numpy(), df[law.score].to_numpy()
+    A = law._design(d, law._x(N, n_ref))
+    theta = law._solve(A, y, np.ones((1, len(y))), free)[0]
+    st = params_state(law, theta)
+    resid = y - A @ theta
+    st.update(n_ref_=n_ref, residuals_=resid, objective_=float(np.mean(resid ** 2)), n_points_=int(len(y)),
+              converged_=True,
+              data_range_={"d": [float(d.min()), float(d.max())], "rm_params": [float(sizes[0]), float(sizes[-1])]})
+    st["fit_info_"] = {"free": [n for n, f in zip(law.param_names(), free) if f], "loss": "squared",
+                       "procedure": "exact least squares (the law is linear in its coefficients)",
+                       "n_ref": n_ref, "rm_sizes": [int(s) for s in sizes],
+                       "bootstrap_over": "prompts" if "prompt" in df.columns else "residuals within RM size",
+                       "unit": "points", "max_d": law.max_d}
+    st["bootstrap_theta_"] = None
+    resamples = None
+    if law.bootstrap:
+        B, n = int(law.bootstrap), len(y)
+        if "prompt" in df.columns:  # prompts resampled as weights
+            boot = bootstrap(law.name, B, law.seed, lambda w: law._solve(A, y, w[None, :], free)[0],
+                             groups=pd.factorize(df["prompt"])[0])
+            resamples = (boot.draws, np.tile(y, (B, 1)))
+        else:  # residuals resampled into targets
+            ones = np.ones((1, n))
+            boot = bootstrap(law.name, B, law.seed, lambda yb: law._solve(A, yb, ones, free)[0],
+                             sampler=lambda rng, B: _residual_targets(law, df, resid, A @ theta, rng, B))
+            resamples = (np.ones((B, n)), boot.draws)
+        st["bootstrap_theta_"] = boot.theta
+    uncertainty(law, st)
+    st["per_size_"] = law._per_size(df, resamples)
+    return st
+
+
+def _residual_targets(law: GaoLaw, df: pd.DataFrame, resid: np.ndarray, fitted: np.ndarray, rng, B: int) -> np.ndarray:
+    """(B, n) targets: the fit plus residuals resampled within each reward-model size."""
+    y = df[law.score].to_numpy()
+    Y = np.empty((B, len(y)))
+    # least-squares residuals are smaller than the errors by sqrt((n - p) / n): undo that
+    inflate = math.sqrt(len(y) / max(1, len(y) - int(law._free(df["rm_params"].nunique()).sum())))
+    for size in np.unique(df["rm_params"]):
+        m = (df["rm_params"] == size).to_numpy()
+        r = (resid[m] - resid[m].mean()) * inflate
+        Y[:, m] = fitted[m] + rng.choice(r, size=(B, m.sum()), replace=True)
+    return Y
+
+
+GaoLaw.estimator = staticmethod(estimate_gao)
+GaoLaw.result_class = GaoResult
 
 
 @register_law

@@ -23,9 +23,10 @@ import pandas as pd
 
 from ..data import prepare
 from ..errors import DataError, SettingsError
-from ..fitting.bootstrap import percentile_interval, refit_each
+from ..fitting.bootstrap import bootstrap, percentile_interval
 from . import register_law
 from .base import Law, Param
+from .result import params_state, uncertainty
 
 
 @register_law
@@ -107,59 +108,6 @@ class HyperparameterLaw(Law):
             theta[idx] = vals
         return theta
 
-    def _fit(self, data, *, columns=None, drop_highest_loss: int = 0, dropna: bool = False) -> "HyperparameterLaw":
-        self._check_settings()
-        if drop_highest_loss:
-            raise SettingsError(f"{self.name} takes no drop_highest_loss: every run's loss decides its cell's optimum")
-        df = self._table(data, columns, dropna)
-        cells = self._cells(df)
-        n_cells = int(cells.max()) + 1 if len(cells) else 0
-        n_free = len(self.param_names()) - len(self.fixed)
-        if n_cells < 3:
-            raise DataError(f"{self.name} needs more runs: {n_cells} cell(s) of {list(self.inputs)}; the exponents "
-                            "need settings swept at 3 or more cells (sizes, token counts or budgets)")
-        for c in self.inputs:
-            if df[c].nunique() < 2:
-                raise DataError(f"all runs share one value of {c}; the {self.form} form needs several {c} "
-                                "to estimate an exponent in it")
-        near = self._near_optimal(df)
-        counts = near["_cell"].map(near["_cell"].value_counts()).to_numpy(float)
-        weights = 1.0 / counts  # every cell weighs the same, however many of its settings are near-optimal
-        theta = self._solve(near, weights)
-        self._set_params(theta)
-        self.near_optimal_ = near.drop(columns="_cell").reset_index(drop=True)
-        pred = self._predict_theta(theta[None, :], {c: near[c].to_numpy(float) for c in self.inputs})
-        resid = np.concatenate([np.log(near["lr"].to_numpy()) - np.log(pred["lr"][0]),
-                                np.log(near["batch"].to_numpy()) - np.log(pred["batch"][0])])
-        self.residuals_ = resid
-        self.objective_ = float(np.sum(np.concatenate([weights, weights]) * resid ** 2))
-        self.n_points_ = int(len(df))
-        self.converged_ = True
-        self.data_range_ = {c: [float(df[c].min()), float(df[c].max())] for c in self.inputs}
-        self.fit_info_ = {"free": [n for n in self.param_names() if n not in self.fixed], "loss": "squared",
-                          "procedure": f"settings within {100 * self.tolerance:.3g}% of each cell's best loss "
-                                       f"({len(near)} of {len(df)} runs, {n_cells} cells); weighted least squares "
-                                       "in logs, each cell weighing the same",
-                          "n_cells": n_cells, "n_near_optimal": int(len(near)), "tolerance": self.tolerance,
-                          "form": self.form, "bootstrap_over": "cells"}
-        if n_cells < n_free:
-            self.fit_info_["note"] = "fewer cells than free parameters"
-        self.bootstrap_theta_ = None
-        if self.bootstrap:
-            rng = np.random.default_rng(self.seed)
-            cell_of = near["_cell"].to_numpy()
-
-            def refit(_):
-                pick = np.bincount(rng.integers(0, n_cells, n_cells), minlength=n_cells)
-                w = weights * pick[cell_of]
-                if np.count_nonzero(pick) < 2:
-                    raise DataError("a resample with one cell")
-                return self._solve(near, w)
-
-            self.bootstrap_theta_ = refit_each(refit, self.bootstrap, self.name)
-        self._set_uncertainty()
-        return self
-
     # -------------------------------------------------------------- predict
     def _predict_theta(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         k = 1 + len(self.lr_terms)
@@ -167,39 +115,30 @@ class HyperparameterLaw(Law):
         batch = theta[:, k:] @ self._design(X, self.batch_terms).T
         return {"lr": np.exp(lr), "batch": np.exp(batch)}
 
-    def predict(self, data=None, **inputs) -> pd.DataFrame:
+    def _predict(self, fit, X) -> pd.DataFrame:
         """The optimal learning rate and batch size (columns ``lr``, ``batch``) at the given inputs."""
-        self._require_fitted()
-        X = self._inputs_from(data, **inputs)
-        out = self._predict_theta(self.theta_[None, :], X)
+        out = self._predict_theta(fit._state["theta_"][None, :], X)
         return pd.DataFrame({"lr": out["lr"][0], "batch": out["batch"][0]})
 
-    def predict_interval(self, data=None, *, level: float | None = None, kind: str = "prediction",
-                         **inputs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def _predict_interval(self, fit, X, level, kind) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Bootstrap intervals of eta_opt and B_opt (``kind="prediction"`` adds the scatter of
         near-optimal settings around the law; ``"mean"`` is the law's own band)."""
-        self._require_bootstrap()
-        if kind not in ("prediction", "mean"):
-            raise SettingsError(f"kind must be 'prediction' or 'mean', got {kind!r}")
-        level = self.level if level is None else level
-        X = self._inputs_from(data, **inputs)
-        out = self._predict_theta(self.bootstrap_theta_, X)
+        out = self._predict_theta(fit._state["bootstrap_theta_"], X)
         lo, hi = {}, {}
-        half = len(self.residuals_) // 2
+        resid = fit._state["residuals_"]
+        half = len(resid) // 2
         rng = np.random.default_rng(self.seed + 1)
         for j, k in enumerate(("lr", "batch")):
             v = np.log(out[k])
             if kind == "prediction":
-                r = self.residuals_[j * half:(j + 1) * half]
+                r = resid[j * half:(j + 1) * half]
                 v = v + rng.choice(r - r.mean(), size=v.shape, replace=True)
             lo[k], hi[k] = (np.exp(x) for x in percentile_interval(v, level))
         return pd.DataFrame(lo), pd.DataFrame(hi)
 
     # ---------------------------------------------------------------- round trip
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d["settings"].update(form=self.form, tolerance=self.tolerance)
-        return d
+    def _settings_extra(self) -> dict[str, Any]:
+        return {"form": self.form, "tolerance": self.tolerance}
 
     @classmethod
     def _class_for(cls, d: Mapping[str, Any]) -> type:
@@ -210,9 +149,10 @@ class HyperparameterLaw(Law):
 
     def _restore_extra(self, d):
         self.tolerance = (d.get("settings") or {}).get("tolerance", 0.0025)
+        return {}
 
-    def _report_extra(self) -> list[str]:
-        p = self.params_
+    def _report_extra(self, fit) -> list[str]:
+        p = fit._state["params_"]
         names = self.param_names()
         k = 1 + len(self.lr_terms)
         lr = " ".join(f"{t}^{p[n]:.3f}" for t, n in zip(self.lr_terms, names[1:k]))
@@ -242,3 +182,60 @@ class DeepSeekHyperparameterLaw(HyperparameterLaw):
 
 
 _FORMS = {"steplaw": HyperparameterLaw, "deepseek": DeepSeekHyperparameterLaw}
+
+
+def estimate_hparams(law: HyperparameterLaw, data, *, columns=None, drop_highest_loss: int = 0,
+                     dropna: bool = False) -> dict:
+    """Near-optimal settings of each cell, then weighted least squares in logs, each cell weighing the
+    same; the bootstrap resamples cells."""
+    if drop_highest_loss:
+        raise SettingsError(f"{law.name} takes no drop_highest_loss: every run's loss decides its cell's optimum")
+    df = law._table(data, columns, dropna)
+    cells = law._cells(df)
+    n_cells = int(cells.max()) + 1 if len(cells) else 0
+    n_free = len(law.param_names()) - len(law.fixed)
+    if n_cells < 3:
+        raise DataError(f"{law.name} needs more runs: {n_cells} cell(s) of {list(law.inputs)}; the exponents "
+                        "need settings swept at 3 or more cells (sizes, token counts or budgets)")
+    for c in law.inputs:
+        if df[c].nunique() < 2:
+            raise DataError(f"all runs share one value of {c}; the {law.form} form needs several {c} "
+                            "to estimate an exponent in it")
+    near = law._near_optimal(df)
+    counts = near["_cell"].map(near["_cell"].value_counts()).to_numpy(float)
+    weights = 1.0 / counts  # every cell weighs the same, however many of its settings are near-optimal
+    theta = law._solve(near, weights)
+    st = params_state(law, theta)
+    st["near_optimal_"] = near.drop(columns="_cell").reset_index(drop=True)
+    pred = law._predict_theta(theta[None, :], {c: near[c].to_numpy(float) for c in law.inputs})
+    resid = np.concatenate([np.log(near["lr"].to_numpy()) - np.log(pred["lr"][0]),
+                            np.log(near["batch"].to_numpy()) - np.log(pred["batch"][0])])
+    st.update(residuals_=resid, objective_=float(np.sum(np.concatenate([weights, weights]) * resid ** 2)),
+              n_points_=int(len(df)), converged_=True,
+              data_range_={c: [float(df[c].min()), float(df[c].max())] for c in law.inputs})
+    st["fit_info_"] = {"free": [n for n in law.param_names() if n not in law.fixed], "loss": "squared",
+                       "procedure": f"settings within {100 * law.tolerance:.3g}% of each cell's best loss "
+                                    f"({len(near)} of {len(df)} runs, {n_cells} cells); weighted least squares "
+                                    "in logs, each cell weighing the same",
+                       "n_cells": n_cells, "n_near_optimal": int(len(near)), "tolerance": law.tolerance,
+                       "form": law.form, "bootstrap_over": "cells"}
+    if n_cells < n_free:
+        st["fit_info_"]["note"] = "fewer cells than free parameters"
+    st["bootstrap_theta_"] = None
+    if law.bootstrap:
+        cell_of = near["_cell"].to_numpy()
+
+        def refit(pick):
+            if np.count_nonzero(pick) < 2:
+                raise DataError("a resample with one cell")
+            return law._solve(near, weights * pick[cell_of])
+
+        st["bootstrap_theta_"] = bootstrap(
+            law.name, law.bootstrap, law.seed, refit,
+            sampler=lambda rng, B: [np.bincount(rng.integers(0, n_cells, n_cells), minlength=n_cells)
+                                    for _ in range(B)]).theta
+    uncertainty(law, st)
+    return st
+
+
+HyperparameterLaw.estimator = staticmethod(estimate_hparams)

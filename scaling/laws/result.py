@@ -1,11 +1,12 @@
 """What fitting returns: one frozen ``FitResult`` for every law.
 
 A law (``scaling.laws.base.Law``) is a spec: its settings and the pure pieces of its
-form. ``law.fit(data)`` fits a private copy and returns a ``FitResult``; the law
-itself is never changed (lmfit's ``Model.fit`` -> ``ModelResult`` split). Values
-from a paper (``ChinchillaLaw.from_params(...)``) and fits read from a file
-(``scaling.load(path)``) are ``FitResult``s too, so one object predicts, reports,
-allocates and saves whatever produced it.
+form. Fitting is an act (``scaling.laws.estimate``) that reads a spec and data and
+returns a ``FitResult``: the spec it fitted plus the values the fit resolved
+(lmfit's ``Model.fit`` -> ``ModelResult`` split). Values from a paper
+(``ChinchillaLaw.from_params(...)``) and fits read from a file (``scaling.load(path)``)
+are ``FitResult``s too, so one object predicts, reports, allocates and saves
+whatever produced it.
 
 >>> result = ChinchillaLaw(bootstrap=1000).fit(df)
 >>> result.params_, result.se, result.ci, result.covariance
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -24,12 +27,15 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ..diagnostics import check_extrapolation
+from ..errors import DataError, FitError, ScalingWarning, SettingsError, UnsupportedError
+from ..fitting.bootstrap import percentile_interval
+
 if TYPE_CHECKING:
     from .base import Law
 
-#: methods of the fitted state that would change it: not reachable through a result
-_MUTATORS = frozenset({"fit", "_fit", "_set_params", "_set_uncertainty", "_restore_extra", "_check_settings",
-                       "_warn_after_fit", "_base_law"})
+#: the law's methods that would fit or change a spec: not reachable through a result
+_MUTATORS = frozenset({"fit", "_check_settings", "_restore_extra"})
 
 
 @contextlib.contextmanager
@@ -50,19 +56,18 @@ def warnings_at_caller(depth: int = 1):
 class FitResult:
     """A fitted law: parameters, uncertainty, diagnostics, and what they predict. Frozen.
 
-    Attributes ending in ``_`` are those the fit resolved (``params_``, ``stderr_``,
-    ``ci_``, ``covariance_``, ``objective_``, ``fit_info_``, ``residuals_``,
-    ``n_points_``, ``converged_``, ``data_range_`` and a law's own, e.g. ``profiles_``,
-    ``per_size_``); reading one gives a copy. ``law`` is the spec that was fitted, and
-    the law's settings read through (``result.level``, ``result.loss``). A law's own
-    read-only methods (``peak``, ``coefficients``, ...) work on the result as well.
+    Attributes ending in ``_`` are those the fit resolved (``params_``, ``theta_``, ``stderr_``,
+    ``ci_``, ``covariance_``, ``objective_``, ``fit_info_``, ``residuals_``, ``n_points_``,
+    ``converged_``, ``data_range_``, ``bootstrap_theta_`` and a law's own, e.g. ``profiles_``,
+    ``per_size_``); reading one gives a copy. ``law`` is the spec that was fitted, and the
+    law's settings and class attributes read through (``result.level``, ``result.loss``).
     """
 
-    __slots__ = ("law", "_fitted", "_label")
+    __slots__ = ("law", "_state", "_label")
 
-    def __init__(self, law: "Law", fitted: "Law", label: str | None = None):
+    def __init__(self, law: "Law", state: Mapping[str, Any], label: str | None = None):
         object.__setattr__(self, "law", law)
-        object.__setattr__(self, "_fitted", fitted)
+        object.__setattr__(self, "_state", dict(state))
         object.__setattr__(self, "_label", label)
 
     # ------------------------------------------------------------- frozen
@@ -74,109 +79,241 @@ class FitResult:
         raise AttributeError(f"a FitResult is frozen: cannot delete {name!r}")
 
     def __reduce__(self):  # copy and pickle rebuild through __init__, never __setattr__
-        return (FitResult, (self.law, self._fitted, self._label))
+        return (type(self), (self.law, self._state, self._label))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in FitResult.__slots__:
             raise AttributeError(name)
+        if name.endswith("_"):
+            try:
+                value = self._state[name]
+            except KeyError:
+                raise AttributeError(f"this {type(self.law).__name__} result has no {name}") from None
+            if isinstance(value, (dict, list, np.ndarray, pd.DataFrame)):
+                return copy.deepcopy(value)  # fitted values read out as copies: the result stays as fitted
+            return value
         if name in _MUTATORS:
             raise AttributeError(f"a FitResult has no {name}: fit the law (result.law.fit(data)) for a new result")
-        value = getattr(self._fitted, name)
-        if name.endswith("_") and isinstance(value, (dict, list, np.ndarray, pd.DataFrame)):
-            return copy.deepcopy(value)  # fitted values read out as copies: the result stays as fitted
-        return value
+        return getattr(self.law, name)  # the spec's settings, class attributes and pure hooks
 
     def __dir__(self) -> list[str]:
-        return sorted(set(object.__dir__(self)) | {n for n in dir(self._fitted) if n not in _MUTATORS})
-
-    def _call(self, method: str, *args, **kwargs) -> Any:
-        """The fitted state's ``method``; its warnings name the caller's line, as the law's own did."""
-        with warnings_at_caller(depth=2):  # _call, then the public method, then the user's line
-            return getattr(self._fitted, method)(*args, **kwargs)
+        return sorted(set(object.__dir__(self)) | set(self._state)
+                      | {n for n in dir(self.law) if n not in _MUTATORS and not n.endswith("_")})
 
     def __repr__(self) -> str:
-        return repr(self._fitted)
+        inner = ", ".join(f"{k}={v:.4g}" for k, v in self._state["params_"].items())
+        return f"{type(self.law).__name__}({inner})"
 
     def labelled(self, label: str) -> "FitResult":
         """The same result under a name for legends (e.g. ``"Hoffmann et al. 2022"``)."""
-        return FitResult(self.law, self._fitted, label)
+        return type(self)(self.law, self._state, label)
 
     @property
     def label(self) -> str:
-        return self._label if self._label is not None else self._fitted.name
+        return self._label if self._label is not None else self.law.name
 
     # ------------------------------------------------------- fitted values
     @property
     def params(self) -> dict[str, float]:
         """The parameter values (public scale), by name."""
-        return dict(self._fitted.params_)
+        return dict(self._state["params_"])
 
     @property
     def se(self) -> dict[str, float | None]:
         """Bootstrap standard errors (None: fixed, not estimated, or no bootstrap)."""
-        return dict(getattr(self._fitted, "stderr_", {n: None for n in self._fitted.params_}))
+        return dict(self._state.get("stderr_", {n: None for n in self.params}))
 
     @property
     def ci(self) -> dict[str, list[float] | None]:
         """Percentile intervals at ``level`` (None where there is none)."""
-        return copy.deepcopy(getattr(self._fitted, "ci_", {n: None for n in self._fitted.params_}))
+        return copy.deepcopy(self._state.get("ci_", {n: None for n in self.params}))
 
     @property
     def covariance(self) -> pd.DataFrame | None:
-        cov = getattr(self._fitted, "covariance_", None)
+        cov = self._state.get("covariance_")
         return None if cov is None else cov.copy()
 
     @property
     def objective(self) -> float | None:
-        return getattr(self._fitted, "objective_", None)
+        return self._state.get("objective_")
 
     @property
     def fit_info(self) -> dict[str, Any]:
         """How the fit went: starts, free parameters, procedure, bounds reached (empty for given values)."""
-        return copy.deepcopy(getattr(self._fitted, "fit_info_", {}))
+        return copy.deepcopy(self._state.get("fit_info_", {}))
 
     @property
     def residuals(self) -> np.ndarray | None:
-        r = getattr(self._fitted, "residuals_", None)
+        r = self._state.get("residuals_")
         return None if r is None else np.array(r, copy=True)
 
     @property
     def is_fitted(self) -> bool:
         return True
 
+    @property
+    def _boot(self) -> np.ndarray | None:
+        B = self._state.get("bootstrap_theta_")
+        return None if B is None or len(B) == 0 else B
+
+    def _require_bootstrap(self) -> np.ndarray:
+        if self._boot is None:
+            raise FitError("this law has no bootstrap samples, so it has no intervals: fit with bootstrap > 0 "
+                           "(the CLI's --bootstrap B)")
+        return self._boot
+
     def bootstrap_params(self) -> pd.DataFrame:
         """One row of public parameters per bootstrap resample."""
-        return self._fitted.bootstrap_params()
+        return pd.DataFrame(self.law._to_public(self._require_bootstrap()), columns=self.law.param_names())
 
     # ------------------------------------------------------------ predicting
     def predict(self, data=None, **inputs):
         """What the law predicts at the given inputs (a DataFrame, a mapping, or keyword arrays)."""
-        return self._call("predict", data, **inputs)
+        with warnings_at_caller():
+            X = self.law._inputs_from(data, **inputs)
+            return self.law._predict(self, X)
 
     def predict_interval(self, data=None, *, level: float | None = None, kind: str = "prediction", **inputs):
-        """Bootstrap interval at the inputs: of a new run (``kind="prediction"``) or of the curve (``"mean"``)."""
-        return self._call("predict_interval", data, level=level, kind=kind, **inputs)
+        """Bootstrap interval at the inputs: of a new run (``kind="prediction"``, the default for every law,
+        each bootstrap curve plus a residual drawn from the fit) or of the curve itself (``"mean"``)."""
+        self._require_bootstrap()
+        if kind not in ("prediction", "mean"):
+            raise SettingsError(f"kind must be 'prediction' or 'mean', got {kind!r}")
+        with warnings_at_caller():
+            X = self.law._inputs_from(data, **inputs)
+            return self.law._predict_interval(self, X, self.level if level is None else level, kind)
 
     def compute_optimal(self, C, *, level: float | None = None, interval: bool = True, **conditions) -> pd.DataFrame:
-        """The loss-minimising allocation of each compute budget ``C``: one row per budget."""
-        return self._call("compute_optimal", C, level=level, interval=interval, **conditions)
+        """The loss-minimising allocation of each compute budget ``C``: one row per budget.
+
+        Columns ``C``, ``N_opt``, ``D_opt``, ``tokens_per_param``, ``loss`` (and the allocation
+        exponents where they are constants), plus ``<column>_lo`` / ``<column>_hi`` percentile
+        intervals at ``level`` when the fit has a bootstrap (``interval=False`` skips them).
+        ``conditions`` are what the law needs (``allocation_conditions``) or may take
+        (``allocation_options``), e.g. ``U=`` unique tokens, ``flops=`` the FLOP model.
+        """
+        with warnings_at_caller():
+            return self._compute_optimal(C, level, interval, conditions)
+
+    def _compute_optimal(self, C, level, interval, conditions) -> pd.DataFrame:
+        law = self.law
+        if not law.allocates():
+            raise UnsupportedError(f"{law.name} has no compute-optimal allocation")
+        C = np.atleast_1d(np.asarray(C, float))
+        if C.ndim != 1 or np.any(~np.isfinite(C)) or np.any(C <= 0):
+            raise DataError(f"compute budgets must be finite and positive, got {C[~(np.isfinite(C) & (C > 0))][:3]}")
+        missing = [c for c in law.allocation_conditions if conditions.get(c) is None]
+        if missing:
+            raise SettingsError(f"a {law.name} fit allocates compute given {missing} (the CLI's "
+                                + " ".join(f"--{m} VALUE" for m in missing) + ")")
+        unknown = [k for k in conditions if k not in law.allocation_conditions + law.allocation_options]
+        if unknown:
+            allowed = list(law.allocation_conditions + law.allocation_options)
+            raise SettingsError(f"{law.name}.compute_optimal takes {allowed or 'no options'}, not {unknown}")
+        level = self.level if level is None else level
+        theta = self._state["theta_"]
+        point = law._allocate(theta[None, :], C, True, **conditions)
+        df = pd.DataFrame({"C": C, **{k: np.asarray(v, float)[0] for k, v in point.items()}})
+        df.insert(3, "tokens_per_param", df["D_opt"] / df["N_opt"])
+        what = f"the allocation for C={C.max():.3g} FLOPs puts"
+        check_extrapolation(law.name, {"C": C, "N": df["N_opt"].to_numpy(), "D": df["D_opt"].to_numpy()},
+                            self._state.get("data_range_"), what)
+        for k, v in law._allocation_exponents(theta[None, :]).items():
+            df[k] = float(np.asarray(v).reshape(-1)[0])
+        boot = self._boot
+        if interval and boot is not None and len(boot) > 1 and law._interval_allocatable(**conditions):
+            with np.errstate(all="ignore"):
+                samples = law._allocate(boot, C, False, **conditions)
+            samples["tokens_per_param"] = samples["D_opt"] / samples["N_opt"]
+            for k in [c for c in df.columns if c in samples]:
+                lo, hi = percentile_interval(np.asarray(samples[k], float), level)
+                df[f"{k}_lo"], df[f"{k}_hi"] = lo, hi
+            df.attrs["level"] = level
+        return df
 
     def allocation_exponent_intervals(self, level: float | None = None) -> dict[str, list[float]]:
-        return self._call("allocation_exponent_intervals", level)
+        """Percentile intervals of the allocation exponents over the bootstrap (empty without one)."""
+        boot = self._boot
+        if boot is None or len(boot) < 2:
+            return {}
+        level = self.level if level is None else level
+        with np.errstate(all="ignore"):
+            ex = self.law._allocation_exponents(boot)
+        return {k: [float(x) for x in percentile_interval(np.asarray(v, float).reshape(-1), level)]
+                for k, v in ex.items()}
 
     # ------------------------------------------------------------- reporting
     def summary(self) -> dict[str, Any]:
         """Plain-Python (JSON-safe) summary; the CLI's ``--json`` output."""
-        return self._fitted.summary()
+        s = self._state
+        out = {
+            "law": self.law.name,
+            "params": dict(s["params_"]),
+            "stderr": self.se,
+            "ci": self.ci,
+            "level": self.level,
+            "objective": s.get("objective_"),
+            "n_points": s.get("n_points_"),
+            "converged": s.get("converged_"),
+        }
+        out.update(self.law._summary_extra(self))
+        if "fit_info_" in s:
+            out["fit_info"] = copy.deepcopy(s["fit_info_"])
+        return out
 
     def report(self) -> str:
         """A readable table of the fit."""
-        return self._fitted.report()
+        law, s = self.law, self._state
+        pct = int(round(100 * self.level))
+        lines = [f"{type(law).__name__} ({law.name}): {law.formula}"]
+        fi = s.get("fit_info_", {})
+        if "n_points_" in s:
+            loss = fi.get("loss", law.loss)
+            lines.append(f"fitted on {s['n_points_']} {fi.get('unit', 'runs')}, {loss} loss"
+                         + (f" (delta={fi.get('delta', law.delta):g})" if loss == "huber" else "")
+                         + f"; objective {s['objective_']:.6g}; converged: {'yes' if s['converged_'] else 'NO'}")
+            if fi.get("procedure"):
+                lines.append(f"procedure: {fi['procedure']}")
+            if fi.get("n_starts", 1) > 1:
+                lines.append(f"starts: {fi['n_starts']} ({fi['n_pruned']} pruned early), {fi['n_at_best']} reached "
+                             f"the best objective; spread near the best {100 * fi['start_spread']:.2g}%")
+            boot = s.get("bootstrap_theta_")
+            nb = 0 if boot is None else len(boot)
+            over = fi.get("bootstrap_over", "runs")
+            lines.append(f"uncertainty: {nb} bootstrap resamples over {over}" if nb else "uncertainty: none (bootstrap=0)")
+        lines.append("")
+        lines.append(f"  {'param':<10}{'value':>14}{'stderr':>12}{f'{pct}% CI':>30}")
+        free = free_names(fi)
+        se, ci = s.get("stderr_", {}), s.get("ci_", {})
+        for n in law.param_names():
+            v = s["params_"][n]
+            fixed = (" (fixed)" if n in law.fixed else
+                     " (not estimated)" if free is not None and n not in free else
+                     " (on a bound)" if any(n in b.split("=") for b in fi.get("at_bound", ())) else
+                     " (not identified: the resamples all moved away from the estimate)"
+                     if n in fi.get("ci_widened", ()) else "")
+            se_s = f"{se[n]:12.4g}" if se.get(n) is not None else f"{'-':>12}"
+            ci_s = f"[{ci[n][0]:.4g}, {ci[n][1]:.4g}]" if ci.get(n) is not None else "-"
+            lines.append(f"  {n:<10}{v:14.6g}{se_s}{ci_s:>30}{fixed}")
+        lines.extend(law._report_extra(self))
+        return "\n".join(lines)
 
     # ------------------------------------------------------------ round trip
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to predict again, as plain JSON-safe Python (``from_dict`` reads it back)."""
-        return self._fitted.to_dict()
+        law, s = self.law, self._state
+        d = self.summary()
+        d["settings"] = {"loss": law.loss, "delta": law.delta, "fixed": law.fixed,
+                         "bounds": {k: list(v) for k, v in law.bounds.items()}, "tie": [list(t) for t in law.tie],
+                         "bootstrap": law.bootstrap, "seed": law.seed, "level": law.level, **law._settings_extra()}
+        if s.get("bootstrap_theta_") is not None:
+            d["bootstrap"] = {
+                "params": np.round(law._to_public(s["bootstrap_theta_"]), 12).tolist(),
+                "residuals": np.round(s["residuals_"], 12).tolist(),
+            }
+        if "data_range_" in s:
+            d["data_range"] = s["data_range_"]
+        return d
 
     @staticmethod
     def from_dict(d: Mapping[str, Any], source: str = "this fit") -> "FitResult":
@@ -185,10 +322,149 @@ class FitResult:
         return Law.from_dict(d, source=source)
 
     def save(self, path: str | Path) -> None:
-        self._fitted.save(path)
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 
     @staticmethod
     def load(path: str | Path) -> "FitResult":
         from .base import Law
 
         return Law.load(path)
+
+
+# --------------------------------------------------------------------- state
+def free_names(fit_info: Mapping[str, Any]) -> set[str] | None:
+    """Names of the parameters a fit estimated (None when not known, e.g. published values)."""
+    free = fit_info.get("free")
+    return None if free is None else {m for n in free for m in n.split("=")}
+
+
+def uncertainty(law: "Law", state: dict[str, Any], warn: bool = True) -> dict[str, Any]:
+    """Standard errors, percentile intervals and covariance from the bootstrap samples in ``state``
+    (set there, with ``fit_info_["ci_widened"]`` when an interval had to be widened); returns ``state``."""
+    names = law.param_names()
+    B = state.get("bootstrap_theta_")
+    if B is None or len(B) < 2:
+        state.update(stderr_={n: None for n in names}, ci_={n: None for n in names}, covariance_=None)
+        return state
+    P = law._to_public(B)
+    stderr = dict(zip(names, map(float, P.std(axis=0, ddof=1))))
+    lo, hi = percentile_interval(P, law.level)
+    ci = {n: [float(a), float(b)] for n, a, b in zip(names, lo, hi)}
+    state["covariance_"] = pd.DataFrame(np.cov(P, rowvar=False), index=names, columns=names)
+    free = free_names(state.get("fit_info_", {}))
+    widened = []
+    for n in names:
+        if free is not None and n not in free:  # fixed, or not estimable from these data: no interval
+            stderr[n] = ci[n] = None
+            continue
+        v, (a, b) = state["params_"][n], ci[n]
+        if not a <= v <= b:
+            # the resamples all moved one way from the estimate (a flat direction, a parameter heading
+            # to a boundary): an interval that excludes the estimate would contradict it
+            ci[n] = [min(a, v), max(b, v)]
+            widened.append(n)
+    state["stderr_"], state["ci_"] = stderr, ci
+    if widened and "fit_info_" in state:
+        state["fit_info_"]["ci_widened"] = widened
+        if warn:
+            warnings.warn(
+                f"{law.name}: the bootstrap resamples of {widened} all moved away from the estimate (a flat "
+                "direction, or a parameter heading to a boundary, such as E -> 0 when the data show no floor): "
+                "not identified by these data, so the interval is widened to include the estimate (fix the "
+                "parameter, or add runs that pin it down)", ScalingWarning, stacklevel=3)
+    return state
+
+
+def params_state(law: "Law", theta: np.ndarray, public: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """``theta_`` and ``params_`` of a state; given public values (published, loaded) are kept exactly."""
+    theta = np.asarray(theta, float)
+    if public is None:
+        public = dict(zip(law.param_names(), law._to_public(theta)))
+    return {"theta_": theta, "params_": {n: float(public[n]) for n in law.param_names()}}
+
+
+def from_dict(law_cls: type, d: Mapping[str, Any], source: str) -> FitResult:
+    """The ``FitResult`` a ``to_dict`` (or a fit file of any earlier version) describes, for ``law_cls``."""
+    law_cls = law_cls._class_for(d)
+    law_cls._validate_dict(d, source)
+    s = dict(d.get("settings", {}))
+    law = law_cls(loss=s.get("loss", "huber"), delta=s.get("delta", 1e-3), fixed=s.get("fixed"),
+                  bounds={k: tuple(v) for k, v in (s.get("bounds") or {}).items()},
+                  tie=s.get("tie"), bootstrap=s.get("bootstrap", 0), seed=s.get("seed", 0),
+                  level=d.get("level", s.get("level", 0.9)))
+    extra = law._restore_extra(d)  # the law's own settings onto the new spec, and its own fitted values
+    state = params_state(law, law_cls._to_internal(d["params"]), d["params"])
+    for key, attr in (("objective", "objective_"), ("n_points", "n_points_"), ("converged", "converged_"),
+                      ("fit_info", "fit_info_"), ("data_range", "data_range_")):
+        if d.get(key) is not None:
+            state[attr] = copy.deepcopy(d[key])
+    boot = d.get("bootstrap")
+    state["bootstrap_theta_"] = None
+    if boot:
+        P = np.asarray(boot["params"], float)
+        theta = P.copy()
+        for i, p in enumerate(law_cls.parameters):
+            if p.log:
+                with np.errstate(divide="ignore"):  # a resample at E = 0 stays at log 0 = -inf
+                    theta[:, i] = np.log(P[:, i])
+        state["bootstrap_theta_"] = theta
+        state["residuals_"] = np.asarray(boot["residuals"], float)
+    uncertainty(law, state, warn=False)
+    state.update(extra)
+    return law.result_class(law, state)
+
+
+def validate_dict(law_cls: type, d: Mapping[str, Any], source: str) -> None:
+    """Name what is wrong with a fit read from a file (edited by hand, truncated, another version)."""
+    where = f"{source} ({law_cls.name})"
+    params = d.get("params")
+    if not isinstance(params, Mapping):
+        raise DataError(f"{where} has no 'params' mapping")
+    names = law_cls.param_names()
+    missing = [n for n in names if n not in params]
+    unknown = [n for n in params if n not in names]
+    if missing or unknown:
+        raise DataError(f"{where}: parameters must be exactly {names}; "
+                        + "; ".join(x for x in (f"missing {missing}" if missing else "",
+                                                f"unknown {unknown}" if unknown else "") if x))
+    settings = d.get("settings") or {}
+    if not isinstance(settings, Mapping):
+        raise DataError(f"{where}: 'settings' must be a mapping")
+    fixed = settings.get("fixed") or {}
+    user_bounds = settings.get("bounds") or {}
+    for p in law_cls.parameters:
+        v = params[p.name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise DataError(f"{where}: parameter {p.name} is {v!r}, not a finite number")
+        if p.log and v <= 0:
+            raise DataError(f"{where}: parameter {p.name} must be positive, got {v}")
+        lo, hi = user_bounds.get(p.name, (p.lower, p.upper)) if p.name not in fixed else (None, None)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise DataError(f"{where}: parameter {p.name} = {v} lies outside its bounds [{lo}, {hi}]; "
+                            "was the file edited? Refit, or fit with those bounds (--bound)")
+    rng = d.get("data_range")
+    if rng is not None:
+        ok = isinstance(rng, Mapping) and all(
+            isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                                 and math.isfinite(x) for x in v) and v[0] <= v[1]
+            for v in rng.values())
+        if not ok:
+            raise DataError(f"{where}: 'data_range' must map each input to [low, high] numbers; refit, or delete it")
+    boot = d.get("bootstrap")
+    if boot:
+        try:
+            P = np.asarray(boot["params"], float)
+            r = np.asarray(boot["residuals"], float)
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{where}: the bootstrap section is damaged (needs numeric 'params' and "
+                            "'residuals'); refit, or delete the section to keep the point fit only") from None
+        if P.ndim != 2 or P.shape[0] < 2 or P.shape[1] != len(names) or not np.isfinite(P).all() or r.ndim != 1:
+            raise DataError(f"{where}: the bootstrap section does not match the law's {len(names)} parameters; "
+                            "refit, or delete the section to keep the point fit only")
+        vals = np.array([params[n] for n in names], float)
+        out = [n for n, v, lo, hi in zip(names, vals, P.min(axis=0), P.max(axis=0))
+               if len(P) >= 20 and not lo - 1e-9 * abs(lo) <= v <= hi + 1e-9 * abs(hi)]
+        if out:
+            warnings.warn(f"{where}: parameter(s) {out} lie outside every one of the {len(P)} bootstrap "
+                          "resamples stored with them, so the intervals do not describe them (was the file "
+                          "edited?); refit, or delete the bootstrap section", ScalingWarning, stacklevel=4)
