@@ -59,27 +59,74 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time these load lazil
 del TYPE_CHECKING
 
 
-def fit(data, law: str = "chinchilla", *, columns=None, drop_highest_loss: int = 0, dropna: bool = False,
-        **settings) -> "FitResult":
-    """Fit the law named ``law`` to ``data`` and return the frozen ``FitResult``.
+def fit(data, law="chinchilla", *, columns=None, drop_highest_loss: int = 0, dropna: bool = False,
+        average_seeds: bool = True, **settings) -> "FitResult":
+    """Fit ``law`` to ``data`` and return the frozen ``FitResult``.
 
-    ``data`` is a run table (a DataFrame, or the path of a CSV, Parquet or JSONL file);
-    ``columns`` maps the law's names to yours (``"N=params,loss=val_loss"`` or a dict);
-    ``settings`` go to the law (``bootstrap=1000``, ``fixed={"E": 1.69}``, ``loss="squared"``, ...).
-    The same as ``scaling.get_law(law)(**settings).fit(data, columns=columns, ...)``;
-    ``scaling.available_laws()`` lists the names.
+    ``law`` is a law's name (``scaling.available_laws()`` lists them), a law class, or a law spec
+    with its settings (``scaling.ChinchillaLaw(loss="squared")``); ``data`` is a run table (a
+    DataFrame, or the path of a CSV, Parquet or JSONL file); ``columns`` maps the law's names to
+    yours (``"N=params,loss=val_loss,seed=run_seed"`` or a dict); ``settings`` go to the law named
+    or given as a class (``bootstrap=1000``, ``fixed={"E": 1.69}``, ``loss="squared"``, ...); a spec
+    carries its own.
+
+    As ``scaling fit`` does: a final-loss table with a ``seed`` column whose cells were run with
+    several seeds is fitted on the per-cell means over seeds (``scaling.data.replicate_means``), with
+    a ``ScalingWarning`` that says so and ``fit_info_["averaged_seeds"]`` (runs and cells) in the
+    result; ``average_seeds=False`` fits every run. ``Law.fit`` itself always fits the rows it is given.
     """
-    from .laws import get_law
+    import warnings
 
-    return get_law(law)(**settings).fit(data, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna)
+    from .laws.result import warnings_at_caller
+
+    with warnings_at_caller():  # every warning names the line that called scaling.fit
+        spec = _law_spec(law, settings)
+        from .laws.estimate import seed_means
+
+        averaged = None
+        if average_seeds:
+            data, columns, averaged = seed_means(spec, data, columns)
+        result = spec.fit(data, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna)
+        if averaged is not None:
+            from .data import parse_columns, replicate_note
+            from .errors import ScalingWarning
+
+            target = parse_columns(columns).get(spec.target, spec.target)
+            note = replicate_note(data, averaged, target=target, law=result)
+            warnings.warn(f"{spec.name}: {note}; average_seeds=False fits every run", ScalingWarning, stacklevel=2)
+    return result
 
 
-def load(path) -> "FitResult":
+def _law_spec(law, settings):
+    """The law spec ``scaling.fit`` fits: from a name, a class, or a spec as given."""
+    from .errors import SettingsError
+    from .laws import FitResult, Law, get_law
+
+    if isinstance(law, Law):
+        if settings:
+            raise SettingsError(
+                f"scaling.fit got a law spec, {law!r}, and settings {sorted(settings)}: put the settings on the "
+                f"spec ({type(law).__name__}({', '.join(f'{k}=...' for k in settings)}, ...)), or pass the law "
+                f"by name (law={law.name!r}, {', '.join(f'{k}=...' for k in settings)})")
+        return law
+    if isinstance(law, type) and issubclass(law, Law):
+        return law(**settings)
+    if isinstance(law, FitResult):
+        raise SettingsError(f"scaling.fit got a fitted result ({law!r}) as law=; pass its spec, law=result.law, "
+                            "to fit it again to other data")
+    if isinstance(law, str):
+        return get_law(law)(**settings)
+    raise SettingsError(f"law= takes a law's name (one of scaling.available_laws()), a law class or a law spec "
+                        f"such as scaling.ChinchillaLaw(loss='squared'); got {type(law).__name__}")
+
+
+def load(path, key=None) -> "FitResult":
     """A fit saved with ``result.save(path)`` (or ``scaling fit --out``), whichever law it is, in any
-    format this package has written."""
+    format this package has written. ``key`` picks one fit from a file that holds several keyed by name,
+    such as a sweep's ``fits.json``: ``scaling.load(path, key="isoflop")``."""
     from .laws import Law
 
-    return Law.load(path)
+    return Law.load(path, key=key)
 
 
 def _version() -> str:

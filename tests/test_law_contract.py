@@ -488,8 +488,9 @@ def test_committed_fit_summaries_load_without_settings():
 
 def test_from_params_gives_a_result_that_predicts_and_a_data_constrained_base():
     h = ChinchillaLaw.hoffmann2022()
-    assert isinstance(h, FitResult) and h.label == "chinchilla"
-    assert h.labelled("Hoffmann et al. 2022").label == "Hoffmann et al. 2022" and h.label == "chinchilla"
+    assert isinstance(h, FitResult) and h.label == "Hoffmann et al. 2022"  # published values name their source
+    assert h.labelled("mine").label == "mine" and h.label == "Hoffmann et al. 2022"
+    assert ChinchillaLaw.from_params(**CHIN).label == "chinchilla"
     assert h.predict(N=7e10, D=1.4e12)[0] == pytest.approx(1.69 + 406.4 / 7e10**0.34 + 410.7 / 1.4e12**0.28)
     assert ChinchillaLaw.references()[0].label == "Hoffmann et al. 2022"
     with pytest.raises(ScalingError, match="not a law spec"):

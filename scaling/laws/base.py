@@ -50,8 +50,20 @@ def _as_1d(v) -> np.ndarray:
     return np.atleast_1d(np.asarray(v, dtype=float))
 
 
+#: a fit's values under their short names (aliases of ``params_``, ``stderr_``, ...): a spec has none of them
+_RESULT_NAMES = frozenset({"se", "ci", "covariance", "objective", "fit_info", "residuals"})
+
+
 class Law:
-    """Base class of all laws. Subclasses set the class attributes and the hooks."""
+    """Base class of all laws. Subclasses set the class attributes and the hooks.
+
+    An instance is a spec: settings only (``loss``, ``delta``, ``fixed``, ``bounds``, ``tie``,
+    ``params``, ``bootstrap``, ``seed``, ``level``, ``prune`` and a law's own). ``params`` is a
+    setting too: an optional ``lmfit.Parameters`` of constraints and starting values (``vary=False``,
+    ``min``/``max``, ``expr``, and ``value`` as one more start), never fitted values. ``fit(data)``
+    returns a ``FitResult`` that holds the fit (``result.params_``, ``result.stderr_``, ...); a spec
+    has no attribute ending in ``_`` and says so.
+    """
 
     name: ClassVar[str] = ""
     inputs: ClassVar[tuple[str, ...]] = ()
@@ -450,8 +462,45 @@ class Law:
     def _interval_allocatable(self, **conditions) -> bool:
         return True
 
+    def __getattr__(self, name: str):
+        # only reached when ordinary lookup fails: a fitted value asked of a spec (the pattern before
+        # FitResult, ``law.fit(df); law.params_``) says where the fit went
+        if not name.startswith("__") and (name.endswith("_") or name in _RESULT_NAMES):
+            cls = type(self).__name__
+            raise NotFittedError(
+                f"{cls}(...) is a law spec: it holds settings, not fitted values, so it has no {name}. "
+                f".fit(data) returns a FitResult that holds the fit: result = law.fit(df); result.{name}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def settings(self, changed: bool = True) -> dict[str, Any]:
+        """This spec's constructor settings by name; ``changed``: only those that differ from the defaults."""
+        import inspect
+
+        defaults: dict[str, Any] = {}
+        for k in reversed(type(self).__mro__):  # the base's settings first; a subclass's default wins
+            if "__init__" in vars(k) and k is not object:
+                for p in inspect.signature(k.__init__).parameters.values():
+                    if p.kind is p.KEYWORD_ONLY and p.name in vars(self):
+                        defaults[p.name] = p.default
+        out = {}
+        for name, default in defaults.items():
+            value = vars(self)[name]
+            if name == "loss" and default is None:
+                default = self.default_loss
+            if changed:
+                try:
+                    same = bool(value == default) or (default is None and not value and value is not None
+                                                      and not isinstance(value, (int, float)))
+                except (TypeError, ValueError):  # arrays, objects without a truth value
+                    same = False
+                if same:
+                    continue
+            out[name] = value
+        return out
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(unfitted)"
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({inner})"
 
     # ------------------------------------------------------------ round trip
     @classmethod
@@ -478,10 +527,23 @@ class Law:
         validate_dict(cls, d, source)
 
     @staticmethod
-    def load(path: str | Path) -> FitResult:
+    def load(path: str | Path, key: str | None = None) -> FitResult:
+        """A fit saved with ``result.save(path)``; ``key`` picks one fit from a file that holds several
+        keyed by name (a sweep's ``fits.json``: ``Law.load(path, key="isoflop")``)."""
         from ..data import read_json_file
 
         d = read_json_file(path, "fit file")
-        if not isinstance(d, dict) or "law" not in d or "params" not in d:
+        fits = [k for k, v in d.items() if isinstance(v, dict) and "law" in v and "params" in v] \
+            if isinstance(d, dict) else []
+        source = str(path)
+        if key is not None:
+            if not fits or key not in fits:
+                held = f"the fits it holds are {fits}" if fits else "it holds no fits keyed by name"
+                raise DataError(f"{path} has no fit under key {key!r}: {held}")
+            d, source = d[key], f"{path} [{key!r}]"
+        elif not isinstance(d, dict) or "law" not in d or "params" not in d:
+            if fits:
+                raise DataError(f"{path} holds several fits keyed by name ({', '.join(fits)}), not one: load one "
+                                f"with scaling.load({str(path)!r}, key={fits[0]!r})")
             raise DataError(f"{path} is not a fit file written by `scaling fit --out` (no 'law'/'params')")
-        return Law.from_dict(d, source=str(path))
+        return Law.from_dict(d, source=source)

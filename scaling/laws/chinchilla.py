@@ -125,7 +125,7 @@ class ChinchillaLaw(Law):
 
     @classmethod
     def references(cls):
-        return [cls.hoffmann2022().labelled("Hoffmann et al. 2022")]
+        return [cls.hoffmann2022()]
 
     # ------------------------------------------------------------ published
     @classmethod
@@ -136,12 +136,14 @@ class ChinchillaLaw(Law):
         (as reported by Besiroglu et al. 2024).
         """
         a, b = (0.34, 0.28) if rounded else (0.3392, 0.2849)
-        return cls.from_params(E=1.69, A=406.4, B=410.7, alpha=a, beta=b)
+        return cls.from_params(E=1.69, A=406.4, B=410.7, alpha=a, beta=b).labelled(
+            "Hoffmann et al. 2022" + ("" if rounded else " (unrounded)"))
 
     @classmethod
     def besiroglu2024(cls) -> FitResult:
         """Besiroglu et al. 2024's refit of the Figure 4 data (their likelihood estimate)."""
-        return cls.from_params(E=1.8169, A=482.01, B=2085.43, alpha=0.3478, beta=0.3659)
+        return cls.from_params(E=1.8169, A=482.01, B=2085.43, alpha=0.3478, beta=0.3659).labelled(
+            "Besiroglu et al. 2024")
 
     # ------------------------------------------------------------ allocation
     @staticmethod

@@ -175,13 +175,14 @@ class DataConstrainedLaw(Law):
     def muennighoff2023(cls) -> FitResult:
         """The paper's C4 fit: base law from Chinchilla's C4 IsoFLOP data, R_D* 15.39, R_N* 5.31."""
         b = cls.muennighoff2023_base().params_
-        return cls.from_params(**b, R_D_star=15.387756, R_N_star=5.309743)
+        return cls.from_params(**b, R_D_star=15.387756, R_N_star=5.309743).labelled("Muennighoff et al. 2023")
 
     @staticmethod
     def muennighoff2023_base() -> FitResult:
         """Their base law (alpha = beta), fitted to Hoffmann et al.'s C4 IsoFLOP points."""
         return ChinchillaLaw.from_params(E=float(np.exp(0.6254804)), A=float(np.exp(6.255414)),
-                                         B=float(np.exp(7.3049974)), alpha=0.3526596, beta=0.3526596)
+                                         B=float(np.exp(7.3049974)), alpha=0.3526596, beta=0.3526596
+                                         ).labelled("Muennighoff et al. 2023 (base law)")
 
     # ------------------------------------------------------------ allocation
     allocation_conditions = ("U",)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,7 +41,58 @@ def fit(law: "Law", data, *, columns=None, drop_highest_loss: int = 0, dropna: b
     spec = law._spec()
     with warnings_at_caller(depth=2):  # each warning names the caller's line, whichever stage raised it
         state = type(law).estimator(spec, data, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna)
+    _note_seed_means(data, state)
     return law.result_class(law._spec(), state)
+
+
+def _note_seed_means(data, state: dict[str, Any]) -> None:
+    """A table of per-cell means over seeds (``scaling.data.replicate_means``: it has ``n_seeds``) was fitted:
+    say so in ``fit_info_`` (``averaged_seeds``: runs and cells), so the report, ``--json`` and a saved file
+    count cells, not runs."""
+    if not isinstance(data, pd.DataFrame) or "n_seeds" not in data.columns or "fit_info_" not in state:
+        return
+    k = pd.to_numeric(data["n_seeds"], errors="coerce")
+    if k.isna().any() or k.sum() <= len(data):  # not a table of means, or every cell had one seed
+        return
+    info = state["fit_info_"]
+    info["averaged_seeds"] = {"runs": int(k.sum()), "cells": int(len(data))}
+    if info.get("unit", "runs") == "runs":
+        info["unit"] = "cell means"
+    if info.get("bootstrap_over", "runs") == "runs":
+        info["bootstrap_over"] = "cells (seed means)"
+
+
+def seed_means(law: "Law", data, columns=None) -> tuple[Any, Any, int | None]:
+    """What ``scaling fit`` fits for a final-loss law: ``(data, columns, runs averaged or None)``.
+
+    A table with a ``seed`` column (or the column ``columns`` maps ``seed`` to) whose cells were run with
+    several seeds becomes one row per cell, the mean over its seeds (``scaling.data.replicate_means``);
+    an ``hparams`` fit on a sweep's runs table takes each cell at the grid's D (``D_grid``), which its runs
+    share when a batch axis rounds their D apart. Anything else comes back unchanged.
+    """
+    from ..data import parse_columns, read_table, replicate_means
+
+    if law.curve_law or law.target != "loss":
+        return data, columns, None
+    mapping = parse_columns(columns)
+    seed, target = mapping.pop("seed", "seed"), mapping.get(law.target, law.target)
+    table = read_table(data) if isinstance(data, (str, Path)) else data
+    if not isinstance(table, pd.DataFrame):
+        return data, columns, None
+    changed = False
+    if law.name == "hparams" and "D_grid" in table.columns and not {"D", "C"} & set(mapping):
+        d_grid = table["D_grid"].notna() & (table["D_grid"] != table["D"])
+        if d_grid.any():
+            table = table.drop(columns=[c for c in ("C",) if c in table.columns]).assign(D=table["D_grid"])
+            changed = True
+    averaged = None
+    if seed in table.columns and target in table.columns:
+        means = replicate_means(table, target=target, seed=seed)
+        if len(means) < len(table):
+            averaged, table, changed = len(table), means, True
+    if not changed:
+        return data, columns, None
+    return table, mapping or None, averaged
 
 
 def _pct(x: float) -> str:
@@ -91,6 +143,10 @@ def multistart(law: "Law", data, *, columns=None, drop_highest_loss: int = 0, dr
         "loss": law.loss,
         "delta": law.delta,
     }
+    if law.curve_law:  # rows are steps of training curves, not runs
+        st["fit_info_"]["unit"] = "curve points"
+        st["fit_info_"]["bootstrap_over"] = ("runs (whole curves)" if law.bootstrap_groups in df.columns
+                                             else "curve points")
     st["residuals_"] = log_y - law._log_predict(st["theta_"][None, :], X)[0]
     st["data_range_"] = {c: [float(X[c].min()), float(X[c].max())] for c in law.inputs}
     _warn_after_fit(law, st, lower, upper, res.x[best])

@@ -16,13 +16,14 @@ table uses (tokens, or sequences: only B0 changes).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
 
 from ..data import prepare
-from ..errors import DataError, SettingsError
+from ..errors import DataError, ScalingWarning, SettingsError
 from ..fitting.bootstrap import bootstrap, percentile_interval
 from . import register_law
 from .base import Law, Param
@@ -202,6 +203,7 @@ def estimate_hparams(law: HyperparameterLaw, data, *, columns=None, drop_highest
             raise DataError(f"all runs share one value of {c}; the {law.form} form needs several {c} "
                             "to estimate an exponent in it")
     near = law._near_optimal(df)
+    rows = "seed means" if "n_seeds" in df.columns else "runs"
     counts = near["_cell"].map(near["_cell"].value_counts()).to_numpy(float)
     weights = 1.0 / counts  # every cell weighs the same, however many of its settings are near-optimal
     theta = law._solve(near, weights)
@@ -215,12 +217,15 @@ def estimate_hparams(law: HyperparameterLaw, data, *, columns=None, drop_highest
               data_range_={c: [float(df[c].min()), float(df[c].max())] for c in law.inputs})
     st["fit_info_"] = {"free": [n for n in law.param_names() if n not in law.fixed], "loss": "squared",
                        "procedure": f"settings within {100 * law.tolerance:.3g}% of each cell's best loss "
-                                    f"({len(near)} of {len(df)} runs, {n_cells} cells); weighted least squares "
+                                    f"({len(near)} of {len(df)} {rows}, {n_cells} cells); weighted least squares "
                                     "in logs, each cell weighing the same",
                        "n_cells": n_cells, "n_near_optimal": int(len(near)), "tolerance": law.tolerance,
                        "form": law.form, "bootstrap_over": "cells"}
     if n_cells < n_free:
         st["fit_info_"]["note"] = "fewer cells than free parameters"
+    unidentified = _check_selection(law, df, near, rows)
+    if unidentified:
+        st["fit_info_"]["not_identified"] = unidentified
     st["bootstrap_theta_"] = None
     if law.bootstrap:
         cell_of = near["_cell"].to_numpy()
@@ -234,8 +239,40 @@ def estimate_hparams(law: HyperparameterLaw, data, *, columns=None, drop_highest
             law.name, law.bootstrap, law.seed, refit,
             sampler=lambda rng, B: [np.bincount(rng.integers(0, n_cells, n_cells), minlength=n_cells)
                                     for _ in range(B)]).theta
-    uncertainty(law, st)
+    uncertainty(law, st)  # no interval for what fit_info_["not_identified"] names
     return st
+
+
+def _check_selection(law: HyperparameterLaw, df: pd.DataFrame, near: pd.DataFrame, rows: str) -> dict[str, str]:
+    """Warn when the near-optimal selection says nothing: every run is near-optimal (the losses do not
+    tell the settings apart), or a setting never varies among the near-optimal runs (its exponents come
+    out exactly 0 with a zero-width interval). Returns the exponents that are not identified, with why."""
+    if len(near) == len(df):
+        warnings.warn(
+            f"{law.name}: all {len(near)} of {len(df)} {rows} lie within {100 * law.tolerance:.3g}% of their cell's "
+            "best loss, so every setting counts as near-optimal and the fit follows the grid, not the optimum "
+            "(the losses do not tell the settings apart at this tolerance): lower the tolerance, or sweep "
+            "learning rate and batch over a wider range", ScalingWarning, stacklevel=3)
+    names = law.param_names()
+    k = 1 + len(law.lr_terms)
+    out: dict[str, str] = {}
+    for col, exps in (("lr", names[1:k]), ("batch", names[k + 1:])):
+        if near[col].nunique() > 1:
+            continue
+        value = float(near[col].iloc[0])
+        why = (f"every run has {col} = {value:g}" if df[col].nunique() == 1 else
+               f"every near-optimal {rows[:-1]} has {col} = {value:g}")
+        free = [n for n in exps if n not in law.fixed]
+        if not free:
+            continue
+        for n in free:
+            out[n] = why
+        warnings.warn(
+            f"{law.name}: {why}, so the {col} exponent(s) {free} are not identified (exactly 0 by "
+            f"construction, with no interval): sweep {col} at several values in every cell"
+            + ("" if df[col].nunique() == 1 else " and finer, or raise the tolerance"),
+            ScalingWarning, stacklevel=3)
+    return out
 
 
 HyperparameterLaw.estimator = staticmethod(estimate_hparams)

@@ -86,6 +86,9 @@ class _SinglePowerLaw(_FunctionLaw):
         return np.array(starts, float)
 
 
+_KAPLAN = "Kaplan et al. 2020"
+
+
 @register_law
 class KaplanParams(_SinglePowerLaw):
     """L(N) = (N_c / N)^alpha_N: models trained to convergence, N non-embedding parameters."""
@@ -97,7 +100,7 @@ class KaplanParams(_SinglePowerLaw):
 
     @classmethod
     def kaplan2020(cls):
-        return cls.from_params(N_c=KAPLAN2020["N_c"], alpha_N=KAPLAN2020["alpha_N"])
+        return cls.from_params(N_c=KAPLAN2020["N_c"], alpha_N=KAPLAN2020["alpha_N"]).labelled(_KAPLAN)
 
 
 @register_law
@@ -111,7 +114,7 @@ class KaplanData(_SinglePowerLaw):
 
     @classmethod
     def kaplan2020(cls):
-        return cls.from_params(D_c=KAPLAN2020["D_c"], alpha_D=KAPLAN2020["alpha_D"])
+        return cls.from_params(D_c=KAPLAN2020["D_c"], alpha_D=KAPLAN2020["alpha_D"]).labelled(_KAPLAN)
 
 
 @register_law
@@ -127,8 +130,8 @@ class KaplanCompute(_SinglePowerLaw):
     def kaplan2020(cls, minimal: bool = True):
         """``minimal=True``: the C_min law (alpha 0.050); else the fixed-batch C law (alpha 0.057)."""
         if minimal:
-            return cls.from_params(C_c=KAPLAN2020["C_c_min"], alpha_C=KAPLAN2020["alpha_C_min"])
-        return cls.from_params(C_c=KAPLAN2020["C_c"], alpha_C=KAPLAN2020["alpha_C"])
+            return cls.from_params(C_c=KAPLAN2020["C_c_min"], alpha_C=KAPLAN2020["alpha_C_min"]).labelled(_KAPLAN)
+        return cls.from_params(C_c=KAPLAN2020["C_c"], alpha_C=KAPLAN2020["alpha_C"]).labelled(_KAPLAN)
 
 
 @register_law
@@ -171,7 +174,7 @@ class KaplanLaw(_FunctionLaw):
     @classmethod
     def kaplan2020(cls):
         p = KAPLAN2020["N_D"]
-        return cls.from_params(N_c=p["N_c"], D_c=p["D_c"], alpha_N=p["alpha_N"], alpha_D=p["alpha_D"])
+        return cls.from_params(N_c=p["N_c"], D_c=p["D_c"], alpha_N=p["alpha_N"], alpha_D=p["alpha_D"]).labelled(_KAPLAN)
 
     allocation_options = ("flops",)
 
@@ -236,4 +239,4 @@ class KaplanSteps(_FunctionLaw):
     @classmethod
     def kaplan2020(cls):
         p = KAPLAN2020["N_S"]
-        return cls.from_params(N_c=p["N_c"], S_c=p["S_c"], alpha_N=p["alpha_N"], alpha_S=p["alpha_S"])
+        return cls.from_params(N_c=p["N_c"], S_c=p["S_c"], alpha_N=p["alpha_N"], alpha_S=p["alpha_S"]).labelled(_KAPLAN)

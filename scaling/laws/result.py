@@ -9,9 +9,13 @@ are ``FitResult``s too, so one object predicts, reports, allocates and saves
 whatever produced it.
 
 >>> result = ChinchillaLaw(bootstrap=1000).fit(df)
->>> result.params_, result.se, result.ci, result.covariance
+>>> result.params_, result.stderr_, result.ci_, result.covariance_   # fitted values end in _
 >>> result.predict(N=7e10, D=1.4e12); result.compute_optimal(1e24)
 >>> result.law          # the spec that was fitted, with its settings
+
+The short names ``params``, ``se``, ``ci``, ``covariance``, ``objective``, ``fit_info`` and
+``residuals`` are aliases of ``params_``, ``stderr_``, ``ci_``, ``covariance_``, ``objective_``,
+``fit_info_`` and ``residuals_`` (kept for code written against earlier versions).
 """
 
 from __future__ import annotations
@@ -59,8 +63,10 @@ class FitResult:
     Attributes ending in ``_`` are those the fit resolved (``params_``, ``theta_``, ``stderr_``,
     ``ci_``, ``covariance_``, ``objective_``, ``fit_info_``, ``residuals_``, ``n_points_``,
     ``converged_``, ``data_range_``, ``bootstrap_theta_`` and a law's own, e.g. ``profiles_``,
-    ``per_size_``); reading one gives a copy. ``law`` is the spec that was fitted, and the
-    law's settings and class attributes read through (``result.level``, ``result.loss``).
+    ``per_size_``); reading one gives a copy. The short names ``params``, ``se``, ``ci``,
+    ``covariance``, ``objective``, ``fit_info``, ``residuals`` are aliases of the first seven.
+    ``law`` is the spec that was fitted, and the law's settings and class attributes read
+    through (``result.level``, ``result.loss``).
     """
 
     __slots__ = ("law", "_state", "_label")
@@ -88,21 +94,36 @@ class FitResult:
             try:
                 value = self._state[name]
             except KeyError:
-                raise AttributeError(f"this {type(self.law).__name__} result has no {name}") from None
+                raise AttributeError(f"{self._what()} has no {name}") from None
             if isinstance(value, (dict, list, np.ndarray, pd.DataFrame)):
                 return copy.deepcopy(value)  # fitted values read out as copies: the result stays as fitted
             return value
         if name in _MUTATORS:
             raise AttributeError(f"a FitResult has no {name}: fit the law (result.law.fit(data)) for a new result")
-        return getattr(self.law, name)  # the spec's settings, class attributes and pure hooks
+        try:
+            return getattr(self.law, name)  # the spec's settings, class attributes and pure hooks
+        except AttributeError:
+            raise AttributeError(f"{self._what()} has no attribute {name!r}") from None
+
+    def _what(self) -> str:
+        return f"{type(self).__name__!r} of {self.law.name}"
 
     def __dir__(self) -> list[str]:
         return sorted(set(object.__dir__(self)) | set(self._state)
                       | {n for n in dir(self.law) if n not in _MUTATORS and not n.endswith("_")})
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={v:.4g}" for k, v in self._state["params_"].items())
-        return f"{type(self.law).__name__}({inner})"
+        s = self._state
+        inner = ", ".join(f"{k}={v:.4g}" for k, v in s["params_"].items())
+        head = self.law.name if self._label is None else f"{self.law.name}, {self._label}"
+        if "n_points_" in s:
+            boot = s.get("bootstrap_theta_")
+            fi = s.get("fit_info_") or {}
+            n = f"n={s['n_points_']}" + (f" {fi['unit']}" if fi.get("unit") not in (None, "runs") else "")
+            tail = f"; {n}, bootstrap={0 if boot is None else len(boot)}"
+        else:
+            tail = f"; {'published' if self._label is not None else 'given'} values, no uncertainty"
+        return f"{type(self).__name__}({head}: {inner}{tail})"
 
     def labelled(self, label: str) -> "FitResult":
         """The same result under a name for legends (e.g. ``"Hoffmann et al. 2022"``)."""
@@ -113,37 +134,43 @@ class FitResult:
         return self._label if self._label is not None else self.law.name
 
     # ------------------------------------------------------- fitted values
+    # the short names are aliases: ``params`` is ``params_``, ``se`` is ``stderr_``, and so on; these read
+    # the same for every result, also one without the value (given values have no ``stderr_`` to read)
     @property
     def params(self) -> dict[str, float]:
-        """The parameter values (public scale), by name."""
+        """Alias of ``params_``: the parameter values (public scale), by name."""
         return dict(self._state["params_"])
 
     @property
     def se(self) -> dict[str, float | None]:
-        """Bootstrap standard errors (None: fixed, not estimated, or no bootstrap)."""
+        """Alias of ``stderr_``: bootstrap standard errors (None: fixed, not estimated, or no bootstrap)."""
         return dict(self._state.get("stderr_", {n: None for n in self.params}))
 
     @property
     def ci(self) -> dict[str, list[float] | None]:
-        """Percentile intervals at ``level`` (None where there is none)."""
+        """Alias of ``ci_``: percentile intervals at ``level`` (None where there is none)."""
         return copy.deepcopy(self._state.get("ci_", {n: None for n in self.params}))
 
     @property
     def covariance(self) -> pd.DataFrame | None:
+        """Alias of ``covariance_``: the bootstrap covariance of the parameters (None without a bootstrap)."""
         cov = self._state.get("covariance_")
         return None if cov is None else cov.copy()
 
     @property
     def objective(self) -> float | None:
+        """Alias of ``objective_``: the minimised objective (None for given values)."""
         return self._state.get("objective_")
 
     @property
     def fit_info(self) -> dict[str, Any]:
-        """How the fit went: starts, free parameters, procedure, bounds reached (empty for given values)."""
+        """Alias of ``fit_info_``: how the fit went (starts, free parameters, procedure, bounds reached,
+        seeds averaged); empty for given values."""
         return copy.deepcopy(self._state.get("fit_info_", {}))
 
     @property
     def residuals(self) -> np.ndarray | None:
+        """Alias of ``residuals_``: log residuals of the fitted points (None for given values)."""
         r = self._state.get("residuals_")
         return None if r is None else np.array(r, copy=True)
 
@@ -158,7 +185,12 @@ class FitResult:
 
     def _require_bootstrap(self) -> np.ndarray:
         if self._boot is None:
-            raise FitError("this law has no bootstrap samples, so it has no intervals: fit with bootstrap > 0 "
+            if "n_points_" not in self._state:  # published or given values: nothing was fitted here
+                who = "published values" if self._label is not None else "given values (from_params)"
+                raise FitError(f"{self.label}: {who} carry no uncertainty here (no bootstrap samples), so they "
+                               f"have no intervals; fit data to get intervals: {type(self.law).__name__}"
+                               f"(bootstrap=1000).fit(df) (the CLI's scaling fit --bootstrap B)")
+            raise FitError("this fit has no bootstrap samples, so it has no intervals: fit with bootstrap > 0 "
                            "(the CLI's --bootstrap B)")
         return self._boot
 
@@ -269,7 +301,7 @@ class FitResult:
         fi = s.get("fit_info_", {})
         if "n_points_" in s:
             loss = fi.get("loss", law.loss)
-            lines.append(f"fitted on {s['n_points_']} {fi.get('unit', 'runs')}, {loss} loss"
+            lines.append(f"fitted on {s['n_points_']} {fitted_on(fi)}, {loss} loss"
                          + (f" (delta={fi.get('delta', law.delta):g})" if loss == "huber" else "")
                          + f"; objective {s['objective_']:.6g}; converged: {'yes' if s['converged_'] else 'NO'}")
             if fi.get("procedure"):
@@ -291,7 +323,8 @@ class FitResult:
                      " (not estimated)" if free is not None and n not in free else
                      " (on a bound)" if any(n in b.split("=") for b in fi.get("at_bound", ())) else
                      " (not identified: the resamples all moved away from the estimate)"
-                     if n in fi.get("ci_widened", ()) else "")
+                     if n in fi.get("ci_widened", ()) else
+                     f" (not identified: {fi['not_identified'][n]})" if n in fi.get("not_identified", {}) else "")
             se_s = f"{se[n]:12.4g}" if se.get(n) is not None else f"{'-':>12}"
             ci_s = f"[{ci[n][0]:.4g}, {ci[n][1]:.4g}]" if ci.get(n) is not None else "-"
             lines.append(f"  {n:<10}{v:14.6g}{se_s}{ci_s:>30}{fixed}")
@@ -332,6 +365,15 @@ class FitResult:
 
 
 # --------------------------------------------------------------------- state
+def fitted_on(fit_info: Mapping[str, Any]) -> str:
+    """The noun for what a fit's ``n_points_`` counts: runs, seed means of runs, curve points, ..."""
+    unit = fit_info.get("unit", "runs")
+    avg = fit_info.get("averaged_seeds")
+    if avg:
+        return f"{unit} ({avg['runs']} runs averaged over seeds into {avg['cells']} cells)"
+    return unit
+
+
 def free_names(fit_info: Mapping[str, Any]) -> set[str] | None:
     """Names of the parameters a fit estimated (None when not known, e.g. published values)."""
     free = fit_info.get("free")
@@ -352,9 +394,11 @@ def uncertainty(law: "Law", state: dict[str, Any], warn: bool = True) -> dict[st
     ci = {n: [float(a), float(b)] for n, a, b in zip(names, lo, hi)}
     state["covariance_"] = pd.DataFrame(np.cov(P, rowvar=False), index=names, columns=names)
     free = free_names(state.get("fit_info_", {}))
+    unidentified = (state.get("fit_info_") or {}).get("not_identified", {})
     widened = []
     for n in names:
-        if free is not None and n not in free:  # fixed, or not estimable from these data: no interval
+        if (free is not None and n not in free) or n in unidentified:
+            # fixed, or not estimable from these data (an estimator says why): no interval
             stderr[n] = ci[n] = None
             continue
         v, (a, b) = state["params_"][n], ci[n]
@@ -463,7 +507,7 @@ def validate_dict(law_cls: type, d: Mapping[str, Any], source: str) -> None:
                             "refit, or delete the section to keep the point fit only")
         vals = np.array([params[n] for n in names], float)
         out = [n for n, v, lo, hi in zip(names, vals, P.min(axis=0), P.max(axis=0))
-               if len(P) >= 20 and not lo - 1e-9 * abs(lo) <= v <= hi + 1e-9 * abs(hi)]
+               if len(P) >= 20 and not lo - 1e-9 * abs(lo) - 1e-12 <= v <= hi + 1e-9 * abs(hi) + 1e-12]
         if out:
             warnings.warn(f"{where}: parameter(s) {out} lie outside every one of the {len(P)} bootstrap "
                           "resamples stored with them, so the intervals do not describe them (was the file "
