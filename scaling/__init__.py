@@ -81,15 +81,15 @@ def fit(data, law="chinchilla", *, columns=None, drop_highest_loss: int = 0, dro
 
     with warnings_at_caller():  # every warning names the line that called scaling.fit
         spec = _law_spec(law, settings)
-        from .laws.estimate import seed_means
+        from .data import seed_means
+        from .errors import ScalingWarning
 
-        averaged = None
-        if average_seeds:
-            data, columns, averaged = seed_means(spec, data, columns)
+        data, columns, averaged, notes = seed_means(data, spec, columns, average=average_seeds, dropna=dropna)
+        for note in notes:
+            warnings.warn(f"{spec.name}: {note}", ScalingWarning, stacklevel=2)
         result = spec.fit(data, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna)
         if averaged is not None:
             from .data import parse_columns, replicate_note
-            from .errors import ScalingWarning
 
             target = parse_columns(columns).get(spec.target, spec.target)
             note = replicate_note(data, averaged, target=target, law=result)

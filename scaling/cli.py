@@ -157,46 +157,27 @@ def cmd_fit(args) -> int:
     averaged = None
     columns = args.columns
     if not cls.curve_law and cls.target == "loss":
-        data, columns, averaged = _cells_of(data, cls, args)
+        from .data import seed_means
+
+        data, columns, averaged, notes = seed_means(data, cls, args.columns, average=not args.no_average_seeds,
+                                                    dropna=args.dropna)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     law = cls(**kwargs).fit(data, columns=columns, drop_highest_loss=args.drop_highest_loss,
                             dropna=args.dropna)
     if averaged is not None:
         from .data import replicate_note
 
-        print(f"note: {replicate_note(data, averaged, law=law)}; --no-average-seeds fits every run", file=sys.stderr)
+        from .data import parse_columns
+
+        target = parse_columns(args.columns).get(cls.target, cls.target)
+        print(f"note: {replicate_note(data, averaged, target=target, law=law)}; --no-average-seeds fits every run",
+              file=sys.stderr)
     if args.out:
         law.save(args.out)
     text = law.report() + (f"\n\nsaved to {args.out}" if args.out else "")
     _emit(law.summary(), args.json, text)
     return 0
-
-
-def _cells_of(path, cls, args):
-    """(data, columns, runs averaged or None) for a final-loss law: a table with a ``seed`` column whose cells
-    were run with several seeds is fitted on the per-cell means (unless --no-average-seeds); an hparams fit on a
-    sweep's runs table takes each cell at the grid's D (``D_grid``), which its runs share when a batch axis
-    rounds their D apart."""
-    from .data import parse_columns, read_table, replicate_means
-
-    mapping = parse_columns(args.columns)
-    seed, target = mapping.pop("seed", "seed"), mapping.get(cls.target, cls.target)
-    table = read_table(path) if isinstance(path, (str, Path)) else path
-    changed = False
-    if cls.name == "hparams" and "D_grid" in table.columns and not {"D", "C"} & set(mapping):
-        d_grid = table["D_grid"].notna() & (table["D_grid"] != table["D"])
-        if d_grid.any():
-            print(f"note: {int(d_grid.sum())} run(s) trained a D rounded to whole batches; each cell is fitted at "
-                  "the grid's D (column D_grid)", file=sys.stderr)
-            table = table.drop(columns=[c for c in ("C",) if c in table.columns]).assign(D=table["D_grid"])
-            changed = True
-    averaged = None
-    if seed in table.columns and target in table.columns and not args.no_average_seeds:
-        means = replicate_means(table, target=target, seed=seed)
-        if len(means) < len(table):
-            averaged, table, changed = len(table), means, True
-    if not changed:
-        return path, args.columns, None
-    return table, mapping or None, averaged
 
 
 def cmd_predict(args) -> int:
@@ -531,11 +512,22 @@ def cmd_sweep_export(args) -> int:
         from .data import best_hparams
 
         best = best_hparams(runs)
+        lo, hi = int(best["n_settings"].min()), int(best["n_settings"].max())
+        if hi == 1:
+            print("\n--best-hparams: this sweep has no hyperparameter axis (each (N, D) cell ran one setting of lr, "
+                  "batch and warmup): nothing to compare, no file written. Add grid.lr, grid.warmup or "
+                  "grid.batch_tokens to the definition to compare settings")
+            return 0
         (best.to_parquet if best_path.suffix == ".parquet" else best.to_csv)(best_path, index=False)
         shown = best.rename(columns={"D_grid": "D"}).drop(columns=["n_settings"])
-        print(f"\nbest setting per (N, D) cell, on the mean loss over seeds ({int(best['n_settings'].min())}-"
-              f"{int(best['n_settings'].max())} settings a cell; gap: the runner-up's mean minus the best's):")
+        print(f"\nbest setting per (N, D) cell, on the mean loss over seeds ({lo if lo == hi else f'{lo}-{hi}'} "
+              "settings a cell; gap: the runner-up's mean minus the best's):")
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        tied = best[best["gap"] == 0]
+        if len(tied):
+            cells = "; ".join(f"N={r.N:.6g}, D={r.D_grid if 'D_grid' in best else r.D:.4g}" for r in tied.itertuples())
+            print(f"tie: {len(tied)} cell(s) where two or more settings have exactly the same mean loss (gap 0; the "
+                  f"one first in the runs table is shown): {cells}")
         print(f"wrote {best_path} ({len(best)} cells)")
     return 0
 
@@ -719,7 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--rm-data", type=_num, help="--law gao-*: reward models trained on this many pairs")
     f.add_argument("--no-average-seeds", action="store_true",
                    help="fit every run; by default a table with a seed column is fitted on each cell's mean over "
-                        "its seeds (cells: rows equal in every column but the loss, the seed and per-run outcomes)")
+                        "its seeds (a cell: one value of each column the law reads, N, D or C, and of lr, batch "
+                        "and warmup, equal within 1e-9; each seed counted once; NaN seeds left out of the mean)")
     f.add_argument("--out", help="write the fit (with bootstrap samples) to this JSON file")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fit)

@@ -252,8 +252,56 @@ def _drop_exact_duplicates(df: pd.DataFrame, stacklevel: int = 3) -> pd.DataFram
 RUN_OUTCOMES = ("run_id", "eval_se", "eval_tokens", "status", "tokens_per_s", "error")
 
 
+def near_codes(values: pd.Series, rtol: float = 1e-9) -> np.ndarray:
+    """Integer labels of a column's values, equal for values within ``rtol`` (relative) of each other: the same
+    setting written twice (D 1e8 and 1e8 + 1e-1, a float that went through text). Missing values share one label;
+    text is compared exactly."""
+    num = pd.to_numeric(values, errors="coerce")
+    if not (num.notna() | values.isna()).all():  # text: exact
+        return pd.factorize(values.astype(object).where(values.notna(), None))[0]
+    v = num.to_numpy(float)
+    codes = np.full(v.size, -1, int)
+    ok = np.isfinite(v)
+    order = np.argsort(v[ok], kind="stable")
+    sv = v[ok][order]
+    labels = np.empty(sv.size, int)
+    k, start = -1, None
+    for i, x in enumerate(sv):
+        if start is None or abs(x - start) > rtol * max(abs(x), abs(start)):
+            k, start = k + 1, x
+        labels[i] = k
+    idx = np.flatnonzero(ok)[order]
+    codes[idx] = labels
+    return codes  # -1: missing (and inf)
+
+
+def cell_codes(df: pd.DataFrame, by: list, rtol: float = 1e-9) -> np.ndarray:
+    """One label per row: rows whose ``by`` columns are near-equal (:func:`near_codes`) share it; labels in
+    order of first appearance."""
+    if not by:
+        return np.zeros(len(df), int)
+    cols = np.column_stack([near_codes(df[c], rtol) for c in by])
+    return pd.factorize(pd.Series([tuple(r) for r in cols], index=df.index))[0]
+
+
+def cell_columns(table: pd.DataFrame, inputs: Iterable[str] = (), columns=None, target: str = "loss",
+                 seed: str = "seed") -> tuple[list[str], list[str]]:
+    """(the columns that define a cell of ``table`` for a law with ``inputs``, the other columns to carry).
+
+    A cell is one value of each column the law reads (its ``inputs``, and ``N``, ``D``, ``C``, ``U``, ``S`` and a
+    ``budget`` where the table has them) and of each hyperparameter (:data:`HPARAM_COLUMNS`), named as the table
+    names them (``columns``: the law's names -> the table's). Every other column but the target, the seed and
+    the per-run outcomes is carried: pass it as ``replicate_means(..., keep=)``, which keeps it where a cell's
+    runs agree on it and leaves it out where they differ (a wall time). For ``replicate_means(by=)``."""
+    mapping = parse_columns(columns)
+    col = [mapping.get(k, k) for k in (*inputs, "N", "D", "C", "U", "S", "budget", *HPARAM_COLUMNS)]
+    by = list(dict.fromkeys(c for c in col if c in table.columns and c not in (target, seed)))
+    keep = [c for c in table.columns if c not in by and c not in (target, seed) and c not in RUN_OUTCOMES]
+    return by, keep
+
+
 def replicate_means(df: pd.DataFrame, target: str = "loss", by: Iterable[str] | None = None,
-                    seed: str = "seed") -> pd.DataFrame:
+                    seed: str = "seed", keep: Iterable[str] = (), rtol: float = 1e-9) -> pd.DataFrame:
     """One row per cell: the mean of ``target`` over the cell's seeds, its spread and how many seeds.
 
     Parameters
@@ -262,16 +310,23 @@ def replicate_means(df: pd.DataFrame, target: str = "loss", by: Iterable[str] | 
     target : the column averaged (``loss``).
     by : the columns that define a cell. Default: every column except ``target``, ``seed`` and the per-run
         outcomes of a sweep's runs table (:data:`RUN_OUTCOMES`), so on a sweep's export a cell is one setting
-        of everything (N, D, lr, batch, warmup, ...) and its rows differ only in the seed.
-    seed : the seed column, dropped from the result.
+        of everything (N, D, lr, batch, warmup, ...) and its rows differ only in the seed. Numbers within
+        ``rtol`` (relative) of each other are one value.
+    seed : the seed column, dropped from the result. Each distinct seed counts once: several rows of one seed
+        in a cell (the same run trained twice) are averaged into that seed's value first, not counted as
+        replicates.
+    keep : more columns to carry into the result where they are constant within every cell (the first row's
+        value); a column that differs between the rows of a cell is left out.
 
     Returns
     -------
     DataFrame
-        The ``by`` columns and ``target`` in the table's order, then ``{target}_sd`` (the sample standard
-        deviation over seeds, NaN for one seed) and ``n_seeds`` (the seeds with a finite ``target``; a failed
-        or diverged run has none and does not count). Cells in order of first appearance. Rows that repeat
-        another exactly are counted once, with the warning :func:`prepare` gives.
+        The ``by`` (and kept) columns and ``target`` in the table's order, then ``{target}_sd`` (the sample
+        standard deviation over seeds, NaN for one seed) and ``n_seeds`` (the distinct seeds with a finite
+        ``target``; a failed or diverged run has none and does not count). Cells in order of first appearance.
+        Rows that repeat another exactly are counted once, with the warning :func:`prepare` gives.
+        ``attrs["n_nonfinite"]``: the runs left out of a cell's mean for a NaN or infinite ``target``, in cells
+        that have a finite one; ``attrs["empty_cells"]``: the cells with none (their mean is NaN).
     """
     if target not in df.columns:
         raise DataError(f"no column {target!r} to average over seeds; the table has {list(df.columns)}")
@@ -286,31 +341,50 @@ def replicate_means(df: pd.DataFrame, target: str = "loss", by: Iterable[str] | 
     bad = y.isna() & df[target].notna()
     if bad.any():
         raise DataError(f"column {target!r} has non-numeric values, e.g. {df.loc[bad, target].iloc[0]!r}")
-    if by:
-        keys = df[by].astype(object).where(df[by].notna(), None)  # missing values (no budget) form one key
-        cell = keys.apply(tuple, axis=1)
+    y = y.where(np.isfinite(y.to_numpy(float)))
+    code = pd.Series(cell_codes(df, by, rtol), index=df.index)
+    if seed in df.columns:  # one value per (cell, seed): rows of one seed are one replicate
+        s = df[seed].astype(object).where(df[seed].notna(), None)
+        s = s.where(s.notna(), pd.Series([("row", i) for i in range(len(df))], index=df.index))
+        per_seed = y.groupby([code, s.map(repr)], sort=False).mean()
+        cell_of = per_seed.index.get_level_values(0)
+        stats = per_seed.groupby(cell_of).agg(["mean", "std", "count"])
     else:
-        cell = pd.Series(0, index=df.index)
-    code = pd.factorize(cell)[0]  # order of first appearance
-    stats = y.groupby(code).agg(["mean", "std", "count"])
-    first = df.loc[~pd.Series(code, index=df.index).duplicated(), by].reset_index(drop=True)
-    out = first.assign(**{target: stats["mean"].to_numpy()})
-    out = out[[c for c in df.columns if c in by or c == target]]
+        stats = y.groupby(code).agg(["mean", "std", "count"])
+    stats = stats.reindex(range(int(code.max()) + 1))
+    first = ~code.duplicated()
+    keep = [c for c in keep if c in df.columns and c not in by and c not in (target, seed)]
+    kept = [c for c in keep if (df.groupby(code)[c].nunique(dropna=False) <= 1).all()]
+    out = df.loc[first, by + kept].reset_index(drop=True)
+    out[target] = stats["mean"].to_numpy()
+    out = out[[c for c in df.columns if c in by or c in kept or c == target]]
     out[f"{target}_sd"] = stats["std"].to_numpy()
-    out["n_seeds"] = stats["count"].to_numpy().astype(int)
+    out["n_seeds"] = stats["count"].fillna(0).to_numpy().astype(int)
+    empty = out["n_seeds"].to_numpy() == 0
+    nonfinite = y.isna().groupby(code).sum().reindex(range(len(out))).to_numpy()
+    out.attrs["n_nonfinite"] = int(nonfinite[~empty].sum())
+    out.attrs["empty_cells"] = int(empty.sum())
+    out.attrs["dropped"] = [c for c in keep if c not in kept]
     return out
 
 
-def replicate_note(means: pd.DataFrame, n_runs: int, target: str = "loss", law=None) -> str:
+def replicate_note(means: pd.DataFrame, n_runs: int, target: str = "loss", law=None,
+                   nonfinite: int | None = None) -> str:
     """One paragraph on what averaging did and how large the seed-to-seed scatter is, for a fit's notes.
 
     The scatter is pooled over the cells with two or more seeds, relative to the loss; a cell mean of k seeds is
     known to about that over sqrt(k). With a fitted ``law`` that predicts the loss, its residuals (logs of the
-    means) are compared with that: residuals several times larger are misfit of the law, not noise.
+    means) are compared with that: residuals several times larger are misfit of the law, not noise; several
+    times smaller, a law that follows the means more closely than their noise allows (few cells per parameter).
+    ``nonfinite``: runs left out of their cells' means for a NaN loss (default: ``means.attrs["n_nonfinite"]``).
     """
     k = means["n_seeds"].to_numpy()
     seeds = f"{k.min()}" if k.min() == k.max() else f"{k.min()}-{k.max()}"
     text = f"averaged {seeds} seeds per cell ({n_runs} runs -> {len(means)} cells)"
+    nonfinite = means.attrs.get("n_nonfinite", 0) if nonfinite is None else nonfinite
+    if nonfinite:
+        text += (f"; {nonfinite} run(s) with a NaN or infinite {target} (diverged or failed) left out of their "
+                 "cells' means")
     rep = means[(means["n_seeds"] >= 2) & means[f"{target}_sd"].notna()]
     if rep.empty:
         return text
@@ -325,8 +399,14 @@ def replicate_note(means: pd.DataFrame, n_runs: int, target: str = "loss", law=N
     if law is not None and getattr(law, "predicts_loss", False) and r is not None and np.size(r) >= 3 and se_rel > 0:
         r = np.asarray(r, float)
         scale = float(1.4826 * np.median(np.abs(r - np.median(r))))
-        verdict = ("about the seed noise" if scale <= 2 * se_rel
-                   else f"{scale / se_rel:.1f}x the seed noise: the law misses structure in the means")
+        ratio = scale / se_rel
+        if ratio > 2:
+            verdict = f"{ratio:.1f}x the seed noise: the law misses structure in the means"
+        elif ratio >= 0.5:
+            verdict = f"about the seed noise ({ratio:.2g}x)"
+        else:
+            verdict = (f"below the seed noise ({ratio:.2g}x): the law follows the means more closely than their "
+                       "noise allows (few cells for its parameters?), so its intervals may be too narrow")
         text += f"; the fit's residuals on the means: {100 * scale:.2g}% typical, {verdict}"
     return text
 
@@ -431,3 +511,118 @@ def load_chinchilla(drop_highest_loss: int = 0) -> pd.DataFrame:
     """
     df = read_table(DATA_DIR / "chinchilla_besiroglu2024.csv")
     return prepare(df, ["N", "D", "C", "loss"], drop_highest_loss=drop_highest_loss)
+
+
+def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = False):
+    """What ``scaling fit`` and ``scaling.fit`` fit for a final-loss ``law`` (a class or a spec):
+    ``(data, columns, runs averaged or None, notes)``.
+
+    A table with a ``seed`` column whose cells were run with several seeds is fitted on the per-cell means
+    (unless ``average`` is False: --no-average-seeds); an hparams fit on a
+    sweep's runs table takes each cell at the grid's D (``D_grid``), which its runs share when a batch axis
+    rounds their D apart (and a table with D_grid but no D, as --best-hparams writes, is at the grid's D).
+
+    A cell is one value of each column the law reads (its inputs, N, D, C, U, S where the table has them, a
+    ``budget``) and of each hyperparameter (lr, batch, warmup); numbers within 1e-9 (relative) are one value.
+    Other columns are carried along where a cell's runs agree on them and left out where they differ
+    (a wall time)."""
+    cls = law if isinstance(law, type) else type(law)
+    notes: list[str] = []
+    if cls.curve_law or cls.target != "loss":
+        return data, columns, None, notes
+    mapping = parse_columns(columns)
+    seed, target = mapping.pop("seed", "seed"), mapping.get(cls.target, cls.target)
+    table = read_table(data) if isinstance(data, (str, Path)) else data
+    if not isinstance(table, pd.DataFrame):
+        return data, columns, None, notes
+    changed = False
+    if cls.name == "hparams" and "D_grid" in table.columns and not {"D", "C"} & set(mapping):
+        if "D" not in table.columns:  # best_hparams.csv: one row per cell, at the grid's D
+            table = table.assign(D=table["D_grid"])
+            changed = True
+        else:
+            d_grid = table["D_grid"].notna() & (table["D_grid"] != table["D"])
+            if d_grid.any():
+                notes.append(f"{int(d_grid.sum())} run(s) trained a D rounded to whole batches; each cell is fitted "
+                             "at the grid's D (column D_grid)")
+                table = table.drop(columns=[c for c in ("C",) if c in table.columns]).assign(D=table["D_grid"])
+                changed = True
+    averaged = None
+    if seed in table.columns and target in table.columns:
+        y = pd.to_numeric(table[target], errors="coerce").to_numpy(float)
+        bad = ~np.isfinite(y)
+        if not average:
+            if bad.any() and not dropna:
+                raise DataError(
+                    f"{int(bad.sum())} row(s) have NaN or infinite values in [{target!r}] (first at row "
+                    f"{int(np.flatnonzero(bad)[0])}, counting the table's rows from 0; diverged or failed runs?): "
+                    "--no-average-seeds fits every run as it is, so remove them or pass --dropna to leave them out "
+                    "(without --no-average-seeds, each cell's mean leaves out its NaN seeds)")
+        else:
+            by, keep = cell_columns(table, cls.inputs, mapping, target=target, seed=seed)
+            code = cell_codes(table, by)
+            means = replicate_means(table, target=target, by=by, seed=seed, keep=keep)
+            if len(means) < len(table):
+                notes += _note_cells(table, by, code, bad, seed, means, dropna)
+                empty = means["n_seeds"].to_numpy() == 0
+                if empty.any():  # --dropna (else _note_cells refused them): the cells go
+                    attrs = dict(means.attrs)
+                    means = means.loc[~empty].reset_index(drop=True)
+                    means.attrs = attrs
+                averaged, table, changed = len(table), means, True
+            elif table[seed].nunique() > 1:
+                notes.append(_why_not_averaged(table, by, seed))
+    if not changed:
+        return data, columns, None, notes
+    return table, mapping or None, averaged, notes
+
+
+def _cell_name(table, by, rows) -> str:
+    return ", ".join(f"{c}={table[c].iloc[rows[0]]:.4g}" if isinstance(table[c].iloc[rows[0]], (int, float, np.number))
+                     else f"{c}={table[c].iloc[rows[0]]}" for c in by)
+
+
+def _note_cells(table, by, code, bad, seed, means, dropna) -> list[str]:
+    """Cells every seed of which diverged (an error naming them, or left out with ``dropna``), the columns that
+    differ between a cell's seeds, and cells holding one seed twice: notes."""
+    notes = []
+    empty = [np.flatnonzero(code == k) for k in np.unique(code) if bad[code == k].all()]
+    if empty:
+        names = "; ".join(f"{_cell_name(table, by, rows)} (rows {', '.join(map(str, rows))} of the table)"
+                          for rows in empty[:3]) + (f"; and {len(empty) - 3} more" if len(empty) > 3 else "")
+        if not dropna:
+            raise DataError(f"{len(empty)} cell(s) have no finite loss in any seed: {names}, counting the table's "
+                            "rows from 0 (every run diverged or failed); remove them or pass --dropna (dropna=True) to fit the "
+                            "other cells")
+        notes.append(f"left out {len(empty)} cell(s) where every seed diverged or failed (--dropna): {names}")
+    if means.attrs.get("dropped"):
+        notes.append(f"column(s) {', '.join(means.attrs['dropped'])} differ between the seeds of a cell: left out "
+                     "of the means")
+    twice = pd.Series(1, index=table.index).groupby([code, table[seed].astype(str).to_numpy()]).size()
+    n_twice = int(twice[twice > 1].index.get_level_values(0).nunique())
+    if n_twice:
+        notes.append(f"{n_twice} cell(s) hold several runs of one seed (the same setting run twice?): each seed is "
+                     "counted once, as the mean of its runs")
+    return notes
+
+
+def _why_not_averaged(table, by, seed) -> str:
+    """A table with several seeds in which no two runs share a cell: say which column keeps them apart (values
+    that agree to 1% but not to 1e-9, as a D each seed rounded its own way), or that every run is its own cell."""
+    coarse = pd.Series(cell_codes(table, by, rtol=1e-2))
+    shared = coarse.duplicated(keep=False).to_numpy()
+    for c in by:
+        if not shared.any():
+            break
+        v = pd.to_numeric(table[c], errors="coerce")
+        spread = v.groupby(coarse).agg(lambda x: x.max() / x.min() - 1 if x.min() > 0 else 0.0)
+        if (spread > 1e-9).any():
+            k = spread.idxmax()
+            rows = np.flatnonzero(coarse.to_numpy() == k)[:2]
+            vals = " and ".join(f"{table[c].iloc[r]!r}" for r in rows)
+            return (f"not averaged over seeds: no two runs share a cell ({', '.join(by)}, equal within 1e-9); "
+                    f"column {c} differs between runs that look like seeds of one cell (by up to {spread.max():.2g} "
+                    f"relative: {vals} at rows {rows[0]} and {rows[1]}): make it one value per cell to fit the seeds' "
+                    "means; every run is fitted as a point")
+    return (f"not averaged over seeds: no two runs share a cell ({', '.join(by)}); every run is fitted as a "
+            "point")

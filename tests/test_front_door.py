@@ -94,6 +94,24 @@ def test_a_mapped_seed_column_is_averaged_too():
     assert result.fit_info_["averaged_seeds"] == {"runs": 72, "cells": 36}
 
 
+def test_python_and_cli_average_the_same_cells(tmp_path, capsys):
+    """scaling.fit and `scaling fit` share one cell rule: a per-run column (a wall time) and float noise in D
+    do not keep a cell's seeds apart, in either."""
+    from scaling.cli import main
+
+    df = runs(seeds=3)
+    rng = np.random.default_rng(0)
+    df = df.assign(wall_time=rng.uniform(10, 20, len(df)), D=df["D"] * (1 + 1e-12 * rng.standard_normal(len(df))))
+    result = quiet(scaling.fit, df, law="chinchilla", bootstrap=0)
+    assert result.fit_info_["averaged_seeds"] == {"runs": 108, "cells": 36}
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    main(["fit", str(path), "--law", "chinchilla", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_points"] == 36
+    assert out["params"]["E"] == pytest.approx(result.params_["E"], rel=1e-9)
+
+
 # ------------------------------------------------------------- 4. reprs and attribute errors
 def test_reprs_say_result_and_spec_settings():
     result = quiet(ChinchillaLaw(loss="squared", fixed={"E": 1.7}, bootstrap=20).fit, runs())

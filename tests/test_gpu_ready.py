@@ -141,3 +141,32 @@ def _raw_ci() -> dict:
     import yaml
 
     return yaml.safe_load((ROOT / "sweeps" / "ci.yaml").read_text())
+
+
+@pytest.mark.parametrize("device,gpus,bf16,msg", [
+    ({"type": "cuda"}, 0, True, r"device.type is cuda, but torch sees no GPU on this machine"),
+    ({"precision": "bf16"}, 0, True, r"device.precision bf16 needs a GPU"),
+    ({"precision": "bf16"}, 1, False, r"device.precision bf16 needs a GPU that supports bfloat16"),
+    ({"type": "cpu", "precision": "bf16"}, 1, True, r"device.precision bf16 needs a GPU, and device.type is cpu"),
+])
+def test_device_settings_this_machine_cannot_honour_fail_before_anything_trains(tmp_path, monkeypatch, device, gpus,
+                                                                               bf16, msg):
+    from scaling.sweep import executors, runner
+
+    monkeypatch.setattr(executors, "gpu_count", lambda: gpus)
+    monkeypatch.setattr(runner, "_bf16_supported", lambda: bf16)
+    with pytest.raises(ScalingError, match=msg):
+        runner.run_sweep({**_raw_ci(), "device": device}, root=tmp_path / "sweeps", progress=False)
+    assert not (tmp_path / "sweeps").exists()  # no store, no worker
+
+
+def test_device_settings_the_machine_has_pass_the_check(monkeypatch):
+    from scaling.sweep import executors, runner
+
+    monkeypatch.setattr(executors, "gpu_count", lambda: 1)
+    monkeypatch.setattr(runner, "_bf16_supported", lambda: True)
+    runner.check_device(load_spec({**_raw_ci(), "device": {"type": "cuda", "precision": "bf16"}}), "local")
+    monkeypatch.setattr(executors, "gpu_count", lambda: 0)
+    runner.check_device(load_spec({**_raw_ci(), "device": {"type": "auto"}}), "local")
+    # on Slurm the jobs' machines decide, not the driver's
+    runner.check_device(load_spec({**_raw_ci(), "device": {"type": "cuda"}}), "submitit")

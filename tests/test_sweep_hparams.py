@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import re
 import warnings
 
 import numpy as np
@@ -110,7 +111,7 @@ def test_changing_the_lr_setting_of_a_sweep_is_a_change(tmp_path):
                                    r"`scaling fit RUNS --law hparams"),
     ({"from": "CHINCHILLA"}, r"optimizer.lr.from: .*chinchilla.json is a chinchilla fit, not an hparams law"),
     ({"from": "NOT_JSON"}, r"optimizer.lr.from: .*not a fit file \(invalid JSON"),
-    ("fast", r"optimizer.lr must be a number >= 0; got 'fast'"),
+    ("fast", r"optimizer.lr must be a number > 0; got 'fast'"),
 ])
 def test_bad_lr_rules_are_one_clear_error_before_anything_trains(tmp_path, lr, msg):
     fits = {"FIT": str(tmp_path / "fit.json"), "CHINCHILLA": str(tmp_path / "chinchilla.json"),
@@ -270,3 +271,204 @@ def test_fit_averages_replicated_seeds_unless_told_not_to(tmp_path, capsys):
     assert json.loads(out.out)["n_points"] == 75 and "averaged" not in out.err
     law = scaling.fit(replicate_means(pd.read_csv(path)), bootstrap=0)
     assert law.params_["alpha"] == pytest.approx(truth.params_["alpha"], rel=0.05)
+
+
+# ------------------------------------------------------------------ review fixes (issue #12 follow-up)
+ONE = dict(name="one", model={"sizes": [20000], "seq_len": 64}, grid={"tokens": [200000]})
+
+
+@pytest.mark.parametrize("axis", [{"grid": {"lr": [1e-3, 3e-3]}}, {"grid": {"warmup": [0, 0.05]}},
+                                  {"batch": {"tokens_per_step": [1024, 4096]}}])
+def test_adding_an_axis_through_the_sweeps_own_value_does_not_train_that_run_again(tmp_path, axis):
+    from scaling.sweep import export
+
+    first = toy_spec(**ONE, seeds=[0, 1])
+    run_sweep(first, root=tmp_path, workers=1, progress=False)
+    trained = sorted(p.name for p in (tmp_path / "one" / "runs").iterdir())
+    assert len(trained) == 2
+    second = toy_spec(first, grid={**first["grid"], **axis.get("grid", {})})
+    if "batch" in axis:
+        second["batch"] = axis["batch"]
+    table = run_sweep(second, root=tmp_path, workers=1, progress=False)
+    # the axis's value equal to the sweep's (3e-3, 0.05, 4096) is the runs the store has, under their ids
+    assert len(table) == 4 and set(trained) <= set(table["run_id"])
+    assert len(list((tmp_path / "one" / "runs").iterdir())) == 4
+    assert (table["status"] == "done").all()
+    runs, _ = export("one", tmp_path)
+    assert replicate_means(runs, by=["N", "D", "lr", "batch", "warmup"])["n_seeds"].tolist() == [2, 2]
+    # run again: nothing to do
+    assert len(run_sweep(second, root=tmp_path, workers=1, progress=False)) == 4
+
+
+def test_duplicate_rows_of_one_seed_are_not_replicates():
+    df = pd.DataFrame({"run_id": ["a", "b", "c"], "N": [1e6] * 3, "D": [1e8] * 3, "seed": [0, 0, 1],
+                       "loss": [3.0, 3.0, 3.4]})
+    m = replicate_means(df)
+    assert m["n_seeds"].tolist() == [2]
+    np.testing.assert_allclose(m["loss"], [3.2])  # each seed once: (3.0 + 3.4) / 2
+    same = replicate_means(df.iloc[:2])
+    assert same["n_seeds"].tolist() == [1] and same["loss_sd"].isna().all()  # not sd 0 over "2 seeds"
+
+
+def test_best_hparams_csv_fits_the_hparams_law_as_it_is(tmp_path, capsys):
+    from test_law_contract import hparam_runs
+
+    df = hparam_runs(noise=0.0).assign(seed=0)
+    df = df.assign(D_grid=df["D"], warmup=0.05)
+    path = tmp_path / "best_hparams.csv"
+    best_hparams(df).to_csv(path, index=False)
+    code = main(["fit", str(path), "--law", "hparams", "--bootstrap", "0", "--json"])
+    assert code == 0 and set(json.loads(capsys.readouterr().out)["params"]) == {"eta0", "eta_N", "eta_D", "B0", "B_D"}
+
+
+@pytest.mark.parametrize("lr,msg", [
+    ({"base": 3e-3, "ref_width": 1, "exponent": 400}, r"optimizer.lr .* gives lr = inf for the shape .*d_model"),
+    ({"base": 3e-3, "ref_width": 1, "exponent": 3}, r"optimizer.lr .* gives lr = 98\.3 for the shape"),
+    ({"base": 3e-3, "ref_width": 1, "exponent": -400}, r"optimizer.lr .* gives lr = 0 for the shape"),
+    (0, r"optimizer.lr must be a number > 0; got 0"),
+])
+def test_learning_rates_that_cannot_train_are_one_clear_error(tmp_path, lr, msg):
+    with pytest.raises(SpecError, match=msg):
+        run_sweep(shaped(optimizer={"lr": lr}), root=tmp_path / "sweeps", progress=False)
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_lr_from_a_relative_path_is_read_beside_the_yaml_file(tmp_path, monkeypatch):
+    import yaml
+
+    fit, _ = _hparams_fit(tmp_path)
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    (folder / "fit.json").write_text(fit.read_text())
+    (folder / "s.yaml").write_text(yaml.safe_dump(toy_spec(optimizer={"lr": {"from": "fit.json"}})))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_spec(folder / "s.yaml")
+    assert spec["optimizer"]["lr"]["from"] == str((folder / "fit.json").resolve())
+    # a dict has no folder: the current directory; missing in both: the error names what was tried
+    (elsewhere / "cwd.json").write_text(fit.read_text())
+    assert load_spec(toy_spec(optimizer={"lr": {"from": "cwd.json"}}))["optimizer"]["lr"]["from"] == str(
+        (elsewhere / "cwd.json").resolve())
+    (folder / "t.yaml").write_text(yaml.safe_dump(toy_spec(optimizer={"lr": {"from": "none.json"}})))
+    with pytest.raises(SpecError, match=r"no such fit file .*defs/none.json \(nor .*elsewhere/none.json\)"):
+        load_spec(folder / "t.yaml")
+
+
+def _noisy_cells(rng, wall_time=False, jitter=0.0, nan=()):
+    truth = ChinchillaLaw.hoffmann2022()
+    rows = []
+    for i, (N, D) in enumerate(itertools.product(np.logspace(7, 9, 5), np.logspace(9, 11, 5))):
+        for seed in range(3):
+            loss = float(truth.predict(N=N, D=D)[0]) * np.exp(0.004 * rng.standard_normal())
+            row = dict(N=N, D=D * (1 + jitter * seed), seed=seed, loss=np.nan if (i, seed) in nan else loss)
+            if wall_time:
+                row["wall_time"] = rng.uniform(10, 20)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("kind", ["wall_time", "jitter"])
+def test_fit_averages_seeds_despite_per_run_columns_and_float_noise(tmp_path, capsys, kind):
+    df = _noisy_cells(np.random.default_rng(0), wall_time=kind == "wall_time", jitter=1e-12 if kind == "jitter" else 0)
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", str(path), "--bootstrap", "0", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["n_points"] == 25 and "averaged 3 seeds per cell (75 runs -> 25 cells)" in out.err
+
+
+def test_fit_says_why_seeds_were_not_averaged(tmp_path, capsys):
+    df = _noisy_cells(np.random.default_rng(0), jitter=1e-3)  # each seed trained its own D
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", str(path), "--bootstrap", "0", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["n_points"] == 75
+    assert "not averaged over seeds" in out.err and "column D" in out.err
+
+
+def test_fit_leaves_diverged_seeds_out_of_a_cells_mean_and_names_an_all_diverged_cell(tmp_path, capsys):
+    df = _noisy_cells(np.random.default_rng(0), nan={(0, 1), (3, 0), (3, 2)})
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", str(path), "--bootstrap", "0", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["n_points"] == 25
+    assert "averaged 1-3 seeds per cell (75 runs -> 25 cells)" in out.err
+    assert "3 run(s) with a NaN or infinite loss (diverged or failed) left out" in out.err
+    every = _noisy_cells(np.random.default_rng(0), nan={(4, 0), (4, 1), (4, 2)})
+    every.to_csv(path, index=False)
+    assert main(["fit", str(path), "--bootstrap", "0"]) != 0
+    assert re.search(r"1 cell\(s\) have no finite loss in any seed: N=1e\+07, D=1e\+11 \(rows 12, 13, 14 of the "
+                     r"table\), counting the table's rows from 0", capsys.readouterr().err)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", str(path), "--bootstrap", "0", "--json", "--dropna"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["n_points"] == 24 and "left out 1 cell(s) where every seed diverged" in out.err
+    # --no-average-seeds: every run is a point, and NaN rows are refused as before, by the table's row
+    assert main(["fit", str(path), "--bootstrap", "0", "--no-average-seeds"]) != 0
+    assert re.search(r"3 row\(s\) have NaN or infinite values in \['loss'\] \(first at row 12, counting the "
+                     r"table's rows from 0.*--dropna", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("ratio,word", [(0.1, "below the seed noise"), (1.0, "about the seed noise"),
+                                        (10.0, "10.0x the seed noise")])
+def test_replicate_note_phrases_the_residuals_by_their_ratio_to_the_seed_noise(ratio, word):
+    from types import SimpleNamespace
+
+    from scaling.data import replicate_note
+
+    means = pd.DataFrame({"loss": [3.0] * 4, "loss_sd": [0.03] * 4, "n_seeds": [4] * 4})  # se 0.5%
+    r = np.array([-1, 1, -1, 1, 0.0]) * 0.005 * ratio / 1.4826
+    law = SimpleNamespace(predicts_loss=True, residuals_=r)
+    assert word in replicate_note(means, 16, law=law)
+
+
+def test_best_hparams_printout_counts_settings_once_and_reports_ties(tmp_path, capsys):
+    spec = toy_spec(**{**ONE, "grid": {"tokens": [200000], "lr": [1e-3, 3e-3]}})  # the toy's loss ignores lr: ties
+    run_sweep(spec, root=tmp_path, workers=1, progress=False)
+    out = tmp_path / "runs.csv"
+    assert main(["sweep", "export", "one", "--out", str(out), "--root", str(tmp_path), "--best-hparams"]) == 0
+    printed = capsys.readouterr().out
+    assert "(2 settings a cell;" in printed and "2-2 settings" not in printed
+    assert "tie" in printed and "N=16528, D=2e+05" in printed
+
+
+def test_best_hparams_on_a_sweep_without_an_axis_says_so(tmp_path, capsys):
+    run_sweep(toy_spec(**ONE), root=tmp_path, workers=1, progress=False)
+    out = tmp_path / "runs.csv"
+    assert main(["sweep", "export", "one", "--out", str(out), "--root", str(tmp_path), "--best-hparams"]) == 0
+    printed = capsys.readouterr().out
+    assert "no hyperparameter axis" in printed and "gap" not in printed
+    assert not (tmp_path / "best_hparams.csv").exists()
+
+
+def test_grid_batch_tokens_errors_name_grid_batch_tokens():
+    spec = toy_spec(grid={"tokens": [200000], "batch_tokens": [0]})
+    spec.pop("batch")
+    with pytest.raises(SpecError, match=r"grid.batch_tokens must be a non-empty list of numbers > 0; got \[0\]"):
+        load_spec(spec)
+    spec["grid"]["batch_tokens"] = [1024, 1024.0]
+    with pytest.raises(SpecError, match=r"grid.batch_tokens lists a value twice"):
+        load_spec(spec)
+
+
+def test_a_batch_rounded_to_whole_sequences_is_said_once():
+    spec = toy_spec(batch={"tokens_per_step": 1000})
+    with pytest.warns(ScalingWarning, match=r"batch.tokens_per_step 1000 is not a whole number of 64-token "
+                                            r"sequences: its runs train 1024 tokens a step") as rec:
+        runs = expand(load_spec(spec))
+    assert len([w for w in rec if "whole number" in str(w.message)]) == 1
+    assert {r["tokens_per_step"] for r in runs} == {1024}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expand(load_spec(toy_spec()))  # 4096: whole sequences, nothing said
+        expand(load_spec(toy_spec(batch={"tokens_per_step": "auto"})))  # the rule rounds by design

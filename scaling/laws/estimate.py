@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,39 +59,6 @@ def _note_seed_means(data, state: dict[str, Any]) -> None:
         info["unit"] = "cell means"
     if info.get("bootstrap_over", "runs") == "runs":
         info["bootstrap_over"] = "cells (seed means)"
-
-
-def seed_means(law: "Law", data, columns=None) -> tuple[Any, Any, int | None]:
-    """What ``scaling fit`` fits for a final-loss law: ``(data, columns, runs averaged or None)``.
-
-    A table with a ``seed`` column (or the column ``columns`` maps ``seed`` to) whose cells were run with
-    several seeds becomes one row per cell, the mean over its seeds (``scaling.data.replicate_means``);
-    an ``hparams`` fit on a sweep's runs table takes each cell at the grid's D (``D_grid``), which its runs
-    share when a batch axis rounds their D apart. Anything else comes back unchanged.
-    """
-    from ..data import parse_columns, read_table, replicate_means
-
-    if law.curve_law or law.target != "loss":
-        return data, columns, None
-    mapping = parse_columns(columns)
-    seed, target = mapping.pop("seed", "seed"), mapping.get(law.target, law.target)
-    table = read_table(data) if isinstance(data, (str, Path)) else data
-    if not isinstance(table, pd.DataFrame):
-        return data, columns, None
-    changed = False
-    if law.name == "hparams" and "D_grid" in table.columns and not {"D", "C"} & set(mapping):
-        d_grid = table["D_grid"].notna() & (table["D_grid"] != table["D"])
-        if d_grid.any():
-            table = table.drop(columns=[c for c in ("C",) if c in table.columns]).assign(D=table["D_grid"])
-            changed = True
-    averaged = None
-    if seed in table.columns and target in table.columns:
-        means = replicate_means(table, target=target, seed=seed)
-        if len(means) < len(table):
-            averaged, table, changed = len(table), means, True
-    if not changed:
-        return data, columns, None
-    return table, mapping or None, averaged
 
 
 def _pct(x: float) -> str:

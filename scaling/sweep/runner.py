@@ -116,6 +116,46 @@ def _last_line(err) -> str:
     return lines[-1] if lines else ""
 
 
+def _bf16_supported() -> bool:
+    """Whether this machine's first GPU supports bfloat16, asked in a child process: the driver itself never
+    starts CUDA (its context would hold memory on the GPU for the whole sweep)."""
+    import subprocess
+    import sys
+
+    code = "import sys, torch; sys.exit(0 if torch.cuda.is_bf16_supported() else 3)"
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def check_device(spec: dict, executor: str = "local") -> None:
+    """Refuse ``device`` settings this machine cannot honour before anything trains (not in every worker, once
+    per retry). Only for the local executor: on Slurm the jobs' machines decide. The GPUs are counted as the
+    executor counts them (no CUDA context in the driver)."""
+    if executor != "local" or spec["trainer"] != "transformer":  # the toy trainer runs anywhere
+        return
+    from . import executors
+
+    want = spec["device"]
+    if want["type"] == "cpu" and want["precision"] == "bf16":
+        raise ScalingError("device.precision bf16 needs a GPU, and device.type is cpu: use device.precision auto "
+                           "or fp32, or device.type auto or cuda")
+    if want["type"] == "cpu" or (want["type"] == "auto" and want["precision"] != "bf16"):
+        return
+    gpus = executors.gpu_count()
+    if want["type"] == "cuda" and not gpus:
+        raise ScalingError("device.type is cuda, but torch sees no GPU on this machine (torch.cuda.device_count() "
+                           "is 0): use device.type auto (the CPU here) or run the sweep where the GPUs are")
+    if want["precision"] == "bf16":
+        if not gpus:
+            raise ScalingError("device.precision bf16 needs a GPU, and torch sees none on this machine: use "
+                               "device.precision auto or fp32")
+        if not _bf16_supported():
+            raise ScalingError("device.precision bf16 needs a GPU that supports bfloat16, and this machine's does "
+                               "not: use device.precision auto or fp32")
+
+
 def run_sweep(definition, *, executor: str = "local", workers: int | None = None, root: str | Path = DEFAULT_ROOT,
               progress: bool = True, retry_failed: bool = False, **executor_kwargs) -> pd.DataFrame:
     """Run every unfinished run of a sweep; returns the run table.
@@ -125,6 +165,7 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
     running the sweep again resumes.
     """
     spec = load_spec(definition)
+    check_device(spec, executor)
     if spec["trainer"] == "transformer":  # one line naming the extra, not a traceback from every worker
         from .._extras import require
 
@@ -150,6 +191,7 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
         check_unchanged(store, spec, base)
         store.check_space()
         store.set_meta(spec=spec, format=STORE_FORMAT)
+        configs = store.same_runs(configs)  # a setting the store has under another id is that run
         store.sync(configs)
         if retry_failed:
             store.retry_failed()

@@ -116,8 +116,9 @@ def load_spec(source: str | Path | dict) -> dict:
         raise SpecError(f"{origin} defines a reward-model overoptimization sweep: run it with `scaling overopt run`")
     grid = raw.get("grid")
     if isinstance(grid, dict) and grid.get("batch_tokens") is not None:  # an alias of a batch.tokens_per_step list
-        if not isinstance(grid["batch_tokens"], list):
-            raise SpecError(f"grid.batch_tokens must be a non-empty list of numbers > 0; got {grid['batch_tokens']!r}")
+        check_numbers({"grid": {"batch_tokens": grid["batch_tokens"]}}, {"grid.batch_tokens": ("list", 0, False)})
+        if len(set(map(float, grid["batch_tokens"]))) < len(grid["batch_tokens"]):
+            raise SpecError(f"grid.batch_tokens lists a value twice: {grid['batch_tokens']}")
         batch = raw.get("batch") if isinstance(raw.get("batch"), dict) else {}
         if batch.get("tokens_per_step") is not None:
             raise SpecError("grid.batch_tokens and batch.tokens_per_step both set the batch; give one "
@@ -125,11 +126,11 @@ def load_spec(source: str | Path | dict) -> dict:
         raw = {**raw, "grid": {**grid, "batch_tokens": None},
                "batch": {**batch, "tokens_per_step": grid["batch_tokens"]}}
     spec = _merge(DEFAULTS, raw)
-    _validate(spec)
+    _validate(spec, folder=Path(origin).parent if origin != "<dict>" else None)
     return spec
 
 
-def _validate(spec: dict) -> None:
+def _validate(spec: dict, folder: Path | None = None) -> None:
     if not spec["name"] or not str(spec["name"]).replace("-", "").replace("_", "").isalnum():
         raise SpecError(f"name {spec['name']!r} must be letters, digits, '-' or '_'")
     if spec["trainer"] not in TRAINERS:
@@ -153,7 +154,9 @@ def _validate(spec: dict) -> None:
     check_numbers(spec, {k: v for k, v in SWEEP_NUMBERS.items() if not (lr_rule and k == "optimizer.lr")})
     _check_axes(spec)
     if lr_rule:
-        _check_lr_rule(spec)
+        _check_lr_rule(spec, folder)
+    elif float(spec["optimizer"]["lr"]) > MAX_LR:
+        raise SpecError(f"optimizer.lr is {spec['optimizer']['lr']}; {LR_RANGE}")
     tps = spec["batch"]["tokens_per_step"]
     if isinstance(tps, list):  # an axis of the grid
         check_numbers({"batch": {"tokens_per_step": tps}}, {"batch.tokens_per_step": ("list", 0, False)})
@@ -174,6 +177,8 @@ def _check_axes(spec: dict) -> None:
     for key in ("lr", "warmup"):
         if g[key] is not None and len(set(map(float, g[key]))) < len(g[key]):
             raise SpecError(f"grid.{key} lists a value twice: {g[key]}")
+    if g["lr"] is not None and max(map(float, g["lr"])) > MAX_LR:
+        raise SpecError(f"grid.lr lists {max(map(float, g['lr'])):g}; {LR_RANGE}")
     if g["lr"] is not None and isinstance(spec["optimizer"]["lr"], dict):
         raise SpecError("optimizer.lr is a rule and grid.lr lists the learning rates of every run (absolute values, "
                         "not multipliers); drop one of them")
@@ -182,16 +187,22 @@ def _check_axes(spec: dict) -> None:
 LR_RULE = "a number, {base, ref_width, exponent} (lr = base * (d_model / ref_width)^exponent) or {from: FIT.json}"
 
 
-def _check_lr_rule(spec: dict) -> None:
+def _check_lr_rule(spec: dict, folder: Path | None = None) -> None:
     """Check a learning-rate rule and write it in full: the exponent's default (-1), or the fitted parameters
-    of a ``from`` fit (so that a changed fit file shows as a changed setting of the sweep)."""
+    of a ``from`` fit (so that a changed fit file shows as a changed setting of the sweep).
+
+    A relative ``from`` path is read beside the definition's YAML file (``folder``), else in the current
+    directory; the spec records the absolute path it was read from."""
     rule = spec["optimizer"]["lr"]
     keys = set(rule)
     if "from" in keys:
         if keys != {"from"}:
             raise SpecError(f"optimizer.lr is {LR_RULE}; 'from' takes no other keys, got {sorted(keys - {'from'})}")
-        path = Path(os.path.expanduser(str(rule["from"]))).resolve()
-        law = _lr_fit(path)
+        given = Path(os.path.expanduser(str(rule["from"])))
+        tried = [given] if given.is_absolute() or folder is None else [folder / given, given]
+        path = next((p for p in tried if p.is_file()), tried[0]).resolve()
+        also = f" (nor {tried[1].resolve()})" if len(tried) > 1 and not path.is_file() else ""
+        law = _lr_fit(path, also)
         spec["optimizer"]["lr"] = {"from": str(path), "fitted": {"form": law.form, "params": {
             k: float(v) for k, v in law.params_.items()}}}
         return
@@ -207,10 +218,10 @@ def _check_lr_rule(spec: dict) -> None:
     spec["optimizer"]["lr"] = {k: float(rule[k]) for k in ("base", "ref_width", "exponent")}
 
 
-def _lr_fit(path: Path):
+def _lr_fit(path: Path, also: str = ""):
     """The fitted hparams law in ``path``, read with the package's own fit loading (numpy and pandas, no torch)."""
     if not path.is_file():
-        raise SpecError(f"optimizer.lr.from: no such fit file {path}; write one with "
+        raise SpecError(f"optimizer.lr.from: no such fit file {path}{also}; write one with "
                         f"`scaling fit RUNS --law hparams --out {path}`")
     from ..laws import Law
 
@@ -239,12 +250,28 @@ def learning_rate(spec: dict, shape: dict, D: float, fit=None) -> float | None:
     if "from" in rule:
         X = {"N": float(shape["N"]), "D": float(D), "C": 6.0 * shape["N"] * D}
         lr = float(fit.predict(**{k: X[k] for k in fit.inputs})["lr"].iloc[0])
-        if not (math.isfinite(lr) and lr > 0):
-            raise SpecError(f"optimizer.lr.from: the fit in {rule['from']} predicts lr = {lr} at N={shape['N']}, "
-                            f"D={D:.4g}; a learning rate must be a positive number")
+        if not _sane_lr(lr):
+            raise SpecError(f"optimizer.lr.from: the fit in {rule['from']} predicts lr = {lr:.4g} at N={shape['N']}, "
+                            f"D={D:.4g}; {LR_RANGE}")
     else:
-        lr = rule["base"] * (shape["d_model"] / rule["ref_width"]) ** rule["exponent"]
+        try:
+            lr = rule["base"] * (shape["d_model"] / rule["ref_width"]) ** rule["exponent"]
+        except OverflowError:
+            lr = math.inf
+        if not _sane_lr(lr):
+            raise SpecError(f"optimizer.lr {{base: {rule['base']:g}, ref_width: {rule['ref_width']:g}, exponent: "
+                            f"{rule['exponent']:g}}} gives lr = {lr:.4g} for the shape n_layer={shape['n_layer']}, "
+                            f"d_model={shape['d_model']} (N={shape['N']}); {LR_RANGE}")
     return float(f"{lr:.10g}")
+
+
+#: the largest learning rate a run is started with: above it, a value is a mistake in the definition
+MAX_LR = 10.0
+LR_RANGE = f"a learning rate must be a finite number > 0 and at most {MAX_LR:g}"
+
+
+def _sane_lr(lr: float) -> bool:
+    return math.isfinite(lr) and 0 < lr <= MAX_LR
 
 
 def _check_corpus(spec: dict) -> None:
@@ -291,7 +318,7 @@ SWEEP_NUMBERS = {
     "model.head_dim": ("int", 1, True), "grid.tokens": ("list", 0, False), "grid.compute": ("list", 0, False),
     "grid.min_steps": ("int", 1, True), "grid.min_tokens_per_param": ("number?", 0, False),
     "grid.max_tokens_per_param": ("number?", 0, False), "seeds": ("list-int", 0, True),
-    "optimizer.lr": ("number", 0, True), "optimizer.weight_decay": ("number", 0, True),
+    "optimizer.lr": ("number", 0, False), "optimizer.weight_decay": ("number", 0, True),
     "optimizer.beta1": ("number", 0, True), "optimizer.beta2": ("number", 0, True),
     "optimizer.grad_clip": ("number", 0, True), "schedule.warmup": ("number", 0, True),
     "schedule.final_lr_frac": ("number", 0, True), "schedule.decay_frac": ("number", 0, False),
@@ -378,9 +405,23 @@ def changed_settings(old: dict, new: dict, extensible=EXTENSIBLE) -> list[str]:
     def free(k):
         return any(k == e or k.startswith(e + ".") for e in extensible)
 
+    def extended(k):  # a number made a list holding it (or a list grown): an axis through the sweep's value
+        if k not in AXES:
+            return False
+        old, new = (v if isinstance(v, list) else [v] for v in (a[k], b[k]))
+        try:
+            return set(map(float, old)) <= set(map(float, new))
+        except (TypeError, ValueError):  # "auto"
+            return False
+
     # exact comparison: the run ids hash these values, so even 1e-3 written differently makes other runs;
     # a key only one side has (a setting a later version of the package added) is not compared
-    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b)) if not free(k) and a[k] != b[k]]
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b))
+            if not free(k) and a[k] != b[k] and not extended(k)]
+
+
+#: settings that may become an axis holding their value (or a longer list): the runs at that value are kept
+AXES = ("batch.tokens_per_step",)
 
 
 def _shape_for(target: float, family: str, head_dim: int, vocab: int, seq_len: int) -> dict:
@@ -426,6 +467,8 @@ def shapes(spec: dict) -> list[dict]:
             check_numbers({"lr": s["lr"]}, {"lr": ("number", 0, False)},
                           error=lambda msg: SpecError(f"model.shapes entry {s}: {msg}"))
             shape["lr"] = float(s["lr"])
+            if shape["lr"] > MAX_LR:
+                raise SpecError(f"model.shapes entry {s}: {LR_RANGE}")
         out.append(shape)
     unique = {(s["n_layer"], s["d_model"], s["n_head"]): s for s in out}
     if len(unique) < len(out):
@@ -483,9 +526,24 @@ def expand(spec: dict) -> list[dict]:
                                            lr_tagged=lrs is not None, warmup_tagged=warmups is not None))
     if not runs:
         raise SpecError("the grid produced no runs (every IsoFLOP budget too small for its sizes?)")
+    _warn_rounded_batches(spec)
     if fit is not None:
         _warn_extrapolated(fit, runs, rule["from"])
     return runs
+
+
+def _warn_rounded_batches(spec: dict) -> None:
+    """One warning naming each batch.tokens_per_step value (not the "auto" rule, which rounds by design) that is
+    not a whole number of sequences, and the batch its runs train instead."""
+    axis = spec["batch"]["tokens_per_step"]
+    seq = int(spec["model"]["seq_len"])
+    rounded = [(v, tokens_per_step(spec, 0.0, v)) for v in (axis if isinstance(axis, list) else [axis])
+               if v != "auto" and float(v) != tokens_per_step(spec, 0.0, v)]
+    if rounded:
+        what = "; ".join(f"{float(v):g} is not a whole number of {seq}-token sequences: its runs train {t} tokens "
+                         "a step" for v, t in rounded)
+        warnings.warn(f"batch.tokens_per_step {what} (a batch is whole sequences; write that value to silence this)",
+                      ScalingWarning, stacklevel=3)
 
 
 def _warn_extrapolated(fit, runs: list[dict], path: str) -> None:

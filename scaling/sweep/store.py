@@ -71,6 +71,24 @@ class Store:
                 "INSERT OR IGNORE INTO runs (run_id, status, config, attempts, updated) VALUES (?, 'pending', ?, 0, ?)",
                 [(c["run_id"], json.dumps(c, default=str), now) for c in configs])
 
+    def same_runs(self, configs: list[dict], free=("run_id", "D_grid", "device")) -> list[dict]:
+        """``configs`` with each run the store already has under another id given that id: a run whose settings
+        (its config less ``free`` keys, numbers compared as numbers) equal a known run's is that run, not a new one.
+        Adding an axis through the sweep's own value (grid.lr [1e-3, 3e-3] to a sweep at lr 3e-3) names the runs
+        it had with a tag (``-lr0.003``); they are the same runs and are not trained again."""
+        known, have = {}, set()
+        for run_id, config in self.db.execute("SELECT run_id, config FROM runs"):
+            known.setdefault(_identity(json.loads(config), free), run_id)
+            have.add(run_id)
+        ids = {c["run_id"] for c in configs}
+        out = []
+        for c in configs:
+            same = known.get(_identity(json.loads(json.dumps(c, default=str)), free))
+            if same is not None and same != c["run_id"] and c["run_id"] not in have and same not in ids:
+                c = {**c, "run_id": same}
+            out.append(c)
+        return out
+
     def set_status(self, run_id: str, status: str, *, error: str | None = None, result: dict | None = None,
                    attempt: bool = False) -> None:
         assert status in STATUSES
@@ -119,3 +137,24 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _identity(config: dict, free) -> str:
+    """A run's settings as one comparable text: numbers (and numbers written as text, as YAML reads 3e-3) as floats."""
+    def norm(v):
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [norm(x) for x in v]
+        if isinstance(v, bool) or v is None:
+            return v
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                return v
+        return str(v)
+
+    return json.dumps(norm({k: v for k, v in config.items() if k not in free}), sort_keys=True)
