@@ -135,25 +135,16 @@ def check_device(spec: dict, executor: str = "local") -> None:
     executor counts them (no CUDA context in the driver)."""
     if executor != "local" or spec["trainer"] != "transformer":  # the toy trainer runs anywhere
         return
+    from types import SimpleNamespace
+
     from . import executors
+    from .train import device_plan
 
     want = spec["device"]
-    if want["type"] == "cpu" and want["precision"] == "bf16":
-        raise ScalingError("device.precision bf16 needs a GPU, and device.type is cpu: use device.precision auto "
-                           "or fp32, or device.type auto or cuda")
-    if want["type"] == "cpu" or (want["type"] == "auto" and want["precision"] != "bf16"):
-        return
-    gpus = executors.gpu_count()
-    if want["type"] == "cuda" and not gpus:
-        raise ScalingError("device.type is cuda, but torch sees no GPU on this machine (torch.cuda.device_count() "
-                           "is 0): use device.type auto (the CPU here) or run the sweep where the GPUs are")
-    if want["precision"] == "bf16":
-        if not gpus:
-            raise ScalingError("device.precision bf16 needs a GPU, and torch sees none on this machine: use "
-                               "device.precision auto or fp32")
-        if not _bf16_supported():
-            raise ScalingError("device.precision bf16 needs a GPU that supports bfloat16, and this machine's does "
-                               "not: use device.precision auto or fp32")
+    gpus = executors.gpu_count() if want["type"] != "cpu" else 0
+    bf16 = bool(gpus) and want["precision"] == "bf16" and _bf16_supported()  # asked only when it matters
+    machine = SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: bool(gpus), is_bf16_supported=lambda: bf16))
+    device_plan({"device": want}, machine)  # the trainer's own decision, on what this machine has
 
 
 def run_sweep(definition, *, executor: str = "local", workers: int | None = None, root: str | Path = DEFAULT_ROOT,

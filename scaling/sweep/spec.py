@@ -143,7 +143,9 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
     g = spec["grid"]
     if (g["tokens"] is None) == (g["compute"] is None):
         raise SpecError("give exactly one of grid.tokens (an N x D grid) or grid.compute (IsoFLOP budgets)")
-    for key, allowed in (("type", ("auto", "cpu", "cuda")), ("precision", ("auto", "bf16", "fp32"))):
+    from .train import DEVICE_TYPES, PRECISIONS
+
+    for key, allowed in (("type", DEVICE_TYPES), ("precision", PRECISIONS)):
         if spec["device"][key] not in allowed:
             raise SpecError(f"device.{key} must be one of {allowed}, got {spec['device'][key]!r}")
     if spec["schedule"]["type"] not in SCHEDULES:

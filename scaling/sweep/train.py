@@ -268,6 +268,8 @@ GPU_SYNC_EVERY = 32
 #: at d_model 128 bf16 autocast ran at 0.57-0.79x the speed of float32 with tf32 matmuls (its casts cost more than
 #: the small matmuls gain); from d_model 256 on it ran 1.16-1.8x faster
 BF16_MIN_WIDTH = 256
+DEVICE_TYPES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def device_plan(cfg: dict, torch) -> dict:
@@ -282,18 +284,25 @@ def device_plan(cfg: dict, torch) -> dict:
     want = dict(cfg.get("device") or {})
     kind = want.get("type", "auto") or "auto"
     precision = want.get("precision", "auto") or "auto"
-    if kind not in ("auto", "cpu", "cuda"):
+    if kind not in DEVICE_TYPES:
         raise ScalingError(f"device.type {kind!r}: use auto, cpu or cuda")
-    if precision not in ("auto", "bf16", "fp32"):
+    if precision not in PRECISIONS:
         raise ScalingError(f"device.precision {precision!r}: use auto, bf16 or fp32")
     has_cuda = bool(torch.cuda.is_available())
     if kind == "cuda" and not has_cuda:
-        raise ScalingError("device.type is cuda but torch sees no GPU here (torch.cuda.is_available() is False); "
-                           "use device.type auto to train on the CPU")
+        raise ScalingError("device.type is cuda, but torch sees no GPU on this machine (torch.cuda.device_count() "
+                           "is 0): use device.type auto (the CPU here) or run the sweep where the GPUs are")
+    if precision == "bf16" and kind == "cpu":
+        raise ScalingError("device.precision bf16 needs a GPU, and device.type is cpu: use device.precision auto "
+                           "or fp32, or device.type auto or cuda")
+    if precision == "bf16" and not has_cuda:
+        raise ScalingError("device.precision bf16 needs a GPU, and torch sees none on this machine: use "
+                           "device.precision auto or fp32")
     cuda = has_cuda and kind != "cpu"
     bf16_ok = cuda and bool(torch.cuda.is_bf16_supported())
     if precision == "bf16" and not bf16_ok:
-        raise ScalingError("device.precision bf16 needs a GPU that supports bfloat16; use auto or fp32")
+        raise ScalingError("device.precision bf16 needs a GPU that supports bfloat16, and this machine's does "
+                           "not: use device.precision auto or fp32")
     sync = want.get("sync_every")
     sync = int(sync) if sync else (GPU_SYNC_EVERY if cuda else 1)
     if sync < 1:
