@@ -18,11 +18,36 @@ def steps_of(value: float, steps: int) -> int:
     return max(1, int(value * steps) if value < 1 else int(value))
 
 
+#: shapes of a WSD cooldown: how the learning rate falls from the peak to final_lr_frac x peak over the cooldown
+#: (p runs from 1/cooldown_steps to 1): linear, or 1-sqrt (Hägele et al. 2024), which stays higher for longer
+COOLDOWN_SHAPES = ("linear", "1-sqrt")
+
+
+def cooldown_fraction(sched: dict) -> float:
+    """The share of a WSD run spent cooling down: ``cooldown``, else ``decay_frac`` (0.2)."""
+    c = sched.get("cooldown")
+    return float(sched.get("decay_frac", 0.2) if c is None else c)
+
+
+def cooldown_start(steps: int, sched: dict) -> int:
+    """The step (0-based) at which a WSD run of ``steps`` steps starts its cooldown: ``steps - round(cooldown *
+    steps)``, with at least one cooldown step. A cooldown branch starts from the stable run's state there."""
+    return steps - max(1, int(round(cooldown_fraction(sched) * steps)))
+
+
+def warmup_steps(steps: int, sched: dict) -> int:
+    """Warmup in steps: ``warmup_steps`` when given (a branched WSD run's, shared by its stable run), else
+    ``warmup`` as a fraction of ``steps`` (< 1) or as steps."""
+    if sched.get("warmup_steps") is not None:
+        return int(sched["warmup_steps"])
+    warm = sched.get("warmup", 0.05)
+    return int(round(warm * steps)) if warm < 1 else int(warm)
+
+
 def lr_at(step: int, steps: int, opt: dict, sched: dict) -> float:
     """Learning rate at ``step`` (0-based) of ``steps``: warmup, then cosine / WSD / constant."""
     peak = float(opt["lr"])
-    warm = sched.get("warmup", 0.05)
-    warm = int(round(warm * steps)) if warm < 1 else int(warm)
+    warm = warmup_steps(steps, sched)
     final = float(sched.get("final_lr_frac", 0.1)) * peak
     if warm and step < warm:
         return peak * (step + 1) / warm
@@ -33,11 +58,16 @@ def lr_at(step: int, steps: int, opt: dict, sched: dict) -> float:
         p = (step - warm) / max(1, steps - warm)
         return final + (peak - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
     if kind == "wsd":
-        decay = max(1, int(round(float(sched.get("decay_frac", 0.2)) * steps)))
-        start = steps - decay
+        start = cooldown_start(steps, sched)
         if step < start:
             return peak
-        return peak + (final - peak) * (step - start + 1) / decay
+        p = (step - start + 1) / (steps - start)
+        shape = sched.get("shape") or "linear"
+        if shape == "linear":
+            return peak + (final - peak) * p
+        if shape == "1-sqrt":
+            return final + (peak - final) * (1.0 - math.sqrt(p))
+        raise SettingsError(f"unknown cooldown shape {shape!r}; use {' or '.join(COOLDOWN_SHAPES)}")
     raise SettingsError(f"unknown schedule {kind!r}; use cosine, wsd or constant")
 
 

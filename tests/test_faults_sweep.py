@@ -313,7 +313,9 @@ def test_changed_overopt_training_settings_are_refused(tmp_path, monkeypatch):
     def no_executor(*a, **k):
         raise RuntimeError("the sweep would have run")
 
-    monkeypatch.setattr(oo, "get_executor", no_executor)
+    from scaling.sweep import graph
+
+    monkeypatch.setattr(graph, "get_executor", no_executor)  # the one runner every sweep kind uses
     changed = json.loads(json.dumps(spec))
     changed["rl"]["lr"] = 0.01
     with pytest.raises(SweepChangedError, match=r"rl.lr: '1e-3' -> 0.01.*new `name:`"):

@@ -294,6 +294,17 @@ def test_ci_sweep_runs_every_method_and_keeps_the_bookkeeping_exact(ci_sweep):
     assert set(bon["rm_data"]) <= {1500} and bon["rm_accuracy"].between(0, 1).all()
 
 
+def test_ci_sweep_export_is_bit_identical_to_the_export_before_the_graph_runner(ci_sweep):
+    """tests/data/overopt-ci-export/: this sweep's export written by the overopt runner before it moved onto the
+    graph runner (scaling/sweep/graph.py), with workers=2 (workers=1 wrote the same bytes)."""
+    root, df, per_prompt = ci_sweep
+    ref = ROOT / "tests" / "data" / "overopt-ci-export"
+    assert df.to_csv(index=False) == (ref / "export.csv").read_text()
+    import gzip
+
+    assert per_prompt.to_csv(index=False) == gzip.decompress((ref / "export-prompts.csv.gz").read_bytes()).decode()
+
+
 def test_ci_sweep_results_fit_and_plot_through_the_cli(ci_sweep, tmp_path, capsys):
     root, df, _ = ci_sweep
     csv = tmp_path / "overopt-ci.csv"
@@ -344,6 +355,13 @@ def test_degenerate_preferences_and_a_killed_sweep(tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(ScalingError, match="degenerate preference data: .* pairs tie"):
             run_overopt(flat, root=tmp_path, workers=1, progress=False)
+        # attempts persist in the store: run again, the failed cell is not retried, and the error says how
+        with pytest.raises(ScalingError, match="degenerate preference data.*--retry-failed"):
+            run_overopt(flat, root=tmp_path, workers=1, progress=False)
+    from scaling.overopt.runner import open_store
+
+    data = open_store("flat", tmp_path).runs().set_index("run_id").loc["data"]
+    assert data["status"] == "failed" and data["attempts"] == flat["retries"] + 1
     # kill a sweep mid-way, then run it again
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     code = ("import sys\nif __name__ == '__main__':\n    from scaling.overopt import run_overopt\n"

@@ -472,3 +472,49 @@ def test_a_batch_rounded_to_whole_sequences_is_said_once():
         warnings.simplefilter("error")
         expand(load_spec(toy_spec()))  # 4096: whole sequences, nothing said
         expand(load_spec(toy_spec(batch={"tokens_per_step": "auto"})))  # the rule rounds by design
+
+
+# ------------------------------------------------------------------ lr multipliers and a fitted batch rule
+def test_lr_mult_scales_each_runs_own_learning_rate_and_is_recorded():
+    rule = {"base": 3e-3, "ref_width": 64, "exponent": -1}
+    runs = expand(load_spec(shaped(optimizer={"lr": rule}, grid={"tokens": [200000], "lr_mult": [0.5, 1, 2]})))
+    by = {(r["d_model"], r["lr_mult"]): r["optimizer"]["lr"] for r in runs}
+    assert len(runs) == 3 * 3
+    for width in (32, 64, 128):
+        for m in (0.5, 1, 2):
+            assert by[(width, m)] == pytest.approx(3e-3 * 64 / width * m, rel=1e-12)
+    assert len({r["run_id"] for r in runs}) == len(runs)
+    assert all(f"-x{r['lr_mult']:g}-" in r["run_id"] for r in runs)
+    # a plain optimizer.lr is multiplied too; a sweep without the axis keeps its ids (no lr_mult key)
+    plain = expand(load_spec(toy_spec(grid={"lr_mult": [0.25, 4]})))
+    assert sorted({r["optimizer"]["lr"] for r in plain}) == [7.5e-4, 1.2e-2]
+    assert "lr_mult" not in expand(load_spec(toy_spec()))[0]
+
+
+@pytest.mark.parametrize("grid, msg", [
+    ({"lr_mult": [1, 1.0]}, r"grid.lr_mult lists a value twice"),
+    ({"lr_mult": [0, 1]}, r"grid.lr_mult must be a non-empty list of numbers > 0"),
+    ({"lr_mult": [1, 2], "lr": [1e-3]}, r"grid.lr \(absolute learning rates\) and grid.lr_mult .* give one"),
+    ({"lr_mult": [5000]}, r"grid.lr_mult 5000 gives lr = 15 for N=\d+; a learning rate must be"),
+])
+def test_bad_lr_multipliers_are_one_clear_error(grid, msg):
+    with pytest.raises(SpecError, match=msg):
+        expand(load_spec(toy_spec(grid=grid)))
+
+
+def test_batch_from_a_fitted_hparams_law_is_its_B_opt_in_whole_sequences(tmp_path):
+    path, law = _hparams_fit(tmp_path)
+    spec = load_spec(toy_spec(batch={"tokens_per_step": {"from": str(path)}}))
+    assert spec["batch"]["tokens_per_step"]["fitted"]["params"] == pytest.approx(HP)
+    assert load_spec(spec)["batch"] == spec["batch"]  # a loaded spec passed back in
+    runs = expand(spec)
+    seq = 64
+    for r in runs:
+        B = HP["B0"] * r["D_grid"] ** HP["B_D"]
+        assert r["tokens_per_step"] == max(seq, round(B / seq) * seq)
+        assert r["steps"] == round(r["D_grid"] / r["tokens_per_step"])
+    assert sorted({r["tokens_per_step"] for r in runs}) == [1664, 3520]  # 2 * D^0.55 at D = 2e5, 8e5
+    with pytest.raises(SpecError, match=r"batch.tokens_per_step.from: no such fit file"):
+        load_spec(toy_spec(batch={"tokens_per_step": {"from": str(tmp_path / "nope.json")}}))
+    with pytest.raises(SpecError, match=r"batch.tokens_per_step is a number, a list .* got the keys \['base'\]"):
+        load_spec(toy_spec(batch={"tokens_per_step": {"base": 3}}))

@@ -13,7 +13,6 @@ model's mean over the initial policy's samples (so both are 0 at KL = 0).
 from __future__ import annotations
 
 import copy
-import fcntl
 import json
 import math
 import os
@@ -22,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SettingsError
-from ..sweep.train import _atomic_json, load_checkpoint
+from ..sweep.graph import run_once
+from ..sweep.train import load_checkpoint
 from . import models as M
 from .estimators import bon_curve, bon_kl_analytic, bon_kl_empirical
 from .gold import get_gold
@@ -98,16 +98,7 @@ def run_cell(cell: dict, sweep_dir: str, threads: int = 1) -> dict:
 
     torch.set_num_threads(max(1, threads))
     base = Path(sweep_dir)
-    d = base / "cells" / cell["id"]
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # an orphaned worker may still be on this cell
-        done = d / "result.json"
-        if done.exists():
-            return json.loads(done.read_text())
-        result = STAGES[cell["stage"]](cell, cell["spec"], base)
-        _atomic_json(done, result)
-        return result
+    return run_once(base / "cells" / cell["id"], lambda: STAGES[cell["stage"]](cell, cell["spec"], base))
 
 
 # -------------------------------------------------------------------- stages

@@ -1,28 +1,23 @@
-"""Run an overoptimization sweep: cells in dependency order on any registered executor.
+"""Run an overoptimization sweep: its cells in dependency order on the graph runner.
 
-The sweep runner's store (one SQLite file, written by the driver only), its
-executors and its one-driver lock serve here too. A cell is submitted once every
-cell it needs is done; finished cells are never redone, so a killed sweep run
-again picks up where it stopped. Results export to one row per method x reward
-model x point (``n`` for best-of-n, ``step`` for RL and DPO), plus a per-prompt
-table for bootstrapping over prompts.
+The graph runner (scaling/sweep/graph.py) is the one every sweep kind uses: one SQLite store written by the
+driver only, one-driver lock, executors, progress bar, and one retry rule: attempts persist in the store, a
+cell that failed all its attempts stays failed until ``retry_failed`` (``--retry-failed``). A cell is submitted
+once every cell it needs is done; finished cells are never redone, so a killed sweep run again picks up where
+it stopped. Results export to one row per method x reward model x point (``n`` for best-of-n, ``step`` for RL
+and DPO), plus a per-prompt table for bootstrapping over prompts.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import fcntl
-import json
-import signal
-import traceback
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ScalingError
-from ..sweep.executors import get_executor
-from ..sweep.runner import SweepInterrupted, _bar, _last_line, _uninterrupted, check_unchanged, stoppable
+from ..sweep.graph import (CellKind, cell_status, check_unchanged, driver_lock, export_rows, records,
+                           register_cell_kind, run_cells)
 from ..sweep.spec import changed_settings
 from ..sweep.store import Store
 from .cells import run_cell
@@ -31,6 +26,8 @@ from .spec import load_spec
 
 DEFAULT_ROOT = Path("out/overopt")
 COLUMNS = ["method", "rm_params", "rm_data", "kl_penalty", "step", "n", "kl", "d", "gold", "proxy", "seed"]
+#: the cell kind of every overoptimization cell (its ``stage`` says which: policy, data, rm, bon, rl, dpo)
+KIND = "overopt"
 
 
 def open_store(name: str, root: str | Path = DEFAULT_ROOT, must_exist: bool = True) -> Store:
@@ -41,110 +38,59 @@ def open_store(name: str, root: str | Path = DEFAULT_ROOT, must_exist: bool = Tr
     return Store(path)
 
 
+def _rows(cfg: dict, res: dict, record, per_prompt: bool = False) -> list[dict]:
+    """A best-of-n, RL or DPO cell's points (``per_prompt``: one per prompt too); other stages export nothing."""
+    if cfg["stage"] not in ("bon", "rl", "dpo") or record.status != "done" or not res:
+        return []
+    common = {"method": cfg["stage"], "rm_params": res.get("rm_params", np.nan), "rm_data": res.get("rm_data"),
+              "kl_penalty": cfg.get("kl_penalty", cfg.get("beta", np.nan)), "seed": cfg["seed"],
+              "rm_accuracy": res.get("rm_accuracy", np.nan), "rm_n_eval": res.get("rm_n_eval", np.nan)}
+    return [{**common, **r} for r in res["prompt_rows" if per_prompt else "rows"]]
+
+
+register_cell_kind(CellKind(KIND, run_cell, rows=_rows))
+
+
 def run_overopt(definition, *, executor: str = "local", workers: int | None = None,
-                root: str | Path = DEFAULT_ROOT, progress: bool = True, **executor_kwargs) -> pd.DataFrame:
-    """Run every unfinished cell of an overoptimization sweep; returns the exported results table."""
+                root: str | Path = DEFAULT_ROOT, progress: bool = True, retry_failed: bool = False,
+                **executor_kwargs) -> pd.DataFrame:
+    """Run every unfinished cell of an overoptimization sweep; returns the exported results table.
+
+    ``retry_failed``: cells that failed all their attempts in an earlier invocation get ``retries`` fresh ones."""
     spec = load_spec(definition)
     from .._extras import require
 
     require("torch", "transformers")  # one line naming the extra, not a traceback from every worker
-    todo_cells = plan_cells(spec)
+    cells = [dict(c, run_id=c["id"], kind=KIND) for c in plan_cells(spec)]
     base = Path(root) / spec["name"]
     store = open_store(spec["name"], root, must_exist=False)
-    lock = open(base / "driver.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise ScalingError(f"overoptimization sweep {spec['name']!r} is already being run (lock {base / 'driver.lock'})"
-                           ) from None
-    try:
+    with driver_lock(base, f"overoptimization sweep {spec['name']!r} is already being run (lock "
+                           f"{base / 'driver.lock'})"):
         check_unchanged(store, spec, base, changed_fn=lambda old, new: changed_settings(_core(old), _core(new)),
                         kind="overoptimization sweep",
                         extend="adding reward-model shapes, smaller pair counts, methods, KL penalties, DPO betas "
                                "or seeds with the same settings extends it")
         store.check_space()
         store.set_meta(spec=spec)
-        store.sync([dict(c, run_id=c["id"]) for c in todo_cells])
-        table = store.runs().set_index("run_id")
-        by_id = {c["id"]: c for c in todo_cells}
-        retries = int(spec["retries"])
-        # a cell that failed in an earlier invocation is tried again (its cause may be fixed)
-        status = {cid: "done" if table.loc[cid, "status"] == "done" else "pending" for cid in by_id}
-        attempts = {cid: 0 for cid in by_id}
-        pending = [cid for cid in by_id if status[cid] != "done"]
-        bar = _bar(len(by_id), len(by_id) - len(pending), spec["name"], progress, unit="cell", kind="overopt")
-        if not pending:
-            bar.close()
-            if progress:
-                print(f"overopt {spec['name']}: all {len(by_id)} cells finished already")
-            return export(spec["name"], root)
-        ex = get_executor(executor, workers=workers, threads=int(spec["threads_per_worker"]),
-                          folder=base / "submitit", **executor_kwargs)
-        futures: dict[cf.Future, str] = {}
-        blocked: set[str] = set()
-        stopped = False
-        try:
-            with stoppable():
-                while True:
-                    running = set(futures.values())
-                    for cid in pending:
-                        if cid in running or cid in blocked or status[cid] in ("done", "failed"):
-                            continue
-                        needs = by_id[cid]["needs"]
-                        if any(status[n] == "failed" or n in blocked for n in needs):
-                            blocked.add(cid)
-                            bar.update(1)
-                            continue
-                        if all(status[n] == "done" for n in needs):
-                            store.set_status(cid, "running", attempt=True)
-                            attempts[cid] += 1
-                            futures[ex.submit(run_cell, by_id[cid], str(base), int(spec["threads_per_worker"]))] = cid
-                    if not futures:
-                        break
-                    done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
-                    for fut in done:
-                        cid = futures.pop(fut)
-                        try:
-                            result = fut.result()
-                        except Exception as exc:  # noqa: BLE001 - recorded with its traceback
-                            err = "".join(traceback.format_exception(exc))[-4000:]
-                            if attempts[cid] <= retries:
-                                store.set_status(cid, "pending", error=err)
-                            else:
-                                store.set_status(cid, "failed", error=err)
-                                status[cid] = "failed"
-                                bar.update(1)
-                            continue
-                        store.set_status(cid, "done", result=result)
-                        status[cid] = "done"
-                        bar.update(1)
-        except KeyboardInterrupt as exc:
-            with _uninterrupted():
-                stopped = True
-                ex.shutdown(kill=True)  # a stopped cell restarts from scratch next time
-                store.requeue(set(futures.values()))
-            n_done = sum(status[c] == "done" for c in by_id)
-            n_failed = sum(status[c] == "failed" for c in by_id)
-            raise SweepInterrupted(n_done, n_failed, len(by_id) - n_done - n_failed,
-                                   getattr(exc, "signum", signal.SIGINT), unit="cells") from None
-        except BaseException:
-            stopped = True
-            ex.shutdown(kill=True)
-            raise
-        finally:
-            bar.close()
-            if not stopped:
-                ex.shutdown()
-        failed = [c for c in by_id if status[c] == "failed"]
+        store.sync(cells)
+        if retry_failed:
+            store.retry_failed()
+        out = run_cells(store, cells, base, name=spec["name"], default_kind=KIND, executor=executor,
+                        workers=workers, threads=int(spec["threads_per_worker"]), retries=int(spec["retries"]),
+                        progress=progress, label="overopt", unit="cell", executor_kwargs=executor_kwargs)
+        if out["idle"] and not out["failed"] and progress:
+            print(f"overopt {spec['name']}: all {len(cells)} cells finished already")
+        failed, blocked = out["failed"], [c["run_id"] for c in cells
+                                          if c["run_id"] not in out["finished"] + out["failed"]]
         if failed:
             errs = store.runs().set_index("run_id").loc[failed, "error"]
             last = str(errs.iloc[0]).strip().splitlines()[-1] if len(errs) else ""
+            again = ("run again with --retry-failed (run_overopt(..., retry_failed=True))" if out["idle"]
+                     else "run again (add --retry-failed: a cell that failed all its attempts is not retried "
+                          "otherwise)")
             raise ScalingError(f"{len(failed)} cell(s) failed ({', '.join(failed[:4])}{'...' if len(failed) > 4 else ''})"
                                f"; {len(blocked)} cell(s) waiting on them were not run. First error: {last}. "
-                               f"Finished cells are kept: fix the cause and run again")
-    finally:
-        lock.close()
+                               f"Finished cells are kept: fix the cause and {again}")
     _warn_chance(spec["name"], root)
     return export(spec["name"], root)
 
@@ -180,36 +126,24 @@ def _core(spec: dict) -> dict:
 
 
 def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
-    runs = open_store(name, root).runs()
-    counts = {s: int((runs["status"] == s).sum()) for s in ("done", "running", "pending", "failed")}
-    stages = runs["config"].map(lambda c: json.loads(c)["stage"])
-    by_stage = {st: {s: int(((stages == st) & (runs["status"] == s)).sum()) for s in counts if
-                     ((stages == st) & (runs["status"] == s)).any()} for st in stages.unique()}
-    failed = [{"run_id": r.run_id, "error": _last_line(r.error)} for r in runs[runs["status"] == "failed"].itertuples()]
-    return {"name": name, "total": int(len(runs)), **counts, "stages": by_stage, "failed_cells": failed}
+    """Cells done, running, pending and failed (with the last line of their errors), by stage."""
+    st = cell_status(open_store(name, root), Path(root) / name, KIND)
+    df = st.pop("_table")
+    counts = {s: st[s] for s in ("done", "running", "pending", "failed")}
+    stages = df["cell"].map(lambda c: c["stage"])
+    by_stage = {sg: {s: int(((stages == sg) & (df["status"] == s)).sum()) for s in counts if
+                     ((stages == sg) & (df["status"] == s)).any()} for sg in stages.unique()}
+    failed = [{"run_id": r["run_id"], "error": r["error"]} for r in st["failed_cells"]]
+    return {"name": name, "total": st["total"], **counts, "stages": by_stage, "failed_cells": failed}
 
 
 def _results(name: str, root) -> list[tuple[dict, dict]]:
-    runs = open_store(name, root).runs()
-    out = []
-    for r in runs.itertuples():
-        if r.status == "done" and isinstance(r.result, str):
-            out.append((json.loads(r.config), json.loads(r.result)))
-    return out
+    return [(cfg, res) for cfg, res, r in records(open_store(name, root), KIND) if r.status == "done" and res]
 
 
 def export(name: str, root: str | Path = DEFAULT_ROOT, *, per_prompt: bool = False) -> pd.DataFrame:
     """One row per method x RM x point (``per_prompt``: one per prompt too), columns :data:`COLUMNS` + extras."""
-    rows = []
-    for cfg, res in _results(name, root):
-        if cfg["stage"] not in ("bon", "rl", "dpo"):
-            continue
-        common = {"method": cfg["stage"], "rm_params": res.get("rm_params", np.nan), "rm_data": res.get("rm_data"),
-                  "kl_penalty": cfg.get("kl_penalty", cfg.get("beta", np.nan)), "seed": cfg["seed"],
-                  "rm_accuracy": res.get("rm_accuracy", np.nan), "rm_n_eval": res.get("rm_n_eval", np.nan)}
-        for r in res["prompt_rows" if per_prompt else "rows"]:
-            rows.append({**common, **r})
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(export_rows(open_store(name, root), KIND, per_prompt=per_prompt))
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
     for c in ("step", "n"):

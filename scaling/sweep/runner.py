@@ -1,35 +1,38 @@
-"""Run a sweep: expand the definition, skip what is done, run the rest, retry failures, record everything.
+"""Run a pretraining sweep: expand the definition into cells, skip what is done, run the rest on the graph runner.
 
-The store's run table is the source of truth. A run left ``running`` by a killed
-driver is simply run again: its worker resumes from the last checkpoint, or
-returns the result it already wrote.
+The loop, the lock, the retry rule (attempts persist in the store), the progress bar and Ctrl-C handling are
+the graph runner's (scaling/sweep/graph.py), shared with every other kind of sweep. The store's run table is the
+source of truth. A run left ``running`` by a killed driver is simply run again: its worker resumes from the last
+checkpoint, or returns the result it already wrote.
+
+Cell kinds registered here: ``run`` (an independent run: no edges), ``stable`` (the warmup-stable run of a size
+with WSD branches) and ``branch`` (a cooldown branch, needing its stable run's checkpoint; scaling/sweep/branches.py).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import contextlib
-import fcntl
-import json
-import signal
-import threading
-import time
-import traceback
 from pathlib import Path
 
 import pandas as pd
 
 from ..counting import flops_kaplan
 from ..errors import ScalingError
-from .executors import get_executor
+from .branches import trained_tokens
+from .graph import (CellKind, SweepChangedError, SweepInterrupted, cell_status, check_unchanged, driver_lock,
+                    export_rows, last_line, records, register_cell_kind, run_cells, stoppable)
 from .spec import changed_settings, expand, load_spec
 from .store import Store
-from .train import run_worker
+from .train import run_cell
+
+__all__ = ["run_sweep", "status", "export", "open_store", "sweep_dir", "check_device", "SweepChangedError",
+           "SweepInterrupted", "stoppable", "check_unchanged", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("out/sweeps")
 #: the store's format: 2 evaluates on windows spread over the held-out split (with eval_se) and keeps one batch
 #: size per sweep by default; stores of format 1 (no "format" in their meta) evaluated on the split's first windows
 STORE_FORMAT = 2
+#: a pretraining cell without a ``kind`` is an independent run (every cell of a sweep from before kinds existed)
+RUN = "run"
 
 
 def sweep_dir(name: str, root: str | Path = DEFAULT_ROOT) -> Path:
@@ -41,79 +44,6 @@ def open_store(name: str, root: str | Path = DEFAULT_ROOT, must_exist: bool = Tr
     if must_exist and not path.exists():
         raise ScalingError(f"no sweep named {name!r} under {root} (expected {path}); run it with `scaling sweep run`")
     return Store(path)
-
-
-class SweepChangedError(ScalingError):
-    """A sweep was run again under its name with settings that change its runs' results."""
-
-
-class SweepInterrupted(KeyboardInterrupt):
-    """The driver was stopped (Ctrl-C or SIGTERM): its workers were stopped, finished runs are kept."""
-
-    def __init__(self, finished: int, failed: int, pending: int, signum: int = signal.SIGINT, unit: str = "runs"):
-        self.finished, self.failed, self.pending, self.signum, self.unit = finished, failed, pending, signum, unit
-        super().__init__(self.summary())
-
-    def summary(self) -> str:
-        return (f"{self.finished} {self.unit} finished, " + (f"{self.failed} failed, " if self.failed else "")
-                + f"{self.pending} pending")
-
-
-class _Terminated(KeyboardInterrupt):
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def stoppable():
-    """SIGTERM stops the driver the way Ctrl-C does (a KeyboardInterrupt carrying the signal)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise _Terminated(signum)
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-@contextlib.contextmanager
-def _uninterrupted():
-    """While the driver stops its workers and writes down what stopped, a second Ctrl-C waits."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
-def check_unchanged(store: Store, spec: dict, base: Path, changed_fn=changed_settings, kind: str = "sweep",
-                    extend: str = "adding sizes, tokens, budgets or seeds with the same settings extends it") -> None:
-    """Refuse a definition whose result-shaping settings differ from the ones this sweep already ran with."""
-    known = store.meta().get("spec")
-    if known is None:
-        return
-    changed = changed_fn(known, spec)
-    if changed:
-        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-        raise SweepChangedError(
-            f"{kind} {spec['name']!r} under {base} was run with other settings ({'; '.join(changed[:4])}{more}); "
-            "running it would mix two experiments in one store and export. To start a new sweep, give the "
-            f"definition a new `name:` (or move {base} aside); to continue this one, revert those settings ({extend})")
-
-
-def _last_line(err) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] if isinstance(err, str) else []
-    return lines[-1] if lines else ""
 
 
 def _bf16_supported() -> bool:
@@ -164,14 +94,8 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
     configs = expand(spec)
     base = sweep_dir(spec["name"], root)
     store = open_store(spec["name"], root, must_exist=False)
-    lock = open(base / "driver.lock", "w")
-    try:  # one driver per sweep: the store has one writer
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise ScalingError(f"sweep {spec['name']!r} is already being run by another `scaling sweep run` "
-                           f"(lock {base / 'driver.lock'}); watch it with `scaling sweep status {spec['name']}`") from None
-    try:
+    with driver_lock(base, f"sweep {spec['name']!r} is already being run by another `scaling sweep run` (lock "
+                           f"{base / 'driver.lock'}); watch it with `scaling sweep status {spec['name']}`"):
         meta = store.meta()
         if "spec" in meta and meta.get("format", 1) != STORE_FORMAT:
             raise SweepChangedError(
@@ -179,147 +103,105 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
                 "on the first windows of the held-out split (now a fixed sample spread over all of it, with eval_se) "
                 "and chose the batch per run; new runs would not be comparable with its runs. Export what it has "
                 f"(`scaling sweep export {spec['name']}`), then move {base} aside, or give the definition a new `name:`")
-        check_unchanged(store, spec, base)
+        check_unchanged(store, spec, base, changed_settings)
         store.check_space()
         store.set_meta(spec=spec, format=STORE_FORMAT)
         configs = store.same_runs(configs)  # a setting the store has under another id is that run
         store.sync(configs)
         if retry_failed:
             store.retry_failed()
-        return _drive(store, spec, configs, base, executor, workers, progress, executor_kwargs)
-    finally:
-        lock.close()
-
-
-def _drive(store, spec, configs, base, executor, workers, progress, executor_kwargs) -> pd.DataFrame:
-    table = store.runs().set_index("run_id")
-    by_id = {c["run_id"]: c for c in configs}
-    retries = int(spec["retries"])
-    todo = [rid for rid in by_id if table.loc[rid, "status"] not in ("done", "diverged")
-            and not (table.loc[rid, "status"] == "failed" and table.loc[rid, "attempts"] > retries)]
-    attempts = {rid: int(table.loc[rid, "attempts"]) for rid in by_id}
-    n_done = len(by_id) - len(todo)
-    if not todo:
-        failed = [rid for rid in by_id if table.loc[rid, "status"] == "failed"]
-        if progress and failed:
-            print(f"sweep {spec['name']}: nothing to run; {len(failed)} run(s) failed all {retries + 1} attempts "
-                  f"(last error: {_last_line(table.loc[failed[-1], 'error'])}). Fix the cause, then run again with "
-                  "--retry-failed (run_sweep(..., retry_failed=True))")
-        elif progress:
-            print(f"sweep {spec['name']}: all {len(by_id)} runs finished already")
+        out = run_cells(store, configs, base, name=spec["name"], default_kind=RUN, executor=executor,
+                        workers=workers, threads=int(spec["threads_per_worker"]), retries=int(spec["retries"]),
+                        progress=progress, label="sweep", unit="run",
+                        executor_kwargs={"workers_per_gpu": int(spec["workers_per_gpu"]), **executor_kwargs})
+        if progress and out["idle"]:
+            _nothing_to_run(spec, store, configs, out)
+        if progress and out["blocked"]:
+            print(f"sweep {spec['name']}: {len(out['blocked'])} cooldown branch(es) wait on a stable run that failed or "
+                  f"diverged (`scaling sweep status {spec['name']}` names it); they run once it is done")
         return store.runs()
-    executor_kwargs = {"workers_per_gpu": int(spec["workers_per_gpu"]), **executor_kwargs}
-    ex = get_executor(executor, workers=workers, threads=int(spec["threads_per_worker"]), folder=base / "submitit",
-                      **executor_kwargs)
-    bar = _bar(len(by_id), n_done, spec["name"], progress)
-    futures: dict[cf.Future, str] = {}
-    stopped = False
-
-    def submit(rid):
-        store.set_status(rid, "running", attempt=True)
-        attempts[rid] += 1
-        futures[ex.submit(run_worker, by_id[rid], str(base / "runs" / rid), int(spec["threads_per_worker"]))] = rid
-
-    try:
-        with stoppable():
-            for rid in todo:
-                submit(rid)
-            t_start = time.time()
-            tokens_done = 0.0
-            while futures:
-                done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    rid = futures.pop(fut)
-                    log = base / "runs" / rid / "log.jsonl"
-                    try:
-                        result = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - any failure is recorded with its traceback
-                        err = "".join(traceback.format_exception(exc))[-4000:]
-                        store.ingest_log(rid, log)
-                        if attempts[rid] <= retries:
-                            store.set_status(rid, "pending", error=err)
-                            submit(rid)
-                        else:
-                            store.set_status(rid, "failed", error=err)
-                            bar.update(1)
-                        continue
-                    store.ingest_log(rid, log)
-                    store.set_status(rid, result["status"], result=result)
-                    tokens_done += by_id[rid]["D"]
-                    bar.update(1)
-                    if hasattr(bar, "set_postfix_str"):
-                        bar.set_postfix_str(f"{tokens_done / max(time.time() - t_start, 1e-9):,.0f} tok/s")
-    except KeyboardInterrupt as exc:
-        with _uninterrupted():
-            stopped = True
-            ex.shutdown(kill=True)
-            store.requeue(set(futures.values()))
-            for rid in set(futures.values()):  # what the stopped workers had logged so far
-                store.ingest_log(rid, base / "runs" / rid / "log.jsonl")
-            st = store.runs()["status"]
-        raise SweepInterrupted(int(st.isin(["done", "diverged"]).sum()), int((st == "failed").sum()),
-                               int(st.isin(["pending", "running"]).sum()), getattr(exc, "signum", signal.SIGINT)
-                               ) from None
-    except BaseException:
-        stopped = True
-        ex.shutdown(kill=True)  # nobody would record what the workers still do
-        raise
-    finally:
-        bar.close()
-        if not stopped:
-            ex.shutdown()
-    return store.runs()
 
 
-class _NoBar:
-    def update(self, n):
-        pass
+def _nothing_to_run(spec: dict, store: Store, configs: list[dict], out: dict) -> None:
+    retries = int(spec["retries"])
+    if out["failed"]:
+        errors = store.runs().set_index("run_id")["error"]
+        print(f"sweep {spec['name']}: nothing to run; {len(out['failed'])} run(s) failed all {retries + 1} attempts "
+              f"(last error: {last_line(errors.loc[out['failed'][-1]])}). Fix the cause, then run again with "
+              "--retry-failed (run_sweep(..., retry_failed=True))")
+    elif not out["blocked"]:
+        print(f"sweep {spec['name']}: all {len(configs)} runs finished already")
 
-    def close(self):
-        pass
+
+def _log(cell: dict, base: Path) -> Path:
+    return Path(base) / "runs" / cell["run_id"] / "log.jsonl"
 
 
-def _bar(total, initial, name, progress, unit="run", kind="sweep"):
-    if not progress:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, initial=initial, desc=f"{kind} {name}", unit=unit)
+def _flops_trained(cell: dict) -> float:
+    """6 N x the tokens the cell trains itself (a branch: its cooldown; a stable run: up to its last branch point)."""
+    return 6.0 * float(cell["N"]) * trained_tokens(cell)
+
+
+def _run_row(c: dict, res: dict, r) -> list[dict]:
+    """A run's row of the runs table (an independent run or a branch: both are one (N, D) cell of the grid)."""
+    vocab = int(c.get("vocab_size", 256))
+    return [{
+        "run_id": r.run_id, "N": c["N"], "N_total": c["N_total"], "vocab_size": vocab, "D": c["D"], "C": c["C"],
+        "C_kaplan": float(flops_kaplan(c["N"], c["D"], c["n_layer"], c["seq_len"], c["d_model"])),
+        "C_total": float(flops_kaplan(c["N"] + vocab * c["d_model"], c["D"], c["n_layer"], c["seq_len"],
+                                      c["d_model"])),
+        "loss": res.get("final_eval_loss"), "eval_se": res.get("eval_se"), "eval_tokens": res.get("eval_tokens"),
+        "status": r.status, "budget": c.get("budget"),
+        "n_layer": c["n_layer"], "d_model": c["d_model"], "n_head": c["n_head"], "family": c["family"],
+        "seed": c["seed"], "lr": c["optimizer"]["lr"], "lr_mult": c.get("lr_mult"),
+        "schedule": c["schedule"]["type"],
+        "tokens_per_step": c["tokens_per_step"], "steps": c["steps"], "seq_len": c["seq_len"],
+        "batch": c["tokens_per_step"], "warmup": c["schedule"].get("warmup"), "D_grid": c.get("D_grid", c["D"]),
+        "corpus": c["corpus"].get("name"), "tokens_per_s": res.get("tokens_per_s"),
+        "error": last_line(r.error) or None if r.status == "failed" else None,
+        "flops": float(c["C"]), "flops_trained": _flops_trained(c),
+        "branch_start": c["branch"]["start"] if c.get("branch") else None,
+        "_stable": c["branch"]["stable"] if c.get("branch") else None,
+    }]
+
+
+for _kind in (CellKind(RUN, run_cell, rows=_run_row, log=_log, tokens=trained_tokens, flops=_flops_trained),
+              CellKind("stable", run_cell, rows=None, log=None, tokens=trained_tokens, flops=_flops_trained),
+              CellKind("branch", run_cell, rows=_run_row, log=_log, tokens=trained_tokens, flops=_flops_trained)):
+    register_cell_kind(_kind)
 
 
 def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
-    """Counts by status and an ETA from the runs finished so far (tokens per second of wall time)."""
+    """Counts by status, an ETA from the cells finished so far (FLOPs per second of wall time), and compute:
+    ``flops`` (what the sweep's runs would cost trained alone, 6 N D each), ``flops_trained`` (what the finished
+    cells trained: each stable run once plus every branch) and ``flops_planned`` (all cells, finished or not).
+    ``kinds``: counts by cell kind (run; stable and branch with WSD branches)."""
     store = open_store(name, root)
-    runs = store.runs()
-    # the store marks runs 'running' when submitted; a run has started once its worker wrote config.json
     runs_dir = sweep_dir(name, root) / "runs"
-    started = runs["run_id"].map(lambda r: (runs_dir / r / "log.jsonl").exists())
-    finishing = runs["run_id"].map(lambda r: (runs_dir / r / "result.json").exists())
-    runs.loc[(runs["status"] == "running") & finishing, "status"] = "done"
-    queued = (runs["status"] == "running") & ~started
-    runs.loc[queued, "status"] = "pending"
-    counts = {s: int((runs["status"] == s).sum()) for s in ("done", "running", "pending", "failed", "diverged")}
-    cfg = runs["config"].map(json.loads)
-    D = cfg.map(lambda c: c["D"] * c["N"])
-    done = runs["status"].isin(["done", "diverged"])
+    # the store marks runs 'running' when submitted; a run has started once its worker wrote its log
+    st = cell_status(store, sweep_dir(name, root), RUN,
+                     started=lambda c, base: (runs_dir / c["run_id"] / "log.jsonl").exists(),
+                     finishing=lambda c, base: (runs_dir / c["run_id"] / "result.json").exists())
+    df = st.pop("_table")
+    done = df["status"].isin(["done", "diverged"])
     eta = None
     if done.any() and (~done).any():
-        t = runs.loc[done, "updated"]
+        t = df.loc[done, "updated"]
         span = t.max() - t.min()
         if span > 0 and done.sum() > 1:
-            rate = D[done].sum() / span  # N*D per second across the sweep
-            eta = float(D[~done].sum() / rate)
-    failed = runs[runs["status"] == "failed"]
-    failed_runs = [{"run_id": r.run_id, "attempts": int(r.attempts), "error": _last_line(r.error)}
-                   for r in failed.itertuples()]
-    return {"name": name, "total": int(len(runs)), **counts, "remaining": int((~done).sum()), "eta_s": eta,
-            "failed_runs": failed_runs}
+            rate = df.loc[done, "flops"].sum() / span  # FLOPs per second across the sweep
+            eta = float(df.loc[~done, "flops"].sum() / rate)
+    rows = df["kind"] != "stable"
+    flops = float(df.loc[rows, "cell"].map(lambda c: float(c["C"])).sum())
+    failed = st.pop("failed_cells")
+    return {"name": name, "total": st["total"], **{k: st[k] for k in ("done", "running", "pending", "failed",
+                                                                       "diverged")},
+            "remaining": st["remaining"], "eta_s": eta, "failed_runs": failed, "kinds": st["kinds"],
+            "flops": flops, "flops_trained": st["flops_trained"], "flops_planned": st["flops_planned"]}
 
 
 def export(name: str, root: str | Path = DEFAULT_ROOT) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs table, curves table).
+    """(runs table, curves table): one row per (N, D) run of the grid (an independent run or a WSD branch).
 
     Runs: run_id, N (non-embedding parameters), N_total (all of them), vocab_size, D, compute three ways: C = 6 N D
     (Kaplan et al.'s, non-embedding), C_kaplan (plus the attention term 6 n_layer n_ctx d_model per token) and C_total
@@ -328,32 +210,27 @@ def export(name: str, root: str | Path = DEFAULT_ROOT) -> tuple[pd.DataFrame, pd
     columns, and ``error`` (the last line of a failed run's error).
 
     The hyperparameters of each run are columns too: ``lr`` (the peak learning rate it trained with, a rule
-    resolved), ``batch`` (tokens per step, the same as ``tokens_per_step``) and ``warmup`` (as schedule.warmup:
+    resolved; ``lr_mult`` the grid.lr_mult value that scaled it, else empty), ``batch`` (tokens per step, the same as
+    ``tokens_per_step``) and ``warmup`` (as schedule.warmup:
     a fraction of the steps, or steps), so the table is fitted by ``scaling fit RUNS --law hparams`` as it is.
     ``D_grid`` is the grid's D of the run's cell (the grid.tokens value, or budget / 6N): with a batch axis the
     runs of one cell train D rounded to whole batches, a little apart; stores from before it was recorded
-    give D."""
+    give D.
+
+    Compute: ``flops`` is what the row would cost trained alone (6 N D, the same as C); ``flops_trained`` what the
+    sweep trained for it: an independent run its flops; a WSD branch its cooldown, and the longest branch of each
+    stable run also that stable run (it is the stable run continued), so the column sums to what the sweep
+    trained. ``branch_start``: the step a branch's cooldown started from its stable run (empty otherwise). A
+    branch's curve is its stable run's log up to there, then its own."""
     store = open_store(name, root)
-    runs = store.runs()
-    rows = []
-    for r in runs.itertuples():
-        c = json.loads(r.config)
-        res = json.loads(r.result) if isinstance(r.result, str) else {}
-        vocab = int(c.get("vocab_size", 256))
-        rows.append({
-            "run_id": r.run_id, "N": c["N"], "N_total": c["N_total"], "vocab_size": vocab, "D": c["D"], "C": c["C"],
-            "C_kaplan": float(flops_kaplan(c["N"], c["D"], c["n_layer"], c["seq_len"], c["d_model"])),
-            "C_total": float(flops_kaplan(c["N"] + vocab * c["d_model"], c["D"], c["n_layer"], c["seq_len"],
-                                          c["d_model"])),
-            "loss": res.get("final_eval_loss"), "eval_se": res.get("eval_se"), "eval_tokens": res.get("eval_tokens"),
-            "status": r.status, "budget": c.get("budget"),
-            "n_layer": c["n_layer"], "d_model": c["d_model"], "n_head": c["n_head"], "family": c["family"],
-            "seed": c["seed"], "lr": c["optimizer"]["lr"], "schedule": c["schedule"]["type"],
-            "tokens_per_step": c["tokens_per_step"], "steps": c["steps"], "seq_len": c["seq_len"],
-            "batch": c["tokens_per_step"], "warmup": c["schedule"].get("warmup"), "D_grid": c.get("D_grid", c["D"]),
-            "corpus": c["corpus"].get("name"), "tokens_per_s": res.get("tokens_per_s"),
-            "error": _last_line(r.error) or None if r.status == "failed" else None,
-        })
-    table = pd.DataFrame(rows)
+    rows = export_rows(store, RUN)
+    stable_flops = {c["run_id"]: _flops_trained(c) for c, _, _ in records(store, RUN) if c["kind"] == "stable"}
+    carried = set()
+    for row in sorted(rows, key=lambda r: (-r["steps"], r["run_id"])):  # the longest branch carries the stable run
+        sid = row["_stable"]
+        if sid is not None and sid not in carried:
+            carried.add(sid)
+            row["flops_trained"] += stable_flops.get(sid, 0.0)
+    table = pd.DataFrame(rows).drop(columns=["_stable"], errors="ignore")
     curves = store.curves()
     return table, curves

@@ -32,14 +32,18 @@ DEFAULTS: dict[str, Any] = {
     # vocab_size None: the corpus's (256 for the byte corpora)
     "model": {"family": "llama", "sizes": None, "shapes": None, "seq_len": 128, "vocab_size": None, "head_dim": 16},
     # lr, warmup, batch_tokens: hyperparameter axes (lists), crossed with the N x D or IsoFLOP grid and the seeds;
-    # grid.lr lists absolute learning rates, grid.batch_tokens is batch.tokens_per_step given as a list
+    # grid.lr lists absolute learning rates, grid.lr_mult multiplies each run's own learning rate (optimizer.lr's
+    # value or rule, or the shape's lr), grid.batch_tokens is batch.tokens_per_step given as a list
     "grid": {"tokens": None, "compute": None, "min_steps": 20, "min_tokens_per_param": None,
-             "max_tokens_per_param": None, "lr": None, "warmup": None, "batch_tokens": None},
+             "max_tokens_per_param": None, "lr": None, "lr_mult": None, "warmup": None, "batch_tokens": None},
     "seeds": [0],
     # lr: a number, {base, ref_width, exponent} (lr = base * (d_model / ref_width)^exponent), or {from: FIT.json}
     # (eta_opt of a fitted hparams law at the run's N and D); a model.shapes entry's own lr overrides it
     "optimizer": {"lr": 3e-3, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0},
-    "schedule": {"type": "cosine", "warmup": 0.05, "final_lr_frac": 0.1, "decay_frac": 0.2},
+    # wsd: cooldown (the share of the run cooling down; decay_frac is its older name), shape (linear or 1-sqrt),
+    # branches: one warmup-stable run per size with a cooldown branch per D (scaling/sweep/branches.py)
+    "schedule": {"type": "cosine", "warmup": 0.05, "final_lr_frac": 0.1, "decay_frac": 0.2, "cooldown": None,
+                 "shape": None, "branches": False},
     # one batch size for the whole sweep, so every run of a seed reads the same stream of batches (runs at one
     # budget differ only in the model: common random numbers); "auto" is the per-run rule clip(D/256, 1024, 8192),
     # a list makes it an axis of the grid
@@ -112,6 +116,9 @@ def load_spec(source: str | Path | dict) -> dict:
     lr = raw.get("optimizer", {}).get("lr") if isinstance(raw.get("optimizer"), dict) else None
     if isinstance(lr, dict) and "fitted" in lr:  # likewise: the fit's parameters are read again from its file
         raw["optimizer"] = {**raw["optimizer"], "lr": {k: v for k, v in lr.items() if k != "fitted"}}
+    tps = raw.get("batch", {}).get("tokens_per_step") if isinstance(raw.get("batch"), dict) else None
+    if isinstance(tps, dict) and "fitted" in tps:
+        raw["batch"] = {**raw["batch"], "tokens_per_step": {k: v for k, v in tps.items() if k != "fitted"}}
     if {"reward_models", "gold", "bon", "rl", "dpo"} & set(raw):
         raise SpecError(f"{origin} defines a reward-model overoptimization sweep: run it with `scaling overopt run`")
     grid = raw.get("grid")
@@ -160,7 +167,14 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
     elif float(spec["optimizer"]["lr"]) > MAX_LR:
         raise SpecError(f"optimizer.lr is {spec['optimizer']['lr']}; {LR_RANGE}")
     tps = spec["batch"]["tokens_per_step"]
-    if isinstance(tps, list):  # an axis of the grid
+    if isinstance(tps, dict):  # {from: FIT.json}: B_opt of a fitted hparams law at each run's N and D
+        if set(tps) != {"from"}:
+            raise SpecError(f"batch.tokens_per_step is a number, a list (an axis), \"auto\" or {{from: FIT.json}}; "
+                            f"got the keys {sorted(tps)}")
+        path, law = _from_fit(tps["from"], folder, "batch.tokens_per_step")
+        spec["batch"]["tokens_per_step"] = {"from": str(path), "fitted": {
+            "form": law.form, "params": {k: float(v) for k, v in law.params_.items()}}}
+    elif isinstance(tps, list):  # an axis of the grid
         check_numbers({"batch": {"tokens_per_step": tps}}, {"batch.tokens_per_step": ("list", 0, False)})
         if len(set(map(float, tps))) < len(tps):
             raise SpecError(f"batch.tokens_per_step lists a value twice: {tps}")
@@ -169,21 +183,28 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
     if spec["corpus"]["name"] not in CORPORA:
         raise SpecError(f"corpus.name must be one of {', '.join(CORPORA)}; got {spec['corpus']['name']!r}")
     _check_corpus(spec)
+    from .branches import check_schedule
+
+    check_schedule(spec)
     shapes(spec)  # raises on impossible shapes
 
 
 def _check_axes(spec: dict) -> None:
     """grid.lr and grid.warmup: lists of distinct values (learning rates > 0; warmups >= 0, as schedule.warmup)."""
     g = spec["grid"]
-    check_numbers(spec, {"grid.lr": ("list?", 0, False), "grid.warmup": ("list?", 0, True)})
-    for key in ("lr", "warmup"):
+    check_numbers(spec, {"grid.lr": ("list?", 0, False), "grid.lr_mult": ("list?", 0, False),
+                         "grid.warmup": ("list?", 0, True)})
+    for key in ("lr", "lr_mult", "warmup"):
         if g[key] is not None and len(set(map(float, g[key]))) < len(g[key]):
             raise SpecError(f"grid.{key} lists a value twice: {g[key]}")
     if g["lr"] is not None and max(map(float, g["lr"])) > MAX_LR:
         raise SpecError(f"grid.lr lists {max(map(float, g['lr'])):g}; {LR_RANGE}")
     if g["lr"] is not None and isinstance(spec["optimizer"]["lr"], dict):
         raise SpecError("optimizer.lr is a rule and grid.lr lists the learning rates of every run (absolute values, "
-                        "not multipliers); drop one of them")
+                        "not multipliers); drop one of them, or give grid.lr_mult: multipliers of the rule's value")
+    if g["lr"] is not None and g["lr_mult"] is not None:
+        raise SpecError("grid.lr (absolute learning rates) and grid.lr_mult (multipliers of each run's own learning "
+                        "rate) both set the learning-rate axis; give one")
 
 
 LR_RULE = "a number, {base, ref_width, exponent} (lr = base * (d_model / ref_width)^exponent) or {from: FIT.json}"
@@ -200,11 +221,7 @@ def _check_lr_rule(spec: dict, folder: Path | None = None) -> None:
     if "from" in keys:
         if keys != {"from"}:
             raise SpecError(f"optimizer.lr is {LR_RULE}; 'from' takes no other keys, got {sorted(keys - {'from'})}")
-        given = Path(os.path.expanduser(str(rule["from"])))
-        tried = [given] if given.is_absolute() or folder is None else [folder / given, given]
-        path = next((p for p in tried if p.is_file()), tried[0]).resolve()
-        also = f" (nor {tried[1].resolve()})" if len(tried) > 1 and not path.is_file() else ""
-        law = _lr_fit(path, also)
+        path, law = _from_fit(rule["from"], folder, "optimizer.lr")
         spec["optimizer"]["lr"] = {"from": str(path), "fitted": {"form": law.form, "params": {
             k: float(v) for k, v in law.params_.items()}}}
         return
@@ -220,19 +237,29 @@ def _check_lr_rule(spec: dict, folder: Path | None = None) -> None:
     spec["optimizer"]["lr"] = {k: float(rule[k]) for k in ("base", "ref_width", "exponent")}
 
 
-def _lr_fit(path: Path, also: str = ""):
+def _from_fit(given, folder: Path | None, key: str):
+    """(absolute path, fitted hparams law) of a ``{from: FIT.json}`` setting ``key``: a relative path is read
+    beside the definition's YAML file (``folder``), else in the current directory."""
+    given = Path(os.path.expanduser(str(given)))
+    tried = [given] if given.is_absolute() or folder is None else [folder / given, given]
+    path = next((p for p in tried if p.is_file()), tried[0]).resolve()
+    also = f" (nor {tried[1].resolve()})" if len(tried) > 1 and not path.is_file() else ""
+    return path, _lr_fit(path, also, key)
+
+
+def _lr_fit(path: Path, also: str = "", key: str = "optimizer.lr"):
     """The fitted hparams law in ``path``, read with the package's own fit loading (numpy and pandas, no torch)."""
     if not path.is_file():
-        raise SpecError(f"optimizer.lr.from: no such fit file {path}{also}; write one with "
+        raise SpecError(f"{key}.from: no such fit file {path}{also}; write one with "
                         f"`scaling fit RUNS --law hparams --out {path}`")
     from ..laws import Law
 
     try:
         law = Law.load(path)
     except ScalingError as exc:
-        raise SpecError(f"optimizer.lr.from: {exc}") from None
+        raise SpecError(f"{key}.from: {exc}") from None
     if law.name != "hparams":
-        raise SpecError(f"optimizer.lr.from: {path} is a {law.name} fit, not an hparams law; fit one with "
+        raise SpecError(f"{key}.from: {path} is a {law.name} fit, not an hparams law; fit one with "
                         "`scaling fit RUNS --law hparams --out FIT.json`")
     return law
 
@@ -479,13 +506,21 @@ def shapes(spec: dict) -> list[dict]:
     return sorted(unique.values(), key=lambda s: s["N"])
 
 
-def tokens_per_step(spec: dict, D: float, tps=None) -> int:
+def tokens_per_step(spec: dict, D: float, tps=None, *, N: float | None = None, fit=None) -> int:
     """The batch of a run, in tokens, rounded to whole sequences: the spec's fixed value (the default, one for the
-    whole sweep), or with ``"auto"`` the per-run rule clip(D / 256, 1024, 8192). ``tps``: one value of an axis."""
+    whole sweep), with ``"auto"`` the per-run rule clip(D / 256, 1024, 8192), or with ``{from: FIT.json}`` the
+    optimal batch B_opt of that fitted hparams law (``fit``) at the run's ``N`` and D. ``tps``: one value of an
+    axis."""
     seq = int(spec["model"]["seq_len"])
     tps = spec["batch"]["tokens_per_step"] if tps is None else tps
     if tps == "auto":
         tps = min(max(D / 256, 1024), 8192)
+    elif isinstance(tps, dict):
+        X = {"N": float(N), "D": float(D), "C": 6.0 * float(N) * float(D)}
+        tps = float(fit.predict(**{k: X[k] for k in fit.inputs})["batch"].iloc[0])
+        if not (math.isfinite(tps) and tps > 0):
+            raise SpecError(f"batch.tokens_per_step.from: the fit in {spec['batch']['tokens_per_step']['from']} "
+                            f"predicts a batch of {tps:.4g} tokens at N={N}, D={D:.4g}; a batch must be > 0")
     return max(seq, int(round(float(tps) / seq)) * seq)
 
 
@@ -499,7 +534,9 @@ def expand(spec: dict) -> list[dict]:
     grid = spec["grid"]
     rule = spec["optimizer"]["lr"]
     fit = _lr_fit(Path(rule["from"])) if isinstance(rule, dict) and "from" in rule else None
-    lrs, warmups = grid.get("lr"), grid.get("warmup")
+    axis = spec["batch"]["tokens_per_step"]
+    batch_fit = _lr_fit(Path(axis["from"]), key="batch.tokens_per_step") if isinstance(axis, dict) else None
+    lrs, warmups, mults = grid.get("lr"), grid.get("warmup"), grid.get("lr_mult")
     for shape in shapes(spec):
         cells = []
         if grid["tokens"] is not None:
@@ -511,26 +548,39 @@ def expand(spec: dict) -> list[dict]:
             lo, hi = grid["min_tokens_per_param"], grid["max_tokens_per_param"]
             if budget is not None and ((lo is not None and tpp < float(lo)) or (hi is not None and tpp > float(hi))):
                 continue  # IsoFLOP: keep each budget's sizes near its optimum
-            axis = spec["batch"]["tokens_per_step"]
             for tps_value in (axis if isinstance(axis, list) else [None]):
-                tps = tokens_per_step(spec, D, tps_value)
+                tps = tokens_per_step(spec, D, tps_value, N=shape["N"], fit=batch_fit)
                 steps = int(round(D / tps))
                 if steps < int(grid["min_steps"]):
                     if budget is None:
                         raise SpecError(f"D={D:.3g} tokens is only {steps} steps of {tps} tokens for N={shape['N']}; "
                                         f"raise D or lower batch.tokens_per_step (grid.min_steps={grid['min_steps']})")
                     continue  # IsoFLOP: this size is too large for this budget
-                for lr in (lrs if lrs is not None else [learning_rate(spec, shape, steps * tps, fit)]):
+                own = learning_rate(spec, shape, steps * tps, fit)
+                if lrs is not None:
+                    settings = [(float(lr), None) for lr in lrs]
+                elif mults is not None:
+                    base = float(spec["optimizer"]["lr"]) if own is None else own
+                    settings = [(float(f"{base * float(m):.10g}"), float(m)) for m in mults]
+                else:
+                    settings = [(own, None)]
+                for lr, mult in settings:
+                    if not _sane_lr(lr if lr is not None else 1.0):
+                        raise SpecError(f"grid.lr_mult {mult:g} gives lr = {lr:.4g} for N={shape['N']}; {LR_RANGE}")
                     for warmup in (warmups if warmups is not None else [None]):
                         runs.extend(_cells(spec, shape, tps, steps, budget, isinstance(axis, list), D,
-                                           lr=None if lr is None else float(lr),
-                                           warmup=None if warmup is None else float(warmup),
-                                           lr_tagged=lrs is not None, warmup_tagged=warmups is not None))
+                                           lr=lr, warmup=None if warmup is None else float(warmup),
+                                           lr_tagged=lrs is not None, warmup_tagged=warmups is not None,
+                                           lr_mult=mult))
     if not runs:
         raise SpecError("the grid produced no runs (every IsoFLOP budget too small for its sizes?)")
     _warn_rounded_batches(spec)
     if fit is not None:
         _warn_extrapolated(fit, runs, rule["from"])
+    if spec["schedule"].get("branches"):  # one stable run per size, a cooldown branch per D
+        from .branches import branch_cells
+
+        runs = branch_cells(spec, runs)
     return runs
 
 
@@ -539,6 +589,8 @@ def _warn_rounded_batches(spec: dict) -> None:
     not a whole number of sequences, and the batch its runs train instead."""
     axis = spec["batch"]["tokens_per_step"]
     seq = int(spec["model"]["seq_len"])
+    if isinstance(axis, dict):  # a fitted rule: rounds by design, as "auto" does
+        return
     rounded = [(v, tokens_per_step(spec, 0.0, v)) for v in (axis if isinstance(axis, list) else [axis])
                if v != "auto" and float(v) != tokens_per_step(spec, 0.0, v)]
     if rounded:
@@ -562,15 +614,19 @@ def _warn_extrapolated(fit, runs: list[dict], path: str) -> None:
 
 def _cells(spec: dict, shape: dict, tps: int, steps: int, budget, tagged: bool, D_grid: float, *,
            lr: float | None = None, warmup: float | None = None, lr_tagged: bool = False,
-           warmup_tagged: bool = False) -> list[dict]:
+           warmup_tagged: bool = False, lr_mult: float | None = None) -> list[dict]:
     """One run per seed; every run of a seed reads the same batches (the trainer draws them from (seed, step)).
 
     ``lr``, ``warmup``: this run's values where they are not the sweep's (a rule's or an axis's); the id names
-    the value of each axis (``-b``, ``-lr``, ``-w``), and a run without axes keeps the id it always had."""
+    the value of each axis (``-b``, ``-lr``, ``-x`` for an lr multiplier, ``-w``), and a run without axes keeps
+    the id it always had. ``lr_mult``: the grid.lr_mult value that scaled this run's learning rate (recorded)."""
     runs = []
     optimizer = spec["optimizer"] if lr is None else {**spec["optimizer"], "lr": lr}
     schedule = spec["schedule"] if warmup is None else {**spec["schedule"], "warmup": warmup}
+    # the WSD keys only where set: the ids of runs from before they existed stay as they were
+    schedule = {k: v for k, v in schedule.items() if not (k in ("cooldown", "shape", "branches") and v in (None, False, "linear"))}
     tag = ((f"-b{tps}" if tagged else "") + (f"-lr{lr:g}" if lr_tagged else "")
+           + (f"-x{lr_mult:g}" if lr_mult is not None else "")
            + (f"-w{warmup:g}" if warmup_tagged else ""))
     for seed in spec["seeds"]:
         cfg = {
@@ -583,6 +639,8 @@ def _cells(spec: dict, shape: dict, tps: int, steps: int, budget, tagged: bool, 
             "toy": spec["toy"] if spec["trainer"] == "toy" else None,
         }
         cfg["C"] = 6.0 * cfg["N"] * cfg["D"]
+        if lr_mult is not None:  # only then: the ids of runs without the axis stay as they were
+            cfg["lr_mult"] = lr_mult
         digest = hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
         cfg["run_id"] = f"N{shape['N']}-D{int(cfg['D'])}" + tag + f"-s{seed}-{digest}"
         cfg["D_grid"] = D_grid  # after the digest: the ids of runs from before this key existed stay as they were

@@ -8,12 +8,18 @@ only on (seed, step), so a resumed run sees exactly the batches an unbroken one
 would. Each logged step is one JSON line in ``run_dir/log.jsonl``; the result is
 ``run_dir/result.json``, written atomically.
 
+WSD cooldown branches (``schedule.branches``, scaling/sweep/branches.py): a *stable* run (``cfg["stable"]``)
+trains warmup + constant learning rate to its last branch point and keeps a checkpoint at each branch point
+(``keep-<step>.pt``); a *branch* (``cfg["branch"]``) starts from its stable run's checkpoint at its cooldown's
+first step, with the stable run's log up to there as the start of its own, and cools down to its own length.
+Batches still come from (seed, step), so a branch reads exactly the batches the stable run would have read
+next: it is the run an unbroken WSD schedule of its length would have trained.
+
 This module never imports the fitting side.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -25,6 +31,7 @@ import numpy as np
 
 from ..errors import ScalingError, ScalingWarning
 from ..schedules import lr_at, steps_of
+from .graph import atomic_json, run_once
 
 
 class CheckpointError(ScalingError):
@@ -85,10 +92,48 @@ def _set_aside(path: Path, why: Exception) -> str:
     return msg
 
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+def keep_path(run_dir: Path, step: int, suffix: str = ".pt") -> Path:
+    """A stable run's checkpoint kept at a branch point (``keep-<step>.pt``; the toy trainer's ``.json``)."""
+    return Path(run_dir) / f"keep-{int(step)}{suffix}"
+
+
+def _branch_source(cfg: dict, d: Path, suffix: str) -> Path:
+    """The stable run's checkpoint this branch starts from; a clear error when it is missing."""
+    b = cfg["branch"]
+    src = keep_path(d.parent / b["stable"], b["start"], suffix)
+    if not src.exists():
+        raise CheckpointError(f"branch {cfg['run_id']} starts from its stable run's checkpoint at step {b['start']}, "
+                              f"and {src} is missing: run the sweep again (the stable run {b['stable']} trains again "
+                              "if its checkpoints are gone)")
+    return src
+
+
+def _start_branch_log(cfg: dict, d: Path) -> None:
+    """A branch's log starts as its stable run's log before the branch point (the last record of a step wins, as
+    the store reads it), written atomically over whatever an earlier attempt left."""
+    b = cfg["branch"]
+    recs = {}
+    src = d.parent / b["stable"] / "log.jsonl"
+    for line in (src.read_text().splitlines() if src.exists() else []):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(r["step"]) < int(b["start"]):
+            recs[int(r["step"])] = line
+    tmp = d / "log.jsonl.tmp"
+    tmp.write_text("".join(recs[k] + "\n" for k in sorted(recs)))
+    os.replace(tmp, d / "log.jsonl")
+
+
+def _stable_keeps_missing(cfg: dict, d: Path, start: int, suffix: str) -> bool:
+    """Whether a stable run resuming at ``start`` lacks a kept checkpoint it passed (then it starts over)."""
+    return any(not keep_path(d, s, suffix).exists() for s in cfg["stable"]["keep"] if s <= start)
+
+
+def _stop_step(cfg: dict) -> int:
+    """Where a run's loop ends: a stable run at its last branch point, any other run at its last step."""
+    return int(cfg["stable"]["until"]) if cfg.get("stable") else int(cfg["steps"])
 
 
 class _Log:
@@ -105,18 +150,18 @@ class _Log:
 def run_worker(cfg: dict, run_dir: str, threads: int = 1) -> dict:
     """Run (or resume, or return the finished result of) one training run."""
     d = Path(run_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / "lock", "w") as lock:
-        # a worker orphaned by a killed driver may still be on this run: wait for it
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        done = d / "result.json"
-        if done.exists():
-            return json.loads(done.read_text())
+
+    def train() -> dict:
         (d / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
-        trainer = TRAINERS[cfg["trainer"]]
-        result = trainer(cfg, d, threads)
-        _atomic_json(done, result)
-        return result
+        return TRAINERS[cfg["trainer"]](cfg, d, threads)
+
+    return run_once(d, train)
+
+
+def run_cell(cfg: dict, sweep_dir: str, threads: int = 1) -> dict:
+    """A pretraining cell (an independent run, a stable run or a branch) of a sweep: its run directory is
+    ``sweep_dir/runs/<run_id>``. What the graph runner calls (scaling/sweep/graph.py)."""
+    return run_worker(cfg, str(Path(sweep_dir) / "runs" / cfg["run_id"]), threads)
 
 
 # ------------------------------------------------------------------ toy trainer
@@ -138,6 +183,13 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
             start = int(json.loads(ckpt.read_text())["step"])
         except (ValueError, KeyError, TypeError) as exc:
             restarted = _set_aside(ckpt, CheckpointError(f"cannot read {ckpt}: {type(exc).__name__}: {exc}"))
+    if cfg.get("stable") and _stable_keeps_missing(cfg, d, start, ".json"):
+        start = 0
+    if start == 0 and cfg.get("branch"):  # the stable run's state at the branch point (the toy's is its step)
+        start = int(json.loads(_branch_source(cfg, d, ".json").read_text())["step"])
+        _start_branch_log(cfg, d)
+    stop = _stop_step(cfg)
+    keep = set(cfg["stable"]["keep"]) if cfg.get("stable") else set()
     rng = np.random.default_rng([cfg["seed"], 12345])
     noise = rng.standard_normal(steps + 1) * float(toy.get("noise", 0.0))
 
@@ -146,7 +198,7 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
 
     log = _Log(d / "log.jsonl")
     every = steps_of(cfg["checkpoint"]["every"], steps)
-    for step in range(start, steps):
+    for step in range(start, stop):
         tokens = (step + 1) * tps
         loss = law(tokens) * math.exp(noise[step])
         if toy.get("nan_at") is not None and step >= toy["nan_at"] * steps:
@@ -156,8 +208,13 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
         log.write(step=step, tokens=tokens, lr=lr_at(step, steps, cfg["optimizer"], cfg["schedule"]), train_loss=loss)
         if toy.get("step_sleep"):
             time.sleep(float(toy["step_sleep"]))
+        if step + 1 in keep:  # a branch point: kept before the rolling checkpoint can pass it
+            atomic_json(keep_path(d, step + 1, ".json"), {"step": step + 1})
         if (step + 1) % every == 0:
-            _atomic_json(ckpt, {"step": step + 1})
+            atomic_json(ckpt, {"step": step + 1})
+    if cfg.get("stable"):
+        log.close()
+        return {"status": "done", "steps": stop, "kept": sorted(keep), "resumed_from": start}
     final = law(steps * tps) * math.exp(noise[steps])
     log.write(step=steps, tokens=steps * tps, lr=0.0, eval_loss=final)
     log.close()
@@ -313,6 +370,15 @@ def device_plan(cfg: dict, torch) -> dict:
             "sync_every": sync}
 
 
+def _save_state(model, opt, step: int, path: Path) -> None:
+    """Model, optimizer and step, written through a temporary file (a kill leaves the old file or the new one)."""
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step}, tmp)
+    os.replace(tmp, path)
+
+
 def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
     import contextlib
 
@@ -361,6 +427,19 @@ def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
             restarted = _set_aside(ckpt, why)
             model, opt = fresh()  # a failed load may have changed some weights
             start = 0
+    stable = cfg.get("stable")
+    if stable and start and _stable_keeps_missing(cfg, d, start, ".pt"):
+        model, opt = fresh()  # a kept checkpoint it passed is gone: train the stable run again
+        start = 0
+    if start == 0 and cfg.get("branch"):  # the stable run's model and optimizer at the branch point
+        state = load_checkpoint(_branch_source(cfg, d, ".pt"), device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        start = int(state["step"])
+        _start_branch_log(cfg, d)
+    stop = _stop_step(cfg)
+    keep = set(stable["keep"]) if stable else set()
+    stable_evals = set(stable.get("evals") or []) if stable else set()
     ev = cfg["eval"]
     final_windows = eval_windows(len(eval_tok), seq, int(ev["tokens"]))
     # evaluations during the run: an evenly spaced subset of the final sample's windows
@@ -388,7 +467,7 @@ def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
             log.write(**{**rec, "train_loss": value})
         return None
 
-    for step in range(start, steps):
+    for step in range(start, stop):
         lr = lr_at(step, steps, o, cfg["schedule"])
         for g in opt.param_groups:
             g["lr"] = lr
@@ -402,9 +481,11 @@ def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
         opt.zero_grad(set_to_none=True)
         tok0 += tps
         pending.append(({"step": step, "tokens": (step + 1) * tps, "lr": lr}, loss.detach()))
-        evaluate_now = (step + 1) % eval_every == 0 and step + 1 < steps
-        save_now = (step + 1) % ckpt_every == 0 and step + 1 < steps
-        if len(pending) >= plan["sync_every"] or evaluate_now or save_now:
+        # a stable run evaluates where any of its branches would (their curves start with its log)
+        evaluate_now = (step + 1 in stable_evals if stable else (step + 1) % eval_every == 0) and step + 1 < steps
+        save_now = (step + 1) % ckpt_every == 0 and step + 1 < stop
+        keep_now = step + 1 in keep
+        if len(pending) >= plan["sync_every"] or evaluate_now or save_now or keep_now:
             last = pending[-1][0]
             if evaluate_now:
                 t_ev = time.perf_counter()
@@ -415,13 +496,18 @@ def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
             stopped = flush()  # a NaN is caught before a checkpoint could keep it
             if stopped:
                 return stopped
+        if keep_now:  # a branch point: kept before the rolling checkpoint can pass it
+            _save_state(model, opt, step + 1, keep_path(d, step + 1))
         if save_now:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step + 1}, tmp)
-            os.replace(tmp, ckpt)
+            _save_state(model, opt, step + 1, ckpt)
     stopped = flush()
     if stopped:
         return stopped
+    if stable:  # no cooldown, no final evaluation: its branches do both
+        log.close()
+        secs = time.perf_counter() - t0
+        return {"status": "done", "steps": stop, "kept": sorted(keep), "resumed_from": start, "device": device.type,
+                "tokens_per_s": tok0 / (secs - eval_s) if secs > eval_s else None, "seconds": secs}
     t_ev = time.perf_counter()
     final, se, n_win = evaluate(model, eval_tok, seq, 0, device, amp, starts=final_windows)
     final_s = time.perf_counter() - t_ev

@@ -1,0 +1,81 @@
+"""The quickstart's IsoFLOP grid as WSD cooldown branches against the same grid as independent cosine runs.
+
+Prints, for the two sweeps trained in this process (both resumable: a second call reuses their stores):
+the FLOPs each trained (6 N x tokens, non-embedding; the branched one: each size's stable run once plus every
+cooldown), their ratio, and the IsoFLOP allocation exponent a fitted to each (200 bootstrap resamples).
+The FLOPs are exact from the grid (``--accounting-only`` prints them without training).
+
+    nice -n 10 python benchmarks/wsd_branches.py --root /tmp/wsd-bench --workers 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+
+def definitions(cooldown: float, shape: str, final: float) -> dict:
+    from scaling.data import sweep_definition
+    from scaling.sweep.spec import read_definition
+
+    raw, _ = read_definition(sweep_definition("quickstart"))
+    indep = dict(raw, name="qs-cosine")
+    branched = dict(raw, name="qs-wsd-branches", schedule={
+        "type": "wsd", "warmup": raw["schedule"]["warmup"], "cooldown": cooldown, "shape": shape,
+        "final_lr_frac": final, "branches": True})
+    return {"independent (cosine)": indep, f"WSD branches ({shape}, cooldown {cooldown:g})": branched}
+
+
+def trained_flops(definition: dict) -> tuple[float, float, int]:
+    """(FLOPs trained, FLOPs of the rows trained alone, cells) from the expanded grid."""
+    from scaling.sweep.branches import trained_tokens
+    from scaling.sweep.spec import expand, load_spec
+
+    cells = expand(load_spec(definition))
+    trained = sum(6.0 * c["N"] * trained_tokens(c) for c in cells)
+    alone = sum(6.0 * c["N"] * c["D"] for c in cells if c.get("kind") != "stable")
+    return trained, alone, len(cells)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", default="/tmp/wsd-bench")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--cooldown", type=float, default=0.2)
+    ap.add_argument("--shape", default="1-sqrt")
+    ap.add_argument("--final-lr-frac", type=float, default=0.0)
+    ap.add_argument("--accounting-only", action="store_true")
+    args = ap.parse_args()
+    defs = definitions(args.cooldown, args.shape, args.final_lr_frac)
+    rows = []
+    base = None
+    for label, d in defs.items():
+        trained, alone, n = trained_flops(d)
+        base = trained if base is None else base
+        row = {"sweep": label, "cells": n, "flops_trained": trained, "ratio": trained / base, "a": None, "ci": None,
+               "wall_s": None}
+        if not args.accounting_only:
+            from scaling.laws import IsoFlopLaw
+            from scaling.sweep import export, run_sweep
+
+            t = time.perf_counter()
+            run_sweep(d, root=args.root, workers=args.workers, progress=False)
+            row["wall_s"] = time.perf_counter() - t
+            runs, _ = export(d["name"], args.root)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                iso = IsoFlopLaw(bootstrap=200).fit(runs[runs["status"] == "done"])
+            row["a"], row["ci"] = iso.params_["a"], iso.ci_["a"]
+            row["flops_trained_export"] = float(runs["flops_trained"].sum())
+        rows.append(row)
+    print(f"| sweep | cells | FLOPs trained | ratio to independent | IsoFLOP a [90% CI] | wall s (workers "
+          f"{args.workers}) |\n|---|---|---|---|---|---|")
+    for r in rows:
+        a = "-" if r["a"] is None else f"{r['a']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
+        wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
+        print(f"| {r['sweep']} | {r['cells']} | {r['flops_trained']:.4g} | {r['ratio']:.3f} | {a} | {wall} |")
+
+
+if __name__ == "__main__":
+    main()
