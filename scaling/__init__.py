@@ -41,14 +41,15 @@ _LAZY = {
 
 #: submodules reachable as attributes after a plain ``import scaling`` (``scaling.sweep.run_sweep``)
 _SUBMODULES = ("backtest", "compare", "counting", "curves", "data", "diagnostics", "errors", "fitting", "laws",
-               "monitor", "overopt", "plan", "plotting", "quickstart", "readers", "schedules", "sweep", "synthetic")
+               "monitor", "overopt", "plan", "plotting", "quickstart", "readers", "schedules", "selection", "sweep",
+               "synthetic")
 
 __all__ = ["fit", "load", "__version__", *_LAZY]
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy and pyright read it by name
 if TYPE_CHECKING:  # for editors and type checkers; at run time these load lazily
     from . import (backtest, compare, counting, curves, data, diagnostics, errors, fitting, laws,  # noqa: F401
-                   monitor, overopt, plan, plotting, quickstart, readers, schedules, sweep, synthetic)
+                   monitor, overopt, plan, plotting, quickstart, readers, schedules, selection, sweep, synthetic)
     from .data import DATA_DIR, SWEEPS_DIR, load_chinchilla, read_table, sweep_definition  # noqa: F401
     from .errors import DataError, FitError, MissingExtraError, ScalingError, ScalingWarning, SettingsError  # noqa: F401
     from .laws import *  # noqa: F401,F403
@@ -62,6 +63,10 @@ del TYPE_CHECKING
 def fit(data, law="chinchilla", *, columns=None, drop_highest_loss: int = 0, dropna: bool = False,
         average_seeds: bool = True, **settings) -> "FitResult":
     """Fit ``law`` to ``data`` and return the frozen ``FitResult``.
+
+    ``law="auto"`` picks the law by nested backtests on ``data`` (``scaling.selection``; settings
+    ``target_N=``/``target_C=``, ``candidates=``, ``fixed=``, ``bootstrap=``, ...) and returns the pick's fit, with
+    ``selection_`` and the form-error model behind its total intervals.
 
     ``law`` is a law's name (``scaling.available_laws()`` lists them), a law class, or a law spec
     with its settings (``scaling.ChinchillaLaw(loss="squared")``); ``data`` is a run table (a
@@ -79,6 +84,8 @@ def fit(data, law="chinchilla", *, columns=None, drop_highest_loss: int = 0, dro
 
     from .laws.result import warnings_at_caller
 
+    if isinstance(law, str) and law == "auto":
+        return _fit_auto(data, columns, drop_highest_loss, dropna, average_seeds, settings)
     with warnings_at_caller():  # every warning names the line that called scaling.fit
         spec = _law_spec(law, settings)
         from .data import seed_means
@@ -95,6 +102,17 @@ def fit(data, law="chinchilla", *, columns=None, drop_highest_loss: int = 0, dro
             note = replicate_note(data, averaged, target=target, law=result)
             warnings.warn(f"{spec.name}: {note}; average_seeds=False fits every run", ScalingWarning, stacklevel=2)
     return result
+
+
+def _fit_auto(data, columns, drop_highest_loss, dropna, average_seeds, settings) -> "FitResult":
+    """``scaling.fit(data, law="auto", target_N=..., candidates=...)``: the law picked by nested backtests
+    (``scaling.selection.fit_auto``, which averages seed replicates as every fit does)."""
+    from .laws.result import warnings_at_caller
+    from .selection import fit_auto
+
+    with warnings_at_caller(depth=2):
+        return fit_auto(data, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna,
+                        average_seeds=average_seeds, **settings)
 
 
 def _law_spec(law, settings):

@@ -36,16 +36,65 @@ class BacktestResult:
     table: pd.DataFrame
     fitted: Any = field(repr=False, default=None)
     train: pd.DataFrame | None = field(repr=False, default=None)
+    #: coverage of the noise-only and of the total (noise + form error) intervals; ``coverage`` is that of
+    #: ``interval``, the one reported by default: "total" when a form-error model could be estimated
+    coverage_noise: float | None = None
+    coverage_total: float | None = None
+    interval: str = "noise"
+    #: --law auto: the selection made on the training runs (the candidate table)
+    selection: dict | None = field(repr=False, default=None)
+    #: runs in the table before seed replicates were averaged into cells (None: not averaged)
+    averaged_runs: int | None = None
 
     def to_dict(self) -> dict:
-        return {"law": self.law, "n_train": self.n_train, "n_test": self.n_test, "mape": self.mape,
-                "max_ape": self.max_ape, "coverage": self.coverage, "level": self.level,
-                "runs": self.table.replace({np.nan: None}).to_dict(orient="records")}
+        out = {"law": self.law, "n_train": self.n_train, "n_test": self.n_test, "mape": self.mape,
+               "max_ape": self.max_ape, "coverage": self.coverage, "coverage_noise": self.coverage_noise,
+               "coverage_total": self.coverage_total, "interval": self.interval, "level": self.level,
+               "runs": self.table.replace({np.nan: None}).to_dict(orient="records")}
+        if self.averaged_runs is not None:
+            out["averaged_seeds"] = {"runs": self.averaged_runs, "cells": self.n_train + self.n_test}
+        if self.selection is not None:
+            out["selection"] = self.selection
+        return out
 
     def summary_line(self) -> str:
-        cov = "-" if self.coverage is None else f"{100 * self.coverage:.0f}%"
+        def pc(v):
+            return "-" if v is None else f"{100 * v:.0f}%"
+
+        both = f" (noise only {pc(self.coverage_noise)})" if self.interval == "total" else ""
         return (f"{self.law:<18} train {self.n_train:>4}  test {self.n_test:>4}  MAPE {100 * self.mape:6.2f}%  "
-                f"max {100 * self.max_ape:6.2f}%  coverage@{int(round(100 * self.level))}% {cov:>5}")
+                f"max {100 * self.max_ape:6.2f}%  coverage@{int(round(100 * self.level))}% "
+                f"{self.interval} {pc(self.coverage):>5}{both}")
+
+
+class _AnyRunLaw:
+    """What ``seed_means`` reads of a law, for ``--law auto`` and ``all``: a final-loss law whose cells are set by
+    the size columns the table has (N, D, C, U, S) and the hyperparameters."""
+
+    name, inputs, target, curve_law = "auto", (), "loss", False
+
+
+def averaged_runs(data, law=None, columns=None, *, average: bool = True, dropna: bool = False,
+                  who: str | None = None):
+    """The runs a fit of ``law`` (a class or a spec; None: any final-loss law, as for ``--law auto``) is made on,
+    as ``scaling fit`` makes it: a table with a ``seed`` column whose cells were run with several seeds becomes
+    one row per cell, the mean over its seeds (``scaling.data.seed_means``); ``average=False``
+    (``--no-average-seeds``) keeps every run. What was done is
+    said in ScalingWarnings prefixed with ``who``. Returns ``(table, columns, runs averaged or None)``;
+    ``backtest`` and ``--law auto`` (``scaling.selection.fit_auto``) both read their runs through it."""
+    from .data import replicate_note, seed_means
+    from .errors import ScalingWarning
+
+    law = _AnyRunLaw if law is None else law
+    who = who or law.name
+    table, columns, averaged, notes = seed_means(data, law, columns, average=average, dropna=dropna)
+    for note in notes:
+        warnings.warn(f"{who}: {note}", ScalingWarning, stacklevel=2)
+    if averaged is not None:
+        target = parse_columns(columns).get("loss", "loss")
+        warnings.warn(f"{who}: {replicate_note(table, averaged, target=target)}; average_seeds=False "
+                      "(--no-average-seeds) uses every run", ScalingWarning, stacklevel=2)
+    return table, columns, averaged
 
 
 def applicable_laws(df: pd.DataFrame) -> list[str]:
@@ -61,6 +110,15 @@ def applicable_laws(df: pd.DataFrame) -> list[str]:
         if set(cls.inputs) <= set(df.columns) and varying <= set(cls.inputs):
             out.append(name)
     return out
+
+
+def top_mask(df: pd.DataFrame, by: str, k: int, x: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of the rows at the ``k`` largest distinct values of ``by`` (``x``: those values, when
+    ``by`` is not a column, e.g. compute worked out from N and D). The cut of ``--holdout-top`` and of the
+    nested backtests of ``--law auto`` (scaling.selection)."""
+    x = df[by].to_numpy(float) if x is None else np.asarray(x, float)
+    values = np.unique(x)
+    return x >= values[-k]
 
 
 def split(df: pd.DataFrame, holdout: str | None = None, holdout_top: float | None = None,
@@ -81,9 +139,8 @@ def split(df: pd.DataFrame, holdout: str | None = None, holdout_top: float | Non
             raise DataError(f"--by {by!r}: no such column; use N or C")
         if not 0 < holdout_top < 1:
             raise DataError(f"--holdout-top must be a fraction in (0, 1), got {holdout_top}")
-        values = np.sort(df[by].unique())
-        k = max(1, int(round(holdout_top * len(values))))
-        mask = (df[by] >= values[-k]).to_numpy()
+        k = max(1, int(round(holdout_top * df[by].nunique())))
+        mask = top_mask(df, by, k)
     if mask.all() or not mask.any():
         raise DataError(f"the split leaves {int((~mask).sum())} training and {int(mask.sum())} held-out runs; "
                         "both must be non-empty")
@@ -92,28 +149,46 @@ def split(df: pd.DataFrame, holdout: str | None = None, holdout_top: float | Non
 
 def backtest(data, law: str = "chinchilla", *, holdout: str | None = None, holdout_top: float | None = None,
              by: str = "N", level: float = 0.9, bootstrap: int = 200, columns=None, seed: int = 0,
-             **law_kwargs) -> BacktestResult | list[BacktestResult]:
+             drop_highest_loss: int = 0, dropna: bool = False, form_error: bool = True, candidates=None,
+             average_seeds: bool = True, **law_kwargs) -> BacktestResult | list[BacktestResult]:
     """Fit ``law`` on the training runs and score its predictions of the held-out runs.
 
-    ``law="all"`` returns a list, one result per applicable law, best MAPE first.
+    ``law="all"`` returns a list, one result per applicable law, best MAPE first. ``law="auto"`` runs the
+    whole selection of ``scaling.selection`` (nested backtests, ``candidates``) on the training runs only,
+    with the held-out runs' largest ``by`` as its target, and scores the law it picks. ``law_kwargs`` are the
+    law's settings (``tie_exponents``, ``fixed``, ``bounds``, ``loss``, ``delta``, ``prune``, ...; with auto,
+    ``fixed`` gives the values of the ``-fixed-`` candidates). With ``form_error`` (the default), nested
+    backtests inside the training runs also give the law a form-error model, and each held-out run gets a
+    noise-only and a total interval (``noise_lo``/``noise_hi``, ``total_lo``/``total_hi``); ``lo``/``hi`` and
+    ``coverage`` are the total ones, or the noise-only ones when the training runs have too few sizes to nest.
+
+    As ``scaling fit`` does, a table with a ``seed`` column is backtested on each cell's mean over its seeds
+    (``averaged_runs``; ``n_train`` and ``n_test`` then count cells); ``average_seeds=False`` uses every run.
     """
     raw = read_table(data) if not isinstance(data, pd.DataFrame) else data
+    named = get_law(law) if law not in ("all", "auto") else None
+    raw, columns, averaged = averaged_runs(raw, named, columns, average=average_seeds, dropna=dropna,
+                                           who=f"backtest {law}")
     present = [c for c in SIZE_COLUMNS if c in raw.columns or c in parse_columns(columns)]
     need = ["loss"] + [c for c in present if c != "C"]
-    df = prepare(raw, need, columns=columns)
+    df = prepare(raw, need, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna)
     if {"N", "D"} <= set(df.columns) and "C" not in df.columns:
         df["C"] = 6 * df["N"] * df["D"]
     mask = split(df, holdout, holdout_top, by)
+    if candidates is not None and law != "auto":
+        raise ScalingError("candidates apply to law='auto' (--law auto), not to one named law")
     names = applicable_laws(df) if law == "all" else [law]
-    if law != "all":
+    if law not in ("all", "auto"):
         cls = get_law(law)
         if issubclass(cls, AllocationLaw):
             raise ScalingError(f"{law} predicts only the compute-optimal loss, not single runs; backtest "
                                "chinchilla, kaplan or data-constrained instead")
+    options = dict(level=level, bootstrap=bootstrap, seed=seed, by=by, form_error=form_error, candidates=candidates,
+                   average_seeds=average_seeds, averaged=averaged)
     results = []
     for name in names:
         try:
-            results.append(_one(df, mask, name, level, bootstrap, seed, law_kwargs))
+            results.append(_one(df, mask, name, options, law_kwargs))
         except ScalingError as exc:
             if law != "all":
                 raise
@@ -125,27 +200,67 @@ def backtest(data, law: str = "chinchilla", *, holdout: str | None = None, holdo
     return results[0]
 
 
-def _one(df, mask, name, level, bootstrap, seed, law_kwargs) -> BacktestResult:
-    cls = get_law(name)
-    train, test = df[~mask], df[mask]
+def _one(df, mask, name, options, law_kwargs) -> BacktestResult:
+    from .selection import size_of
+
+    level, bootstrap, by = options["level"], options["bootstrap"], options["by"]
+    train, test = df[~mask].reset_index(drop=True), df[mask]
+    target = float(size_of(test, by).max())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # extrapolation warnings are the point of a backtest
-        fitted = cls(bootstrap=bootstrap, seed=seed, level=level, **law_kwargs).fit(train)
+        fitted = _fit_train(train, name, options, law_kwargs, target)
         pred = fitted.predict(test)
-        lo = hi = np.full(len(test), np.nan)
+        nan = np.full(len(test), np.nan)
+        lo = hi = tlo = thi = nan
+        has_total = bool(bootstrap and getattr(fitted, "form_error_", None))  # no bootstrap: no intervals at all
         if bootstrap:
-            lo, hi = fitted.predict_interval(test, level=level)
+            lo, hi = fitted.predict_interval(test, level=level, kind="prediction")
+            if has_total:
+                tlo, thi = fitted.predict_interval(test, level=level, kind="total")
+    cls = type(fitted.law)
     y = test["loss"].to_numpy(float)
     ape = np.abs(pred - y) / y
     table = test[list(dict.fromkeys(list(cls.inputs) + [c for c in ("N", "D", "C") if c in test]))].copy()
     table["loss"] = test["loss"]
-    table["predicted"], table["lo"], table["hi"] = pred, lo, hi
+    which = "total" if has_total else "noise"
+    table["predicted"] = pred
+    table["lo"], table["hi"] = (tlo, thi) if has_total else (lo, hi)
+    table["noise_lo"], table["noise_hi"], table["total_lo"], table["total_hi"] = lo, hi, tlo, thi
     table["ape"] = ape
-    table["covered"] = (y >= lo) & (y <= hi) if bootstrap else np.nan
-    coverage = float(np.mean((y >= lo) & (y <= hi))) if bootstrap else None
-    return BacktestResult(law=name, n_train=int(len(train)), n_test=int(len(test)), mape=float(ape.mean()),
-                          max_ape=float(ape.max()), coverage=coverage, level=level,
-                          table=table.reset_index(drop=True), fitted=fitted, train=train)
+    cov = {}
+    for k, (a, b) in (("noise", (lo, hi)), ("total", (tlo, thi))):
+        cov[k] = float(np.mean((y >= a) & (y <= b))) if bootstrap and not np.isnan(a).all() else None
+    table["covered"] = (y >= table["lo"]) & (y <= table["hi"]) if bootstrap else np.nan
+    selection = fitted.selection_ if name == "auto" else None
+    label = f"auto: {selection['chosen']}" if selection else name
+    return BacktestResult(law=label, n_train=int(len(train)), n_test=int(len(test)), mape=float(ape.mean()),
+                          max_ape=float(ape.max()), coverage=cov[which], level=level,
+                          table=table.reset_index(drop=True), fitted=fitted, train=train,
+                          coverage_noise=cov["noise"], coverage_total=cov["total"], interval=which,
+                          selection=selection, averaged_runs=options["averaged"])
+
+
+def _fit_train(train, name, options, law_kwargs, target):
+    """The law fitted on the training runs, with its form-error model from nested backtests inside them when
+    they have enough sizes (else noise-only intervals)."""
+    from .selection import fit_auto, size_of, with_form_error
+
+    level, bootstrap, seed, by = options["level"], options["bootstrap"], options["seed"], options["by"]
+    if name == "auto":
+        common = dict(law_kwargs)
+        fixed = common.pop("fixed", None)
+        # the target is the held-out runs' largest size; a split that holds out no larger size (--holdout 'D > 1e11'
+        # with N as the measure) leaves the selection its default distance, one decade beyond the training runs
+        aim = {f"target_{by}": target} if target > size_of(train, by).max() else {"by": by}
+        return fit_auto(train, candidates=options["candidates"], **aim, fixed=fixed,
+                        bootstrap=bootstrap, seed=seed, level=level, average_seeds=options["average_seeds"], **common)
+    fitted = get_law(name)(bootstrap=bootstrap, seed=seed, level=level, **law_kwargs).fit(train)
+    if options["form_error"] and bootstrap:
+        try:
+            fitted = with_form_error(fitted, train, by=by, target=target)
+        except ScalingError:
+            pass  # too few sizes to nest, or the law cannot be fitted on the folds: noise-only intervals
+    return fitted
 
 
 def plot_backtest(result: BacktestResult):

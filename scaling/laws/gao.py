@@ -40,7 +40,7 @@ from ..errors import DataError, FitError, ScalingWarning, SettingsError
 from ..fitting.bootstrap import bootstrap, percentile_interval
 from . import register_law
 from .base import Law, Param
-from .result import FitResult, params_state, uncertainty
+from .result import FitResult, additive_band, params_state, uncertainty
 
 
 def _xlogx(d: np.ndarray) -> np.ndarray:
@@ -272,11 +272,7 @@ class GaoLaw(Law):
         """Bootstrap band of a new measurement (``prediction``: a centred residual added) or of the curve
         (``mean``), on the score's own scale."""
         v = self._value(fit._state["bootstrap_theta_"], X["d"], X["rm_params"], fit._state["n_ref_"])
-        if kind == "prediction":
-            r = fit._state["residuals_"]
-            rng = np.random.default_rng(self.seed + 1)
-            v = v + rng.choice(r - r.mean(), size=v.shape, replace=True)
-        return percentile_interval(v, level)
+        return additive_band(fit, v, level, kind)
 
     # ------------------------------------------------------------- reporting
     def _summary_extra(self, fit) -> dict[str, Any]:

@@ -133,6 +133,11 @@ class FitResult:
     def label(self) -> str:
         return self._label if self._label is not None else self.law.name
 
+    def _with_state(self, **state: Any) -> "FitResult":
+        """A new result: this one's state plus ``state`` (what a procedure around the fit adds, such as
+        ``selection_`` and ``form_error_`` from ``scaling.selection``); this one is not changed."""
+        return type(self)(self.law, {**self._state, **state}, self._label)
+
     # ------------------------------------------------------- fitted values
     # the short names are aliases: ``params`` is ``params_``, ``se`` is ``stderr_``, and so on; these read
     # the same for every result, also one without the value (given values have no ``stderr_`` to read)
@@ -205,15 +210,35 @@ class FitResult:
             X = self.law._inputs_from(data, **inputs)
             return self.law._predict(self, X)
 
-    def predict_interval(self, data=None, *, level: float | None = None, kind: str = "prediction", **inputs):
-        """Bootstrap interval at the inputs: of a new run (``kind="prediction"``, the default for every law,
-        each bootstrap curve plus a residual drawn from the fit) or of the curve itself (``"mean"``)."""
+    def predict_interval(self, data=None, *, level: float | None = None, kind: str | None = None, **inputs):
+        """Bootstrap interval at the inputs: of a new run from noise alone (``kind="prediction"``: each
+        bootstrap curve plus a residual drawn from the fit), of the curve itself (``"mean"``), or of a new run
+        including the error of the law's form when extrapolating (``"total"``: the noise-only interval widened
+        by the form-error model of nested backtests, ``form_error_``; see ``scaling.selection``).
+
+        The default is ``"total"`` for a fit that has a form-error model (``--law auto`` fits, and those given
+        one by ``scaling.selection.with_form_error``) and ``"prediction"`` for every other."""
         self._require_bootstrap()
-        if kind not in ("prediction", "mean"):
-            raise SettingsError(f"kind must be 'prediction' or 'mean', got {kind!r}")
+        fe = self._state.get("form_error_")
+        if kind is None:
+            kind = "total" if fe else "prediction"
+        if kind not in ("prediction", "mean", "total"):
+            raise SettingsError(f"kind must be 'prediction', 'total' or 'mean', got {kind!r}")
+        if kind == "total" and not fe:
+            raise FitError("this fit has no form-error model, so no total interval: fit with law='auto' (the CLI's "
+                           "--law auto), or add one with scaling.selection.with_form_error(result, data)")
+        level = self.level if level is None else level
         with warnings_at_caller():
             X = self.law._inputs_from(data, **inputs)
-            return self.law._predict_interval(self, X, self.level if level is None else level, kind)
+            if kind != "total":
+                return self.law._predict_interval(self, X, level, kind)
+            from ..selection import total_interval
+
+            lo, hi = self.law._predict_interval(self, X, level, "prediction")
+            point = self.law._log_predict(self._state["theta_"][None, :], X)[0]
+            alt_points = [p for p in (_alternative_log_predict(a, X) for a in fe.get("alternatives", ()))
+                          if p is not None]
+            return total_interval(lo, hi, point, X, fe, level, alt_points)
 
     def compute_optimal(self, C, *, level: float | None = None, interval: bool = True, **conditions) -> pd.DataFrame:
         """The loss-minimising allocation of each compute budget ``C``: one row per budget.
@@ -291,6 +316,11 @@ class FitResult:
         out.update(self.law._summary_extra(self))
         if "fit_info_" in s:
             out["fit_info"] = copy.deepcopy(s["fit_info_"])
+        if s.get("selection_"):
+            out["variant"] = copy.deepcopy(s["selection_"]["variant"])
+            out["selection"] = copy.deepcopy(s["selection_"])
+        if s.get("form_error_"):
+            out["form_error"] = copy.deepcopy(s["form_error_"])
         return out
 
     def report(self) -> str:
@@ -329,6 +359,16 @@ class FitResult:
             ci_s = f"[{ci[n][0]:.4g}, {ci[n][1]:.4g}]" if ci.get(n) is not None else "-"
             lines.append(f"  {n:<10}{v:14.6g}{se_s}{ci_s:>30}{fixed}")
         lines.extend(law._report_extra(self))
+        if s.get("selection_"):
+            from ..selection import selection_lines
+
+            lines.extend(selection_lines(s["selection_"]))
+        fe = s.get("form_error_")
+        if fe:
+            lines.append(f"\nform error (nested backtests, {fe['n_folds']} levels, {fe['n_points']} held-out "
+                         f"predictions): beyond the runs the log error adds tau = {fe.get('tau', 0.0):.4f} and grows "
+                         f"by kappa = {fe['kappa']:.4f} per decade of {fe['by']}; intervals are total (noise + form "
+                         "error) by default, kind='prediction' gives noise only")
         return "\n".join(lines)
 
     # ------------------------------------------------------------ round trip
@@ -365,6 +405,29 @@ class FitResult:
 
 
 # --------------------------------------------------------------------- state
+def _alternative_log_predict(alt: Mapping[str, Any], X: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """Log prediction of a candidate kept beside a fit's pick (within noise of it), at X; None when X lacks
+    one of its inputs."""
+    from . import get_law
+
+    cls = get_law(alt["law"])
+    if not set(cls.inputs) <= set(X):
+        return None
+    given = cls.from_params(**alt["params"])
+    return given.law._log_predict(given._state["theta_"][None, :], {c: X[c] for c in cls.inputs})[0]
+
+
+def additive_band(fit: "FitResult", curves: np.ndarray, level: float, kind: str):
+    """Percentile band of bootstrap ``curves`` (B, m) on the predicted quantity's own scale (a reward, not a
+    log loss): of the curve (``kind="mean"``), or of a new measurement (``"prediction"``: each curve plus a
+    centred residual of the fit, drawn with the law's seed)."""
+    if kind == "prediction":
+        r = fit._state["residuals_"]
+        rng = np.random.default_rng(fit.law.seed + 1)
+        curves = curves + rng.choice(r - r.mean(), size=curves.shape, replace=True)
+    return percentile_interval(curves, level)
+
+
 def fitted_on(fit_info: Mapping[str, Any]) -> str:
     """The noun for what a fit's ``n_points_`` counts: runs, seed means of runs, curve points, ..."""
     unit = fit_info.get("unit", "runs")
@@ -439,7 +502,8 @@ def from_dict(law_cls: type, d: Mapping[str, Any], source: str) -> FitResult:
     extra = law._restore_extra(d)  # the law's own settings onto the new spec, and its own fitted values
     state = params_state(law, law_cls._to_internal(d["params"]), d["params"])
     for key, attr in (("objective", "objective_"), ("n_points", "n_points_"), ("converged", "converged_"),
-                      ("fit_info", "fit_info_"), ("data_range", "data_range_")):
+                      ("fit_info", "fit_info_"), ("data_range", "data_range_"), ("selection", "selection_"),
+                      ("form_error", "form_error_")):
         if d.get(key) is not None:
             state[attr] = copy.deepcopy(d[key])
     boot = d.get("bootstrap")
