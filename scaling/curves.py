@@ -19,12 +19,18 @@ from .errors import DataError, ScalingWarning
 REQUIRED = ("run", "N", "tokens", "loss")
 
 
-def prepare_curves(data, *, columns=None) -> pd.DataFrame:
-    """Validate and clean a curves table; returns it sorted by run and tokens."""
+def _read_curves(data, columns) -> pd.DataFrame:
+    """A curves table (a path or a DataFrame, copied) with the user's column names mapped; run_id is run."""
     df = read_table(data) if not isinstance(data, pd.DataFrame) else data.copy()
     df = df.rename(columns={v: k for k, v in parse_columns(columns).items()})
     if "run" not in df.columns and "run_id" in df.columns:
         df = df.rename(columns={"run_id": "run"})
+    return df
+
+
+def prepare_curves(data, *, columns=None) -> pd.DataFrame:
+    """Validate and clean a curves table; returns it sorted by run and tokens."""
+    df = _read_curves(data, columns)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataError(f"curves table is missing column(s) {missing}; it has {list(df.columns)}. A curves table has "
@@ -64,3 +70,114 @@ def prepare_curves(data, *, columns=None) -> pd.DataFrame:
     if not keep:
         raise DataError("no usable curves: every run was left out (" + "; ".join(problems) + ")")
     return pd.concat(keep, ignore_index=True)
+
+
+# ------------------------------------------------------------------ inputs of the curve laws
+#: columns a plain curves table needs for a curve law (tokens, or batch in tokens per step, optional)
+CURVE_LAW_COLUMNS = ("run", "N", "step", "lr", "loss")
+
+
+def schedule_features(lr, tokens_per_step=1.0, lam: float = 0.999) -> dict[str, np.ndarray]:
+    """Per-step inputs of the curve laws from a run's learning rate at every step.
+
+    ``S1``: learning-rate area in full-rate tokens (lr over the run's peak, times tokens per step;
+    full-rate steps when ``tokens_per_step`` is 1), warmup included; ``S2``: Tissue et al.'s
+    annealing area with momentum ``lam``; ``eta``: lr over the peak (the multi-power law's drops).
+    """
+    from .schedules import areas
+
+    lr = np.asarray(lr, float)
+    S1, S2 = areas(lr, tokens_per_step, lam)
+    peak = lr.max() if lr.size and lr.max() > 0 else 1.0
+    return {"S1": S1, "S2": S2, "eta": lr / peak}
+
+
+def _bad_curves(msg: str) -> DataError:
+    return DataError(f"curves: {msg}. A curves table has one row per logged point with columns run, N, step, lr, "
+                     "loss (tokens or batch optional; map yours with --columns, e.g. loss=train/loss)")
+
+
+def prepare_curve_points(data, *, columns=None, lam: float = 0.999, dropna: bool = False) -> pd.DataFrame:
+    """A plain curves table (``run, N, step, lr, loss``; ``tokens`` or ``batch`` optional) as curve-law inputs.
+
+    What a user exports from W&B, TensorBoard or their own logs, without the package's runs table.
+    Each run's learning rate is taken as linear between logged steps, and as a linear warmup from 0
+    before its first logged step (Luo et al.'s curves start after a 2,160-step warmup); token counts
+    come from ``tokens`` (cumulative), else ``batch`` (tokens per step) times steps, else areas are in
+    steps. Returns one row per logged loss: ``run, N, step, tokens, S1, S2, eta, loss`` (the inputs of
+    ``tissue`` and ``mpl``), sorted by run and step.
+
+    Errors, each naming the run: a missing column, a learning rate that is missing, negative or never
+    positive, steps that repeat or go backwards within a run, a NaN or infinite loss (``dropna=True``
+    keeps such rows as learning-rate history only), N changing within a run.
+    """
+    df = _read_curves(data, columns)
+    missing = [c for c in CURVE_LAW_COLUMNS if c not in df.columns]
+    if missing:
+        why = (" (the curve laws need the learning rate at each logged step: export it with the loss)"
+               if "lr" in missing else "")
+        raise _bad_curves(f"the table is missing column(s) {missing}{why}; it has {list(df.columns)}")
+    if not len(df):
+        raise _bad_curves("the table has no rows")
+    num = ["N", "step", "lr", "loss"] + [c for c in ("tokens", "batch") if c in df.columns]
+    for c in num:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    out = []
+    for run, g in df.groupby("run", sort=True):
+        g = g.reset_index(drop=True)
+        for c in ("N", "step", "lr"):
+            bad = g[c].isna() | ~np.isfinite(g[c])
+            if bad.any():
+                raise _bad_curves(f"run {run!r} has a missing or non-numeric {c} at row(s) "
+                                  f"{list(g.index[bad][:3])}")
+        if g["N"].nunique() > 1 or g["N"].iloc[0] <= 0:
+            raise _bad_curves(f"run {run!r}: N must be one positive number per run (it has {sorted(g['N'].unique())[:3]})")
+        step = g["step"].to_numpy(float)
+        back = np.flatnonzero(np.diff(step) <= 0)
+        if back.size:
+            i = int(back[0])
+            raise _bad_curves(f"run {run!r}: step {step[i + 1]:g} follows step {step[i]:g}; steps must increase "
+                              "within a run (a restarted run logged twice? keep the rows after the restart)")
+        if step[0] < 0:
+            raise _bad_curves(f"run {run!r}: negative step {step[0]:g}")
+        lr = g["lr"].to_numpy(float)
+        if (lr < 0).any() or lr.max() <= 0:
+            raise _bad_curves(f"run {run!r}: the learning rate must be >= 0 and positive somewhere")
+        loss = g["loss"].to_numpy(float)
+        bad = ~np.isfinite(loss)
+        if bad.any() and not dropna:
+            i = int(np.flatnonzero(bad)[0])
+            raise _bad_curves(f"run {run!r}: loss is {loss[i]} at step {step[i]:g} ({int(bad.sum())} such row(s)); "
+                              "a diverged run cannot be fitted: drop it, or pass dropna=True (--dropna) to keep rows "
+                              "without a loss as learning-rate history only")
+        if (loss[~bad] <= 0).any():
+            raise _bad_curves(f"run {run!r}: losses must be positive")
+        # per-step learning rate and tokens on the whole step grid: linear between logged steps, a linear
+        # warmup from 0 before the first logged step
+        last = int(round(step[-1]))
+        grid = np.arange(last + 1, dtype=float)
+        lr_grid = np.interp(grid, np.concatenate([[-1.0], step]) if step[0] > 0 else step,
+                            np.concatenate([[0.0], lr]) if step[0] > 0 else lr)
+        if "tokens" in g.columns and g["tokens"].notna().all():
+            tok = g["tokens"].to_numpy(float)
+            if (np.diff(tok) < 0).any():
+                raise _bad_curves(f"run {run!r}: tokens decrease as steps increase")
+            per = tok[0] / (step[0] + 1)
+            tok_grid = np.interp(grid, np.concatenate([[-1.0], step]), np.concatenate([[0.0], tok]))
+            tps = np.diff(np.concatenate([[0.0], tok_grid]))
+            if not (tps > 0).all():
+                tps = np.maximum(tps, per * 1e-9)
+        elif "batch" in g.columns and g["batch"].notna().all():
+            tps = np.interp(grid, step, g["batch"].to_numpy(float))
+        else:
+            tps = np.ones_like(grid)
+        f = schedule_features(lr_grid, tps, lam)
+        at = np.round(step).astype(int)
+        tokens = np.cumsum(tps)[at]
+        rows = pd.DataFrame({"run": run, "N": float(g["N"].iloc[0]), "step": step, "tokens": tokens,
+                             "S1": f["S1"][at], "S2": f["S2"][at], "eta": f["eta"][at], "loss": loss})
+        out.append(rows[~bad])
+    res = pd.concat(out, ignore_index=True)
+    if res["N"].nunique() < 1 or not len(res):
+        raise _bad_curves("no logged losses")
+    return res

@@ -3,6 +3,9 @@
     monitor = Monitor(plan)
     status = monitor.update(step, loss)       # -> Status(state="ok" | "drift" | "diverged" | "spike" | "flat", ...)
 
+Each point also re-forecasts the run's final loss from its own observed prefix, with the plan as
+the prior (:func:`reforecast`): ``status.forecast`` and its band ``forecast_lo``/``forecast_hi``.
+
 ``follow(path)`` tails a growing log (like ``tail -f``), surviving partial lines,
 truncation and rotation; ``trainer_callback(plan)`` does the same inside a
 Hugging Face ``Trainer``.
@@ -34,6 +37,9 @@ class Status:
     consecutive_out: int = 0
     message: str = ""
     smoothed: float | None = None  # the moving average compared with the band
+    forecast: float | None = None  # the final loss re-forecast from the run so far (the plan's before any point)
+    forecast_lo: float | None = None
+    forecast_hi: float | None = None
 
     @property
     def off_track(self) -> bool:
@@ -44,6 +50,61 @@ class Status:
 
 
 _SEVERITY = {"diverged": 4, "spike": 3, "drift": 2, "flat": 1}
+
+#: the share of the run seen at which the run's own points weigh as much as the plan (the prior)
+SEEN_HALF = 0.1
+#: the residuals of a run about its plan are correlated along the run: count at most this many as independent
+MAX_INDEPENDENT = 20
+
+
+@dataclass
+class Forecast:
+    final: float
+    lo: float
+    hi: float
+    weight: float  # how much the run's own points count (0: the plan alone)
+    offset: float  # log(observed / planned) over the later half of the points seen
+
+
+def reforecast(expected, observed, final: float, band: tuple[float, float], seen: float,
+               level: float = 0.9) -> Forecast:
+    """The final loss of a run re-forecast from its observed prefix, with a planned curve as the prior.
+
+    ``expected``/``observed``: the plan's and the run's losses at the points seen so far, in order; ``final``:
+    the planned final loss, ``band`` its interval; ``seen``: the share of the run's tokens seen. The run is
+    taken as the plan times a run-specific factor, ``log L(t) = log m(t) + a``, with ``a`` the mean log
+    ratio over the later half of the points seen (the early ones say least about the end), counted with
+    weight ``w = seen / (seen + SEEN_HALF)``: half at 10% of the run, 71% at 25%, 83% at 50%. The band adds,
+    in quadrature (in logs), the plan's band times 1 - w, the uncertainty of ``a`` and of one point times w
+    (the residuals taken as at most MAX_INDEPENDENT independent points, as neighbouring points of a curve
+    move together), and the spread of the mix of plan and run, sqrt(w (1 - w)) |a|.
+
+    An offset and a scale (``a + b (log m(t) - log m(T))``, b fitted too) extrapolated worse on the
+    package's own held-out runs (benchmarks/curve_laws.py, RESULTS.md): the shape of a curve that the law
+    gets wrong early says little about its end.
+    """
+    from statistics import NormalDist
+
+    m = np.log(np.asarray(expected, float))
+    y = np.log(np.asarray(observed, float))
+    ok = np.isfinite(m) & np.isfinite(y)
+    r = (y - m)[ok]
+    lf = math.log(final)
+    up0, dn0 = math.log(band[1]) - lf, lf - math.log(band[0])
+    if r.size == 0 or seen <= 0:
+        return Forecast(final, band[0], band[1], 0.0, 0.0)
+    late = r[r.size // 2:] if r.size >= 4 else r
+    a_hat = float(late.mean())
+    var_r = float(late.var(ddof=1)) if late.size > 1 else float(r.var()) if r.size > 1 else 0.0
+    var_a = var_r / min(late.size, MAX_INDEPENDENT)
+    w = seen / (seen + SEEN_HALF)
+    a = w * a_hat
+    zq = NormalDist().inv_cdf(0.5 + level / 2)
+    h_data = zq * math.sqrt(var_a + var_r)
+    h_mix = zq * math.sqrt(w * (1 - w)) * abs(a_hat)
+    up = math.sqrt(((1 - w) * up0) ** 2 + (w * h_data) ** 2 + h_mix ** 2)
+    dn = math.sqrt(((1 - w) * dn0) ** 2 + (w * h_data) ** 2 + h_mix ** 2)
+    return Forecast(math.exp(lf + a), math.exp(lf + a - dn), math.exp(lf + a + up), w, a)
 
 
 @dataclass
@@ -79,6 +140,25 @@ class Monitor:
         self._alpha = 2.0 / (span + 1.0)
         self._ema = None
         self._noise2 = None
+        c_loss, c_lo, c_hi = (float(c[k][-1]) for k in ("loss", "lo", "hi"))
+        self._final = float(self.plan.get("final_loss") or c_loss)
+        band = self.plan.get("final_interval") or [c_lo, c_hi]
+        self._final_band = (float(min(band[0], self._final)), float(max(band[1], self._final)))
+        self._seen = np.empty((256, 3))  # (tokens, expected, loss) of the finite points on the plan, first _n_seen rows
+        self._n_seen = 0
+
+    def forecast(self) -> Forecast:
+        """The run's final loss re-forecast from the points seen so far (the plan's, before any)."""
+        if not self._n_seen:
+            return Forecast(self._final, *self._final_band, 0.0, 0.0)
+        t, e, o = self._seen[:self._n_seen].T
+        return reforecast(e, o, self._final, self._final_band, float(t[-1]) / float(self.plan["tokens"]),
+                          level=float(self.plan.get("level", 0.9)))
+
+    def _with_forecast(self, st: "Status") -> "Status":
+        f = self.forecast()
+        st.forecast, st.forecast_lo, st.forecast_hi = f.final, f.lo, f.hi
+        return st
 
     def expected(self, tokens: float) -> tuple[float, float, float] | None:
         lt = math.log(tokens)
@@ -94,6 +174,8 @@ class Monitor:
             self.n_out = 0
             self._ema = None
             self._noise2 = None
+            back_to = float(tokens) if tokens is not None and np.isfinite(tokens) else float(step) * self.plan["tokens_per_step"]
+            self._n_seen = int(np.searchsorted(self._seen[:self._n_seen, 0], back_to))
             if self._diverged is not None and self._diverged.step >= step:
                 self.notes.append(f"resumed at step {step}, before the divergence at step {self._diverged.step}")
                 self._diverged = None
@@ -104,7 +186,7 @@ class Monitor:
                         f"loss is {loss} at step {step}: the run diverged")
             if self._diverged is None:
                 self._diverged = st
-            self.history.append(st)
+            self.history.append(self._with_forecast(st))
             return st
         exp = self.expected(tokens) if tokens > 0 else None
         if exp is None:
@@ -112,7 +194,7 @@ class Monitor:
             st = Status(step, tokens, float(loss), None, None, None, None, state, self.n_out,
                         "outside the planned curve's range")
             self._stay_diverged(st)
-            self.history.append(st)
+            self.history.append(self._with_forecast(st))
             return st
         mean, lo, hi = exp
         raw = float(loss)
@@ -144,7 +226,12 @@ class Monitor:
                 msg = f"outside the band ({100 * dev:+.1f}%), {self.n_out} in a row"
         st = Status(step, tokens, raw, mean, lo, hi, float(dev), state, self.n_out, msg, float(loss))
         self._stay_diverged(st)
-        self.history.append(st)
+        if raw > 0:
+            if self._n_seen == len(self._seen):
+                self._seen = np.concatenate([self._seen, np.empty_like(self._seen)])
+            self._seen[self._n_seen] = (tokens, mean, raw)
+            self._n_seen += 1
+        self.history.append(self._with_forecast(st))
         return st
 
     def _stay_diverged(self, st: Status) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from .counting import count_params
 from .diagnostics import check_extrapolation
 from .errors import DataError
-from .schedules import areas, schedule
+from .schedules import schedule
 
 
 _CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
@@ -112,10 +112,36 @@ def _check_schedule(sched: dict, steps: int) -> None:
 
 
 def _curve_inputs(N, tokens, tokens_per_step, sched, lr=1.0):
+    """Steps, per-step learning rates and the curve laws' inputs (S1, S2, eta) at every step."""
+    from .curves import schedule_features
+
     steps = max(1, int(round(tokens / tokens_per_step)))
     lrs = schedule(steps, {"lr": lr}, sched)
-    S1, S2 = areas(lrs, tokens_per_step)
-    return steps, lrs, S1, S2
+    return steps, lrs, schedule_features(lrs, tokens_per_step)
+
+
+def curve_at(law, N: float, feats: dict, idx: np.ndarray, interval: bool = False, level: float = 0.9):
+    """A curve law's prediction at steps ``idx`` (0-based, increasing) of a run with per-step inputs ``feats``.
+
+    Whichever curve law the fit holds: ``tissue`` reads each point's own inputs; ``mpl`` also reads the
+    learning rate before each point from the points given, so ``idx`` should sample the whole run
+    (points from its start, dense enough to follow the schedule's drops).
+    """
+    X = {"N": np.full(idx.size, float(N)), **{c: feats[c][idx] for c in law.inputs if c != "N"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the first points of any curve lie before the fitted range
+        mean = np.asarray(law.predict(**X), float)
+        if not interval:
+            return mean
+        if getattr(law, "bootstrap_theta_", None) is None:
+            return mean, mean, mean
+        lo, hi = law.predict_interval(**X, level=level)
+    return mean, np.asarray(lo, float), np.asarray(hi, float)
+
+
+def _history_steps(steps: int, n: int = 200) -> np.ndarray:
+    """Steps (0-based) spread over a whole run, for a law that reads the schedule before each point."""
+    return np.unique(np.round(np.linspace(0, steps - 1, min(n, steps))).astype(int))
 
 
 def make_plan(law, *, tokens: float, model: dict | None = None, N: float | None = None,
@@ -137,20 +163,17 @@ def make_plan(law, *, tokens: float, model: dict | None = None, N: float | None 
         raise DataError(f"{tokens:.3g} tokens at {tokens_per_step:,} tokens per step is {round(tokens / tokens_per_step)} "
                         f"optimizer step(s); a plan needs at least {MIN_PLAN_STEPS} (more --tokens, or a smaller "
                         "--tokens-per-step)")
-    steps, lrs, S1, S2 = _curve_inputs(N, tokens, tokens_per_step, sched)
+    steps, lrs, feats = _curve_inputs(N, tokens, tokens_per_step, sched)
+    S1 = feats["S1"]
     # the curve starts where the law has data (its fits use losses from ~10% of each run on): the
     # first steps, warmup included, are not something it can vouch for
     s1_min = getattr(law, "data_range_", {}).get("S1", [0.0])[0]
     first = max(int(0.1 * steps), int(np.searchsorted(S1, s1_min)), 1)
     first = min(first, steps - 1)
     idx = np.unique(np.clip(np.round(np.geomspace(first, steps, points)).astype(int) - 1, 0, steps - 1))
-    X = {"N": np.full(idx.size, N), "S1": S1[idx], "S2": S2[idx]}
-    check_extrapolation(law.name, {"N": X["N"][-1:], "S1": X["S1"][-1:]}, getattr(law, "data_range_", None))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the first points of any curve lie before the fitted range
-        mean = law.predict(**X)
-        lo, hi = law.predict_interval(**X, level=level) if getattr(law, "bootstrap_theta_", None) is not None \
-            else (mean, mean)
+    check_extrapolation(law.name, {"N": np.array([N]), "S1": S1[-1:]}, getattr(law, "data_range_", None))
+    every = np.union1d(idx, _history_steps(steps)) if "eta" in law.inputs else idx
+    mean, lo, hi = (a[np.isin(every, idx)] for a in curve_at(law, N, feats, every, interval=True, level=level))
     C = 6.0 * N * steps * tokens_per_step
     plan = {
         "N": N, "N_total": shape["N_total"] if shape else None, "model": shape, "tokens": float(steps * tokens_per_step),
@@ -177,12 +200,11 @@ def _optimality(law, N, C, tokens_per_step, sched) -> dict:
         D = C / (6 * n)
         if D < MIN_PLAN_STEPS * tokens_per_step or not n_lo <= n <= n_hi:
             continue
-        _, _, S1, S2 = _curve_inputs(n, D, tokens_per_step, sched)
-        if S1[-1] > s_hi or S2[-1] > s2_hi:
+        steps, _, feats = _curve_inputs(n, D, tokens_per_step, sched)
+        if feats["S1"][-1] > s_hi or feats["S2"][-1] > s2_hi:
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            finals[i] = float(law.predict(N=n, S1=S1[-1], S2=S2[-1])[0])
+        at = _history_steps(steps) if "eta" in law.inputs else np.array([steps - 1])
+        finals[i] = float(curve_at(law, n, feats, at)[-1])
     here = float(finals[30]) if np.isfinite(finals[30]) else float("nan")
     if not np.isfinite(finals).any() or not np.isfinite(here):
         return {"N_opt": None, "D_opt": None, "loss_at_opt": None, "loss_here": None, "is_optimal": None,

@@ -44,6 +44,10 @@ class LossCurveLaw(_FunctionLaw):
     curve_law = True
     nonnegative_inputs: ClassVar[tuple[str, ...]] = ("S2",)
 
+    def _input_frozen(self, name: str) -> bool:
+        # one model size: fix A (and alpha) and E is that size's constant
+        return name == "N" and "A" in self.fixed
+
     def _terms(self, theta, X):
         lE, lA, al, lB, be, lC = (theta[:, i:i + 1] for i in range(6))
         lN, lS1, S2 = np.log(X["N"])[None, :], np.log(X["S1"])[None, :], X["S2"][None, :]
@@ -78,7 +82,7 @@ class LossCurveLaw(_FunctionLaw):
 
 def curve_points(curves: pd.DataFrame, runs: pd.DataFrame, *, loss: str = "eval_loss",
                  lam: float = 0.999, points: int = 40) -> pd.DataFrame:
-    """Rows (run, N, step, tokens, S1, S2, loss) from a sweep's curves and runs tables.
+    """Rows (run, N, step, tokens, S1, S2, eta, loss) from a sweep's curves and runs tables.
 
     S1 and S2 come from each run's logged learning rate at every step; rows are the
     steps where ``loss`` was logged. Per-step training loss (``loss="train_loss"``)
@@ -95,9 +99,10 @@ def curve_points(curves: pd.DataFrame, runs: pd.DataFrame, *, loss: str = "eval_
         tokens = steps["tokens"].to_numpy(float)
         tps = np.diff(np.concatenate([[0.0], tokens]))
         S1, S2 = areas(steps["lr"].to_numpy(float), tps, lam)
-        s = pd.DataFrame({"step": steps["step"].to_numpy(), "S1": S1, "S2": S2})
+        lr = steps["lr"].to_numpy(float)
+        s = pd.DataFrame({"step": steps["step"].to_numpy(), "S1": S1, "S2": S2, "eta": lr / max(lr.max(), 1e-300)})
         g = g.merge(s, on="step", how="left")
-        g[["S1", "S2"]] = g[["S1", "S2"]].ffill()
+        g[["S1", "S2", "eta"]] = g[["S1", "S2", "eta"]].ffill()
         if loss == "train_loss":
             window = max(5, int(0.02 * len(g)))
             g = g.assign(train_loss=g["train_loss"].rolling(window, min_periods=window).mean())
@@ -105,5 +110,5 @@ def curve_points(curves: pd.DataFrame, runs: pd.DataFrame, *, loss: str = "eval_
             g = g.iloc[np.unique(np.linspace(0, len(g) - 1, min(points, len(g))).astype(int))] if len(g) else g
         g = g[g[loss].notna() & g["S1"].notna()]
         out.append(pd.DataFrame({"run": rid, "N": float(N[rid]), "step": g["step"], "tokens": g["tokens"],
-                                 "S1": g["S1"], "S2": g["S2"], "loss": g[loss]}))
+                                 "S1": g["S1"], "S2": g["S2"], "eta": g["eta"], "loss": g[loss]}))
     return pd.concat(out, ignore_index=True)

@@ -1,0 +1,102 @@
+"""Backtest a curve law: fit on some runs' whole curves, predict other runs' curves point by point.
+
+``curve_backtest(curves, "mpl", holdout_runs=["cosine_72000", ...])`` fits the law on every run
+not held out and scores its predictions of every logged point of the held-out runs, with the
+keys of :func:`scaling.backtest.backtest` (``n_train`` and ``n_test`` count curve points; ``mape``,
+``max_ape`` and ``coverage`` are over the held-out points). The curves are a plain table
+(``run, N, step, lr, loss``; see :func:`scaling.curves.prepare_curve_points`), a table already
+holding the laws' inputs, or a sweep's curves table with its runs table (``runs=``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .backtest import BacktestResult
+from .errors import DataError, ScalingError
+
+
+def curve_law_points(data, *, columns=None, runs=None, loss: str = "eval_loss", dropna: bool = False) -> pd.DataFrame:
+    """The curve laws' input table (run, N, step, S1, S2, eta, loss) from whichever curves table is given."""
+    from .curves import prepare_curve_points
+    from .data import parse_columns, read_table
+
+    table = read_table(data) if not isinstance(data, pd.DataFrame) else data
+    if runs is not None:
+        from .laws.curve import curve_points
+
+        return curve_points(table, read_table(runs) if not isinstance(runs, pd.DataFrame) else runs, loss=loss)
+    mapped = table.rename(columns={v: k for k, v in parse_columns(columns).items()})
+    if {"S1", "S2", "eta", "N", "loss"} <= set(mapped.columns):
+        return mapped
+    return prepare_curve_points(table, columns=columns, dropna=dropna)
+
+
+def _run_list(holdout_runs) -> list[str]:
+    if holdout_runs is None:
+        raise DataError("name the held-out runs: --holdout-runs R1,R2,... (run names from the curves table's run column)")
+    names = holdout_runs.split(",") if isinstance(holdout_runs, str) else list(holdout_runs)
+    names = [str(n).strip() for n in names if str(n).strip()]
+    if not names:
+        raise DataError("--holdout-runs is empty: give run names, e.g. --holdout-runs cosine_72000,wsdcon_3")
+    return names
+
+
+def holdout_mask(points: pd.DataFrame, holdout_runs) -> np.ndarray:
+    """Rows of the held-out runs: a name matches a run exactly, or, if no run has that name, every run
+    whose name ends with ``_NAME`` or ``-NAME`` (so ``cosine_72000`` holds out ``25M_cosine_72000``,
+    ``100M_cosine_72000``, ...: one schedule at every size)."""
+    names = _run_list(holdout_runs)
+    run = points["run"].astype(str)
+    known = sorted(run.unique())
+    mask = np.zeros(len(points), bool)
+    unknown = []
+    for n in names:
+        m = (run == n).to_numpy()
+        if not m.any():
+            m = (run.str.endswith("_" + n) | run.str.endswith("-" + n)).to_numpy()
+        if not m.any():
+            unknown.append(n)
+        mask |= m
+    if unknown:
+        shown = ", ".join(known[:8]) + (f", ... ({len(known)} runs)" if len(known) > 8 else "")
+        raise DataError(f"--holdout-runs: no run named {', '.join(map(repr, unknown))}; the runs are {shown}")
+    if mask.all():
+        raise DataError("--holdout-runs holds out every run: leave some to fit on")
+    return mask
+
+
+def curve_backtest(data, law: str = "mpl", *, holdout_runs, columns=None, runs=None, loss: str = "eval_loss",
+                   level: float = 0.9, bootstrap: int = 200, seed: int = 0, dropna: bool = False,
+                   **law_kwargs) -> BacktestResult:
+    """Fit curve law ``law`` on the runs not held out; score every logged point of the held-out runs."""
+    from .laws import available_laws, get_law
+
+    cls = get_law(law)
+    if not cls.curve_law:
+        curve = [n for n in available_laws() if get_law(n).curve_law]
+        raise ScalingError(f"--holdout-runs backtests a curve law ({' or '.join(curve)}); {law} is fitted to final "
+                           "losses: use --holdout or --holdout-top")
+    points = curve_law_points(data, columns=columns, runs=runs, loss=loss, dropna=dropna)
+    mask = holdout_mask(points, holdout_runs)
+    train = points[~mask].reset_index(drop=True)
+    test = points[mask].reset_index(drop=True)  # each run's points in order: a curve law reads their history
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # extrapolation warnings are the point of a backtest
+        fitted = cls(bootstrap=bootstrap, seed=seed, level=level, **law_kwargs).fit(train)
+        pred = np.asarray(fitted.predict(test), float)
+        lo = hi = np.full(len(test), np.nan)
+        if bootstrap:
+            lo, hi = (np.asarray(v, float) for v in fitted.predict_interval(test, level=level))
+    y = test["loss"].to_numpy(float)
+    ape = np.abs(pred - y) / y
+    table = test[[c for c in ("run", "N", "step", "tokens") if c in test.columns]].copy()
+    table["loss"], table["predicted"], table["lo"], table["hi"], table["ape"] = y, pred, lo, hi, ape
+    covered = (y >= lo) & (y <= hi)
+    table["covered"] = covered if bootstrap else np.nan
+    return BacktestResult(law=law, n_train=int(len(train)), n_test=int(len(test)), mape=float(ape.mean()),
+                          max_ape=float(ape.max()), coverage=float(covered.mean()) if bootstrap else None,
+                          level=level, table=table, fitted=fitted, train=train)

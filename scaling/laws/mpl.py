@@ -1,0 +1,285 @@
+"""The multi-power law of Luo et al. 2025 for whole loss curves, joined with model size.
+
+Luo et al. ("A Multi-Power Law for Loss Curve Prediction Across Learning Rate
+Schedules", 2025) write the loss after step t of one model as
+
+    L(t) = L0 + A (S1(t) + S_W)^-alpha - LD(t),
+    LD(t) = B sum_k (eta_(k-1) - eta_k) G(eta_k^-gamma S_k(t)),   G(x) = 1 - (C x + 1)^-beta,
+
+with S1 the summed learning rate after warmup, S_W the warmup's, and S_k(t) the learning rate
+summed from step k to t: every drop of the learning rate buys a loss reduction that grows, as
+a power law, with the area trained at the lower rate since. Here ``eta`` is the learning rate
+over the run's peak and areas are in full-rate tokens (full-rate steps when a curves table
+has no tokens), as for ``tissue``: with one peak and one batch size that is the paper's law
+with A, B and C rescaled. The constant follows model size the way Chinchilla's does:
+
+    L0(N) = E + A_N / N^alpha_N,
+
+so one fit across sizes predicts any size under any schedule. Fitted to one size, fix
+``A_N`` (``fit_each_size`` does: then E is that size's L0).
+
+A point's loss depends on the learning rate before it, not only on its own inputs: the
+inputs are ``N``, ``S1`` (total area, warmup included) and ``eta`` at each point, and
+consecutive points of one run (S1 increasing at one N) are its history; the learning rate
+is taken as linear between them (a large drop between two points is spread over the interval,
+so right after a sudden drop that fell between two logged points the law is off by up to ~0.6%:
+log the learning rate where it changes; placing such drops at the interval's end instead was
+worse on Luo et al.'s curves, 0.20-0.31% mean error per size against 0.17-0.26%). Give the points of each run in order: a curves table from
+:func:`scaling.curves.prepare_curves` is; S1 falling back or N changing starts a new run.
+Increases of the learning rate (warmup) buy nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from . import register_law
+from .base import Law, Param
+
+#: sub-drops per interval between two logged points (the learning rate is linear between them)
+SUBDIVIDE = 4
+#: the smallest eta a drop lands on (a decay to zero would make eta^-gamma infinite)
+ETA_FLOOR = 1e-4
+#: drops larger than this (in units of the peak rate) between two points are split into sub-drops
+SMALL_DROP = 0.02
+#: the size at which A is the S1 term's coefficient
+N_REF = 1e8
+
+
+def run_starts(N: np.ndarray, S1: np.ndarray) -> np.ndarray:
+    """Boolean: point i starts a new run (the first point, S1 not increasing, or N changing)."""
+    new = np.ones(S1.size, bool)
+    new[1:] = (np.diff(S1) <= 0) | (np.diff(N) != 0)
+    return new
+
+
+class DropPairs:
+    """Every (point, earlier learning-rate drop) pair of a set of curve points, built once per data set.
+
+    ``point``: which point; ``d``: the size of the drop (in units of the peak rate); ``log_eta``: the
+    rate it dropped to; ``S``: the area trained since it (S_k(t)). LD of all points is then a sum
+    over pairs, for any parameters.
+    """
+
+    def __init__(self, X: Mapping[str, np.ndarray], subdivide: int = SUBDIVIDE):
+        N, S1, eta = (np.asarray(X[c], float) for c in ("N", "S1", "eta"))
+        self.n = S1.size
+        starts = np.flatnonzero(run_starts(N, S1))
+        ends = np.append(starts[1:], S1.size)
+        pts, ds, les, Ss = [], [], [], []
+        for a, b in zip(starts, ends):
+            s, e = S1[a:b], eta[a:b]
+            drop = e[:-1] - e[1:]
+            j = np.flatnonzero(drop > 0)  # intervals (j, j+1) in which the rate fell
+            if not j.size:
+                continue
+            # a large drop between two points is split into up to `subdivide` equal sub-drops at the
+            # midpoints of equal sub-intervals, each landing on the rate interpolated there
+            m = np.clip(np.ceil(drop[j] / SMALL_DROP), 1, subdivide).astype(int)
+            jj = np.repeat(j, m)
+            k = np.concatenate([np.arange(mi) for mi in m])
+            mm = np.repeat(m, m)
+            pos = s[jj] + (k + 0.5) / mm * (s[jj + 1] - s[jj])
+            lands = np.maximum(e[jj] - (k + 1.0) / mm * drop[jj], ETA_FLOOR)
+            d_sub = drop[jj] / mm
+            first_after = jj + 1  # the first point that sees this drop (ascending)
+            for i in range(int(j[0]) + 1, b - a):
+                n_seen = int(np.searchsorted(first_after, i, side="right"))
+                pts.append(np.full(n_seen, a + i))
+                ds.append(d_sub[:n_seen])
+                les.append(np.log(lands[:n_seen]))
+                Ss.append(s[i] - pos[:n_seen])
+        if pts:
+            self.point = np.concatenate(pts)
+            self.d, self.log_eta, self.S = np.concatenate(ds), np.concatenate(les), np.concatenate(Ss)
+        else:
+            self.point = np.zeros(0, int)
+            self.d = self.log_eta = self.S = np.zeros(0)
+        self.log_S = np.log(np.maximum(self.S, 1e-300))
+        # pairs come grouped by point, in order: per-point sums are segment sums
+        self._has, self._first = np.unique(self.point, return_index=True)
+
+    def total(self, W: np.ndarray) -> np.ndarray:
+        """Per-point sums of per-pair values W (K, pairs) -> (K, n)."""
+        out = np.zeros((W.shape[0], self.n))
+        if self.point.size:
+            out[:, self._has] = np.add.reduceat(W, self._first, axis=1)
+        return out
+
+
+class MPLModel:
+    """The law's log prediction with its exact gradient and Hessian, for K parameter vectors at once.
+
+    theta = (log E, log A_N, alpha_N, log A, alpha, log B, log C, beta, gamma, kappa). With x = C eta^-gamma S,
+    u = log(1 + x), s = x / (1 + x) and p = (1 + x)^-beta, every derivative of LD is B times a per-point
+    sum over drop pairs of d times one of a few pair terms; the Hessian of log L follows from
+    d2 log L = d2 L / L - J J^T (J = dL / L), so no finite differences are needed.
+    """
+
+    n_params = 10
+
+    def __init__(self, X: Mapping[str, np.ndarray]):
+        self.X = X
+        self.pairs = DropPairs(X)
+        self.lN, self.lS1 = np.log(X["N"])[None, :], np.log(X["S1"])[None, :]
+        self.lNr = self.lN - np.log(N_REF)
+
+    def evaluate(self, theta, jac=True):
+        th = np.atleast_2d(theta)
+        K = th.shape[0]
+        col = [th[:, i:i + 1] for i in range(10)]
+        lE, lAN, aN, lA, al, lB, lC, be, ga, ka = col
+        P = self.pairs
+        tN = np.exp(lAN - aN * self.lN)
+        tA = np.exp(lA - al * self.lS1 + ka * self.lNr)
+        E, B = np.exp(lE), np.exp(lB)
+        d = P.d[None, :]
+        if P.point.size:
+            x = np.exp(lC - ga * P.log_eta[None, :] + P.log_S[None, :])
+            u = np.log1p(x)
+            pw = np.exp(-be * u)
+            if not jac:
+                sums = P.total(d * (1.0 - pw))[None]
+            else:
+                s = x / (1.0 + x)
+                le = P.log_eta[None, :]
+                q1 = be * pw * s * (be * s - (1.0 - s))
+                q2 = pw * s * (be * u - 1.0)
+                q3 = u * u * pw
+                ps = be * pw * s
+                W = np.stack([1.0 - pw, ps, u * pw, ps * le, q1, q2, q3, le * q1, le * q2, le * le * q1])
+                sums = P.total((W * d[None]).reshape(-1, W.shape[-1])).reshape(W.shape[0], K, -1)
+        else:
+            sums = np.zeros((1 if not jac else 10, K, tN.shape[1]))
+        LD = B * sums[0]
+        L = E + tN + tA - LD
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pred = np.where(L > 0, np.log(np.where(L > 0, L, 1.0)), np.nan)
+        if not jac:
+            return pred, None
+        FC, Fb, Fg = B * sums[1], B * sums[2], -B * sums[3]
+        dL = np.stack([E + 0 * L, tN, -tN * self.lN, tA, -tA * self.lS1, -LD, -FC, -Fb, -Fg, tA * self.lNr], axis=-1)
+        H = np.zeros(L.shape + (10, 10))
+        H[..., 0, 0] = E
+        H[..., 1, 1] = tN
+        H[..., 1, 2] = H[..., 2, 1] = -tN * self.lN
+        H[..., 2, 2] = tN * self.lN * self.lN
+        # the S1 term is exp(linear in (log A, alpha, kappa)): its Hessian is tA c c^T
+        c = {3: 1.0, 4: -self.lS1, 9: self.lNr}
+        for i, ci in c.items():
+            for j, cj in c.items():
+                H[..., i, j] = tA * ci * cj
+        # d2 L = -d2 LD over (log B, log C, beta, gamma)
+        d2 = {(5, 5): LD, (5, 6): FC, (5, 7): Fb, (5, 8): Fg,
+              (6, 6): -B * sums[4], (6, 7): -B * sums[5], (6, 8): B * sums[7],
+              (7, 7): -B * sums[6], (7, 8): B * sums[8], (8, 8): -B * sums[9]}
+        for (i, j), v in d2.items():
+            H[..., i, j] = H[..., j, i] = -v
+        return pred, (dL / L[..., None], H / L[..., None, None])
+
+    def grad_hess(self, theta, cache, c1, c2):
+        J, H2 = cache
+        g = np.einsum("kn,knp->kp", c1, J)
+        H = np.einsum("kn,knp,knq->kpq", c2 - c1, J, J) + np.einsum("kn,knpq->kpq", c1, H2)
+        return g, H
+
+
+@register_law
+class MultiPowerLaw(Law):
+    """L = E + A_N/N^alpha_N + A S1^-alpha - LD(t): Luo et al.'s multi-power law joined with model size."""
+
+    name = "mpl"
+    inputs = ("N", "S1", "eta")
+    parameters = (Param("E", log=True, description="loss floor as N grows (L0 at one size)"),
+                  Param("A_N", log=True), Param("alpha_N", lower=0.0),
+                  Param("A", log=True, description="power law in the learning-rate area S1 (warmup included)"),
+                  Param("alpha", lower=0.0),
+                  Param("B", log=True, description="loss reduction per unit drop of the learning rate"),
+                  Param("C", log=True), Param("beta", lower=0.0), Param("gamma", lower=0.0),
+                  Param("kappa", description="the S1 term's growth with size: A (N/1e8)^kappa S1^-alpha"))
+    formula: ClassVar[str] = ("L(N, t) = E + A_N/N^alpha_N + A (N/1e8)^kappa S1(t)^-alpha - B sum_k (eta_k-1 - eta_k) "
+                              "[1 - (C eta_k^-gamma S_k(t) + 1)^-beta]")
+    bootstrap_groups: ClassVar[str | None] = "run"
+    curve_law = True
+
+    def _input_frozen(self, name: str) -> bool:
+        # one model size: the N term is a constant that E absorbs once A_N is fixed
+        return name == "N" and "A_N" in self.fixed
+
+    # ------------------------------------------------------------------ form
+    def _log_predict(self, theta, X):
+        pred, _ = MPLModel(X).evaluate(np.atleast_2d(theta), jac=False)
+        return pred
+
+    def _model(self, X):
+        return MPLModel(X)  # the drop pairs are built once per data set: the optimiser calls it many times
+
+    def _init_grid(self, X, log_y):
+        y = np.exp(log_y)
+        lo, span = float(y.min()), float(max(y.max() - y.min(), 1e-3 * y.min()))
+        s1 = float(np.median(X["S1"]))
+        n = float(np.exp(np.mean(np.log(X["N"]))))
+        rows = []
+        for fE, aN, fN, al, fA, fB, cS, be, ga in itertools.product(
+                (0.6, 0.85), (0.3,), (0.1,), (0.3, 0.6), (0.3, 1.0), (0.1, 0.4), (0.3, 3.0), (0.5,), (0.5,)):
+            E = fE * lo * (1 - fN)
+            AN = fN * lo * n ** aN
+            A = fA * span * s1 ** al
+            B = fB * lo
+            C = cS / (0.05 * s1)
+            rows.append((np.log(E), np.log(AN), aN, np.log(A), al, np.log(B), np.log(C), be, ga, 0.0))
+        return np.array(rows, float)
+
+    def _check_terms(self, params, X, y) -> None:
+        pass
+
+
+def fit_each_size(data, *, columns=None, **settings) -> dict[float, Any]:
+    """One fit per model size (Luo et al.'s per-size fits): E is each size's L0, the N term fixed away."""
+    import pandas as pd
+
+    from ..data import read_table
+
+    df = data if isinstance(data, pd.DataFrame) else read_table(data)
+    fixed = {**settings.pop("fixed", {}), "A_N": 1e-12, "alpha_N": 0.0, "kappa": 0.0}
+    return {float(N): MultiPowerLaw(fixed=fixed, **settings).fit(g.reset_index(drop=True), columns=columns)
+            for N, g in df.groupby("N", sort=True)}
+
+
+def synthetic_curves(truth: Mapping[str, float], *, sizes=(1e5, 4e5, 1.6e6), schedules=("cosine", "constant", "wsd"),
+                     steps: int = 800, every: int = 20, tokens_per_step: float = 1.0, noise: float = 0.001,
+                     seed: int = 0, first: int | None = None):
+    """Logged points (run, N, step, lr, loss) of runs whose every step follows a known multi-power law.
+
+    For tests and examples: the loss of each step is the law's with the exact per-step history; rows are
+    every ``every``-th step after the warmup (5%; after step ``first`` if given), with multiplicative
+    Gaussian noise of ``noise``.
+    ``schedules`` are the package's (cosine, wsd, constant) or ``"step:F:R"``: the rate falls to R x peak
+    at fraction F of the run.
+    """
+    import pandas as pd
+
+    from ..schedules import schedule
+
+    law = MultiPowerLaw.from_params(**truth)
+    rng = np.random.default_rng(seed)
+    out = []
+    for N in sizes:
+        for kind in schedules:
+            if kind.startswith("step:"):
+                _, f, r = kind.split(":")
+                lr = schedule(steps, {"lr": 1e-3}, {"type": "constant", "warmup": 0.05})
+                lr[int(float(f) * steps):] *= float(r)
+            else:
+                lr = schedule(steps, {"lr": 1e-3}, {"type": kind, "warmup": 0.05})
+            eta = lr / lr.max()
+            S1 = np.cumsum(eta) * tokens_per_step
+            L = law.predict(N=np.full(steps, float(N)), S1=S1, eta=eta)
+            keep = np.arange((int(0.05 * steps) if first is None else first) + every - 1, steps, every)
+            loss = L[keep] * np.exp(noise * rng.standard_normal(keep.size))
+            out.append(pd.DataFrame({"run": f"N{N:.3g}-{kind}", "N": float(N), "step": keep, "lr": lr[keep],
+                                     "S1": S1[keep], "eta": eta[keep], "loss": loss}))
+    return pd.concat(out, ignore_index=True)
