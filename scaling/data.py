@@ -523,7 +523,9 @@ def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = 
     rounds their D apart (and a table with D_grid but no D, as --best-hparams writes, is at the grid's D).
 
     A cell is one value of each column the law reads (its inputs, N, D, C, U, S where the table has them, a
-    ``budget``) and of each hyperparameter (lr, batch, warmup); numbers within 1e-9 (relative) are one value.
+    ``budget``, and a law's own ``cell_columns`` such as finetune's method and rank) and of each hyperparameter
+    (lr, batch, warmup); numbers within 1e-9 (relative) are one value. A table that lacks one of the law's
+    inputs is returned as it is (its fit names the missing column).
     Other columns are carried along where a cell's runs agree on them and left out where they differ
     (a wall time)."""
     cls = law if isinstance(law, type) else type(law)
@@ -548,6 +550,9 @@ def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = 
                 table = table.drop(columns=[c for c in ("C",) if c in table.columns]).assign(D=table["D_grid"])
                 changed = True
     averaged = None
+    inputs = law.inputs if not isinstance(law, type) else cls.inputs
+    if any(mapping.get(c, c) not in table.columns for c in inputs):  # cells need every input: the fit names it
+        return (table, mapping or None, None, notes) if changed else (data, columns, None, notes)
     if seed in table.columns and target in table.columns:
         y = pd.to_numeric(table[target], errors="coerce").to_numpy(float)
         bad = ~np.isfinite(y)
@@ -559,7 +564,8 @@ def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = 
                     "--no-average-seeds fits every run as it is, so remove them or pass --dropna to leave them out "
                     "(without --no-average-seeds, each cell's mean leaves out its NaN seeds)")
         else:
-            by, keep = cell_columns(table, cls.inputs, mapping, target=target, seed=seed)
+            by, keep = cell_columns(table, (*cls.inputs, *getattr(cls, "cell_columns", ())), mapping,
+                                    target=target, seed=seed)
             code = cell_codes(table, by)
             means = replicate_means(table, target=target, by=by, seed=seed, keep=keep)
             if len(means) < len(table):

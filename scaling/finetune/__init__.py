@@ -1,0 +1,11 @@
+"""Fine-tuning sweeps (issue #14): base models x methods (full, LoRA, prompt tuning) x fine-tuning data x seeds.
+
+``spec.load_spec`` reads and checks a definition (sweeps/finetune-cpu.yaml), ``spec.expand`` expands it into
+cells of kind ``finetune``, ``cells.run_cell`` runs one, ``cells.rows`` is its row of the export, and
+``cells.cell_kind()`` describes the kind to the graph runner. The law these runs are fitted with is
+``scaling.laws.FinetuneLaw`` (``--law finetune``). Importing this package imports neither torch nor peft.
+"""
+
+from .spec import METHODS, FinetuneSpecError, expand, load_spec
+
+__all__ = ["METHODS", "FinetuneSpecError", "expand", "load_spec"]

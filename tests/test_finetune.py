@@ -1,0 +1,282 @@
+"""Fine-tuning scaling (issue #14): the `finetune` law (Zhang et al. 2024), the critical data size, the
+backtest, and the fine-tuning cells (tiny models, one thread)."""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.cli import main
+from scaling.errors import DataError, FitError, SettingsError
+from scaling.laws import FinetuneLaw, critical_data_size
+from scaling.laws.finetune import backtest_largest_df, finetune_truth_runs
+
+TRUTH = dict(A=4000.0, alpha=0.3, beta=0.2, E=1.5)
+# two methods whose curves cross at D_f = 1e6 for a base model of N = 1e8 (equal floors): full fine-tuning
+# learns faster from data (beta 0.3 against 0.15) and overtakes LoRA there
+FULL = dict(A=47.6 * 1e8 ** 0.3 * (1e6 ** 0.15 / 7.9433), alpha=0.3, beta=0.3, E=1.5)
+LORA = dict(A=600.0, alpha=0.25, beta=0.15, E=1.5)
+
+
+def _quiet(f, *a, **k):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return f(*a, **k)
+
+
+def _crossing_truth(at=1e8):
+    a_full, a_lora = FULL["A"] * at ** -FULL["alpha"], LORA["A"] * at ** -LORA["alpha"]
+    return (a_full / a_lora) ** (1 / (FULL["beta"] - LORA["beta"]))
+
+
+def two_methods(seeds=2, seed=3):
+    xs, dfs = np.logspace(7, 9, 5), np.logspace(5, 7, 7)
+    full = finetune_truth_runs(FULL, xs=xs, dfs=dfs, seeds=seeds, seed=seed, method="full")
+    lora = finetune_truth_runs(LORA, xs=xs, dfs=dfs, seeds=seeds, seed=seed + 1, method="lora")
+    return pd.concat([full, lora], ignore_index=True).assign(D_pretrain=1e9)
+
+
+@pytest.mark.parametrize("x", ["N", "D_pretrain", "pet_params"])
+def test_recovers_known_parameters_for_each_scaling_factor(x):
+    df = finetune_truth_runs(TRUTH, x=x, xs=np.logspace(6, 8, 5), dfs=np.logspace(4, 6, 6), seeds=2, noise=0.004,
+                             seed=7)
+    res = _quiet(FinetuneLaw(x=x, bootstrap=200, level=0.99).fit, df)
+    assert res.law.inputs == (x, "D_f") and list(res.params) == ["A", "alpha", "beta", "E"]
+    for k, v in TRUTH.items():
+        lo, hi = res.ci[k]
+        assert lo <= v <= hi, (k, v, lo, hi)
+    assert res.params["alpha"] == pytest.approx(0.3, rel=0.03)
+    assert res.params["beta"] == pytest.approx(0.2, rel=0.03)
+    assert res.params["E"] == pytest.approx(1.5, rel=0.02)
+    # the bootstrap resampled cells: both seeds of a setting together
+    assert "cells" in res.fit_info["bootstrap_over"]
+    # predictions follow the law at a new point, and the fit file round-trips with its x
+    pt = {x: 3e7, "D_f": 2e5}
+    truth = TRUTH["A"] / 3e7 ** 0.3 / 2e5 ** 0.2 + TRUTH["E"]
+    assert res.predict(**pt)[0] == pytest.approx(truth, rel=0.01)
+    back = FinetuneLaw.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert back.law.x == x and back.predict(**pt)[0] == pytest.approx(res.predict(**pt)[0], rel=1e-12)
+
+
+def test_fitted_per_method_and_one_factor_at_a_time():
+    df = two_methods()
+    with pytest.raises(DataError, match=r"methods \['full', 'lora'\].*method='full'"):
+        FinetuneLaw(bootstrap=0).fit(df)
+    with pytest.raises(DataError, match="no rows with method == 'qlora'"):
+        FinetuneLaw(method="qlora", bootstrap=0).fit(df)
+    lora = _quiet(FinetuneLaw(method="lora", bootstrap=0).fit, df)
+    assert lora.params["beta"] == pytest.approx(LORA["beta"], rel=0.05)
+    assert lora.params["alpha"] == pytest.approx(LORA["alpha"], rel=0.05)
+    assert lora.n_points_ == len(df[df.method == "lora"])
+    mixed = df.copy()
+    mixed.loc[mixed.index[::2], "D_pretrain"] = 2e9  # two pretraining budgets under one x=N fit
+    with pytest.raises(DataError, match=r"also vary D_pretrain.*one factor at a time"):
+        FinetuneLaw(method="lora", bootstrap=0).fit(mixed)
+    ranks = df.assign(rank=np.where(np.arange(len(df)) % 2, 4, 8))
+    with pytest.raises(DataError, match=r"also vary rank"):
+        FinetuneLaw(method="lora", bootstrap=0).fit(ranks)
+    with pytest.raises(DataError, match="no 'method' column"):
+        FinetuneLaw(method="lora", bootstrap=0).fit(df.drop(columns="method")[df.method == "lora"])
+    with pytest.raises(SettingsError, match="x must be one of"):
+        FinetuneLaw(x="tokens")
+
+
+def test_critical_data_size_recovers_the_crossing_with_an_interval():
+    df = two_methods()
+    full = _quiet(FinetuneLaw(method="full", bootstrap=200).fit, df)
+    lora = _quiet(FinetuneLaw(method="lora", bootstrap=200).fit, df)
+    truth = _crossing_truth()
+    assert truth == pytest.approx(1e6, rel=0.01)
+    cds = critical_data_size(full, lora, at=1e8)
+    assert cds["overtaker"] == "full" and cds["behind"] == "lora"
+    assert cds["D_f"] == pytest.approx(truth, rel=0.1)
+    lo, hi = cds["ci"]
+    assert lo < truth < hi and hi / lo < 3  # an honest interval, and a useful one
+    assert cds["fraction_in_range"] > 0.95 and len(cds["crossings"]) == 1
+    # the method form gives the same; the order of the two fits does not matter
+    again = lora.critical_data_size(full, at=1e8)
+    assert again["overtaker"] == "full" and again["D_f"] == pytest.approx(cds["D_f"], rel=1e-9)
+    # below the crossing the curves do not cross: one clear error naming who leads and how to extrapolate
+    with pytest.raises(FitError, match=r"do not cross for D_f in \[1e\+05, 3e\+05\].*lora is lower throughout"):
+        critical_data_size(full, lora, at=1e8, d_range=(1e5, 3e5))
+    with pytest.raises(SettingsError, match="needs at="):
+        critical_data_size(full, lora)
+    pet = _quiet(FinetuneLaw(x="D_pretrain", bootstrap=0).fit,
+                 finetune_truth_runs(TRUTH, x="D_pretrain", xs=np.logspace(8, 10, 4)))
+    with pytest.raises(SettingsError, match="different factors"):
+        critical_data_size(full, pet, at=1e8)
+
+
+def test_backtest_predicts_the_largest_fine_tuning_set():
+    df = finetune_truth_runs(TRUTH, xs=np.logspace(6, 8, 5), dfs=np.logspace(4, 6, 6), seeds=3, noise=0.005, seed=5)
+    bt = _quiet(backtest_largest_df, df, bootstrap=200)
+    assert bt["D_f_predicted"] == pytest.approx(1e6) and len(bt["D_f_fitted"]) == 5
+    assert bt["n_test_runs"] == 15
+    assert bt["mean_abs_rel_error"] < 0.01  # the noise is 0.5% a run; the law is the truth
+    assert bt["coverage"] >= 0.8
+    # data that leave the law at the largest set (losses 5% above it: a plateau the law does not have) fail it
+    bent = df.copy()
+    top = bent["D_f"] == bent["D_f"].max()
+    bent.loc[top, "loss"] *= 1.05
+    bad = _quiet(backtest_largest_df, bent, bootstrap=200)
+    assert bad["mean_abs_rel_error"] > 0.03 and bad["coverage"] < 0.3
+
+
+def test_cli_fit_finetune_json_has_exactly_the_four_parameters(tmp_path, capsys):
+    path = tmp_path / "ft.csv"
+    two_methods(seeds=1).to_csv(path, index=False)
+    assert main(["fit", str(path), "--law", "finetune", "--x", "N", "--method", "lora", "--bootstrap", "50",
+                 "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert list(d["params"]) == ["A", "alpha", "beta", "E"]
+    assert d["params"]["beta"] == pytest.approx(LORA["beta"], rel=0.05) and d["x"] == "N" and d["method"] == "lora"
+    assert main(["fit", str(path), "--law", "finetune", "--x", "N", "--bootstrap", "0"]) == 2
+    assert "--method full" in capsys.readouterr().err
+    assert main(["fit", str(path), "--law", "chinchilla", "--method", "lora"]) == 2
+    assert "--method does not apply" in capsys.readouterr().err
+    # a table without D_f: one line naming it, before any averaging of seeds could merge the D_f cells
+    no_df = tmp_path / "no_df.csv"
+    two_methods(seeds=2).drop(columns="D_f").to_csv(no_df, index=False)
+    assert main(["fit", str(no_df), "--law", "finetune", "--method", "lora", "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "missing column(s) ['D_f']" in err and "--columns D_f=" in err
+    assert "_finetune_cell" not in err and "note:" not in err and err.count("\n") == 1
+
+
+def test_front_door_averages_seeds_within_each_method():
+    import scaling
+
+    res = _quiet(scaling.fit, two_methods(seeds=2), "finetune", method="lora", bootstrap=0)
+    assert res.params["beta"] == pytest.approx(LORA["beta"], rel=0.05)
+    # LoRA's 5 x 7 cells, two seeds each: the count is the method's, not the whole table's (which holds full too)
+    assert res.n_points_ == 35 and res.fit_info_["averaged_seeds"] == {"runs": 70, "cells": 35}
+
+
+# ------------------------------------------------------------------ the fine-tuning cells
+def _base(folder, vocab=256, d_model=16, n_layer=2, context=64, pretrain=0):
+    """A tiny Llama saved with save_pretrained; ``pretrain`` steps on the synthetic language of seed 0 first."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from scaling._threads import limit_threads
+    from scaling.overopt.models import pretrain as train
+    from scaling.sweep.corpus import load_corpus
+    from scaling.sweep.train import llama_config
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # as the cells run: one thread (two busy cores make more threads slower)
+    model = transformers.LlamaForCausalLM(llama_config(vocab, d_model, n_layer, 2, context))
+    if pretrain:
+        with limit_threads(1):
+            tokens, _, _ = load_corpus({"name": "synthetic", "seed": 0, "tokens": 40_000})
+            train(model, np.asarray(tokens), steps=pretrain, batch=16, seq_len=16, lr=1e-2, seed=0)
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+def _definition(folder, **over):
+    d = {"name": "ft-test", "base": {"models": [{"path": folder, "D_pretrain": 1e5}]},
+         "downstream": {"tokens": 40_000, "seed": 5}, "full": {"lr": 3e-3}, "lora": {"rank": [2], "lr": 3e-2},
+         "prompt": {"virtual_tokens": [4], "lr": 0.3}, "D_f": [4096], "seq_len": 16, "tokens_per_step": 256,
+         "min_steps": 30, "eval": {"tokens": 2048}}
+    d.update(over)
+    return d
+
+
+def test_bad_input_is_refused_before_training_with_one_message_each(tmp_path):
+    from scaling.finetune import FinetuneSpecError, load_spec
+
+    base = _base(tmp_path / "base")
+    load_spec(_definition(base))  # the good one passes
+    with pytest.raises(FinetuneSpecError, match=r"vocabulary of 128 tokens but the downstream corpus's ids come "
+                                                r"from 256.*tokenizer"):
+        load_spec(_definition(_base(tmp_path / "v128", vocab=128)))
+    with pytest.raises(FinetuneSpecError, match=r"LoRA rank 32 is larger than .*hidden size \(16\)"):
+        load_spec(_definition(base, lora={"rank": [2, 32]}))
+    with pytest.raises(FinetuneSpecError, match=r"soft prompt of 60 virtual tokens plus seq_len 16 is longer than "
+                                                r".*context \(64 positions\): use at most 48"):
+        load_spec(_definition(base, prompt={"virtual_tokens": [60]}))
+    with pytest.raises(FinetuneSpecError, match=r"unknown fine-tuning method 'qlora'; use one of full, lora, prompt"):
+        load_spec(_definition(base, methods=["full", "qlora"]))
+    with pytest.raises(FinetuneSpecError, match="give D_pretrain"):
+        load_spec(_definition(base, base={"models": [base]}))
+    with pytest.raises(FinetuneSpecError, match="no config.json"):
+        load_spec(_definition(str(tmp_path)))
+    with pytest.raises(FinetuneSpecError, match="unknown key 'lora.ranks'"):
+        load_spec(_definition(base, lora={"ranks": [2]}))
+
+
+def test_cells_fine_tune_each_method_and_count_what_they_tune(tmp_path):
+    pytest.importorskip("peft")
+    from scaling.finetune import expand, load_spec
+    from scaling.finetune.cells import COLUMNS, rows, run_cell
+
+    base = _base(tmp_path / "base", pretrain=150)  # a base model that has learnt a language (another one)
+    plan = expand(load_spec(_definition(base, seeds=[0])))
+    assert [c["method"] for c in plan] == ["full", "lora", "prompt"] and all(c["kind"] == "finetune" for c in plan)
+    d, L, vocab = 16, 2, 256
+    non_emb = L * (4 * d * d + 3 * d * 4 * d + 2 * d) + d  # attention, gated MLP, norms; final norm
+    expected = {"full": non_emb + vocab * d,  # every weight, the (tied) embedding included
+                "lora": L * 2 * 2 * (d + d),  # q and v per layer: A (r x d) and B (d x r), rank 2
+                "prompt": 4 * d}  # four virtual token embeddings
+    results = {}
+    for c in plan:
+        assert c["N"] == non_emb and c["D_pretrain"] == 1e5
+        r = run_cell(c, str(tmp_path / "sweep"), threads=1)
+        results[c["method"]] = r
+        assert r["status"] == "done" and r["pet_params"] == expected[c["method"]], c["method"]
+        assert r["steps"] == 30 and np.isfinite(r["loss"])
+        # fine-tuning on the downstream language lowers its held-out loss from the base model's (the same windows
+        # before and after); a soft prompt of four vectors moves it least, as Zhang et al. found prompt tuning weakest
+        gain = {"full": 0.1, "lora": 0.02, "prompt": 0.005}[c["method"]]
+        assert r["loss"] < r["base_loss"] - gain, (c["method"], r["base_loss"], r["loss"])
+        assert (tmp_path / "sweep" / "runs" / c["run_id"] / "log.jsonl").exists()
+    # a finished cell is not trained again: its saved result comes back
+    again = run_cell(plan[0], str(tmp_path / "sweep"), threads=1)
+    assert again == json.loads(json.dumps(results["full"]))
+
+    class Rec:
+        status = "done"
+
+    row = rows(plan[1], results["lora"], Rec())[0]
+    assert list(row)[:len(COLUMNS)] == COLUMNS and row["rank"] == 2 and row["pet_params"] == expected["lora"]
+
+
+def test_a_missing_peft_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    from scaling.errors import MissingExtraError
+    from scaling.finetune import expand, load_spec
+    from scaling.finetune.cells import finetune
+
+    base = _base(tmp_path / "base")
+    lora = [c for c in expand(load_spec(_definition(base))) if c["method"] == "lora"][0]
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'scaling\[train\]'"):
+        finetune(lora)
+
+
+def test_base_models_from_a_pretraining_sweep_that_saved_them(tmp_path):
+    """A pretraining sweep run with save_model keeps runs/<run_id>/model: each finished one is a base model,
+    with the N and D_pretrain its run was given; runs without a saved model are not."""
+    from scaling.finetune import FinetuneSpecError, expand, load_spec
+    from scaling.sweep.store import Store
+
+    root = tmp_path / "sweeps"
+    store = Store(root / "base" / "sweep.sqlite")
+    store.sync([{"run_id": "r1", "N": 8272, "D": 2.0e6}, {"run_id": "r2", "N": 8272, "D": 8.0e6},
+                {"run_id": "r3", "N": 8272, "D": 3.0e7}])
+    for rid in ("r1", "r2", "r3"):
+        store.set_status(rid, "done", result={"status": "done"})
+    _base(root / "base" / "runs" / "r1" / "model")
+    _base(root / "base" / "runs" / "r2" / "model")  # r3 kept no model
+    spec = load_spec(_definition(None, base={"sweep": "base", "root": str(root)}, methods=["full"]))
+    plan = expand(spec)
+    assert sorted({c["D_pretrain"] for c in plan}) == [2.0e6, 8.0e6] and {c["N"] for c in plan} == {8272}
+    with pytest.raises(FinetuneSpecError, match="no pretraining sweep named 'nope'.*save_model: true"):
+        load_spec(_definition(None, base={"sweep": "nope", "root": str(root)}))
+    with pytest.raises(FinetuneSpecError, match=r"D_f up to 1,000,000 tokens, but the downstream corpus's training "
+                                                r"split holds 38,000"):
+        load_spec(_definition(None, base={"sweep": "base", "root": str(root)}, D_f=[4096, 1_000_000]))
