@@ -117,22 +117,69 @@ def _scalar(v):
 
 
 # ---------------------------------------------------------------- commands
+def _given_settings(args) -> dict:
+    """The objective and constraint settings given on the command line (fit and backtest)."""
+    given = {"loss": args.loss, "delta": args.delta, "fixed": _merged(args.fix, "--fix"),
+             "bounds": _merged(args.bound, "--bound"), "prune": False if args.no_prune else None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _auto_only(args) -> None:
+    """--target-N/-C and --candidates belong to --law auto."""
+    if args.law != "auto":
+        used = [f for f, v in (("--target-N", args.target_N), ("--target-C", args.target_C),
+                               ("--candidates", args.candidates)) if v is not None]
+        if used:
+            raise ScalingError(f"{' and '.join(used)} appl{'ies' if len(used) == 1 else 'y'} to --law auto, "
+                               f"not --law {args.law}")
+
+
+def _law_options(args) -> dict:
+    """`scaling fit`'s options of one law or another: setting name -> (flag, value given or None)."""
+    return {"shared_alpha": ("--shared-alpha", args.shared_alpha or None),
+            "kl_penalty": ("--kl-penalty", args.kl_penalty), "score": ("--score", args.score),
+            "max_d": ("--max-d", args.max_d), "rm_data": ("--rm-data", args.rm_data),
+            "tie_exponents": ("--tie-exponents", args.tie_exponents or None),
+            "form": ("--form", args.form), "tolerance": ("--tolerance", args.tolerance),
+            "x": ("--x", args.x), "method": ("--method", args.method)}
+
+
+def _cmd_fit_auto(args) -> int:
+    """`scaling fit DATA --law auto`: the candidates scored by nested backtests, the pick fitted on every run
+    (seed replicates averaged into cells first, said in a warning, unless --no-average-seeds)."""
+    from .selection import fit_auto
+
+    own = [flag for name, (flag, value) in _law_options(args).items() if value is not None and name != "tie_exponents"]
+    own += ["--runs"] if args.runs else []
+    if own:
+        raise ScalingError(f"{' '.join(own)} belong{'s' if len(own) == 1 else ''} to one law, not to --law auto (its "
+                           "candidates are laws of a run's final loss from N, D, ...): name that law with --law")
+    given = _given_settings(args)
+    fixed = given.pop("fixed", None)
+    if args.tie_exponents:
+        given["tie_exponents"] = True  # refused by the selection with what to do instead
+    result = fit_auto(args.data, candidates=args.candidates, target_N=args.target_N, target_C=args.target_C,
+                      columns=args.columns, fixed=fixed, bootstrap=args.bootstrap, seed=args.seed, level=args.level,
+                      dropna=args.dropna, drop_highest_loss=args.drop_highest_loss,
+                      average_seeds=not args.no_average_seeds, **given)
+    if args.out:
+        result.save(args.out)
+    _emit(result.summary(), args.json, result.report() + (f"\n\nsaved to {args.out}" if args.out else ""))
+    return 0
+
+
 def cmd_fit(args) -> int:
     from .laws import available_laws, get_law
 
     _check_out(args.out, "--out", "fit.json")
+    _auto_only(args)
+    if args.law == "auto":
+        return _cmd_fit_auto(args)
     cls = get_law(args.law)
     kwargs = dict(bootstrap=args.bootstrap, seed=args.seed, level=args.level)
     # settings the user gave: the law honours each or refuses it (it knows what it takes, not the CLI)
-    given = {"loss": args.loss, "delta": args.delta, "fixed": _merged(args.fix, "--fix"),
-             "bounds": _merged(args.bound, "--bound"),
-             "prune": False if args.no_prune else None}
-    kwargs.update({k: v for k, v in given.items() if v is not None})
-    law_options = {"shared_alpha": ("--shared-alpha", args.shared_alpha or None),
-                   "kl_penalty": ("--kl-penalty", args.kl_penalty), "score": ("--score", args.score),
-                   "max_d": ("--max-d", args.max_d), "rm_data": ("--rm-data", args.rm_data),
-                   "tie_exponents": ("--tie-exponents", args.tie_exponents or None),
-                   "form": ("--form", args.form), "tolerance": ("--tolerance", args.tolerance)}
+    kwargs.update(_given_settings(args))
+    law_options = _law_options(args)
     takes = cls.options()
     for name, (flag, value) in law_options.items():
         if value is None:
@@ -151,9 +198,15 @@ def cmd_fit(args) -> int:
 
         table = read_table(args.data)
         if "S1" not in table.columns:
-            if not args.runs:
-                raise ScalingError("--law tissue on a sweep's curves table needs its runs table: add --runs runs.csv")
-            data = curve_points(table, read_table(args.runs), loss=args.curve_loss, lam=args.momentum)
+            if args.runs:
+                data = curve_points(table, read_table(args.runs), loss=args.curve_loss, lam=args.momentum)
+            elif "run_id" in table.columns and "N" not in table.columns:
+                raise ScalingError(f"--law {args.law} on a sweep's curves table needs its runs table: add --runs runs.csv")
+            else:  # a plain curves table (run, N, step, lr, loss): issue 15
+                from .curves import prepare_curve_points
+
+                data = prepare_curve_points(table, columns=args.columns, lam=args.momentum, dropna=args.dropna)
+                args.columns = None  # mapped already
     averaged = None
     columns = args.columns
     if not cls.curve_law and cls.target == "loss":
@@ -203,8 +256,14 @@ def cmd_predict(args) -> int:
     text = f"{law.name}: predicted {law.target} at " + ", ".join(f"{k}={v:.4g}" for k, v in X.items()) + f": {loss:.4f}"
     if getattr(law, "bootstrap_theta_", None) is not None:
         lo, hi = law.predict_interval(level=args.level, kind="prediction", **X)
-        out["interval"] = [_scalar(lo), _scalar(hi)]
-        text += f"\n{int(round(100 * args.level))}% prediction interval (a new run): [{out['interval'][0]:.4f}, {out['interval'][1]:.4f}]"
+        out["interval"] = out["interval_noise"] = [_scalar(lo), _scalar(hi)]
+        pct = int(round(100 * args.level))
+        text += f"\n{pct}% prediction interval (a new run, noise only): [{out['interval'][0]:.4f}, {out['interval'][1]:.4f}]"
+        if getattr(law, "form_error_", None):  # a fit with a form-error model (--law auto): the total one is the default
+            lo, hi = law.predict_interval(level=args.level, kind="total", **X)
+            out["interval"] = out["interval_total"] = [_scalar(lo), _scalar(hi)]
+            text += (f"\n{pct}% total interval (noise + the form's extrapolation error; the default): "
+                     f"[{out['interval'][0]:.4f}, {out['interval'][1]:.4f}]")
     else:
         text += "\n(no interval: this fit has no bootstrap; refit with --bootstrap B)"
     _emit(out, args.json, text)
@@ -266,7 +325,8 @@ def cmd_watch(args) -> int:
             print(json.dumps(st.to_dict()))
         elif st.expected is not None or st.state == "diverged":
             exp = "" if st.expected is None else f" expected {st.expected:.4f} [{st.lo:.4f}, {st.hi:.4f}] {100 * st.deviation:+6.2f}%"
-            print(f"step {st.step:>7} loss {st.loss:.4f}{exp}  {st.state.upper() if st.off_track else 'ok'}"
+            fc = "" if st.forecast is None else f"  final {st.forecast:.4f} [{st.forecast_lo:.4f}, {st.forecast_hi:.4f}]"
+            print(f"step {st.step:>7} loss {st.loss:.4f}{exp}{fc}  {st.state.upper() if st.off_track else 'ok'}"
                   + (f": {st.message}" if st.off_track else ""))
         if args.plot and time.time() - last_plot > 5:  # keep the picture fresh, not redrawn per point
             _watch_plot(plan, mon, args.plot)
@@ -390,8 +450,21 @@ def cmd_backtest(args) -> int:
     from .backtest import backtest, plot_backtest
     from .plotting import save
 
+    from .laws import available_laws, get_law
+
+    if args.holdout_runs is not None or (args.law in available_laws() and get_law(args.law).curve_law):
+        return _curve_backtest(args)  # a curve law on whole curves (issue 15): its own library function
+    _auto_only(args)
+    if args.target_N is not None or args.target_C is not None:
+        raise ScalingError("scaling backtest --law auto takes its target from the held-out runs (their largest "
+                           "--by); drop --target-N / --target-C")
+    settings = _given_settings(args)
+    if args.tie_exponents:
+        settings["tie_exponents"] = True
     res = backtest(args.data, args.law, holdout=args.holdout, holdout_top=args.holdout_top, by=args.by,
-                   level=args.level, bootstrap=args.bootstrap, columns=args.columns, seed=args.seed)
+                   level=args.level, bootstrap=args.bootstrap, columns=args.columns, seed=args.seed,
+                   drop_highest_loss=args.drop_highest_loss, dropna=args.dropna, candidates=args.candidates,
+                   average_seeds=not args.no_average_seeds, **settings)
     results = res if isinstance(res, list) else [res]
     if args.plot:
         save(plot_backtest(results[0]), args.plot)
@@ -409,6 +482,26 @@ def cmd_backtest(args) -> int:
     if args.plot:
         lines.append(f"\nwrote {args.plot}")
     print("\n".join(lines))
+    return 0
+
+
+def _curve_backtest(args) -> int:
+    from .curve_backtest import curve_backtest
+
+    if args.holdout_runs is None:
+        raise ScalingError(f"--law {args.law} is a curve law: backtest it on a curves table (run, N, step, lr, loss) "
+                           "with --holdout-runs R1,R2,... (those runs' whole curves are held out)")
+    if args.holdout is not None or args.holdout_top is not None:
+        raise ScalingError("--holdout-runs names the held-out curves; drop --holdout / --holdout-top")
+    res = curve_backtest(args.data, args.law, holdout_runs=args.holdout_runs, columns=args.columns,
+                         level=args.level, bootstrap=args.bootstrap, seed=args.seed)
+    if args.json:
+        _emit(res.to_dict(), True, "")
+        return 0
+    per_run = res.table.groupby("run", sort=False).agg(points=("ape", "size"), mape=("ape", "mean"),
+                                                       max_ape=("ape", "max")).reset_index()
+    print(res.summary_line() + "  (curve points)\n\n"
+          + per_run.to_string(index=False, float_format=lambda v: f"{100 * v:.3f}%"))
     return 0
 
 
@@ -485,6 +578,11 @@ def cmd_sweep_status(args) -> int:
     text = (f"sweep {st['name']}: {st['total']} runs\n  done      {st['done']}\n  running   {st['running']}\n"
             f"  pending   {st['pending']}\n  failed    {st['failed']}\n  diverged  {st['diverged']}\n"
             f"  remaining {st['remaining']}  (ETA {eta})")
+    if set(st.get("kinds") or {}) - {"run"}:  # WSD branches: what the grid would cost alone, what it trains
+        k = st["kinds"]
+        text += (f"\n  cells     {sum(k.get('stable', {}).values())} stable runs, {sum(k.get('branch', {}).values())} "
+                 f"cooldown branches\n  FLOPs     {st['flops']:.3g} as independent runs; trained {st['flops_trained']:.3g}"
+                 f" so far of {st['flops_planned']:.3g} ({st['flops_planned'] / st['flops']:.2f} of independent)")
     text += "".join(f"\n  failed: {r['run_id']} after {r['attempts']} attempt(s): {r['error']}" for r in st["failed_runs"])
     _emit(st, args.json, text)
     return 0
@@ -508,6 +606,10 @@ def cmd_sweep_export(args) -> int:
     (runs.to_parquet if out.suffix == ".parquet" else runs.to_csv)(out, index=False)
     (curves.to_parquet if curves_path.suffix == ".parquet" else curves.to_csv)(curves_path, index=False)
     print(f"wrote {out} ({len(runs)} runs) and {curves_path} ({len(curves)} curve points)")
+    if "branch_start" in runs and runs["branch_start"].notna().any():  # WSD branches: what the sweep trained
+        print(f"WSD branches: the sweep trained {runs['flops_trained'].sum():.3g} FLOPs (flops_trained: each stable run "
+              f"once plus every branch), {runs['flops_trained'].sum() / runs['flops'].sum():.2f} of the "
+              f"{runs['flops'].sum():.3g} its runs would cost trained alone (flops)")
     if best_path is not None:
         from .data import best_hparams
 
@@ -556,7 +658,8 @@ def cmd_overopt_run(args) -> int:
     if args.out:
         _check_out(args.out)
     try:
-        df = run_overopt(spec, executor=args.executor, workers=args.workers, root=args.root)
+        df = run_overopt(spec, executor=args.executor, workers=args.workers, root=args.root,
+                         retry_failed=args.retry_failed)
     except KeyboardInterrupt as exc:
         return _interrupted(exc, "overopt", args, unit="cells")
     st = status(spec["name"], args.root)
@@ -657,6 +760,31 @@ def cmd_quickstart(args) -> int:
 
 
 # ------------------------------------------------------------------ parser
+def _fit_settings_args(parser) -> None:
+    """The fit settings `scaling fit` and `scaling backtest` both take."""
+    parser.add_argument("--columns", help="map law names to your columns, e.g. N=params,loss=val_loss")
+    parser.add_argument("--drop-highest-loss", type=_count, default=0, metavar="K", help="drop the K highest-loss runs")
+    parser.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of failing")
+    parser.add_argument("--loss", choices=["huber", "squared"], help="objective (default: the law's, huber for most)")
+    parser.add_argument("--delta", type=_num, help="Huber delta (default 1e-3)")
+    parser.add_argument("--fix", type=_pairs, action="append", help="fix parameters, e.g. E=1.69,alpha=0.34 "
+                        "(repeatable); with --law auto, the values of the -fixed- candidates")
+    parser.add_argument("--bound", type=_bounds, action="append", help="bounds, e.g. alpha=0:1; alpha=-inf:inf lifts "
+                        "the default non-negative exponent bound")
+    parser.add_argument("--tie-exponents", action="store_true", help="chinchilla: fit alpha = beta")
+    parser.add_argument("--no-prune", action="store_true", help="run every start to convergence")
+    parser.add_argument("--no-average-seeds", action="store_true",
+                        help="use every run; by default a table with a seed column is fitted on each cell's mean over "
+                             "its seeds (a cell: one value of each column the law reads, N, D or C, and of lr, batch "
+                             "and warmup, equal within 1e-9; each seed counted once; NaN seeds left out of the mean)")
+    parser.add_argument("--target-N", dest="target_N", type=_num, metavar="N",
+                        help="--law auto: the model size the prediction is for (default: one decade beyond the runs)")
+    parser.add_argument("--target-C", dest="target_C", type=_num, metavar="C",
+                        help="--law auto: the compute budget the prediction is for (extrapolation measured in C)")
+    parser.add_argument("--candidates", help="--law auto: the candidates, e.g. chinchilla,chinchilla-tied,kaplan "
+                        "(default: every applicable law and variant; -fixed-E with --fix E=VALUE)")
+
+
 def _uncertainty_args(parser, bootstrap: int) -> None:
     parser.add_argument("--bootstrap", type=_count, default=bootstrap, metavar="B", help="bootstrap resamples (0: none)")
     parser.add_argument("--level", type=_num, default=0.9, help="interval level")
@@ -685,18 +813,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit a law to a run table (CSV or Parquet)")
     f.add_argument("data")
-    f.add_argument("--law", default="chinchilla", help="law name (see `scaling laws`)")
-    f.add_argument("--columns", help="map law names to your columns, e.g. N=params,loss=val_loss")
-    f.add_argument("--drop-highest-loss", type=_count, default=0, metavar="K", help="drop the K highest-loss runs")
-    f.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of failing")
+    f.add_argument("--law", default="chinchilla", help="law name (see `scaling laws`), or 'auto': pick the law by "
+                   "nested backtests on these runs")
+    _fit_settings_args(f)
     _uncertainty_args(f, 1000)
-    f.add_argument("--loss", choices=["huber", "squared"], help="objective (default: the law's, huber for most)")
-    f.add_argument("--delta", type=_num, help="Huber delta (default 1e-3)")
-    f.add_argument("--fix", type=_pairs, action="append", help="fix parameters, e.g. E=1.69,alpha=0.34 (repeatable)")
-    f.add_argument("--bound", type=_bounds, action="append", help="bounds, e.g. alpha=0:1; alpha=-inf:inf lifts the default "
-                   "non-negative exponent bound")
-    f.add_argument("--tie-exponents", action="store_true", help="chinchilla: fit alpha = beta")
-    f.add_argument("--no-prune", action="store_true", help="run every start to convergence")
     f.add_argument("--runs", help="--law tissue: the sweep's runs table (DATA is its curves table)")
     f.add_argument("--curve-loss", default="eval_loss", help="--law tissue: curve column to fit (eval_loss)")
     f.add_argument("--momentum", type=_num, default=0.999, help="--law tissue: annealing momentum lambda")
@@ -704,15 +824,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(StepLaw) or in compute alone (DeepSeek)")
     f.add_argument("--tolerance", type=_num, help="--law hparams: near-optimal = loss within this fraction of a "
                    "cell's best (default 0.0025)")
+    f.add_argument("--x", choices=["N", "D_pretrain", "pet_params"],
+                   help="--law finetune: the scaling factor X (base-model size, its pretraining tokens, PET params)")
+    f.add_argument("--method", help="--law finetune: fit the rows of this fine-tuning method (full, lora, prompt)")
     f.add_argument("--shared-alpha", action="store_true", help="--law gao-*: one alpha for every RM size")
     f.add_argument("--kl-penalty", type=_num, help="--law gao-rl: fit only the runs with this KL penalty")
     f.add_argument("--score", choices=["gold", "proxy"], help="--law gao-*: which reward to fit (default gold)")
     f.add_argument("--max-d", type=_num, help="--law gao-*: fit only points with sqrt(KL) <= this")
     f.add_argument("--rm-data", type=_num, help="--law gao-*: reward models trained on this many pairs")
-    f.add_argument("--no-average-seeds", action="store_true",
-                   help="fit every run; by default a table with a seed column is fitted on each cell's mean over "
-                        "its seeds (a cell: one value of each column the law reads, N, D or C, and of lr, batch "
-                        "and warmup, equal within 1e-9; each seed counted once; NaN seeds left out of the mean)")
     f.add_argument("--out", help="write the fit (with bootstrap samples) to this JSON file")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fit)
@@ -757,11 +876,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bt = sub.add_parser("backtest", help="fit on small runs, predict the held-out large ones, score it")
     bt.add_argument("data")
-    bt.add_argument("--law", default="chinchilla", help="law name, or 'all' to rank every applicable law")
-    bt.add_argument("--columns")
+    bt.add_argument("--law", default="chinchilla", help="law name, 'all' to rank every applicable law, or 'auto' to "
+                    "run the selection of --law auto on the training runs only")
+    _fit_settings_args(bt)
     bt.add_argument("--holdout", help="held-out runs, e.g. 'N > 2.5e9'")
     bt.add_argument("--holdout-top", type=_num, metavar="FRACTION", help="hold out the top fraction of sizes")
     bt.add_argument("--by", choices=["N", "C"], default="N")
+    bt.add_argument("--holdout-runs", metavar="R1,R2,...", help="curve laws (mpl, tissue) on a curves table (run, N, "
+                    "step, lr, loss): hold out these runs' whole curves")
     _uncertainty_args(bt, 200)
     bt.add_argument("--plot", help="write a PNG of held-out runs vs predictions")
     bt.add_argument("--json", action="store_true")
@@ -824,6 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = _run_and_status(oosub, "cells", "out/overopt", cmd_overopt_run, cmd_overopt_status,
                         "cells done, running, pending, failed, by stage")
     r.add_argument("--out", help="also write the results CSV here (and NAME-prompts.csv.gz beside it)")
+    r.add_argument("--retry-failed", action="store_true",
+                   help="give cells that failed all their attempts in an earlier run a fresh set of retries")
     r.add_argument("--json", action="store_true")
     r = oosub.add_parser("export", help="write the results CSV (and the per-prompt CSV beside it)")
     r.add_argument("name")

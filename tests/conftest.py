@@ -2,12 +2,16 @@ import os
 import tempfile
 import warnings
 
-import matplotlib
-import numpy as np
-import pytest
+# before numpy loads its BLAS: one thread each (2 BLAS threads beside a test's own work made a 256-state
+# eigendecomposition 40x slower on a busy 2-core machine)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import matplotlib  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 matplotlib.use("Agg")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 # generated corpora go to a per-session cache, not the user's
 os.environ.setdefault("SCALING_CACHE", tempfile.mkdtemp(prefix="scaling-cache-"))
 

@@ -14,6 +14,9 @@ import pytest
 from scaling.errors import DataError, NotFittedError, ScalingError
 from scaling.laws import ChinchillaLaw, DataConstrainedLaw, FitResult, available_laws, get_law
 from scaling.synthetic import sample_runs
+from scaling.laws.finetune import finetune_truth_runs
+from scaling.laws.rlhf import samples_truth_runs
+from scaling.laws.mpl import synthetic_curves
 
 CHIN = dict(E=1.7, A=400.0, B=1500.0, alpha=0.33, beta=0.30)
 
@@ -100,7 +103,13 @@ def grid_runs(name, truth, grid, noise=0.003):
     return lambda: sample_runs(get_law(name).from_params(**truth), grid, noise=noise, seed=11)
 
 
+FT = dict(A=4000.0, alpha=0.3, beta=0.2, E=1.5)
+RS = dict(R_inf=1.2, c=0.8, gamma=0.7)
+
+
 HP = dict(eta0=0.5, eta_N=-0.7, eta_D=0.3, B0=2.0, B_D=0.55)
+MPL_TRUTH = dict(E=1.5, A_N=30.0, alpha_N=0.3, A=2.0, alpha=0.4, B=0.4, C=0.05, beta=0.5, gamma=0.6, kappa=0.1)
+MPL_TRUTH_IDENTIFIED = {k: MPL_TRUTH[k] for k in ("E", "A_N", "alpha_N", "A", "alpha", "kappa")}
 
 
 def hparam_runs(seed=11, noise=0.001, truth=HP):
@@ -150,6 +159,14 @@ CASES = {
     "gao-bon": Case(GAO, lambda: gao_points("gao-bon"), "d"),
     "hparams": Case(HP, hparam_runs, "lr", exact=False),  # recovery: tests/test_hparams.py
     "gao-rl": Case(GAO, lambda: gao_points("gao-rl"), "d"),
+    # issue 14: fine-tuning (Zhang et al. 2024) and samples per prompt (Hou et al. 2024), from known parameters
+    "finetune": Case(FT, lambda: finetune_truth_runs(FT, xs=np.logspace(7, 9, 5), dfs=np.logspace(5, 7, 6),
+                                                     noise=0.003, seed=11), "D_f"),
+    "rlhf-samples": Case(RS, lambda: samples_truth_runs(RS, seed=11), "samples_per_prompt"),
+    # issue 15: the multi-power law on curves under cosine, constant, WSD and a step drop. B, C, beta and gamma
+    # trade off against each other on such data (checked through predictions in tests/test_curve_laws.py)
+    "mpl": Case(MPL_TRUTH_IDENTIFIED, lambda: synthetic_curves(
+        MPL_TRUTH, schedules=("cosine", "constant", "wsd", "step:0.5:0.3"), every=25, seed=1), "eta", exact=False),
 }
 
 
@@ -189,7 +206,8 @@ def test_round_trips_through_json(case):
     back = get_law(cls.name).from_dict(law.to_dict())
     assert back.params_ == law.params_
     typical = {"C": [1e19, 1e21], "S": [3e3, 3e4], "N": [1e8, 1e9], "D": [1e10, 1e11], "U": [1e9, 1e10],
-               "S1": [1e5, 1e6], "S2": [0.0, 50.0], "d": [0.5, 2.0], "rm_params": [1e4, 1e5]}
+               "S1": [1e5, 1e6], "S2": [0.0, 50.0], "d": [0.5, 2.0], "rm_params": [1e4, 1e5],
+               "D_f": [1e5, 1e6], "samples_per_prompt": [4.0, 32.0], "eta": [1.0, 0.5]}
     X = {k: np.array(typical[k]) for k in cls.inputs}
     if cls.name == "data-constrained":
         X = {"N": np.array([1e8, 1e9]), "D": np.array([1e10, 1e11]), "U": np.array([1e9, 1e10])}
@@ -440,7 +458,8 @@ def test_result_round_trips_through_from_dict_with_identical_predictions(case, t
 
 
 TYPICAL = {"C": [1e19, 1e21], "S": [3e3, 3e4], "N": [1e8, 1e9], "D": [1e10, 1e11], "U": [1e9, 1e10],
-           "S1": [1e5, 1e6], "S2": [0.0, 50.0], "d": [0.5, 2.0], "rm_params": [1e4, 1e5]}
+           "S1": [1e5, 1e6], "S2": [0.0, 50.0], "d": [0.5, 2.0], "rm_params": [1e4, 1e5],
+           "D_f": [1e5, 1e6], "samples_per_prompt": [4.0, 32.0], "eta": [1.0, 0.5]}
 #: fit files written by the package before fits returned a FitResult (one per law, bootstrap=20, on the
 #: CASES data above), with what they predicted then; made once with that version of the package
 FITS_V0 = Path(__file__).parent / "data" / "fits_v0"
@@ -450,6 +469,8 @@ def test_fit_files_written_before_fitresult_still_load_and_predict_the_same(case
     import scaling
 
     cls, c, data = case
+    if not (FITS_V0 / f"{cls.name}.json").exists():
+        pytest.skip(f"{cls.name} was added after fits returned a FitResult: no earlier fit file exists")
     expected = json.loads((FITS_V0 / "expected.json").read_text())[cls.name]
     result = scaling.load(FITS_V0 / f"{cls.name}.json")
     assert isinstance(result, FitResult) and type(result.law) is cls

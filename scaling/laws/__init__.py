@@ -43,8 +43,11 @@ from .curve import LossCurveLaw  # noqa: E402
 from .data_constrained import DataConstrainedLaw  # noqa: E402
 from .envelope import EnvelopeLaw  # noqa: E402
 from .gao import GaoBoN, GaoLaw, GaoRL, backtest_largest  # noqa: E402
+from .finetune import FinetuneLaw, critical_data_size  # noqa: E402
 from .hparams import DeepSeekHyperparameterLaw, HyperparameterLaw  # noqa: E402
 from .isoflop import IsoFlopLaw  # noqa: E402
+from .rlhf import SamplesPerPromptLaw  # noqa: E402
+from .mpl import MultiPowerLaw  # noqa: E402
 from .kaplan import (  # noqa: E402
     KAPLAN2020,
     KaplanCompute,
@@ -58,8 +61,9 @@ from .kaplan import (  # noqa: E402
 
 __all__ = [
     "Law", "Param", "FitResult", "register_law", "get_law", "available_laws", "ChinchillaLaw", "IsoFlopLaw", "EnvelopeLaw",
-    "DataConstrainedLaw", "LossCurveLaw", "KaplanLaw", "GaoLaw", "GaoBoN", "GaoRL", "backtest_largest",
+    "DataConstrainedLaw", "LossCurveLaw", "MultiPowerLaw", "KaplanLaw", "GaoLaw", "GaoBoN", "GaoRL", "backtest_largest",
     "HyperparameterLaw", "DeepSeekHyperparameterLaw",
+    "FinetuneLaw", "critical_data_size", "SamplesPerPromptLaw",
     "KaplanParams", "KaplanData", "KaplanCompute", "KaplanSteps", "KAPLAN2020",
     "critical_batch_size", "kaplan_frontier",
 ]
