@@ -1,0 +1,128 @@
+"""Adaptive placement against the fixed grid: FLOPs to reach a 90% interval on a narrower than 0.2.
+
+A replay on a committed IsoFLOP sweep (default: data/sweeps/cpu-isoflop-seeds/runs.csv, 3 seeds a cell), with no
+training: the fixed grid costs the FLOPs of all its runs (6 N D each, every seed), and its interval is the one a fit
+of all of them gives. The adaptive procedure (scaling/sweep/adaptive.py: fit the seed means, add sizes a factor 2
+either side of each budget's N_opt or beyond the edge of a profile without a minimum) starts from a small subset
+of each budget's sizes and may add only sizes the committed table has at that budget; their losses are looked up,
+every seed of a size at once. So the comparison is honest about being a replay over the grid's own sizes: the
+adaptive runs can only be a subset of the grid's.
+
+Prints one row per procedure: runs, FLOPs when a's 90% interval first was narrower than the target (or the width
+it ended at), a and its interval there, and the ratio of FLOPs against the full grid; adaptive placement with K = 2
+and K = 1 sizes added a budget a round, from three starting subsets; and, as a control, smaller fixed grids (the 4
+or 5 middle sizes of each budget): what adaptive placement buys beyond training fewer sizes.
+
+    nice -n 10 .venv/bin/python benchmarks/adaptive.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_subset(table: pd.DataFrame, k: int = 3, shift: int = 0) -> pd.DataFrame:
+    """The ``k`` sizes around the middle of each budget's sampled sizes (moved ``shift`` sizes up), every seed."""
+    keep = []
+    for budget, g in table.groupby("budget"):
+        sizes = sorted(g["N"].unique())
+        lo = int(np.clip(len(sizes) // 2 - k // 2 + shift, 0, len(sizes) - k))
+        keep.append(g[g["N"].isin(sizes[lo:lo + k])])
+    return pd.concat(keep)
+
+
+def replay(table: pd.DataFrame, start: pd.DataFrame, target: float, *, rounds: int, per_budget: int,
+           step: float, bootstrap: int) -> dict:
+    """Adaptive rounds on ``table``'s sizes from ``start``: stop once a's interval is narrower than ``target``."""
+    from scaling.sweep.adaptive import fit_profiles, propose
+
+    have = start.copy()
+
+    def candidates(budget, ref):
+        g = table[np.isclose(table["budget"], budget)].drop_duplicates("N")
+        return [{"n_layer": int(r.n_layer), "d_model": int(r.d_model), "n_head": int(r.n_head), "N": int(r.N)}
+                for r in g.itertuples()]
+
+    history = []
+    for rnd in range(rounds + 1):
+        fitted = fit_profiles(have, bootstrap=bootstrap)
+        history.append({"round": rnd, "runs": len(have), "flops": float(have["flops"].sum()), "a": fitted["a"],
+                        "ci_a": fitted["ci_a"], "width": fitted["width"]})
+        if fitted["width"] < target or rnd == rounds:
+            break
+        added, _ = propose(None, fitted, per_budget, step=step, candidates=candidates, refuse=lambda b, n: None)
+        new = pd.concat([table[np.isclose(table["budget"], a["budget"]) & (table["N"] == a["N"])] for a in added]
+                        ) if added else table.iloc[:0]
+        if new.empty:
+            break
+        have = pd.concat([have, new])
+    return {"history": history, **history[-1]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default=str(ROOT / "data/sweeps/cpu-isoflop-seeds/runs.csv"))
+    ap.add_argument("--target", type=float, default=0.2, help="width of a's 90%% interval to reach")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--add-per-budget", type=int, nargs="+", default=[2, 1], help="K: sizes added a budget a round")
+    ap.add_argument("--step", type=float, default=2.0)
+    ap.add_argument("--bootstrap", type=int, default=200)
+    args = ap.parse_args()
+    from scaling._threads import limit_threads
+    from scaling.sweep.adaptive import fit_profiles
+
+    table = pd.read_csv(args.runs)
+    table = table[(table["status"] == "done") & table["loss"].notna()]
+    if "flops" not in table:
+        table["flops"] = 6.0 * table["N"] * table["D"]
+    t0 = time.time()
+    rows = []
+    with limit_threads(1):
+        full = fit_profiles(table, bootstrap=args.bootstrap)
+        rows.append({"procedure": "fixed grid (all runs)", "runs": len(table), "flops": float(table["flops"].sum()),
+                     "a": full["a"], "ci_a": full["ci_a"], "width": full["width"], "rounds": "-"})
+        for k in (4, 5):  # control: a smaller fixed grid, as many sizes a budget as adaptive rounds end with
+            sub = start_subset(table, k)
+            fixed = fit_profiles(sub, bootstrap=args.bootstrap)
+            rows.append({"procedure": f"fixed: {k} middle sizes a budget", "runs": len(sub),
+                         "flops": float(sub["flops"].sum()), "a": fixed["a"], "ci_a": fixed["ci_a"],
+                         "width": fixed["width"], "rounds": "-"})
+        for per_budget in args.add_per_budget:
+            for shift, label in ((0, "middle"), (-1, "one lower"), (1, "one higher")):
+                start = start_subset(table, 3, shift)
+                res = replay(table, start, args.target, rounds=args.rounds, per_budget=per_budget,
+                             step=args.step, bootstrap=args.bootstrap)
+                rows.append({"procedure": f"adaptive, K={per_budget}, from 3 sizes ({label})", "runs": res["runs"],
+                             "flops": res["flops"], "a": res["a"], "ci_a": res["ci_a"], "width": res["width"],
+                             "rounds": res["round"], "trace": res["history"]})
+    base = rows[0]["flops"]
+    print(f"{Path(args.runs).relative_to(ROOT) if Path(args.runs).is_relative_to(ROOT) else args.runs}: "
+          f"{len(table)} runs, {table['budget'].nunique()} budgets, target: a's 90% interval narrower than "
+          f"{args.target:g}; {args.bootstrap} bootstrap resamples; step {args.step:g}; the 3 starting sizes of "
+          "each budget are its middle ones, or moved one size lower or higher\n")
+    print(f"{'procedure':<40} {'runs':>5} {'rounds':>6} {'FLOPs':>10} {'ratio':>6}  {'a':>6}  90% interval   "
+          "width  met")
+    for r in rows:
+        ci = "-" if r["ci_a"] is None else f"[{r['ci_a'][0]:.3f}, {r['ci_a'][1]:.3f}]"
+        a = "-" if r["a"] is None else f"{r['a']:.3f}"
+        print(f"{r['procedure']:<40} {r['runs']:>5} {r['rounds']!s:>6} {r['flops']:>10.3g} {r['flops'] / base:>6.2f}  "
+              f"{a:>6}  {ci:<14} {r['width']:.3f}  {'yes' if r['width'] < args.target else 'no'}")
+    for r in rows:
+        if "trace" not in r:
+            continue
+        print(f"\n{r['procedure']}, by round:")
+        for h in r["trace"]:
+            ci = "no interval" if h["ci_a"] is None else f"[{h['ci_a'][0]:.3f}, {h['ci_a'][1]:.3f}]"
+            print(f"  round {h['round']}: {h['runs']:>3} runs, {h['flops']:.3g} FLOPs, a {ci}")
+    print(f"\n({time.time() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""Adaptive placement of runs on an IsoFLOP sweep: train where the profiles say the optimum is.
+
+A fixed grid is chosen before anything trains, so many of its runs land far from each budget's optimum and
+teach the fit little about where that optimum is. ``grid.adaptive: {rounds: R, target_ci_a: W,
+add_per_budget: K}`` in a sweep definition (or ``scaling sweep extend``) grows the sweep in rounds instead:
+
+1. fit the IsoFLOP profiles of the finished runs (each cell's mean over seeds, as ``scaling fit`` does);
+2. stop when the 90% interval of the allocation exponent a (N_opt ∝ C^a) is narrower than W, or when the
+   rounds have run out (R is the number of the last round: round 0 is the definition's grid). An interval counts
+   once every budget the fit uses has 4 or more sizes: the bootstrap resamples each budget's cells, and with 3
+   most resamples lose a size, so the interval of the few that fit collapses;
+3. at each budget, add K model sizes: with a minimum inside the sampled sizes, a geometric step (a factor
+   ``step`` in N, 2 by default) below and above the estimated N_opt; without one, beyond the largest or the
+   smallest size sampled, on the side where the minimum lies (or where the loss still falls). Sizes are snapped
+   to shapes the sweep can build: the depth of the nearest sampled shape, a width that is a multiple of its
+   head size. A size whose runs would fall outside the grid's tokens-per-parameter limits or below
+   ``grid.min_steps`` is not added (the round says so);
+4. train them (every seed of the sweep) and go back to 1.
+
+An added run is an ordinary cell of the sweep: the store holds it with the round that added it (the export's
+``round`` column; 0 for the grid), ``scaling sweep run`` resumes it, its retries and kill -9 safety are the
+runner's. A round's cells are written to the store in one transaction before any of them trains, so an
+``extend`` rerun after a kill finishes that round's cells and never decides (or trains) a round twice.
+
+This module sits above the trainer, as the CLI does: it imports the IsoFLOP law (numpy and pandas) inside its
+functions; the runner imports only :func:`added_cells` from it, which needs neither.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..counting import count_params
+from ..errors import ScalingError
+from .graph import driver_lock
+from .spec import SpecError, check_numbers, expand, load_spec, read_definition, tokens_per_step
+
+__all__ = ["extend", "check_adaptive", "added_cells", "propose", "fit_profiles", "STEP"]
+
+#: the settings of ``grid.adaptive`` (rounds and target_ci_a have no default: a definition or the command gives them)
+KEYS = {"rounds": None, "target_ci_a": None, "add_per_budget": 2}
+#: the factor in N between a budget's estimated optimum and each size added beside it
+STEP = 2.0
+#: sizes a used budget needs before a's interval counts towards the target: with 3, most bootstrap resamples of a
+#: budget's cells lose a size and fail, and the interval of the few left collapses (to width 0 at worst)
+MIN_SIZES = 4
+#: widest model the shape lattice offers (as the sweep's own shape rule)
+MAX_WIDTH = 2048
+
+
+# ------------------------------------------------------------------ settings
+def check_adaptive(spec: dict, error=SpecError) -> None:
+    """Validate ``grid.adaptive`` (None: not adaptive) and write it in full (add_per_budget's default)."""
+    g = spec["grid"]
+    a = g.get("adaptive")
+    if a is None:
+        return
+    if not isinstance(a, dict):
+        raise error(f"grid.adaptive is a mapping {{rounds: R, target_ci_a: W, add_per_budget: K}}; got {a!r}")
+    unknown = set(a) - set(KEYS)
+    if unknown:
+        raise error(f"unknown key(s) {sorted(unknown)} in grid.adaptive; allowed: {', '.join(KEYS)}")
+    if g.get("compute") is None:
+        raise error("grid.adaptive places runs on IsoFLOP profiles: it needs grid.compute (IsoFLOP budgets), not "
+                    "grid.tokens (an N x D grid has no per-budget optimum to move towards)")
+    g["adaptive"] = a = {**KEYS, **a}
+    check_numbers({"adaptive": a}, {"adaptive.rounds": ("int?", 1, True), "adaptive.target_ci_a": ("number?", 0, False),
+                                    "adaptive.add_per_budget": ("int", 1, True)},
+                  error=lambda msg: error(f"grid.{msg}"))
+    g["adaptive"] = {"rounds": None if a["rounds"] is None else int(float(a["rounds"])),
+                     "target_ci_a": None if a["target_ci_a"] is None else float(a["target_ci_a"]),
+                     "add_per_budget": int(float(a["add_per_budget"]))}
+
+
+def _settings(spec: dict, rounds, target_ci_a, add_per_budget) -> dict:
+    """The adaptive settings of one ``extend``: the definition's, overridden by the command's; all three given."""
+    given = {k: v for k, v in (("rounds", rounds), ("target_ci_a", target_ci_a), ("add_per_budget", add_per_budget))
+             if v is not None}
+    trial = {"grid": {**spec["grid"], "adaptive": {**(spec["grid"].get("adaptive") or {}), **given}}}
+    opt = {"rounds": "--rounds", "target_ci_a": "--target-ci-a", "add_per_budget": "--add-per-budget"}
+
+    def error(msg):  # a value the command gave is named by its option
+        for k in given:
+            msg = msg.replace(f"grid.adaptive.{k}", opt[k])
+        return ScalingError(msg)
+
+    check_adaptive(trial, error=error)
+    s = trial["grid"]["adaptive"]
+    missing = [k for k in ("rounds", "target_ci_a") if s[k] is None]
+    if missing:
+        raise ScalingError(f"sweep {spec['name']!r}: no {' or '.join(missing)} for adaptive placement; give "
+                           f"{' and '.join(opt[k] + ' ...' for k in missing)}, or set grid.adaptive: {{rounds: R, "
+                           "target_ci_a: W}} in its definition")
+    return s
+
+
+# -------------------------------------------------------------------- fitting
+def fit_profiles(table: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0) -> dict:
+    """IsoFLOP fit of a runs table's finished runs, on each cell's mean over seeds.
+
+    Returns ``{"a", "ci_a" ([lo, hi] or None), "width" (inf when there is no interval, or it does not count yet),
+    "error" (why there is no fit, or why its interval does not count yet: a used budget with under ``MIN_SIZES``
+    sizes), "means" (the seed-mean table), "profiles" (one dict per budget: budget, n_sizes, N_opt or None,
+    status)}``. Never raises on thin data: a profile without a minimum is what adaptive placement acts on."""
+    from ..data import seed_means
+    from ..errors import DataError, FitError
+    from ..laws.isoflop import IsoFlopLaw
+
+    done = table[(table["status"] == "done") & table["loss"].notna()] if "status" in table else table
+    law = IsoFlopLaw(bootstrap=bootstrap, seed=seed)
+    means = seed_means(done, law)[0] if len(done) else done
+    out = {"a": None, "ci_a": None, "width": math.inf, "error": None, "means": means, "profiles": []}
+    for budget, g in (means.groupby("budget", sort=True) if len(means) else []):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            row = law._optima(law._prepare_data(g)).iloc[0]
+        opt = row["N_opt"] if row["status"] == "ok" else None
+        out["profiles"].append({"budget": float(budget), "n_sizes": int(row["n_sizes"]),
+                                "N_opt": None if opt is None else float(opt), "status": str(row["status"])})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = law.fit(means)
+    except (DataError, FitError, ValueError) as exc:
+        out["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return out
+    out["a"] = float(fit.params_["a"])
+    lo, hi = (float(v) for v in fit.ci_["a"])
+    if math.isfinite(lo) and math.isfinite(hi):
+        out["ci_a"], out["width"] = [lo, hi], hi - lo
+    thin = [p for p in out["profiles"] if p["N_opt"] is not None and p["n_sizes"] < MIN_SIZES]
+    if thin:  # a resample of 3 cells mostly loses a size: the bootstrap keeps the few that did not, and collapses
+        out["width"] = math.inf
+        out["error"] = (f"a's interval is not trusted yet: {len(thin)} budget(s) the fit uses have under {MIN_SIZES} "
+                        "sizes (" + ", ".join(f"C={p['budget']:.3g}: {p['n_sizes']}" for p in thin) + ")")
+    return out
+
+
+# ------------------------------------------------------------------ placement
+def lattice(shape: dict, spec: dict) -> list[dict]:
+    """Shapes the sweep can build beside ``shape``: its depth, every width that is a multiple of its head size
+    (d_model / n_head), with exact non-embedding counts ``N``."""
+    m = spec["model"]
+    head = max(1, int(shape["d_model"]) // int(shape["n_head"]))
+    out = []
+    for d in range(head, MAX_WIDTH + 1, head):
+        n = count_params(int(shape["n_layer"]), d, n_head=d // head, vocab_size=int(m["vocab_size"]),
+                         n_ctx=int(m["seq_len"]), family=m["family"]).non_embedding
+        out.append({"n_layer": int(shape["n_layer"]), "d_model": d, "n_head": d // head, "N": int(n)})
+    return out
+
+
+def refusal(spec: dict, budget: float, N: float) -> str | None:
+    """Why a size of ``N`` parameters cannot run at ``budget`` under the grid's limits (None: it can)."""
+    g = spec["grid"]
+    D = float(budget) / (6.0 * N)
+    tpp = D / N
+    lo, hi = g.get("min_tokens_per_param"), g.get("max_tokens_per_param")
+    if lo is not None and tpp < float(lo):
+        return f"{tpp:.3g} tokens per parameter, below grid.min_tokens_per_param {float(lo):g}"
+    if hi is not None and tpp > float(hi):
+        return f"{tpp:.3g} tokens per parameter, above grid.max_tokens_per_param {float(hi):g}"
+    axis = spec["batch"]["tokens_per_step"]
+    tps = tokens_per_step(spec, D, axis[0] if isinstance(axis, list) else None, N=N) if not isinstance(
+        axis, dict) else None
+    if tps is not None and int(round(D / tps)) < int(g["min_steps"]):
+        return f"{int(round(D / tps))} steps of {tps} tokens, below grid.min_steps {int(g['min_steps'])}"
+    return None
+
+
+def targets(profile: dict, sizes: pd.DataFrame, k: int, step: float = STEP) -> list[tuple[float, float, str]]:
+    """Where to add ``k`` sizes at one budget: ``(target N, anchor N, side)`` with side "below"/"above" the anchor.
+
+    ``sizes``: the budget's sampled sizes (N, loss), sorted by N. A minimum inside the sizes: alternately below and
+    above N_opt (first on the side with fewer sampled sizes), the j-th pair at N_opt / step^j and N_opt step^j. No
+    minimum: beyond the largest (or smallest) size, at step^j past it, on the side the minimum (or the lowest loss)
+    points to; a profile that curves down with its lowest loss inside widens on both sides; a single size gets
+    neighbours on both sides."""
+    N = sizes["N"].to_numpy(float)
+    best = float(N[int(np.argmin(sizes["loss"].to_numpy(float)))])
+    status = profile["status"]
+    if profile["N_opt"] is not None:  # the side with fewer sampled sizes first: balance the points around the vertex
+        anchor = profile["N_opt"]
+        sides = ["below", "above"] if (N < anchor).sum() <= (N > anchor).sum() else ["above", "below"]
+    elif "above the largest" in status or (len(N) >= 2 and best == N.max()):
+        anchor, sides = float(N.max()), ["above"]
+    elif "below the smallest" in status or (len(N) >= 2 and best == N.min()):
+        anchor, sides = float(N.min()), ["below"]
+    elif len(N) >= 3:  # curves down with its lowest loss inside: widen on both sides
+        return [(float(N.min()) / step ** (j // 2 + 1), float(N.min()), "below") if j % 2 == 0 else
+                (float(N.max()) * step ** (j // 2 + 1), float(N.max()), "above") for j in range(k)]
+    else:  # one size: around it
+        anchor, sides = best, ["below", "above"]
+    out = []
+    for j in range(k):
+        side = sides[j % len(sides)]
+        power = j // len(sides) + 1
+        out.append((anchor / step ** power if side == "below" else anchor * step ** power, anchor, side))
+    return out
+
+
+def propose(spec: dict, fitted: dict, k: int, *, step: float = STEP, candidates=None,
+            refuse=None) -> tuple[list[dict], list[dict]]:
+    """The sizes one round adds: ``(added, skipped)``, each a list of dicts with ``budget``, the shape
+    (n_layer, d_model, n_head, N) and, for skipped ones, ``reason``.
+
+    ``fitted``: :func:`fit_profiles`' result. ``candidates(budget, ref_shape)``: the shapes that may be added at a
+    budget (default: :func:`lattice` beside the sampled shape nearest the target); ``refuse(budget, N)``: why a size
+    may not run there (default: :func:`refusal` under the grid's limits). Each target snaps to the nearest
+    candidate on its side of the anchor (the optimum, or the edge of the sampled sizes), not yet sampled at that
+    budget and no farther from the anchor than the target plus half a step: when the sizes next to the target are
+    taken, the round fills in between rather than drifting outwards."""
+    candidates = candidates or (lambda budget, ref: lattice(ref, spec))
+    refuse = refuse or (lambda budget, N: refusal(spec, budget, N))
+    means = fitted["means"]
+    added, skipped = [], []
+    for prof in fitted["profiles"]:
+        budget = prof["budget"]
+        here = means[np.isclose(means["budget"].astype(float), budget)].sort_values("N")
+        have = {(int(r.n_layer), int(r.d_model)) for r in here.itertuples()}
+        taken = set(have)
+        for target, anchor, side in targets(prof, here, k, step):
+            ref = here.iloc[int(np.argmin(np.abs(np.log(here["N"].to_numpy(float) / target))))]
+            reach = abs(math.log(target / anchor)) + 0.5 * math.log(step)
+            pool = [c for c in candidates(budget, ref) if (c["n_layer"], c["d_model"]) not in taken
+                    and (c["N"] < anchor if side == "below" else c["N"] > anchor)
+                    and abs(math.log(c["N"] / anchor)) <= reach + 1e-9]
+            if not pool:
+                continue
+            pick = min(pool, key=lambda c: (abs(math.log(c["N"] / target)), c["N"]))
+            taken.add((pick["n_layer"], pick["d_model"]))
+            shape = {k_: int(pick[k_]) for k_ in ("n_layer", "d_model", "n_head", "N")}
+            why = refuse(budget, shape["N"])
+            if why is None:
+                added.append({"budget": budget, **shape, "side": side})
+            else:
+                skipped.append({"budget": budget, **shape, "side": side, "reason": why})
+    return added, skipped
+
+
+def round_cells(spec: dict, added: list[dict], rnd: int) -> list[dict]:
+    """The cells of the sizes ``added`` in round ``rnd``: as the grid would make them (every seed, axis and
+    schedule of the sweep), tagged with the round (after their ids: the same size at the same budget is the same
+    run, whichever round asked for it)."""
+    cells = []
+    for a in added:
+        one = copy.deepcopy(spec)
+        one["model"] = {**one["model"], "sizes": None,
+                        "shapes": [{k: a[k] for k in ("n_layer", "d_model", "n_head")}]}
+        one["grid"] = {**one["grid"], "compute": [a["budget"]], "adaptive": None, "min_tokens_per_param": None,
+                       "max_tokens_per_param": None}  # refusal() decided; expand would drop it silently
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cells.extend({**c, "round": int(rnd)} for c in expand(one))
+    return cells
+
+
+def added_cells(store, known_ids=()) -> list[dict]:
+    """Cells an adaptive round added to ``store`` (``round`` >= 1) and not among ``known_ids``: the runner runs
+    them with the grid's, so ``scaling sweep run`` resumes a round cut short."""
+    known = set(known_ids)
+    out = []
+    for run_id, config in store.db.execute("SELECT run_id, config FROM runs"):
+        if run_id in known:
+            continue
+        cell = json.loads(config)
+        if int(cell.get("round") or 0) >= 1:
+            out.append(cell)
+    return out
+
+
+# ---------------------------------------------------------------------- driver
+def _spec_of(definition, root) -> dict:
+    """A loaded spec from a definition (YAML path or dict) or the name of a sweep in ``root``."""
+    from .runner import open_store
+
+    if isinstance(definition, str) and not definition.endswith((".yaml", ".yml")) and not Path(definition).exists():
+        store = open_store(definition, root)
+        spec = store.meta().get("spec")
+        store.close()
+        if spec is None:
+            raise ScalingError(f"sweep {definition!r} under {root} has no recorded definition; extend it with its "
+                               "YAML file")
+        return load_spec(spec)
+    read_definition(definition, ScalingError)
+    return load_spec(definition)
+
+
+def _table(name: str, root) -> pd.DataFrame:
+    from .runner import export
+
+    return export(name, root)[0]
+
+
+def extend(definition, *, rounds: int | None = None, target_ci_a: float | None = None,
+           add_per_budget: int | None = None, step: float = STEP, root="out/sweeps", executor: str = "local",
+           workers: int | None = None, progress: bool = True, bootstrap: int = 200, seed: int = 0,
+           **executor_kwargs) -> dict:
+    """Grow an IsoFLOP sweep in rounds until a's 90% interval is narrower than ``target_ci_a`` (see the module).
+
+    ``definition``: the sweep's YAML (or dict), or its name in ``root``. ``rounds``, ``target_ci_a``,
+    ``add_per_budget``: override the definition's ``grid.adaptive``; ``rounds`` is the number of the last round
+    (round 0 is the grid), so a rerun with the same value after a kill finishes what is left and adds nothing more.
+    Unfinished cells (the grid's, or a round's cut short) are trained first.
+
+    Returns ``{"name", "rounds" (one entry per round decided, this call or earlier: round, a and ci_a at the
+    decision, added, skipped), "stopped" (why), "round" (the last round), "a", "ci_a", "width", "target_ci_a",
+    "profiles", "flops_trained"}``."""
+    from .runner import open_store, run_sweep, sweep_dir
+
+    spec = _spec_of(definition, root)
+    if spec["grid"].get("compute") is None:
+        raise ScalingError(f"sweep {spec['name']!r} is an N x D grid (grid.tokens): adaptive placement works on "
+                           "IsoFLOP sweeps only (grid.compute), whose profiles have a per-budget optimum")
+    s = _settings(spec, rounds, target_ci_a, add_per_budget)
+    name, base = spec["name"], sweep_dir(spec["name"], root)
+    run = dict(executor=executor, workers=workers, root=root, progress=progress, **executor_kwargs)
+    run_sweep(spec, **run)  # the grid, and any round cut short (the runner picks up added cells)
+    while True:
+        fitted = fit_profiles(_table(name, root), bootstrap=bootstrap, seed=seed)
+        store = open_store(name, root)
+        history = store.meta().get("adaptive", {})
+        last = max([int(c.get("round") or 0) for c in added_cells(store)] + [0])
+        stop = None
+        if fitted["width"] < s["target_ci_a"]:
+            stop = f"target met: a's 90% interval is {fitted['width']:.3g} wide, under {s['target_ci_a']:g}"
+        elif last >= s["rounds"]:
+            stop = f"rounds ran out ({last} of {s['rounds']})"
+        if stop is None:
+            with driver_lock(base, f"sweep {name!r} is being run by another driver (lock {base / 'driver.lock'}); "
+                                   "extend it once that one is done"):
+                added, skipped = propose(spec, fitted, s["add_per_budget"], step=step)
+                cells = round_cells(spec, added, last + 1)
+                known = set(store.runs()["run_id"])
+                new = [c for c in store.same_runs(cells, free=("run_id", "D_grid", "device", "round"))
+                       if c["run_id"] not in known]
+                history[str(last + 1)] = {"round": last + 1, "a": fitted["a"], "ci_a": fitted["ci_a"],
+                                          "added": added, "skipped": skipped, "runs": len(new)}
+                store.set_meta(adaptive=history)
+                if not new:
+                    stop = "nothing to add: " + ("; ".join(_skip_line(x) for x in skipped) if skipped
+                                                 else "every size the profiles ask for is trained already")
+                    history.pop(str(last + 1))
+                    store.set_meta(adaptive=history)
+                else:
+                    store.sync(new)  # one transaction: the round is decided once
+        store.close()
+        if stop is not None:
+            break
+        if progress:
+            print(f"sweep {name}: round {last + 1}: {_round_line(history[str(last + 1)])}")
+        run_sweep(spec, **run)
+    table = _table(name, root)
+    decided = [history[k] for k in sorted(history, key=int) if int(k) <= last]  # a kill may leave one unsynced
+    return {"name": name, "stopped": stop, "round": last, "rounds": decided,
+            "a": fitted["a"], "ci_a": fitted["ci_a"], "width": None if math.isinf(fitted["width"]) else fitted["width"],
+            "target_ci_a": s["target_ci_a"], "fit_error": fitted["error"], "profiles": fitted["profiles"],
+            "flops_trained": float(table["flops_trained"].sum()) if "flops_trained" in table else None,
+            "runs": int(len(table))}
+
+
+def _skip_line(x: dict) -> str:
+    return f"N={x['N']} (d_model {x['d_model']}) at C={x['budget']:.3g} not added: {x['reason']}"
+
+
+def _round_line(h: dict) -> str:
+    ci = "no interval yet" if h["ci_a"] is None else f"a = {h['a']:.3f}, 90% interval [{h['ci_a'][0]:.3f}, " \
+                                                      f"{h['ci_a'][1]:.3f}]"
+    sizes = ", ".join(f"N={x['N']} at C={x['budget']:.3g}" for x in h["added"])
+    line = f"{ci}; adding {len(h['added'])} size(s) ({h['runs']} runs): {sizes}"
+    if h["skipped"]:
+        line += "; " + "; ".join(_skip_line(x) for x in h["skipped"])
+    return line
