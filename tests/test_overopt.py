@@ -255,15 +255,20 @@ def test_spec_errors_are_caught_before_anything_runs():
         load_spec({"name": "x", "reward_models": {"shapes": [[6, 1, 4]]}})
 
 
-@pytest.fixture(scope="module")
-def ci_sweep(tmp_path_factory):
+def _run_sweep(tmp_path_factory, yaml, workers):
+    """(root, export, per-prompt export) of a sweep run from scratch in a fresh folder."""
     from scaling.overopt import export, run_overopt
 
-    root = tmp_path_factory.mktemp("overopt")
+    root = tmp_path_factory.mktemp(yaml.stem)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        df = run_overopt(CI_YAML, root=root, workers=2, progress=False)
-    return root, df, export("overopt-ci", root, per_prompt=True)
+        df = run_overopt(yaml, root=root, workers=workers, progress=False)
+    return root, df, export(load_spec(yaml)["name"], root, per_prompt=True)
+
+
+@pytest.fixture(scope="module")
+def ci_sweep(tmp_path_factory):
+    return _run_sweep(tmp_path_factory, CI_YAML, workers=2)
 
 
 def test_ci_sweep_runs_every_method_and_keeps_the_bookkeeping_exact(ci_sweep):
@@ -458,3 +463,222 @@ def test_shipped_sweep_shows_what_the_readme_says():
     for N in sizes:
         c = rl[rl["rm_params"] == N].sort_values("step")
         assert c["gold"].max() > 0.2 and c["gold"].iloc[-1] < 0 < c["proxy"].iloc[-1]
+
+
+# ------------------------------------------------------------- the RLHF axes (issue 14)
+AXES_CI_YAML = ROOT / "sweeps" / "overopt-axes-ci.yaml"
+CI_CELL_IDS = ["policy", "data"] + [f"rm-d{d}-l1-h{h}-p1500-s0" for d, h in ((4, 1), (8, 2), (16, 2), (32, 4))] + [
+    x for d, h in ((4, 1), (8, 2), (16, 2), (32, 4))
+    for x in (f"bon-rm-d{d}-l1-h{h}-p1500-s0", f"rl-rm-d{d}-l1-h{h}-p1500-s0-kl0", f"rl-rm-d{d}-l1-h{h}-p1500-s0-kl0.1")
+] + ["dpo-p1500-b0.1-s0"]
+
+
+def test_without_the_axes_specs_and_cells_are_as_before():
+    """Axes absent: no new keys in the spec (so cell configs are unchanged) and exactly the cells of before."""
+    from scaling.overopt.runner import _core
+    from scaling.overopt.spec import cells
+
+    spec = load_spec(CI_YAML)
+    assert "shapes" not in spec["policy"] and "baseline" not in spec["rl"]
+    plan = cells(spec)
+    assert [c["id"] for c in plan] == CI_CELL_IDS
+    assert not any("policy" in c or "samples_per_prompt" in c for c in plan if c["stage"] != "policy")
+    assert load_spec(spec) == spec  # a loaded spec passed back in is the same spec
+    # the axes may grow in a sweep that has them; a number made a list (or another policy) is a change
+    axes = load_spec(AXES_CI_YAML)
+    grown = dict(axes, rl=dict(axes["rl"], samples_per_prompt=[1, 2, 4, 8]),
+                 policy=dict(axes["policy"], shapes=axes["policy"]["shapes"] + [[64, 1, 2]]))
+    assert _core(grown) == _core(axes)
+    assert _core(dict(spec, rl=dict(spec["rl"], samples_per_prompt=[4, 8]))) != _core(spec)
+
+
+def test_axes_bad_input_is_refused_before_anything_trains(tmp_path, capsys):
+    ok = load_spec({"name": "x", "rl": {"samples_per_prompt": [1, 2], "baseline": "batch"}})
+    assert ok["rl"]["samples_per_prompt"] == [1, 2]
+    cases = [({"rl": {"samples_per_prompt": [0, 2], "baseline": "batch"}}, "must be >= 1"),
+             ({"rl": {"samples_per_prompt": [1, 2, 4]}}, "must be >= 2 with RLOO.*rl.baseline: batch"),
+             ({"rl": {"samples_per_prompt": 1}}, "samples_per_prompt must be >= 2"),
+             ({"rl": {"samples_per_prompt": [2, 2.5]}}, "integer or a non-empty list of integers"),
+             ({"rl": {"samples_per_prompt": [2], "baseline": "grpo"}}, "rl.baseline is one of"),
+             ({"rl": {"samples_per_prompt": 1, "batch_prompts": 1, "baseline": "batch"}}, "must be >= 2: the batch"),
+             ({"policy": {"shapes": [[12, 1, 4]]}}, r"policy shape \[12, 1, 4\] cannot be built.*even size"),
+             ({"policy": {"shapes": [[30, 1, 4]]}}, r"policy shape \[30, 1, 4\] cannot be built"),
+             ({"policy": {"shapes": [[32, 1]]}}, "each policy shape is"),
+             ({"policy": {"shapes": []}}, "non-empty list"),
+             ({"policy": {"shapes": [[32, 1, 2], [32, 1, 2]]}}, "lists a shape twice")]
+    for raw, msg in cases:
+        with pytest.raises(OveroptSpecError, match=msg):
+            load_spec({"name": "x", **raw})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\npolicy: {shapes: [[12, 1, 4]]}\n")
+    assert main(["overopt", "run", str(bad), "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be built" in err
+    assert not (tmp_path / "x").exists()  # nothing was started
+
+
+@pytest.fixture(scope="module")
+def axes_sweep(tmp_path_factory):
+    return _run_sweep(tmp_path_factory, AXES_CI_YAML, workers=1)
+
+
+def test_axes_sweep_exports_policy_and_samples_per_prompt(axes_sweep, tmp_path, capsys):
+    from scaling.overopt.axes import final_gold, fit_samples, peaks_by_policy
+
+    root, df, pp = axes_sweep
+    spec = load_spec(AXES_CI_YAML)
+    assert list(df.columns[:7]) == ["method", "policy", "policy_params", "rm_params", "rm_data", "kl_penalty",
+                                    "samples_per_prompt"]
+    assert set(df["policy"]) == {"d16-l1-h2", "d32-l1-h2"} and df["rm_params"].nunique() == 1
+    sizes = df.groupby("policy")["policy_params"].first()
+    # non-embedding parameters of a 1-layer Llama: 4 d^2 (attention) + 12 d^2 (4x MLP) + 2 d (norms) + d (final norm)
+    for name, d in (("d16-l1-h2", 16), ("d32-l1-h2", 32)):
+        assert sizes[name] == 16 * d * d + 3 * d
+    bon, rl = df[df["method"] == "bon"], df[df["method"] == "rl"]
+    assert len(bon) == 2 * len(spec["bon"]["n"]) and bon["samples_per_prompt"].isna().all()
+    points = spec["rl"]["steps"] // spec["rl"]["every"] + 1
+    assert len(rl) == 2 * 3 * points
+    assert rl.groupby(["policy", "samples_per_prompt"]).size().to_dict() == {
+        (p, float(k)): points for p in ("d16-l1-h2", "d32-l1-h2") for k in (1, 2, 4)}
+    # every policy, the one that made the RM's data and the other, starts at gold = proxy = 0, KL = 0
+    np.testing.assert_allclose(bon.loc[bon["n"] == 1, ["gold", "proxy", "kl"]].to_numpy(), 0, atol=1e-9)
+    start = rl[rl["step"] == 0]
+    np.testing.assert_allclose(start["kl"], 0, atol=1e-6)
+    assert np.all(np.abs(start["gold"]) < 1.0)
+    assert (rl.loc[rl["step"] > 0, "kl"] > 0).all()
+    # k changes the RL runs (different samples, different updates); the curves are not copies
+    end = final_gold(df)
+    assert len(end) == 6 and end["run_id"].is_unique and (end["step"] == spec["rl"]["steps"]).all()
+    assert end.groupby("policy")["gold"].nunique().min() == 3
+    # the per-prompt table averages back to the summary, per policy
+    got = pp[pp["method"] == "rl"].groupby(["policy", "samples_per_prompt", "step"])["gold"].mean()
+    want = rl.set_index(["policy", "samples_per_prompt", "step"])["gold"].sort_index()
+    np.testing.assert_allclose(got.sort_index().to_numpy(), want.to_numpy(), atol=1e-12)
+    # the analyses run on the sweep's own export
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_samples(df, policy="d32-l1-h2", fixed={"gamma": 1.0}, bootstrap=20)
+    assert fit.params["gamma"] == 1.0 and fit.n_points_ == 3
+    with pytest.raises(DataError, match="vary policy.*--policy"):
+        fit_samples(df)
+    peaks = peaks_by_policy(pp, kl_penalty=0, samples_per_prompt=4, bootstrap=50)
+    assert list(peaks["policy"]) == ["d16-l1-h2", "d32-l1-h2"] and (peaks["n_prompts"] == 6).all()
+    assert (peaks["gold_star_lo"] <= peaks["gold_star"]).all() and (peaks["gold_star"] <= peaks["gold_star_hi"]).all()
+    # one policy's gold at the end of RL is a table `scaling fit --law rlhf-samples` fits as it is
+    csv = tmp_path / "final.csv"
+    end[end["policy"] == "d16-l1-h2"].to_csv(csv, index=False)
+    assert main(["fit", str(csv), "--law", "rlhf-samples", "--fix", "gamma=1", "--bootstrap", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["law"] == "rlhf-samples" and set(out["params"]) == {"R_inf", "c", "gamma"}
+
+
+def _synthetic_curves(truth_peak, prompts=40, seed=0):
+    """Per-prompt RL curves of two policies: gold(d) = a d - b d^2 per prompt (a varies by prompt), KL = d^2."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(0, 21)
+    rows = []
+    for name, params, (a, b) in (("small", 1e4, truth_peak["small"]), ("big", 1e5, truth_peak["big"])):
+        a_p = a + 0.2 * rng.standard_normal(prompts)
+        for s in steps:
+            d = 0.1 * s
+            for j in range(prompts):
+                rows.append(dict(method="rl", policy=name, policy_params=params, rm_params=1e4, rm_data=1000,
+                                 kl_penalty=0.0, samples_per_prompt=4.0, seed=0, step=s, prompt=j,
+                                 gold=a_p[j] * d - b * d * d, kl=d * d, kl_prompt=d * d))
+    return pd.DataFrame(rows)
+
+
+def test_peaks_by_policy_finds_known_peaks_with_intervals_over_prompts():
+    from scaling.overopt.axes import peaks_by_policy
+
+    truth = {"small": (1.0, 0.5), "big": (0.6, 0.5)}  # peaks at d = a / 2b: 1.0 and 0.6; gold a^2 / 4b
+    pp = _synthetic_curves(truth)
+    res = peaks_by_policy(pp, bootstrap=400, level=0.95).set_index("policy")
+    for name, (a, b) in truth.items():
+        r = res.loc[name]
+        assert r["d_star"] == pytest.approx(a / (2 * b), abs=0.15)
+        assert r["gold_star_lo"] <= a * a / (4 * b) <= r["gold_star_hi"]
+        assert r["d_star_lo"] <= a / (2 * b) <= r["d_star_hi"]
+        assert r["kl_star"] == pytest.approx(r["d_star"] ** 2)
+    assert res.loc["big", "gold_star"] < res.loc["small", "gold_star"]
+    # the summary table (no prompts): the same peaks, no intervals
+    summary = pp.groupby(["method", "policy", "policy_params", "rm_params", "rm_data", "kl_penalty",
+                          "samples_per_prompt", "seed", "step"], as_index=False)[["gold", "kl"]].mean()
+    plain = peaks_by_policy(summary).set_index("policy")
+    np.testing.assert_allclose(plain["gold_star"], res["gold_star"].loc[plain.index])
+    assert plain["gold_star_lo"].isna().all()
+    with pytest.raises(DataError, match="vary kl_penalty"):
+        peaks_by_policy(pd.concat([pp, pp.assign(kl_penalty=0.1)]))
+    with pytest.raises(DataError, match="no policy column"):
+        peaks_by_policy(pp.drop(columns=["policy"]))
+
+
+def test_fit_samples_recovers_a_known_saturating_curve_from_an_export():
+    from scaling.laws.rlhf import samples_truth_runs
+    from scaling.overopt.axes import final_gold, fit_samples
+
+    truth = dict(R_inf=0.8, c=0.6, gamma=0.9)
+    runs = samples_truth_runs(truth, ks=(1, 2, 4, 8, 16, 32), seeds=3, noise=0.01, seed=5)
+    rows = []
+    for r in runs.itertuples():  # an export: three checkpoints per run, the last one is the run's result
+        for step, frac in ((0, 0.0), (10, 0.5), (20, 1.0)):
+            rows.append(dict(method="rl", policy="d64-l2-h4", policy_params=1e5, rm_params=1e4, rm_data=1000,
+                             kl_penalty=0.0, samples_per_prompt=r.samples_per_prompt, seed=r.seed, step=step,
+                             gold=frac * r.gold, kl=frac, proxy=frac))
+    export_df = pd.DataFrame(rows + [dict(method="bon", n=1, gold=0.0, kl=0.0, policy="d64-l2-h4")])
+    end = final_gold(export_df)
+    assert len(end) == len(runs) and (end["step"] == 20).all()
+    fit = fit_samples(export_df, bootstrap=200, level=0.95)
+    for k, v in truth.items():
+        lo, hi = fit.ci[k]
+        assert lo <= v <= hi, (k, v, lo, hi)
+    assert fit.k_at(0.9)["k"] == pytest.approx(10 ** (1 / truth["gamma"]), rel=0.15)
+    with pytest.raises(DataError, match="no samples_per_prompt column"):
+        fit_samples(export_df.drop(columns=["samples_per_prompt"]))
+
+
+def test_the_cpu_axes_definition_loads_and_expands():
+    """sweeps/overopt-axes-cpu.yaml (not run in tests): 3 policies x k = 1..32 x 2 KL penalties x 2 seeds, one RM each."""
+    from scaling.overopt.spec import cells
+
+    spec = load_spec(ROOT / "sweeps" / "overopt-axes-cpu.yaml")
+    plan = cells(spec)
+    stages = pd.Series([c["stage"] for c in plan]).value_counts().to_dict()
+    assert stages == {"rl": 72, "policy": 3, "bon": 6, "data": 1, "rm": 2}
+    rl = [c for c in plan if c["stage"] == "rl"]
+    for seed in (0, 1):  # one fixed reward model per seed
+        assert {c["rm"] for c in rl if c["seed"] == seed} == {f"rm-d32-l2-h4-p24000-s{seed}"}
+    assert sorted({c["samples_per_prompt"] for c in rl}) == [1, 2, 4, 8, 16, 32]
+    assert {c["policy"] for c in rl} == {"d32-l2-h2", "d64-l2-h4", "d128-l2-h4"}
+    ids = [c["id"] for c in plan]
+    assert len(set(ids)) == len(ids)
+    # every cell's needs come earlier in the plan
+    seen = set()
+    for c in plan:
+        assert set(c["needs"]) <= seen, c["id"]
+        seen.add(c["id"])
+
+
+def test_axes_sweep_through_the_cli(axes_sweep, tmp_path, capsys):
+    root, df, _ = axes_sweep
+    csv = tmp_path / "axes.csv"
+    assert main(["overopt", "export", "overopt-axes-ci", "--root", str(root), "--out", str(csv)]) == 0
+    final = pd.read_csv(tmp_path / "axes-final.csv")  # gold at the end of every RL run
+    assert len(final) == 6 and set(final["samples_per_prompt"]) == {1, 2, 4}
+    capsys.readouterr()
+    assert main(["overopt", "samples", str(csv), "--policy", "d16-l1-h2", "--fix", "gamma=1", "--bootstrap", "0",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["law"] == "rlhf-samples" and out["params"]["gamma"] == 1.0
+    want = final[final["policy"] == "d16-l1-h2"].sort_values("samples_per_prompt")["gold"].to_numpy()
+    k = np.array([1.0, 2.0, 4.0])  # gamma fixed: R_inf and c are the least-squares line in k^-1
+    c, R = np.polyfit(-1 / k, want, 1)
+    assert out["params"]["R_inf"] == pytest.approx(R, abs=1e-9) and out["params"]["c"] == pytest.approx(c, abs=1e-9)
+    assert main(["overopt", "samples", str(csv)]) == 2
+    assert "vary policy" in capsys.readouterr().err
+    assert main(["overopt", "peaks", str(tmp_path / "axes-prompts.csv.gz"), "--samples-per-prompt", "4",
+                 "--bootstrap", "50", "--json"]) == 0
+    peaks = json.loads(capsys.readouterr().out)
+    assert [p["policy"] for p in peaks["policies"]] == ["d16-l1-h2", "d32-l1-h2"]
+    assert main(["overopt", "peaks", str(csv), "--method", "bon"]) == 0
+    assert "gold*" in capsys.readouterr().out

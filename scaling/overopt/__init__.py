@@ -13,7 +13,8 @@ from .gold import FeatureGold, get_gold, register_gold
 from .spec import OveroptSpecError, load_spec
 
 __all__ = ["bon_curve", "bon_kl_analytic", "bon_kl_empirical", "bon_kl_exact", "bon_weights", "FeatureGold",
-           "get_gold", "register_gold", "OveroptSpecError", "load_spec", "run_overopt", "export", "status"]
+           "get_gold", "register_gold", "OveroptSpecError", "load_spec", "run_overopt", "export", "status",
+           "final_gold", "fit_samples", "peaks_by_policy"]
 
 
 def __getattr__(name):
@@ -21,4 +22,8 @@ def __getattr__(name):
         from . import runner
 
         return getattr(runner, name)
+    if name in ("final_gold", "fit_samples", "peaks_by_policy"):  # the RLHF-axes analyses (numpy, no torch)
+        from . import axes
+
+        return getattr(axes, name)
     raise AttributeError(name)

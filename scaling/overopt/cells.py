@@ -8,6 +8,10 @@ atomically. A finished cell is never redone; a killed one restarts from scratch
 Gold and proxy are reported relative to the initial policy: gold minus the mean
 gold of the initial policy's samples for the same prompt, proxy minus the reward
 model's mean over the initial policy's samples (so both are 0 at KL = 0).
+
+With the RLHF axes (``policy.shapes``), a cell's ``policy``/``policy_shape`` name the policy it optimises;
+one other than the sweep's own is pretrained by its own policy cell, which also draws its bank of samples
+(``policies/<name>.pt``), and the reward model's offset is then its mean over that policy's bank.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..sweep.train import load_checkpoint
 from . import models as M
 from .estimators import bon_curve, bon_kl_analytic, bon_kl_empirical
 from .gold import get_gold
+from .spec import base_shape
 
 
 def _gold(spec):
@@ -64,9 +69,15 @@ def _save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _policy(spec, base: Path):
-    """The initial policy: this sweep's, another sweep's directory (policy.pt), or a save_pretrained directory."""
+def _policy(spec, base: Path, cell=None):
+    """The initial policy: this sweep's, another sweep's directory (policy.pt), or a save_pretrained directory;
+    for a cell on the ``policy.shapes`` axis, that policy (pretrained by its own policy cell)."""
     p = spec["policy"]
+    if cell is not None and _other_policy(spec, cell):
+        sh = cell["policy_shape"]
+        model = M.build_policy(p["vocab"], *sh, spec["prompt_len"] + spec["completion_len"] + 1)
+        model.load_state_dict(_load(base / "policies" / f"{cell['policy']}.pt")["model"])
+        return model.to(_device()).eval()
     if p["dir"] and (Path(p["dir"]) / "config.json").exists():
         import transformers
 
@@ -83,6 +94,42 @@ def _policy(spec, base: Path):
                            spec["prompt_len"] + spec["completion_len"] + 1)
     model.load_state_dict(_load(src)["model"])
     return model.to(_device()).eval()
+
+
+def _other_policy(spec, cell) -> bool:
+    """Whether the cell optimises a policy of the ``policy.shapes`` axis other than the sweep's own."""
+    return "policy_shape" in cell and list(cell["policy_shape"]) != base_shape(spec)
+
+
+def _bank(spec, base: Path, cell, data=None) -> dict:
+    """The cell's policy's samples on the held-out prompts: ``bank`` (prompts, samples, T) and ``bank_gold``."""
+    if _other_policy(spec, cell):
+        d = _load(base / "policies" / f"{cell['policy']}.pt")
+    else:
+        d = data if data is not None else _load(base / "data.pt")
+    return {"bank": d["bank"], "bank_gold": d["bank_gold"]}
+
+
+def _bank_scores(spec, base: Path, cell, rm, state, data) -> tuple[np.ndarray, float]:
+    """The reward model's scores of the cell's policy's bank and their mean (its offset: proxy 0 at KL 0)."""
+    if not _other_policy(spec, cell):
+        return np.asarray(state["bank_scores"]), float(state["offset"])
+    bank = _bank(spec, base, cell)["bank"].long().to(data["eval_prompts"].device)
+    P, S = data["eval_prompts"], bank.shape[1]
+    scores = M.score(rm, P.repeat_interleave(S, 0), bank.reshape(-1, bank.shape[-1])).reshape(len(P), S)
+    return scores, float(scores.mean())
+
+
+def _policy_info(spec, cell, model=None) -> dict:
+    """The export's policy columns for a cell on the ``policy.shapes`` axis: its name and non-embedding
+    parameter count (the embedding is tied to the output layer); nothing without the axis."""
+    if "policy" not in cell:
+        return {}
+    sh = cell["policy_shape"]
+    if model is None:
+        model = M.build_policy(spec["policy"]["vocab"], *sh, spec["prompt_len"] + spec["completion_len"] + 1)
+    return {"policy": cell["policy"],
+            "policy_params": M.n_params(model) - int(model.get_input_embeddings().weight.numel())}
 
 
 def _rm(spec, base: Path, rid: str, shape=None):
@@ -106,6 +153,8 @@ def stage_policy(cell, spec, base: Path) -> dict:
     import torch
 
     p = spec["policy"]
+    if "shape" in cell:
+        return _stage_axis_policy(cell, spec, base)
     if p["dir"]:
         model = _policy(spec, base)
         return {"policy_params": M.n_params(model), "source": str(p["dir"])}
@@ -118,6 +167,42 @@ def stage_policy(cell, spec, base: Path) -> dict:
                       seq_len=spec["prompt_len"] + spec["completion_len"], lr=float(p["lr"]), seed=p["seed"])
     _save({"model": _cpu_state(model)}, base / "policy.pt")
     return {"policy_params": M.n_params(model), "pretrain_loss": loss, "entropy_rate": lang.entropy_rate()}
+
+
+def _stage_axis_policy(cell, spec, base: Path) -> dict:
+    """A policy of the ``policy.shapes`` axis: pretrained like the sweep's own (same language, corpus, steps and
+    seed), then its bank of samples on the held-out prompts (best-of-n, and gold and proxy at KL = 0)."""
+    import torch
+
+    p, sh = spec["policy"], cell["shape"]
+    toks = _corpus(spec, base)
+    torch.manual_seed(p["seed"])
+    model = M.build_policy(p["vocab"], *sh, spec["prompt_len"] + spec["completion_len"] + 1).to(_device())
+    loss = M.pretrain(model, toks, steps=p["pretrain_steps"], batch=p["batch"],
+                      seq_len=spec["prompt_len"] + spec["completion_len"], lr=float(p["lr"]), seed=p["seed"])
+    model.eval()
+    bank, bank_gold = _sample_bank(spec, model, _gold(spec), toks)
+    (base / "policies").mkdir(exist_ok=True)
+    _save({"model": _cpu_state(model), "bank": bank, "bank_gold": bank_gold}, base / "policies" / f"{cell['policy']}.pt")
+    info = _policy_info(spec, {"policy": cell["policy"], "policy_shape": sh}, model)
+    return {**info, "pretrain_loss": loss, "gold_std": float(bank_gold.std())}
+
+
+def _sample_bank(spec, pol, gold, toks, generator=None):
+    """bon.samples completions from ``pol`` for each held-out prompt, and their gold (prompts, samples)."""
+    import torch
+
+    b, T, PL = spec["bon"], spec["completion_len"], spec["prompt_len"]
+    dev = _device()
+    g = generator if generator is not None else torch.Generator(device=dev).manual_seed(123)
+    eval_prompts = _prompts(toks, b["prompts"], PL, 2)
+    bank = []
+    for j in range(len(eval_prompts)):
+        P = eval_prompts[j:j + 1].expand(b["samples"], PL).to(dev)
+        bank.append(M.sample(pol, P, T, generator=g)[0].cpu())
+    bank = torch.stack(bank)  # (prompts, samples, T)
+    bank_gold = gold(bank.reshape(-1, T).numpy()).reshape(len(eval_prompts), -1)
+    return (bank.to(torch.uint8) if spec["policy"]["vocab"] <= 256 else bank), bank_gold
 
 
 def _corpus(spec, base: Path) -> np.ndarray:
@@ -177,16 +262,8 @@ def stage_data(cell, spec, base: Path) -> dict:
         "eval": {k: v[-n_eval:][eval_keep] for k, v in (("prompts", prompts), ("chosen", chosen), ("rejected", rejected))},
     }
     # bank: bon.samples completions per held-out prompt from the initial policy (best-of-n and recentring)
-    b = spec["bon"]
-    eval_prompts = _prompts(toks, b["prompts"], PL, 2)
-    bank = []
-    for j in range(len(eval_prompts)):
-        P = eval_prompts[j:j + 1].expand(b["samples"], PL).to(dev)
-        bank.append(M.sample(pol, P, T, generator=g)[0].cpu())
-    bank = torch.stack(bank)  # (prompts, samples, T)
-    bank_gold = gold(bank.reshape(-1, T).numpy()).reshape(len(eval_prompts), -1)
-    data.update(eval_prompts=eval_prompts, bank=bank.to(torch.uint8) if spec["policy"]["vocab"] <= 256 else bank,
-                bank_gold=bank_gold)
+    bank, bank_gold = _sample_bank(spec, pol, gold, toks, generator=g)
+    data.update(eval_prompts=_prompts(toks, spec["bon"]["prompts"], PL, 2), bank=bank, bank_gold=bank_gold)
     _save(data, base / "data.pt")
     ties = int((~keep).sum())
     return {"pairs": int(train_keep.sum()), "eval_pairs": int(eval_keep.sum()), "ties_dropped": ties,
@@ -227,10 +304,16 @@ def _rm_info(base: Path, rid: str) -> dict:
 
 def stage_bon(cell, spec, base: Path) -> dict:
     data = _load(base / "data.pt")
-    state = _load(base / "rms" / f"{cell['rm']}.pt")
     info = _rm_info(base, cell["rm"])
-    proxy = state["bank_scores"] - state["offset"]
-    gold = data["bank_gold"] - data["bank_gold"].mean(axis=1, keepdims=True)
+    if _other_policy(spec, cell):  # the RM's scores of this policy's bank
+        rm, state = _rm(spec, base, cell["rm"])
+        scores, offset = _bank_scores(spec, base, cell, rm, state, _to(data, _device()))
+    else:
+        state = _load(base / "rms" / f"{cell['rm']}.pt")
+        scores, offset = state["bank_scores"], state["offset"]
+    bank_gold = _bank(spec, base, cell, data)["bank_gold"]
+    proxy = scores - offset
+    gold = bank_gold - bank_gold.mean(axis=1, keepdims=True)
     ns = np.array(sorted(set(int(n) for n in spec["bon"]["n"])))
     curve = bon_curve(proxy, gold, ns)
     kl_emp = np.array([[bon_kl_empirical(proxy[j], int(n)) for n in ns] for j in range(len(proxy))])
@@ -243,7 +326,7 @@ def stage_bon(cell, spec, base: Path) -> dict:
         prompt_rows += [{"n": int(n), "prompt": j, "kl": float(kl[i]), "gold": float(curve["gold"][j, i]),
                          "proxy": float(curve["proxy"][j, i])} for j in range(len(proxy))]
     return {"rm": cell["rm"], **{k: info[k] for k in ("rm_params", "rm_data", "rm_accuracy", "rm_n_eval")},
-            "rows": rows, "prompt_rows": prompt_rows}
+            **_policy_info(spec, cell), "rows": rows, "prompt_rows": prompt_rows}
 
 
 def _checkpoint_rows(ev: dict, step: int) -> tuple[dict, list[dict]]:
@@ -258,19 +341,21 @@ def _checkpoint_rows(ev: dict, step: int) -> tuple[dict, list[dict]]:
 class _Tuning:
     """What RL and DPO share: the data, a frozen reference, a trainable copy, and held-out checkpoints."""
 
-    def __init__(self, cell, spec, base: Path, rm=None, rm_offset: float = 0.0):
+    def __init__(self, cell, spec, base: Path, rm=None, rm_state=None):
         import torch
 
         self.cell, self.spec = cell, spec
         self.data = _to(_load(base / "data.pt"), _device())
-        self.ref = _policy(spec, base)
+        self.ref = _policy(spec, base, cell)
         torch.manual_seed(cell["seed"])
         self.pi = copy.deepcopy(self.ref).train()
         for p_ in self.ref.parameters():
             p_.requires_grad_(False)
-        self.rm, self.rm_offset = rm, rm_offset
+        self.rm, self.rm_offset = rm, 0.0
+        if rm is not None:
+            self.rm_offset = _bank_scores(spec, base, cell, rm, rm_state, self.data)[1]
         self.gold = _gold(spec)
-        self.base_gold = self.data["bank_gold"].mean(axis=1)  # per held-out prompt
+        self.base_gold = _bank(spec, base, cell, self.data)["bank_gold"].mean(axis=1)  # per held-out prompt
         self.rows, self.prompt_rows = [], []
 
     def checkpoint(self, step: int) -> None:
@@ -290,16 +375,16 @@ class _Tuning:
 def stage_rl(cell, spec, base: Path) -> dict:
     rm, state = _rm(spec, base, cell["rm"])
     info = _rm_info(base, cell["rm"])
-    t = _Tuning(cell, spec, base, rm=rm, rm_offset=state["offset"])
+    t = _Tuning(cell, spec, base, rm=rm, rm_state=state)
     r = spec["rl"]
     t.checkpoint(0)
     M.rl(t.pi, t.ref, rm, t.data["train"]["prompts"], spec["completion_len"], steps=r["steps"],
          kl_coef=cell["kl_penalty"], lr=float(r["lr"]), batch_prompts=r["batch_prompts"],
-         samples_per_prompt=r["samples_per_prompt"], rm_offset=state["offset"], seed=cell["seed"],
-         on_checkpoint=t.checkpoint, every=r["every"])
+         samples_per_prompt=cell.get("samples_per_prompt", r["samples_per_prompt"]), rm_offset=t.rm_offset,
+         seed=cell["seed"], on_checkpoint=t.checkpoint, every=r["every"], baseline=r.get("baseline") or "rloo")
     return {"rm": cell["rm"], "kl_penalty": cell["kl_penalty"],
             **{k: info[k] for k in ("rm_params", "rm_data", "rm_accuracy", "rm_n_eval")},
-            "rows": t.rows, "prompt_rows": t.prompt_rows}
+            **_policy_info(spec, cell, t.ref), "rows": t.rows, "prompt_rows": t.prompt_rows}
 
 
 def stage_dpo(cell, spec, base: Path) -> dict:
@@ -311,7 +396,8 @@ def stage_dpo(cell, spec, base: Path) -> dict:
     t.checkpoint(0)
     M.dpo(t.pi, t.ref, tr["prompts"][:n], tr["chosen"][:n], tr["rejected"][:n], beta=cell["beta"], lr=float(o["lr"]),
           batch=o["batch"], epochs=o["epochs"], seed=cell["seed"], on_checkpoint=t.checkpoint, every=o["every"])
-    return {"beta": cell["beta"], "rm_data": n, "rows": t.rows, "prompt_rows": t.prompt_rows}
+    return {"beta": cell["beta"], "rm_data": n, **_policy_info(spec, cell, t.ref), "rows": t.rows,
+            "prompt_rows": t.prompt_rows}
 
 
 STAGES = {"policy": stage_policy, "data": stage_data, "rm": stage_rm, "bon": stage_bon, "rl": stage_rl,

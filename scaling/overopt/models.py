@@ -203,15 +203,20 @@ def evaluate_policy(policy, ref, rm, gold: Gold, prompts, length: int, *, rm_off
 
 def rl(policy, ref, rm, prompts, length: int, *, steps: int, kl_coef: float, lr: float, batch_prompts: int,
        samples_per_prompt: int, rm_offset: float, seed: int,
-       on_checkpoint: Callable[[int], None], every: int, progress: Callable[[int], None] | None = None) -> None:
+       on_checkpoint: Callable[[int], None], every: int, progress: Callable[[int], None] | None = None,
+       baseline: str = "rloo") -> None:
     """RLOO against the proxy reward with a KL penalty; calls ``on_checkpoint(step)`` every ``every`` steps.
 
     The reward of a completion is ``proxy(x, y) - kl_coef * (log pi(y|x) - log pi0(y|x))``;
-    its advantage is that minus the mean of the other samples for the same prompt.
+    its advantage is that minus the mean of the other samples for the same prompt (``baseline="rloo"``, k >= 2),
+    or of every other sample in the batch (``baseline="batch"``, which allows one sample per prompt).
     """
     torch = _torch()
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     k = samples_per_prompt
+    if baseline not in ("rloo", "batch") or (baseline == "rloo" and k < 2) or k * batch_prompts < 2:
+        raise ValueError(f"RL baseline {baseline!r} cannot be used with {k} sample(s) per prompt and "
+                         f"{batch_prompts} prompt(s) per batch (RLOO needs k >= 2; the batch baseline 2 samples)")
     for step in range(steps):
         g = torch.Generator(device=prompts.device).manual_seed(seed * 1_000_003 + step)
         idx = torch.randint(0, len(prompts), (batch_prompts,), generator=g, device=prompts.device)
@@ -221,8 +226,11 @@ def rl(policy, ref, rm, prompts, length: int, *, steps: int, kl_coef: float, lr:
         with torch.no_grad():
             lp0 = token_logprobs(ref, P, y).sum(-1)
             r = torch.from_numpy(score(rm, P, y) - rm_offset).float().to(lp.device) - kl_coef * (lp.detach() - lp0)
-            r = r.view(batch_prompts, k)
-            adv = (r - (r.sum(1, keepdim=True) - r) / (k - 1)).view(-1)
+            if baseline == "rloo":
+                r = r.view(batch_prompts, k)
+                adv = (r - (r.sum(1, keepdim=True) - r) / (k - 1)).view(-1)
+            else:
+                adv = r - (r.sum() - r) / (len(r) - 1)
         _update(policy, opt, -(adv * lp).mean(), progress)
         if (step + 1) % every == 0:
             on_checkpoint(step + 1)
