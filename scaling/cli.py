@@ -561,13 +561,42 @@ def cmd_sweep_run(args) -> int:
         return _interrupted(exc, "sweep", args)
     from .sweep.spec import load_spec
 
-    st = status(load_spec(args.definition)["name"], args.root)
+    spec = load_spec(args.definition)
+    st = status(spec["name"], args.root)
     print(f"sweep {st['name']}: {st['done']} done, {st['failed']} failed, {st['diverged']} diverged of {st['total']}")
+    if spec["grid"].get("adaptive"):  # the grid is round 0; extend places the next rounds
+        root = "" if args.root == "out/sweeps" else f" --root {args.root}"
+        print(f"grid.adaptive: add sizes around each budget's optimum in rounds with `scaling sweep extend "
+              f"{args.definition}{root}`")
     if st["failed"]:
         root = "" if args.root == "out/sweeps" else f" --root {args.root}"
         print(f"failed runs are not retried again: `scaling sweep status {st['name']}{root}` shows their errors; "
               f"fix the cause, then `scaling sweep run {args.definition}{root} --retry-failed`", file=sys.stderr)
     return 0 if st["failed"] == 0 else 1
+
+
+def cmd_sweep_extend(args) -> int:
+    import signal
+
+    from .sweep.adaptive import extend
+
+    try:
+        out = extend(args.sweep, rounds=args.rounds, target_ci_a=args.target_ci_a, root=args.root,
+                     executor=args.executor, workers=args.workers, progress=not args.json)
+    except KeyboardInterrupt as exc:
+        root = "" if args.root == "out/sweeps" else f" --root {args.root}"
+        done = exc.summary() if hasattr(exc, "summary") else "the finished runs are kept"
+        print(f"interrupted: {done}; the round's runs are in the store: resume with: scaling sweep extend "
+              f"{args.sweep}{root}", file=sys.stderr)
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
+    ci = "no interval" if out["ci_a"] is None else f"[{out['ci_a'][0]:.3f}, {out['ci_a'][1]:.3f}]"
+    a = "no fit" if out["a"] is None else f"{out['a']:.3f}"
+    text = (f"sweep {out['name']}: round {out['round']}, {out['runs']} runs, {out['flops_trained']:.3g} FLOPs trained; "
+            f"a = {a}, 90% interval {ci} (target: narrower than {out['target_ci_a']:g})\n  {out['stopped']}")
+    text += "".join(f"\n  C={p['budget']:.3g}: " + (f"N_opt={p['N_opt']:.3g}" if p["N_opt"] else
+                                                   f"not used: {p['status']}") for p in out["profiles"])
+    _emit(out, args.json, text)
+    return 0
 
 
 def cmd_sweep_status(args) -> int:
@@ -676,6 +705,10 @@ def _write_overopt(df, per_prompt, out) -> None:
     df.to_csv(out, index=False, float_format="%.8g")
     # one row per prompt and point: large, so compressed (read_table and pandas read it as is)
     per_prompt.to_csv(out.with_name(out.stem + "-prompts.csv.gz"), index=False, float_format="%.6g")
+    if "samples_per_prompt" in df.columns and (df["method"] == "rl").any():  # the RLHF axes: gold at RL's end
+        from .overopt.axes import final_gold
+
+        final_gold(df).to_csv(out.with_name(out.stem + "-final.csv"), index=False, float_format="%.8g")
 
 
 def cmd_overopt_status(args) -> int:
@@ -698,6 +731,49 @@ def cmd_overopt_export(args) -> int:
         raise ScalingError(f"overoptimization sweep {args.name!r} has no finished best-of-n, RL or DPO cells yet")
     _write_overopt(df, export(args.name, args.root, per_prompt=True), args.out)
     print(f"wrote {args.out} ({len(df)} rows) and its per-prompt table beside it")
+    return 0
+
+
+def cmd_finetune_run(args) -> int:
+    from .finetune import load_spec
+    from .finetune.runner import run_finetune, status
+
+    name = load_spec(args.definition, resolve=False)["name"]
+    try:
+        df = run_finetune(args.definition, executor=args.executor, workers=args.workers, root=args.root,
+                          retry_failed=args.retry_failed, progress=not args.json)
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, "finetune", args, unit="cells")
+    st = status(name, args.root)
+    root = "" if args.root == "out/finetune" else f" --root {args.root}"
+    _emit(st, args.json, f"finetune {name}: {st['done']} of {st['total']} cells done, {st['diverged']} diverged; "
+          f"{len(df)} result rows; write them with `scaling finetune export {name}{root}`")
+    return 0 if st["failed"] == 0 else 1
+
+
+def cmd_finetune_status(args) -> int:
+    from .finetune.runner import status
+
+    st = status(args.name, args.root)
+    methods = "\n".join(f"  {m:<7} " + ", ".join(f"{n} {s}" for s, n in v.items()) for m, v in st["methods"].items())
+    failed = "".join(f"\n  failed: {r['run_id']}: {r['error']}" for r in st["failed_cells"])
+    _emit(st, args.json, f"finetune {st['name']}: {st['total']} cells; {st['done']} done, {st['running']} running, "
+          f"{st['pending']} pending, {st['failed']} failed, {st['diverged']} diverged\n{methods}{failed}")
+    return 0
+
+
+def cmd_finetune_export(args) -> int:
+    from .finetune.runner import export
+
+    out = _check_out(Path(args.out) / f"{args.name}.csv", what="--out", example="")
+    df = export(args.name, args.root)
+    if df.empty:
+        raise ScalingError(f"fine-tuning sweep {args.name!r} has no finished cells yet "
+                           f"(`scaling finetune status {args.name}` says where it is)")
+    df.to_csv(out, index=False, float_format="%.8g")
+    method = "lora" if "lora" in set(df["method"]) else str(df["method"].iloc[0])
+    print(f"wrote {out} ({len(df)} rows, methods {', '.join(sorted(set(df['method'])))}); fit it with "
+          f"`scaling fit {out} --law finetune --x N --method {method}`")
     return 0
 
 
@@ -732,6 +808,44 @@ def cmd_overopt_plot(args) -> int:
         laws[law.method] = law
     fig = plot_overopt(read_table(args.data), laws, kl_penalty=args.kl_penalty, rm_data=args.rm_data)
     print(f"wrote {save(fig, args.out)}")
+    return 0
+
+
+def _axis_choices(args) -> dict:
+    return {k: getattr(args, k, None) for k in ("policy", "rm_params", "rm_data", "kl_penalty")}
+
+
+def cmd_overopt_samples(args) -> int:
+    """`scaling overopt samples EXPORT`: rlhf-samples fitted to gold at the end of RL against samples per prompt."""
+    from .overopt.axes import fit_samples
+
+    _check_out(args.out, "--out", "samples.json")
+    fixed = _merged(args.fix, "--fix")
+    fit = fit_samples(args.data, **_axis_choices(args), bootstrap=args.bootstrap, seed=args.seed, level=args.level,
+                      **({"fixed": fixed} if fixed else {}))
+    if args.out:
+        fit.save(args.out)
+    _emit(fit.summary(), args.json, fit.report() + (f"\n\nsaved to {args.out}" if args.out else ""))
+    return 0
+
+
+def cmd_overopt_peaks(args) -> int:
+    """`scaling overopt peaks EXPORT`: per policy, the highest gold along the optimisation and the KL there."""
+    from .overopt.axes import peaks_by_policy
+
+    kw = {k: v for k, v in _axis_choices(args).items() if k != "policy"}
+    res = peaks_by_policy(args.data, method=args.method, samples_per_prompt=args.samples_per_prompt,
+                          bootstrap=args.bootstrap, level=args.level, seed=args.seed, **kw)
+    pct = int(round(100 * args.level))
+    point = "n_star" if args.method == "bon" else "step_star"
+    lines = [f"{args.method}: peak of mean gold per policy ({pct}% intervals over held-out prompts)"]
+    for r in res.itertuples():
+        ci = (lambda a, b: "" if np.isnan(a) else f" [{a:.3f}, {b:.3f}]")
+        lines.append(f"  {r.policy:<14} {r.policy_params:>12,.0f} params: gold* {r.gold_star:.3f}"
+                     f"{ci(r.gold_star_lo, r.gold_star_hi)} at {point[:-5]} {getattr(r, point):g}, d* {r.d_star:.3f}"
+                     f"{ci(r.d_star_lo, r.d_star_hi)}; gold at the end {r.gold_end:.3f}")
+    _emit({"method": args.method, "level": args.level, "policies": res.to_dict(orient="records")}, args.json,
+          "\n".join(lines))
     return 0
 
 
@@ -911,6 +1025,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "done, running, failed (with their errors), remaining, ETA")
     r.add_argument("--retry-failed", action="store_true",
                    help="give runs that failed all their attempts in an earlier run a fresh set of retries")
+    ext = swsub.add_parser("extend", help="adaptive placement: add sizes around each IsoFLOP budget's optimum in "
+                           "rounds, train them, stop once a's 90%% interval is narrower than the target")
+    ext.add_argument("sweep", help="the sweep's name (under --root) or its YAML definition")
+    ext.add_argument("--rounds", type=int, help="the last round to run (round 0 is the grid; default: the "
+                     "definition's grid.adaptive.rounds)")
+    ext.add_argument("--target-ci-a", type=_num, help="stop once a's 90%% interval is narrower than this (default: "
+                     "grid.adaptive.target_ci_a)")
+    ext.add_argument("--executor", default="local", help="local (default) or submitit")
+    ext.add_argument("--workers", type=_positive, help="parallel runs (default: one per core, or per GPU)")
+    ext.add_argument("--root", default="out/sweeps")
+    ext.add_argument("--json", action="store_true")
+    ext.set_defaults(func=cmd_sweep_extend)
     exp = swsub.add_parser("export", help="write the runs table (and curves) as CSV or Parquet")
     exp.add_argument("name")
     exp.add_argument("--out", required=True)
@@ -970,6 +1096,44 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rm-data", type=_num, help="reward models trained on this many pairs (default: the most)")
     r.add_argument("--out", required=True)
     r.set_defaults(func=cmd_overopt_plot)
+    for name, helptext, func in (
+            ("samples", "fit rlhf-samples (R(k) = R_inf - c k^-gamma) to gold at the end of RL vs samples per prompt",
+             cmd_overopt_samples),
+            ("peaks", "per policy: the highest gold along the optimisation, the KL there, intervals over prompts",
+             cmd_overopt_peaks)):
+        r = oosub.add_parser(name, help=helptext)
+        r.add_argument("data", help="an overoptimization export (the per-prompt one gives peaks intervals)")
+        if name == "samples":
+            r.add_argument("--policy", help="the policy (e.g. d64-l2-h4) when the export has several")
+            r.add_argument("--out", help="save the fit here (JSON)")
+            r.add_argument("--fix", type=_pairs, action="append", help="fix parameters, e.g. gamma=0.5")
+        else:
+            r.add_argument("--method", choices=["bon", "rl", "dpo"], default="rl")
+            r.add_argument("--samples-per-prompt", type=_num, help="RL runs with this k (when there are several)")
+        r.add_argument("--rm-params", type=_num, help="the reward model (parameters) when there are several")
+        r.add_argument("--rm-data", type=_num, help="reward models trained on this many pairs")
+        r.add_argument("--kl-penalty", type=_num, help="RL runs with this KL penalty (when there are several)")
+        r.add_argument("--bootstrap", type=_count, default=1000)
+        r.add_argument("--level", type=float, default=0.9)
+        r.add_argument("--seed", type=int, default=0)
+        r.add_argument("--json", action="store_true")
+        r.set_defaults(func=func)
+
+    ft = sub.add_parser("finetune", help="fine-tuning sweeps: base models x full / LoRA / prompt tuning x D_f "
+                        "(Zhang et al. 2024)")
+    ftsub = ft.add_subparsers(dest="finetune_cmd", required=True)
+    r = _run_and_status(ftsub, "cells", "out/finetune", cmd_finetune_run, cmd_finetune_status,
+                        "cells done, running, pending, failed (with their errors), diverged, by method")
+    r.add_argument("--retry-failed", action="store_true",
+                   help="give cells that failed all their attempts in an earlier run a fresh set of retries")
+    r.add_argument("--json", action="store_true", help="print the status as JSON (no progress bar)")
+    r = ftsub.add_parser("export", help="write DIR/NAME.csv: run_id, method, N, D_pretrain, pet_params, D_f, loss, "
+                         "seed, then the settings (fit it with `scaling fit ... --law finetune`)")
+    r.add_argument("name")
+    r.add_argument("--out", default="data/finetune", metavar="DIR", help="the folder to write NAME.csv in "
+                   "(data/finetune)")
+    r.add_argument("--root", default="out/finetune")
+    r.set_defaults(func=cmd_finetune_export)
 
     lw = sub.add_parser("laws", help="list the laws")
     lw.add_argument("--json", action="store_true")

@@ -116,7 +116,8 @@ def test_overopt_files_with_numpy_arrays_load_with_weights_only(tmp_path):
 
 # ------------------------------------------------- 4. workers die with their driver
 def _start_driver(tmp_path, name, command=("sweep", "run")):
-    spec = toy(name=name, model={"sizes": [20000, 80000]}, toy={"step_sleep": 0.1})
+    # ~12 s a run: long enough that a loaded machine cannot finish the sweep before the test signals it
+    spec = toy(name=name, model={"sizes": [20000, 80000]}, toy={"step_sleep": 0.25})
     path = write_yaml(tmp_path / f"{name}.yaml", spec)
     root = tmp_path / "root"
     cmd = [sys.executable, "-m", "scaling.cli", *command, str(path), "--root", str(root), "--workers", "2"]

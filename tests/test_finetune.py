@@ -3,6 +3,7 @@ backtest, and the fine-tuning cells (tiny models, one thread)."""
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -272,11 +273,187 @@ def test_base_models_from_a_pretraining_sweep_that_saved_them(tmp_path):
         store.set_status(rid, "done", result={"status": "done"})
     _base(root / "base" / "runs" / "r1" / "model")
     _base(root / "base" / "runs" / "r2" / "model")  # r3 kept no model
-    spec = load_spec(_definition(None, base={"sweep": "base", "root": str(root)}, methods=["full"]))
-    plan = expand(spec)
+    from scaling.errors import ScalingWarning
+
+    with pytest.warns(ScalingWarning, match="1 finished run.s. kept no model .trained without save_model: true. and "
+                                            "are left out; fine-tuning the 2 that did"):
+        spec = load_spec(_definition(None, base={"sweep": "base", "root": str(root)}, methods=["full"]))
+        plan = expand(spec)
     assert sorted({c["D_pretrain"] for c in plan}) == [2.0e6, 8.0e6] and {c["N"] for c in plan} == {8272}
     with pytest.raises(FinetuneSpecError, match="no pretraining sweep named 'nope'.*save_model: true"):
         load_spec(_definition(None, base={"sweep": "nope", "root": str(root)}))
+    # a sweep still training, and one that kept no models: one error each, naming the command that trains them
+    waiting = Store(root / "waiting" / "sweep.sqlite")
+    waiting.sync([{"run_id": "w1", "N": 8272, "D": 2.0e6}, {"run_id": "w2", "N": 8272, "D": 8.0e6}])
+    waiting.set_status("w1", "running")
+    with pytest.raises(FinetuneSpecError, match=r"'waiting' has no finished run with a saved model .*: 2 of its runs "
+                                                r"are not finished. Train the base models with `scaling sweep run"):
+        load_spec(_definition(None, base={"sweep": "waiting", "root": str(root)}))
+    for rid in ("w1", "w2"):
+        waiting.set_status(rid, "done", result={"status": "done"})
+    with pytest.raises(FinetuneSpecError, match=r"run without save_model: true"):
+        load_spec(_definition(None, base={"sweep": "waiting", "root": str(root)}))
     with pytest.raises(FinetuneSpecError, match=r"D_f up to 1,000,000 tokens, but the downstream corpus's training "
-                                                r"split holds 38,000"):
+                                                r"split holds 38,000"), pytest.warns(ScalingWarning, match="r3|1 finished"):
         load_spec(_definition(None, base={"sweep": "base", "root": str(root)}, D_f=[4096, 1_000_000]))
+
+
+# ------------------------------------------------------------------ base models kept by a pretraining sweep
+def _tiny_pretraining(**over):
+    d = {"name": "keep", "model": {"family": "llama", "seq_len": 16, "shapes": [{"n_layer": 1, "d_model": 16,
+                                                                                 "n_head": 2}]},
+         "grid": {"tokens": [4096, 8192], "min_steps": 8}, "batch": {"tokens_per_step": 256},
+         "corpus": {"name": "synthetic", "states": 16, "tokens": 40_000}, "eval": {"tokens": 512, "curve_tokens": 256},
+         "checkpoint": {"every": 0.5}, "save_model": True}
+    d.update(over)
+    return d
+
+
+def test_save_model_keeps_final_models_and_leaves_other_sweeps_ids_alone(tmp_path):
+    """save_model: true enters a run's config (and id) only when true; an independent run and a WSD branch save
+    their final model with save_pretrained, a stable run (no final model) does not."""
+    transformers = pytest.importorskip("transformers")
+    from scaling.sweep import expand as expand_sweep
+    from scaling.sweep import load_spec as load_sweep
+    from scaling.sweep.spec import SpecError
+    from scaling.sweep.train import run_cell as train_cell
+
+    plain = expand_sweep(load_sweep(_tiny_pretraining(save_model=False)))
+    kept = expand_sweep(load_sweep(_tiny_pretraining()))
+    assert all("save_model" not in c for c in plain) and all(c["save_model"] is True for c in kept)
+    assert not {c["run_id"] for c in plain} & {c["run_id"] for c in kept}  # other runs: they keep a model
+    with pytest.raises(SpecError, match="toy trainer has no model to save"):
+        load_sweep(_tiny_pretraining(trainer="toy"))
+    with pytest.raises(SpecError, match="save_model is true or false"):
+        load_sweep(_tiny_pretraining(save_model="yes"))
+
+    branched = expand_sweep(load_sweep(_tiny_pretraining(
+        schedule={"type": "wsd", "cooldown": 0.25, "branches": True, "warmup": 0.1})))
+    assert sorted(c.get("kind", "run") for c in branched) == ["branch", "branch", "stable"]
+    sweep_dir = tmp_path / "keep"
+    for cfg in [kept[0]] + sorted(branched, key=lambda c: c.get("kind") != "stable"):  # the stable run first
+        res = train_cell(cfg, str(sweep_dir), threads=1)
+        assert res["status"] == "done"
+        folder = sweep_dir / "runs" / cfg["run_id"] / "model"
+        if cfg.get("kind") == "stable":
+            assert not folder.exists()
+            continue
+        assert not (folder.parent / "model.tmp").exists()
+        model = transformers.AutoModelForCausalLM.from_pretrained(folder)  # the trained model, not a fresh one
+        assert model.config.hidden_size == 16 and model.config.max_position_embeddings == 16
+        from scaling.sweep.corpus import load_corpus
+        from scaling.sweep.train import eval_windows, evaluate
+
+        import torch
+
+        _, eval_tok, _ = load_corpus(cfg["corpus"])
+        windows = eval_windows(len(eval_tok), 16, 512)
+        loss, _, _ = evaluate(model, eval_tok, 16, 0, torch.device("cpu"), _NullCtx, starts=windows)
+        assert loss == pytest.approx(res["final_eval_loss"], rel=1e-5)
+
+
+class _NullCtx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+# ------------------------------------------------------------------ the CI sweep, end to end
+def _ci_definitions(tmp_path):
+    """sweeps/base-finetune-ci.yaml as shipped, and sweeps/finetune-ci.yaml reading its base models under tmp."""
+    import yaml
+
+    import scaling
+
+    defs = Path(scaling.__file__).parent / "sweep_defs"
+    ft = yaml.safe_load((defs / "finetune-ci.yaml").read_text())
+    ft["base"]["root"] = str(tmp_path / "sweeps")
+    path = tmp_path / "finetune-ci.yaml"
+    path.write_text(yaml.safe_dump(ft))
+    return defs / "base-finetune-ci.yaml", path
+
+
+def _pretrain_in_process(definition, root):
+    """`scaling sweep run DEFINITION --root ROOT` as its workers and driver do it, in this process (no worker
+    processes to start: seconds saved), store included: the trainer's run_cell per run, then its status."""
+    from scaling.sweep import expand as expand_sweep
+    from scaling.sweep import load_spec as load_sweep
+    from scaling.sweep.store import Store
+    from scaling.sweep.train import run_cell as train_cell
+
+    spec = load_sweep(definition)
+    cells = expand_sweep(spec)
+    store = Store(root / spec["name"] / "sweep.sqlite")
+    store.sync(cells)
+    for cfg in cells:
+        store.set_status(cfg["run_id"], "done", result=train_cell(cfg, str(root / spec["name"]), threads=1))
+
+
+def test_finetune_ci_sweep_runs_survives_kill_9_exports_and_fits(tmp_path, capsys):
+    """`scaling finetune run` on the graph runner: refused (naming the command) until the base models exist;
+    killed with SIGKILL mid-sweep and run again, no finished cell is trained twice; the export has the issue's
+    columns and `scaling fit --law finetune` takes it as it is."""
+    import sys
+
+    pytest.importorskip("peft")
+    from test_branches import _kill_when, _store
+
+    base_def, ft_def = _ci_definitions(tmp_path)
+    base_root, root = tmp_path / "sweeps", tmp_path / "finetune"
+    # 1. before the base models exist: one line naming the command that trains them
+    assert main(["finetune", "run", str(ft_def), "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no pretraining sweep named 'base-finetune-ci'" in err
+    assert "scaling sweep run" in err and "base-finetune-ci.yaml" in err and "save_model: true" in err
+    _pretrain_in_process(base_def, base_root)
+    models = sorted(base_root.glob("base-finetune-ci/runs/*/model/config.json"))
+    assert len(models) == 2
+    # 2. the driver and its workers killed (kill -9) with some cells finished, then the sweep run again
+    db = root / "finetune-ci" / "sweep.sqlite"
+    cmd = [sys.executable, "-m", "scaling.cli", "finetune", "run", str(ft_def), "--root", str(root), "--workers", "1"]
+    _kill_when(cmd, db, lambda st: sum(s == "done" for s, _ in st.values()) >= 2)
+    before = {r for r, (s, _) in _store(db).items() if s == "done"}
+    assert 2 <= len(before) < 12, "killed too early or too late"
+    runs_dir = root / "finetune-ci" / "runs"
+    mtimes = {r: (runs_dir / r / "result.json").stat().st_mtime_ns for r in before}
+    capsys.readouterr()
+    assert main(["finetune", "run", str(ft_def), "--root", str(root), "--workers", "1", "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["done"] == st["total"] == 12 and st["methods"] == {"full": {"done": 6}, "lora": {"done": 6}}
+    after = _store(db)
+    for rid in before:  # finished cells were not trained again
+        assert after[rid][1] == 1 and (runs_dir / rid / "result.json").stat().st_mtime_ns == mtimes[rid]
+    # 3. the export: the issue's columns first, one row per cell; the base models are the sweep's runs
+    assert main(["finetune", "export", "finetune-ci", "--root", str(root), "--out", str(tmp_path / "data")]) == 0
+    out = tmp_path / "data" / "finetune-ci.csv"
+    df = pd.read_csv(out)
+    assert list(df.columns[:8]) == ["run_id", "method", "N", "D_pretrain", "pet_params", "D_f", "loss", "seed"]
+    assert {"rank", "virtual_tokens", "lr", "base_loss", "base_id"} <= set(df.columns) and len(df) == 12
+    assert sorted(df["N"].unique()) == [4144, 16480] and set(df["D_pretrain"]) == {40960.0}
+    assert set(df["base_id"]) == {m.parent.parent.name for m in models}
+    lora = df[df["method"] == "lora"]
+    assert (lora["rank"] == 2).all() and (lora["pet_params"] == 1 * 2 * 2 * (2 * lora["base_d_model"])).all()
+    assert (df["loss"] < df["base_loss"]).all()  # fine-tuning on the downstream language helps every cell
+    # 4. fitted as it is
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # two base sizes and six cells: thin, and the fit says so
+        assert main(["fit", str(out), "--law", "finetune", "--x", "N", "--method", "lora", "--json",
+                     "--bootstrap", "0"]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert set(fit["params"]) == {"A", "alpha", "beta", "E"}
+    p = fit["params"]
+    pred = p["A"] / lora["N"] ** p["alpha"] / lora["D_f"] ** p["beta"] + p["E"]
+    assert np.allclose(pred, lora["loss"], rtol=0.03)  # the law was fitted to these six cells
+    assert main(["finetune", "status", "finetune-ci", "--root", str(root)]) == 0
+    assert "12 done" in capsys.readouterr().out
+    # 5. a setting that shapes finished cells cannot change under the same name (they would not be redone)
+    import yaml
+
+    changed = yaml.safe_load(ft_def.read_text())
+    changed["full"]["lr"] = 0.01
+    ft_def.write_text(yaml.safe_dump(changed))
+    assert main(["finetune", "run", str(ft_def), "--root", str(root)]) == 2
+    assert "full.lr: 0.003 -> 0.01" in capsys.readouterr().err

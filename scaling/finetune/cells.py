@@ -21,7 +21,6 @@ tokens_per_step))``. The run writes ``runs/<run_id>/log.jsonl`` (per-step losses
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import time
@@ -32,35 +31,34 @@ import numpy as np
 from .._extras import require
 from .._threads import limit_threads
 from ..errors import DataError, MissingExtraError
-from ..sweep.graph import atomic_json
+from ..sweep.graph import run_once
 from .spec import KIND, check_cell, downstream_vocab, read_base
 
 #: LoRA's default target modules by model type (peft's own defaults for these architectures)
 LORA_TARGETS = {"llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"]}
 
 
+#: the one line a missing peft is
+NO_PEFT = "LoRA and prompt tuning need peft: pip install 'scaling[train]' (or pip install peft)"
+
+
 def _peft():
     try:
         import peft
     except ImportError:
-        raise MissingExtraError("LoRA and prompt tuning need peft: pip install 'scaling[train]' (or pip install peft)",
-                                name="peft") from None
+        raise MissingExtraError(NO_PEFT, name="peft") from None
     return peft
 
 
 def run_cell(cell: dict, sweep_dir: str, threads: int = 1) -> dict:
     """Run (or return the finished result of) one fine-tuning cell under ``sweep_dir/runs/<run_id>``."""
     d = Path(sweep_dir) / "runs" / cell["run_id"]
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # an orphaned worker may still be on this cell
-        done = d / "result.json"
-        if done.exists():
-            return json.loads(done.read_text())
+
+    def work() -> dict:
         with limit_threads(max(1, threads)):  # numpy's BLAS too: a 256-state eig took 3.7 s on 2 busy cores, not 0.08
-            result = finetune(cell, d, threads=threads)
-        atomic_json(done, result)
-        return result
+            return finetune(cell, d, threads=threads)
+
+    return run_once(d, work)
 
 
 def wrap(model, cell: dict, base: dict):
@@ -76,20 +74,28 @@ def wrap(model, cell: dict, base: dict):
         rank = int(cell["rank"])
         conf = peft.LoraConfig(r=rank, lora_alpha=float(cell.get("lora_alpha") or rank), lora_dropout=0.0,
                                target_modules=list(targets), bias="none", task_type="CAUSAL_LM")
-        return peft.get_peft_model(model, conf)
+        return _get_peft_model(peft, model, conf)
     import torch
 
     n_virtual = int(cell["virtual_tokens"])
     conf = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n_virtual,
                                    prompt_tuning_init=peft.PromptTuningInit.RANDOM)
     emb = model.get_input_embeddings().weight.detach()
-    wrapped = peft.get_peft_model(model, conf)
+    wrapped = _get_peft_model(peft, model, conf)
     # start from real token embeddings (a common initialisation), not N(0, 1) vectors far from the model's scale
     ids = torch.randint(0, emb.shape[0], (n_virtual,), generator=torch.Generator().manual_seed(int(cell["seed"])))
     layer = wrapped.prompt_encoder[wrapped.active_adapter].embedding
     with torch.no_grad():
         layer.weight.copy_(emb[ids])
     return wrapped
+
+
+def _get_peft_model(peft, model, conf):
+    import warnings
+
+    with warnings.catch_warnings():  # transformers' deprecation notes about peft's own calls: not the user's to fix
+        warnings.simplefilter("ignore", FutureWarning)
+        return peft.get_peft_model(model, conf)
 
 
 def trainable(model) -> int:
@@ -206,7 +212,8 @@ def rows(cell: dict, result: dict, record, **_) -> list[dict]:
              "pet_params": result["pet_params"], "D_f": cell["D_f"], "loss": result["loss"], "seed": cell["seed"],
              "rank": cell.get("rank"), "virtual_tokens": cell.get("virtual_tokens"), "lr": cell["lr"],
              "steps": result["steps"], "base_loss": result["base_loss"], "eval_se": result.get("eval_se"),
-             "base_d_model": cell["base"]["d_model"], "base_n_layer": cell["base"]["n_layer"]}]
+             "base_d_model": cell["base"]["d_model"], "base_n_layer": cell["base"]["n_layer"],
+             "base_id": cell["base"].get("id")}]
 
 
 def _log(cell: dict, base: Path) -> Path:

@@ -18,7 +18,7 @@ leaves no room for the text in the model's context. Base models are read from th
     base:
       models:                     # save_pretrained folders, with the pretraining tokens each saw
         - {path: out/base/d32, D_pretrain: 4.0e6}
-      # sweep: finetune-base      # or: every finished run of a pretraining sweep that saved its model
+      # sweep: base-finetune-cpu  # or: every finished run of a pretraining sweep that saved its model
     downstream: {name: synthetic, states: 256, seed: 7}    # any corpus spec of scaling.sweep.corpus
     methods: [full, lora, prompt]
     lora: {rank: [2, 8], lr: 3e-3}
@@ -34,7 +34,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..sweep.spec import SpecError, _merge, check_numbers, read_definition
+from ..sweep.definition import merged_definition
+from ..sweep.spec import SpecError, check_numbers
 
 METHODS = ("full", "lora", "prompt")
 #: the kind of every fine-tuning cell (the graph runner's registry name)
@@ -85,13 +86,7 @@ def load_spec(definition, *, resolve: bool = True) -> dict:
     """A validated spec from a YAML path or a dict; ``resolve`` (the default): every cell checked against its
     base model's config.json and the downstream corpus too (``resolve=False`` checks the definition alone, for
     a sweep whose base models are not trained yet)."""
-    raw, origin = read_definition(definition, FinetuneSpecError)
-    try:
-        spec = _merge(DEFAULTS, raw)
-    except FinetuneSpecError:
-        raise
-    except SpecError as exc:
-        raise FinetuneSpecError(str(exc)) from None
+    spec, origin = merged_definition(definition, DEFAULTS, FinetuneSpecError)
     _validate(spec, origin)
     if resolve:
         expand(spec)  # every cell checked (base models read, vocabularies, ranks, prompt lengths) before anything trains
@@ -180,7 +175,8 @@ def _non_embedding(c: dict, d_model: int, n_layer: int, vocab: int, context: int
 
 
 def bases(spec: dict) -> list[dict]:
-    """The base models of a spec, each read from its config.json."""
+    """The base models of a spec, each read from its config.json, with an ``id`` naming it in the cells' ids:
+    ``N<N>-Dp<D_pretrain>`` for a folder, the pretraining run's id for a sweep's model."""
     b = spec["base"]
     if b["models"] is not None:
         if not isinstance(b["models"], list) or not b["models"]:
@@ -190,29 +186,67 @@ def bases(spec: dict) -> list[dict]:
             m = {"path": m} if isinstance(m, str) else m
             if not isinstance(m, dict) or "path" not in m or set(m) - {"path", "D_pretrain", "N"}:
                 raise FinetuneSpecError(f"each base model is a folder or {{path, D_pretrain, N}}; got {m!r}")
-            out.append(read_base(m["path"], m.get("D_pretrain"), m.get("N")))
-        return out
-    return _sweep_bases(b["sweep"], b["root"])
+            one = read_base(m["path"], m.get("D_pretrain"), m.get("N"))
+            out.append({**one, "id": f"N{_tag(one['N'])}-Dp{_tag(one['D_pretrain'])}"})
+    else:
+        out = _sweep_bases(b["sweep"], b["root"])
+    seen: dict[str, str] = {}
+    for one in out:
+        if one["id"] in seen:
+            raise FinetuneSpecError(f"base models {seen[one['id']]} and {one['path']} have the same N and D_pretrain "
+                                    f"({one['id']}): their cells would share ids; list one of them")
+        seen[one["id"]] = one["path"]
+    return out
+
+
+def _train_command(name: str) -> str:
+    """The command that trains a pretraining sweep's runs (its definition's path where one is found)."""
+    for where in (Path("sweeps"), Path(__file__).resolve().parents[1] / "sweep_defs"):
+        if (where / f"{name}.yaml").exists():
+            return f"`scaling sweep run {where / f'{name}.yaml'}`"
+    return f"`scaling sweep run {name}.yaml` (the definition named {name})"
 
 
 def _sweep_bases(name: str, root: str) -> list[dict]:
     """The final models a pretraining sweep kept (``runs/<run_id>/model``, with ``save_model: true``)."""
+    import warnings
+
+    from ..errors import ScalingWarning
     from ..sweep.store import Store
 
     path = Path(root) / name / "sweep.sqlite"
+    train = _train_command(name)
     if not path.exists():
-        raise FinetuneSpecError(f"no pretraining sweep named {name!r} under {root} (expected {path}); run it with "
-                                "`scaling sweep run` and save_model: true")
+        raise FinetuneSpecError(f"no pretraining sweep named {name!r} under {root} (expected {path}): its runs are "
+                                f"this sweep's base models; train them first with {train}, its definition saying "
+                                "save_model: true")
     runs = Store(path).runs()
-    out = []
-    for _, r in runs[runs["status"] == "done"].iterrows():
+    out, unsaved, unfinished = [], [], []
+    for _, r in runs.iterrows():
         cfg = json.loads(r["config"])
+        if cfg.get("kind") == "stable":  # a WSD stable run has no final model: its branches do
+            continue
         folder = Path(root) / name / "runs" / r["run_id"] / "model"
-        if (folder / "config.json").exists():
-            out.append(read_base(folder, cfg["D"], cfg["N"]))
+        if r["status"] in ("pending", "running", "failed"):
+            unfinished.append(r["run_id"])
+        elif r["status"] == "done" and (folder / "config.json").exists():
+            out.append({**read_base(folder, cfg["D"], cfg["N"]), "id": r["run_id"]})
+        elif r["status"] == "done":
+            unsaved.append(r["run_id"])
     if not out:
-        raise FinetuneSpecError(f"sweep {name!r} has no finished run with a saved model (runs/<run_id>/model): run "
-                                "it with save_model: true in its definition")
+        why = (f"{len(unfinished)} of its runs are not finished" if unfinished else
+               "its runs kept no model: it was run without save_model: true (add it to the definition; the runs "
+               "get new ids and train again)")
+        raise FinetuneSpecError(f"pretraining sweep {name!r} has no finished run with a saved model "
+                                f"(runs/<run_id>/model): {why}. Train the base models with {train}")
+    if unfinished:
+        warnings.warn(f"pretraining sweep {name!r}: fine-tuning the {len(out)} base model(s) it has; {len(unfinished)} "
+                      f"of its runs are not finished (finish them with {train}, then run this sweep again: it adds "
+                      "their cells)", ScalingWarning, stacklevel=4)
+    if unsaved:
+        warnings.warn(f"pretraining sweep {name!r}: {len(unsaved)} finished run(s) kept no model (trained without "
+                      f"save_model: true) and are left out; fine-tuning the {len(out)} that did", ScalingWarning,
+                      stacklevel=4)
     return out
 
 
@@ -292,7 +326,7 @@ def expand(spec: dict) -> list[dict]:
                                                      "weight_decay", "grad_clip", "schedule", "eval")}
     out = []
     for b in models:
-        base_id = f"N{_tag(b['N'])}-Dp{_tag(b['D_pretrain'])}"
+        base_id = b["id"]
         for method in spec["methods"]:
             pets = ([("rank", r) for r in spec["lora"]["rank"]] if method == "lora" else
                     [("virtual_tokens", v) for v in spec["prompt"]["virtual_tokens"]] if method == "prompt" else

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ScalingError
-from ..sweep.graph import (CellKind, cell_status, check_unchanged, driver_lock, export_rows, records,
-                           register_cell_kind, run_cells)
+from ..sweep.drive import drive
+from ..sweep.graph import CellKind, cell_status, export_rows, records, register_cell_kind
 from ..sweep.spec import changed_settings
 from ..sweep.store import Store
 from .cells import run_cell
@@ -26,6 +26,9 @@ from .spec import load_spec
 
 DEFAULT_ROOT = Path("out/overopt")
 COLUMNS = ["method", "rm_params", "rm_data", "kl_penalty", "step", "n", "kl", "d", "gold", "proxy", "seed"]
+#: the RLHF axes' columns (issue 14), only in the export of a sweep that sets policy.shapes or a list of
+#: rl.samples_per_prompt: the policy's name and non-embedding parameters, and RL's samples per prompt
+AXIS_COLUMNS = ["policy", "policy_params", "samples_per_prompt"]
 #: the cell kind of every overoptimization cell (its ``stage`` says which: policy, data, rm, bon, rl, dpo)
 KIND = "overopt"
 
@@ -45,6 +48,9 @@ def _rows(cfg: dict, res: dict, record, per_prompt: bool = False) -> list[dict]:
     common = {"method": cfg["stage"], "rm_params": res.get("rm_params", np.nan), "rm_data": res.get("rm_data"),
               "kl_penalty": cfg.get("kl_penalty", cfg.get("beta", np.nan)), "seed": cfg["seed"],
               "rm_accuracy": res.get("rm_accuracy", np.nan), "rm_n_eval": res.get("rm_n_eval", np.nan)}
+    if "policy" in cfg or "samples_per_prompt" in cfg:  # a sweep with the RLHF axes: their columns
+        common.update(policy=res.get("policy"), policy_params=res.get("policy_params", np.nan),
+                      samples_per_prompt=cfg.get("samples_per_prompt", np.nan))
     return [{**common, **r} for r in res["prompt_rows" if per_prompt else "rows"]]
 
 
@@ -64,33 +70,13 @@ def run_overopt(definition, *, executor: str = "local", workers: int | None = No
     cells = [dict(c, run_id=c["id"], kind=KIND) for c in plan_cells(spec)]
     base = Path(root) / spec["name"]
     store = open_store(spec["name"], root, must_exist=False)
-    with driver_lock(base, f"overoptimization sweep {spec['name']!r} is already being run (lock "
-                           f"{base / 'driver.lock'})"):
-        check_unchanged(store, spec, base, changed_fn=lambda old, new: changed_settings(_core(old), _core(new)),
-                        kind="overoptimization sweep",
-                        extend="adding reward-model shapes, smaller pair counts, methods, KL penalties, DPO betas "
-                               "or seeds with the same settings extends it")
-        store.check_space()
-        store.set_meta(spec=spec)
-        store.sync(cells)
-        if retry_failed:
-            store.retry_failed()
-        out = run_cells(store, cells, base, name=spec["name"], default_kind=KIND, executor=executor,
-                        workers=workers, threads=int(spec["threads_per_worker"]), retries=int(spec["retries"]),
-                        progress=progress, label="overopt", unit="cell", executor_kwargs=executor_kwargs)
-        if out["idle"] and not out["failed"] and progress:
-            print(f"overopt {spec['name']}: all {len(cells)} cells finished already")
-        failed, blocked = out["failed"], [c["run_id"] for c in cells
-                                          if c["run_id"] not in out["finished"] + out["failed"]]
-        if failed:
-            errs = store.runs().set_index("run_id").loc[failed, "error"]
-            last = str(errs.iloc[0]).strip().splitlines()[-1] if len(errs) else ""
-            again = ("run again with --retry-failed (run_overopt(..., retry_failed=True))" if out["idle"]
-                     else "run again (add --retry-failed: a cell that failed all its attempts is not retried "
-                          "otherwise)")
-            raise ScalingError(f"{len(failed)} cell(s) failed ({', '.join(failed[:4])}{'...' if len(failed) > 4 else ''})"
-                               f"; {len(blocked)} cell(s) waiting on them were not run. First error: {last}. "
-                               f"Finished cells are kept: fix the cause and {again}")
+    drive(store, spec, cells, base, default_kind=KIND, label="overopt", what="overoptimization sweep",
+          changed_fn=lambda old, new: changed_settings(_core(old), _core(new)),
+          extend="adding reward-model shapes, smaller pair counts, methods, KL penalties, DPO betas or seeds with "
+                 "the same settings extends it",
+          busy=f"overoptimization sweep {spec['name']!r} is already being run (lock {base / 'driver.lock'})",
+          api="run_overopt(..., retry_failed=True)", executor=executor, workers=workers, progress=progress,
+          retry_failed=retry_failed, executor_kwargs=executor_kwargs)
     _warn_chance(spec["name"], root)
     return export(spec["name"], root)
 
@@ -118,11 +104,17 @@ def _core(spec: dict) -> dict:
     methods, KL penalties, DPO betas and seeds, but not a different policy, gold or data, nor other training
     or evaluation settings for its reward models, best-of-n, RL or DPO (cells already done would keep the old ones)."""
     prefs = dict(spec["preferences"], pairs=max(spec["preferences"]["pairs"]))
+    # the RLHF axes (policy.shapes, a list of rl.samples_per_prompt) may grow; a number made a list is a change
+    spec = dict(spec, policy=_axis(spec["policy"], "shapes"), rl=_axis(spec["rl"], "samples_per_prompt"))
     return {k: spec[k] for k in ("policy", "gold", "prompt_len", "completion_len")} | {
         "preferences": prefs, "bon": dict(spec["bon"]),
         "reward_models": {k: v for k, v in spec["reward_models"].items() if k != "shapes"},
         "rl": {k: v for k, v in spec["rl"].items() if k != "kl_penalty"},
         "dpo": {k: v for k, v in spec["dpo"].items() if k != "beta"}}
+
+
+def _axis(d: dict, key: str) -> dict:
+    return dict(d, **{key: "axis"}) if isinstance(d.get(key), list) else d
 
 
 def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
@@ -151,12 +143,17 @@ def export(name: str, root: str | Path = DEFAULT_ROOT, *, per_prompt: bool = Fal
             df[c] = np.nan
     if per_prompt:  # the point's d is the sweep-level one: sqrt of the mean KL over prompts
         key = ["method", "rm_params", "rm_data", "kl_penalty", "seed", "step", "n"]
+        key += [c for c in AXIS_COLUMNS if c in df.columns]
         mean_kl = df.groupby(key, dropna=False)["kl"].transform("mean")
         df["kl_prompt"] = df["kl"]
         df["kl"] = mean_kl
     neg = df["kl"] < 0
     df["d"] = np.sqrt(df["kl"].where(~neg))  # a negative estimate has no square root: NaN, and said so on fit
-    front = [c for c in COLUMNS if c in df.columns]
+    order = COLUMNS[:1] + AXIS_COLUMNS[:2] + COLUMNS[1:4] + AXIS_COLUMNS[2:] + COLUMNS[4:]
+    front = [c for c in order if c in df.columns]
     df = df[front + [c for c in df.columns if c not in front]]
-    return df.sort_values(["method", "rm_params", "kl_penalty", "seed", "n", "step"], na_position="first",
-                          ignore_index=True)
+    by = ["method", "rm_params", "kl_penalty", "seed", "n", "step"]
+    if "policy" in df.columns:
+        by = ["method", "policy_params", "policy", "rm_params", "kl_penalty", "samples_per_prompt", "seed", "n",
+              "step"]
+    return df.sort_values(by, na_position="first", ignore_index=True)

@@ -108,6 +108,9 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
         store.set_meta(spec=spec, format=STORE_FORMAT)
         configs = store.same_runs(configs)  # a setting the store has under another id is that run
         store.sync(configs)
+        from .adaptive import added_cells  # runs an adaptive round added (scaling sweep extend): run them too
+
+        configs += [{**c, "device": dict(spec["device"])} for c in added_cells(store, {c["run_id"] for c in configs})]
         if retry_failed:
             store.retry_failed()
         out = run_cells(store, configs, base, name=spec["name"], default_kind=RUN, executor=executor,
@@ -162,6 +165,7 @@ def _run_row(c: dict, res: dict, r) -> list[dict]:
         "flops": float(c["C"]), "flops_trained": _flops_trained(c),
         "branch_start": c["branch"]["start"] if c.get("branch") else None,
         "_stable": c["branch"]["stable"] if c.get("branch") else None,
+        "round": int(c.get("round") or 0),  # the adaptive round that added the run; 0: the definition's grid
     }]
 
 

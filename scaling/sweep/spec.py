@@ -35,7 +35,9 @@ DEFAULTS: dict[str, Any] = {
     # grid.lr lists absolute learning rates, grid.lr_mult multiplies each run's own learning rate (optimizer.lr's
     # value or rule, or the shape's lr), grid.batch_tokens is batch.tokens_per_step given as a list
     "grid": {"tokens": None, "compute": None, "min_steps": 20, "min_tokens_per_param": None,
-             "max_tokens_per_param": None, "lr": None, "lr_mult": None, "warmup": None, "batch_tokens": None},
+             "max_tokens_per_param": None, "lr": None, "lr_mult": None, "warmup": None, "batch_tokens": None,
+             # adaptive: {rounds, target_ci_a, add_per_budget}: grow an IsoFLOP grid in rounds (sweep/adaptive.py)
+             "adaptive": None},
     "seeds": [0],
     # lr: a number, {base, ref_width, exponent} (lr = base * (d_model / ref_width)^exponent), or {from: FIT.json}
     # (eta_opt of a fitted hparams law at the run's N and D); a model.shapes entry's own lr overrides it
@@ -63,6 +65,9 @@ DEFAULTS: dict[str, Any] = {
     "device": {"type": "auto", "precision": "auto", "sync_every": None},
     # small models leave a GPU idle: this many workers (runs) share each GPU
     "workers_per_gpu": 1,
+    # keep each finished run's final model as runs/<run_id>/model (save_pretrained): base models for
+    # `scaling finetune run`; in a run's config (and so its id) only when true
+    "save_model": False,
     "toy": {"E": 1.7, "A": 400.0, "B": 1500.0, "alpha": 0.33, "beta": 0.30, "noise": 0.002,
             "fail_once": False, "nan_at": None, "step_sleep": 0.0},
 }
@@ -159,6 +164,10 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
         raise SpecError(f"schedule.type must be one of {SCHEDULES}, got {spec['schedule']['type']!r}")
     if not isinstance(spec["seeds"], list) or not spec["seeds"]:
         raise SpecError("seeds must be a non-empty list of integers")
+    if not isinstance(spec["save_model"], bool):
+        raise SpecError(f"save_model is true or false, got {spec['save_model']!r}")
+    if spec["save_model"] and spec["trainer"] != "transformer":
+        raise SpecError("save_model keeps a trained transformer; the toy trainer has no model to save")
     lr_rule = isinstance(spec["optimizer"]["lr"], dict)
     check_numbers(spec, {k: v for k, v in SWEEP_NUMBERS.items() if not (lr_rule and k == "optimizer.lr")})
     _check_axes(spec)
@@ -186,6 +195,9 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
     from .branches import check_schedule
 
     check_schedule(spec)
+    from .adaptive import check_adaptive
+
+    check_adaptive(spec)
     shapes(spec)  # raises on impossible shapes
 
 
@@ -641,6 +653,8 @@ def _cells(spec: dict, shape: dict, tps: int, steps: int, budget, tagged: bool, 
         cfg["C"] = 6.0 * cfg["N"] * cfg["D"]
         if lr_mult is not None:  # only then: the ids of runs without the axis stay as they were
             cfg["lr_mult"] = lr_mult
+        if spec.get("save_model"):  # likewise: only a sweep that keeps its models has the key
+            cfg["save_model"] = True
         digest = hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
         cfg["run_id"] = f"N{shape['N']}-D{int(cfg['D'])}" + tag + f"-s{seed}-{digest}"
         cfg["D_grid"] = D_grid  # after the digest: the ids of runs from before this key existed stay as they were

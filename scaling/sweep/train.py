@@ -379,6 +379,22 @@ def _save_state(model, opt, step: int, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def save_final_model(model, d: Path) -> Path:
+    """``d/model`` as ``save_pretrained`` writes it, through ``d/model.tmp``: a run killed while saving leaves no
+    half-written folder that looks like a model (the run is redone: it has no result yet)."""
+    import shutil
+
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # a worker's log is no place for a bar
+    tmp, out = d / "model.tmp", d / "model"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
 def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
     import contextlib
 
@@ -513,6 +529,8 @@ def train_transformer(cfg: dict, d: Path, threads: int = 1) -> dict:
     final_s = time.perf_counter() - t_ev
     log.write(step=steps, tokens=steps * cfg["tokens_per_step"], lr=0.0, eval_loss=final, eval_se=se)
     log.close()
+    if cfg.get("save_model"):  # the final model, a base for `scaling finetune run` (a stable run has none)
+        save_final_model(model, d)
     secs = time.perf_counter() - t0
     train_s = secs - eval_s - final_s
     out = {"status": "done", "final_eval_loss": final, "eval_se": se, "eval_tokens": int(n_win * seq),
