@@ -33,16 +33,17 @@ _LAZY = {
     "trainer_callback": "scaling.monitor",
     **{name: "scaling.laws" for name in (
         "Law", "Param", "FitResult", "register_law", "get_law", "available_laws", "ChinchillaLaw", "IsoFlopLaw", "EnvelopeLaw",
-        "DataConstrainedLaw", "LossCurveLaw", "KaplanLaw", "GaoLaw", "GaoBoN", "GaoRL", "backtest_largest",
-        "HyperparameterLaw", "DeepSeekHyperparameterLaw", "KaplanParams", "KaplanData", "KaplanCompute", "KaplanSteps", "KAPLAN2020",
+        "DataConstrainedLaw", "LossCurveLaw", "MultiPowerLaw", "KaplanLaw", "GaoLaw", "GaoBoN", "GaoRL",
+        "backtest_largest", "HyperparameterLaw", "DeepSeekHyperparameterLaw", "FinetuneLaw", "critical_data_size",
+        "SamplesPerPromptLaw", "KaplanParams", "KaplanData", "KaplanCompute", "KaplanSteps", "KAPLAN2020",
         "critical_batch_size", "kaplan_frontier",
     )},
 }
 
 #: submodules reachable as attributes after a plain ``import scaling`` (``scaling.sweep.run_sweep``)
-_SUBMODULES = ("backtest", "compare", "counting", "curves", "data", "diagnostics", "errors", "fitting", "laws",
-               "monitor", "overopt", "plan", "plotting", "quickstart", "readers", "schedules", "selection", "sweep",
-               "synthetic")
+_SUBMODULES = ("backtest", "compare", "counting", "curves", "data", "diagnostics", "errors", "finetune", "fitting",
+               "laws", "monitor", "overopt", "plan", "plotting", "quickstart", "readers", "schedules", "selection",
+               "sweep", "synthetic")
 
 __all__ = ["fit", "load", "__version__", *_LAZY]
 

@@ -150,7 +150,7 @@ class SamplesPerPromptLaw(Law):
         if missing:
             raise DataError(f"{self.name}: missing column(s) {missing}; the table has {list(df.columns)} "
                             f"(map yours with --columns, e.g. --columns samples_per_prompt=<your column>)")
-        if "step" in df.columns and "method" in df.columns:  # an overoptimization sweep's whole export
+        if "method" in df.columns and df["method"].nunique() > 1:  # an overoptimization sweep's whole export
             raise DataError(f"{self.name}: this looks like an overoptimization sweep's export (every method and every "
                             "checkpoint); fit gold at the end of RL against samples per prompt with `scaling overopt "
                             "samples EXPORT --policy P --kl-penalty K` (scaling.overopt.axes.fit_samples), or fit "
