@@ -219,7 +219,7 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
         if bad.any():
             raise DataError(
                 f"column {c!r} must be positive, but {int(bad.sum())} row(s) are <= 0 "
-                f"(e.g. {df.loc[bad, c].iloc[0]!r}); scaling laws work on logs of these values"
+                f"(e.g. {float(df.loc[bad, c].iloc[0]):g}); scaling laws work on logs of these values"
             )
     for c in required:
         if c != target:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import MissingExtraError, ScalingError
+from ..errors import MissingExtraError
 from ..sweep.drive import drive
 from ..sweep.graph import cell_status, export_rows, register_cell_kind
 from ..sweep.spec import changed_settings
-from ..sweep.store import Store
+from ..sweep.store import Store, open_named
 from .cells import COLUMNS, NO_PEFT, cell_kind
 from .spec import KIND, expand, load_spec
 
@@ -36,11 +36,7 @@ register_cell_kind(cell_kind())
 
 
 def open_store(name: str, root: str | Path = DEFAULT_ROOT, must_exist: bool = True) -> Store:
-    path = Path(root) / name / "sweep.sqlite"
-    if must_exist and not path.exists():
-        raise ScalingError(f"no fine-tuning sweep named {name!r} under {root} (expected {path}); run it with "
-                           "`scaling finetune run DEFINITION.yaml`")
-    return Store(path)
+    return open_named(root, name, "fine-tuning sweep", "scaling finetune run DEFINITION.yaml", must_exist)
 
 
 def run_finetune(definition, *, executor: str = "local", workers: int | None = None,

@@ -342,3 +342,14 @@ def newton_lm(objective: RobustObjective, x0: np.ndarray, rows: np.ndarray | Non
         converged[idx[done]] = True
         active[idx[done]] = False
     return BatchResult(x=x, fun=f, converged=converged, n_iter=n_iter)
+
+
+class LogSumExpDesign:
+    """For a law whose log prediction is a :class:`LogSumExpModel` of its ``_design(X)`` (a sum of power laws):
+    the model and the log prediction, written once."""
+
+    def _model(self, X):
+        return LogSumExpModel(self._design(X))
+
+    def _log_predict(self, theta, X):
+        return self._model(X).evaluate(np.atleast_2d(theta), jac=False)[0]

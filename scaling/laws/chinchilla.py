@@ -16,7 +16,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from ..errors import FitError, ScalingWarning, SettingsError
-from ..fitting.optimize import LogSumExpModel
+from ..fitting.optimize import LogSumExpDesign
 from . import register_law
 from .base import Law, Param
 from .result import FitResult
@@ -37,7 +37,7 @@ COARSE_GRID = {"e": np.array([-1.0, 0.0, 1.0]), "a": np.array([0.0, 10.0, 20.0])
 
 
 @register_law
-class ChinchillaLaw(Law):
+class ChinchillaLaw(LogSumExpDesign, Law):
     """L(N, D) = E + A / N^alpha + B / D^beta.
 
     Parameters
@@ -99,12 +99,6 @@ class ChinchillaLaw(Law):
         d[:, 1, 1], d[:, 1, 3] = 1.0, -lN  # log A - alpha log N
         d[:, 2, 2], d[:, 2, 4] = 1.0, -lD  # log B - beta log D
         return d
-
-    def _model(self, X):
-        return LogSumExpModel(self._design(X))
-
-    def _log_predict(self, theta, X):
-        return self._model(X).evaluate(np.atleast_2d(theta), jac=False)[0]
 
     def _init_grid(self, X, log_y):
         if self.starts not in ("full", "coarse"):

@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..data import cell_codes, near_codes, parse_columns, read_table
 from ..errors import DataError, FitError, ScalingWarning, SettingsError
-from ..fitting.optimize import LogSumExpModel
+from ..fitting.optimize import LogSumExpDesign
 from . import estimate, register_law
 from .base import Law, Param
 from .result import FitResult
@@ -64,7 +64,7 @@ class FinetuneResult(FitResult):
 
 
 @register_law
-class FinetuneLaw(Law):
+class FinetuneLaw(LogSumExpDesign, Law):
     """L(X, D_f) = A / X^alpha / D_f^beta + E, one method and one factor X at a time.
 
     Parameters
@@ -128,12 +128,6 @@ class FinetuneLaw(Law):
         d[:, 0, 0], d[:, 0, 1], d[:, 0, 2] = 1.0, -lx, -ld  # log A - alpha log X - beta log D_f
         d[:, 1, 3] = 1.0  # log E
         return d
-
-    def _model(self, X):
-        return LogSumExpModel(self._design(X))
-
-    def _log_predict(self, theta, X):
-        return self._model(X).evaluate(np.atleast_2d(theta), jac=False)[0]
 
     def _init_grid(self, X, log_y):
         floor = float(np.min(log_y))

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import ScalingError
 from ..sweep.drive import drive
 from ..sweep.graph import CellKind, cell_status, export_rows, records, register_cell_kind
 from ..sweep.spec import changed_settings
-from ..sweep.store import Store
+from ..sweep.store import Store, open_named
 from .cells import run_cell
 from .spec import cells as plan_cells
 from .spec import load_spec
@@ -34,11 +33,7 @@ KIND = "overopt"
 
 
 def open_store(name: str, root: str | Path = DEFAULT_ROOT, must_exist: bool = True) -> Store:
-    path = Path(root) / name / "sweep.sqlite"
-    if must_exist and not path.exists():
-        raise ScalingError(f"no overoptimization sweep named {name!r} under {root} (expected {path}); "
-                           "run it with `scaling overopt run`")
-    return Store(path)
+    return open_named(root, name, "overoptimization sweep", "scaling overopt run", must_exist)
 
 
 def _rows(cfg: dict, res: dict, record, per_prompt: bool = False) -> list[dict]:

@@ -16,12 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..counting import flops_kaplan
-from ..errors import ScalingError
 from .branches import trained_tokens
 from .graph import (CellKind, SweepChangedError, SweepInterrupted, cell_status, check_unchanged, driver_lock,
                     export_rows, last_line, records, register_cell_kind, run_cells, stoppable)
 from .spec import changed_settings, expand, load_spec
-from .store import Store
+from .store import Store, open_named
 from .train import run_cell
 
 __all__ = ["run_sweep", "status", "export", "open_store", "sweep_dir", "check_device", "SweepChangedError",
@@ -40,10 +39,7 @@ def sweep_dir(name: str, root: str | Path = DEFAULT_ROOT) -> Path:
 
 
 def open_store(name: str, root: str | Path = DEFAULT_ROOT, must_exist: bool = True) -> Store:
-    path = sweep_dir(name, root) / "sweep.sqlite"
-    if must_exist and not path.exists():
-        raise ScalingError(f"no sweep named {name!r} under {root} (expected {path}); run it with `scaling sweep run`")
-    return Store(path)
+    return open_named(root, name, "sweep", "scaling sweep run", must_exist)
 
 
 def _bf16_supported() -> bool:

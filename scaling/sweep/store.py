@@ -158,3 +158,12 @@ def _identity(config: dict, free) -> str:
         return str(v)
 
     return json.dumps(norm({k: v for k, v in config.items() if k not in free}), sort_keys=True)
+
+
+def open_named(root, name: str, what: str, command: str, must_exist: bool = True) -> "Store":
+    """The store of the ``what`` sweep (``"sweep"``, ``"overoptimization sweep"``, ...) ``name`` under ``root``;
+    with ``must_exist``, a missing one is one error naming ``command``, the command that creates it."""
+    path = Path(root) / name / "sweep.sqlite"
+    if must_exist and not path.exists():
+        raise ScalingError(f"no {what} named {name!r} under {root} (expected {path}); run it with `{command}`")
+    return Store(path)
