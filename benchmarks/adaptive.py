@@ -13,6 +13,12 @@ it ended at), a and its interval there, and the ratio of FLOPs against the full 
 and K = 1 sizes added a budget a round, from three starting subsets; and, as a control, smaller fixed grids (the 4
 or 5 middle sizes of each budget): what adaptive placement buys beyond training fewer sizes.
 
+``replicates: auto`` (scaling/sweep/adaptive.py propose_auto) is replayed the same way from one seed a cell: 3 sizes
+of each budget (middle, one lower, one higher) or its 4 middle ones, each starting from each of the table's seeds in
+turn (the replicates it adds then follow in the table's order after that seed). It may add only rows (size x
+budget x seed) the table has; the interval counts under the same rule and is computed by the same fit_profiles.
+Controls for it: fixed grids of the 4, 5 or 6 middle sizes of each budget with that one seed.
+
     nice -n 10 .venv/bin/python benchmarks/adaptive.py
 """
 
@@ -66,6 +72,42 @@ def replay(table: pd.DataFrame, start: pd.DataFrame, target: float, *, rounds: i
     return {"history": history, **history[-1]}
 
 
+def replay_auto(table: pd.DataFrame, start: pd.DataFrame, target: float, *, rounds: int, per_budget: int,
+                seeds: list, step: float, bootstrap: int) -> dict:
+    """Rounds of ``replicates: auto`` on ``table``'s rows from ``start``: each round's sizes and replicate seeds
+    are looked up (size x budget x seed), and the rounds stop once a's interval is narrower than ``target``."""
+    from scaling.sweep.adaptive import fit_profiles, propose_auto
+
+    have = start.copy()
+
+    def candidates(budget, ref):
+        g = table[np.isclose(table["budget"], budget)].drop_duplicates("N")
+        return [{"n_layer": int(r.n_layer), "d_model": int(r.d_model), "n_head": int(r.n_head), "N": int(r.N)}
+                for r in g.itertuples()]
+
+    history = []
+    for rnd in range(rounds + 1):
+        fitted = fit_profiles(have, bootstrap=bootstrap)
+        history.append({"round": rnd, "runs": len(have), "flops": float(have["flops"].sum()), "a": fitted["a"],
+                        "ci_a": fitted["ci_a"], "width": fitted["width"],
+                        "seeds": have.groupby(["budget", "N"]).size().value_counts().sort_index().to_dict(),
+                        "per_budget": {f"{b:.0e}": int(n) for b, n in have.groupby("budget").size().items()}})
+        if fitted["width"] < target or rnd == rounds:
+            break
+        added, _ = propose_auto(None, fitted, per_budget, seeds=seeds, step=step, candidates=candidates,
+                                refuse=lambda b, n: None)
+        rows = [table[np.isclose(table["budget"], a["budget"]) & (table["N"] == a["N"])
+                      & table["seed"].isin(a["seeds"])]
+                for a in added]
+        new = pd.concat(rows) if rows else table.iloc[:0]
+        history[-1]["added"] = {"sizes": sum(a["kind"] == "size" for a in added),
+                                "replicates": sum(a["kind"] == "replicate" for a in added)}
+        if new.empty:
+            break
+        have = pd.concat([have, new])
+    return {"history": history, **history[-1]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default=str(ROOT / "data/sweeps/cpu-isoflop-seeds/runs.csv"))
@@ -74,6 +116,7 @@ def main() -> None:
     ap.add_argument("--add-per-budget", type=int, nargs="+", default=[2, 1], help="K: sizes added a budget a round")
     ap.add_argument("--step", type=float, default=2.0)
     ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--only-auto", action="store_true", help="replay replicates: auto (and its controls) only")
     args = ap.parse_args()
     from scaling._threads import limit_threads
     from scaling.sweep.adaptive import fit_profiles
@@ -88,13 +131,14 @@ def main() -> None:
         full = fit_profiles(table, bootstrap=args.bootstrap)
         rows.append({"procedure": "fixed grid (all runs)", "runs": len(table), "flops": float(table["flops"].sum()),
                      "a": full["a"], "ci_a": full["ci_a"], "width": full["width"], "rounds": "-"})
-        for k in (4, 5):  # control: a smaller fixed grid, as many sizes a budget as adaptive rounds end with
+        # control: a smaller fixed grid, as many sizes a budget as adaptive rounds end with
+        for k in (() if args.only_auto else (4, 5)):
             sub = start_subset(table, k)
             fixed = fit_profiles(sub, bootstrap=args.bootstrap)
             rows.append({"procedure": f"fixed: {k} middle sizes a budget", "runs": len(sub),
                          "flops": float(sub["flops"].sum()), "a": fixed["a"], "ci_a": fixed["ci_a"],
                          "width": fixed["width"], "rounds": "-"})
-        for per_budget in args.add_per_budget:
+        for per_budget in ([] if args.only_auto else args.add_per_budget):
             for shift, label in ((0, "middle"), (-1, "one lower"), (1, "one higher")):
                 start = start_subset(table, 3, shift)
                 res = replay(table, start, args.target, rounds=args.rounds, per_budget=per_budget,
@@ -102,17 +146,36 @@ def main() -> None:
                 rows.append({"procedure": f"adaptive, K={per_budget}, from 3 sizes ({label})", "runs": res["runs"],
                              "flops": res["flops"], "a": res["a"], "ci_a": res["ci_a"], "width": res["width"],
                              "rounds": res["round"], "trace": res["history"]})
+        seeds = sorted(table["seed"].unique())
+        for first in seeds:  # replicates: auto, from one seed a cell
+            order = seeds[seeds.index(first):] + seeds[:seeds.index(first)]
+            for k in (4, 5, 6):
+                sub = start_subset(table, k)
+                sub = sub[sub["seed"] == first]
+                fixed = fit_profiles(sub, bootstrap=args.bootstrap)
+                rows.append({"procedure": f"fixed: {k} middle sizes, seed {first}", "runs": len(sub),
+                             "flops": float(sub["flops"].sum()), "a": fixed["a"], "ci_a": fixed["ci_a"],
+                             "width": fixed["width"], "rounds": "-"})
+            for k, shift, label in ((3, 0, "3 middle"), (3, -1, "3, one lower"), (3, 1, "3, one higher"),
+                                    (4, 0, "4 middle")):
+                start = start_subset(table, k, shift)
+                start = start[start["seed"] == first]
+                res = replay_auto(table, start, args.target, rounds=args.rounds, per_budget=args.add_per_budget[0],
+                                  seeds=order, step=args.step, bootstrap=args.bootstrap)
+                rows.append({"procedure": f"auto, K={args.add_per_budget[0]}, {label}, seed {first}",
+                             "runs": res["runs"], "flops": res["flops"], "a": res["a"], "ci_a": res["ci_a"],
+                             "width": res["width"], "rounds": res["round"], "trace": res["history"]})
     base = rows[0]["flops"]
     print(f"{Path(args.runs).relative_to(ROOT) if Path(args.runs).is_relative_to(ROOT) else args.runs}: "
           f"{len(table)} runs, {table['budget'].nunique()} budgets, target: a's 90% interval narrower than "
           f"{args.target:g}; {args.bootstrap} bootstrap resamples; step {args.step:g}; the 3 starting sizes of "
           "each budget are its middle ones, or moved one size lower or higher\n")
-    print(f"{'procedure':<40} {'runs':>5} {'rounds':>6} {'FLOPs':>10} {'ratio':>6}  {'a':>6}  90% interval   "
+    print(f"{'procedure':<44} {'runs':>5} {'rounds':>6} {'FLOPs':>10} {'ratio':>6}  {'a':>6}  90% interval   "
           "width  met")
     for r in rows:
         ci = "-" if r["ci_a"] is None else f"[{r['ci_a'][0]:.3f}, {r['ci_a'][1]:.3f}]"
         a = "-" if r["a"] is None else f"{r['a']:.3f}"
-        print(f"{r['procedure']:<40} {r['runs']:>5} {r['rounds']!s:>6} {r['flops']:>10.3g} {r['flops'] / base:>6.2f}  "
+        print(f"{r['procedure']:<44} {r['runs']:>5} {r['rounds']!s:>6} {r['flops']:>10.3g} {r['flops'] / base:>6.3f}  "
               f"{a:>6}  {ci:<14} {r['width']:.3f}  {'yes' if r['width'] < args.target else 'no'}")
     for r in rows:
         if "trace" not in r:
@@ -120,7 +183,12 @@ def main() -> None:
         print(f"\n{r['procedure']}, by round:")
         for h in r["trace"]:
             ci = "no interval" if h["ci_a"] is None else f"[{h['ci_a'][0]:.3f}, {h['ci_a'][1]:.3f}]"
-            print(f"  round {h['round']}: {h['runs']:>3} runs, {h['flops']:.3g} FLOPs, a {ci}")
+            extra = "" if "seeds" not in h else (" cells by seeds " + str(h["seeds"]) + "; runs a budget " + " ".join(
+                f"{k}:{v}" for k, v in h["per_budget"].items()) + (
+                "" if "added" not in h
+                else f"; adds {h['added']['sizes']} sizes, {h['added']['replicates']} replicates"))
+            print(f"  round {h['round']}: {h['runs']:>3} runs, {h['flops']:.3g} FLOPs ({h['flops'] / base:.3f}), "
+                  f"a {ci}{extra}")
     print(f"\n({time.time() - t0:.0f} s)")
 
 

@@ -6,6 +6,11 @@ cooldown), their ratio, and the IsoFLOP allocation exponent a fitted to each (20
 The FLOPs are exact from the grid (``--accounting-only`` prints them without training).
 
     nice -n 10 python benchmarks/wsd_branches.py --root /tmp/wsd-bench --workers 1
+    nice -n 10 python benchmarks/wsd_branches.py --per-doubling 2 --export data/sweeps   # the dense grid
+
+``--per-doubling K`` spaces the quickstart's budget range (3e10 to 2.4e11) with K budgets per doubling of compute
+on the quickstart's sizes: more lengths per size, which is where branching a cooldown off one stable run pays.
+``--export DIR`` writes each sweep's runs.csv and curves.csv under DIR/<sweep name>/.
 """
 
 from __future__ import annotations
@@ -15,13 +20,18 @@ import time
 import warnings
 
 
-def definitions(cooldown: float, shape: str, final: float) -> dict:
+def definitions(cooldown: float, shape: str, final: float, per_doubling: int = 1) -> dict:
     from scaling.data import sweep_definition
     from scaling.sweep.spec import read_definition
 
     raw, _ = read_definition(sweep_definition("quickstart"))
-    indep = dict(raw, name="qs-cosine")
-    branched = dict(raw, name="qs-wsd-branches", schedule={
+    suffix = ""
+    if per_doubling > 1:  # the same range of budgets, K to a doubling: 3e10 * 2^(j/K) up to 8x
+        raw = dict(raw, grid=dict(raw["grid"], compute=[3.0e10 * 2 ** (j / per_doubling)
+                                                        for j in range(3 * per_doubling + 1)]))
+        suffix = f"-dense{per_doubling}"
+    indep = dict(raw, name="qs-cosine" + suffix)
+    branched = dict(raw, name="qs-wsd-branches" + suffix, schedule={
         "type": "wsd", "warmup": raw["schedule"]["warmup"], "cooldown": cooldown, "shape": shape,
         "final_lr_frac": final, "branches": True})
     return {"independent (cosine)": indep, f"WSD branches ({shape}, cooldown {cooldown:g})": branched}
@@ -45,9 +55,11 @@ def main() -> None:
     ap.add_argument("--cooldown", type=float, default=0.2)
     ap.add_argument("--shape", default="1-sqrt")
     ap.add_argument("--final-lr-frac", type=float, default=0.0)
+    ap.add_argument("--per-doubling", type=int, default=1, help="budgets per doubling of compute (1: the quickstart's)")
+    ap.add_argument("--export", default=None, help="write each sweep's runs.csv and curves.csv under DIR/<name>/")
     ap.add_argument("--accounting-only", action="store_true")
     args = ap.parse_args()
-    defs = definitions(args.cooldown, args.shape, args.final_lr_frac)
+    defs = definitions(args.cooldown, args.shape, args.final_lr_frac, args.per_doubling)
     rows = []
     base = None
     for label, d in defs.items():
@@ -62,7 +74,14 @@ def main() -> None:
             t = time.perf_counter()
             run_sweep(d, root=args.root, workers=args.workers, progress=False)
             row["wall_s"] = time.perf_counter() - t
-            runs, _ = export(d["name"], args.root)
+            runs, curves = export(d["name"], args.root)
+            if args.export:
+                from pathlib import Path
+
+                dest = Path(args.export) / d["name"]
+                dest.mkdir(parents=True, exist_ok=True)
+                runs.to_csv(dest / "runs.csv", index=False)
+                curves.to_csv(dest / "curves.csv", index=False)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 iso = IsoFlopLaw(bootstrap=200).fit(runs[runs["status"] == "done"])

@@ -567,7 +567,9 @@ def cmd_sweep_run(args) -> int:
     if spec["grid"].get("adaptive"):  # the grid is round 0; extend places the next rounds
         root = "" if args.root == "out/sweeps" else f" --root {args.root}"
         print(f"grid.adaptive: add sizes around each budget's optimum in rounds with `scaling sweep extend "
-              f"{args.definition}{root}`")
+              f"{args.definition}{root}`" + (" (replicates: auto places seeds only under extend: `sweep run` trained "
+                                             "every seed of the grid)" if spec["grid"]["adaptive"].get("replicates")
+                                             == "auto" else ""))
     if st["failed"]:
         root = "" if args.root == "out/sweeps" else f" --root {args.root}"
         print(f"failed runs are not retried again: `scaling sweep status {st['name']}{root}` shows their errors; "
@@ -581,7 +583,8 @@ def cmd_sweep_extend(args) -> int:
     from .sweep.adaptive import extend
 
     try:
-        out = extend(args.sweep, rounds=args.rounds, target_ci_a=args.target_ci_a, root=args.root,
+        out = extend(args.sweep, rounds=args.rounds, target_ci_a=args.target_ci_a, replicates=args.replicates,
+                     root=args.root,
                      executor=args.executor, workers=args.workers, progress=not args.json)
     except KeyboardInterrupt as exc:
         root = "" if args.root == "out/sweeps" else f" --root {args.root}"
@@ -765,7 +768,8 @@ def cmd_finetune_status(args) -> int:
 def cmd_finetune_export(args) -> int:
     from .finetune.runner import export
 
-    out = _check_out(Path(args.out) / f"{args.name}.csv", what="--out", example="")
+    out = Path(args.out)  # a folder (DIR/NAME.csv), or the file itself when it is named .csv
+    out = _check_out(out if out.suffix == ".csv" else out / f"{args.name}.csv", what="--out", example="")
     df = export(args.name, args.root)
     if df.empty:
         raise ScalingError(f"fine-tuning sweep {args.name!r} has no finished cells yet "
@@ -1032,6 +1036,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "definition's grid.adaptive.rounds)")
     ext.add_argument("--target-ci-a", type=_num, help="stop once a's 90%% interval is narrower than this (default: "
                      "grid.adaptive.target_ci_a)")
+    ext.add_argument("--replicates", choices=("all", "auto"), help="all: every added size trains every seed; auto: "
+                     "the grid trains one seed, rounds add sizes or seeds where they narrow a's interval most per "
+                     "FLOP (default: grid.adaptive.replicates, else all)")
     ext.add_argument("--executor", default="local", help="local (default) or submitit")
     ext.add_argument("--workers", type=_positive, help="parallel runs (default: one per core, or per GPU)")
     ext.add_argument("--root", default="out/sweeps")
@@ -1131,7 +1138,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "seed, then the settings (fit it with `scaling fit ... --law finetune`)")
     r.add_argument("name")
     r.add_argument("--out", default="data/finetune", metavar="DIR", help="the folder to write NAME.csv in "
-                   "(data/finetune)")
+                   "(data/finetune), or a file name ending in .csv")
     r.add_argument("--root", default="out/finetune")
     r.set_defaults(func=cmd_finetune_export)
 

@@ -21,7 +21,6 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
     """``seed``: train the same grid with another training seed, as a sweep of its own
     (``quickstart-seed1``), to see how much the fitted exponents move with it."""
     from .sweep import export, run_sweep
-    from .sweep.corpus import Automaton
     from .sweep.spec import load_spec, read_definition
 
     out = Path(out)
@@ -49,9 +48,9 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
     c = spec["corpus"]
     H = bayes = None
     if c["name"] == "synthetic":  # a language whose best possible loss is known
-        from .sweep.corpus import load_corpus
+        from .sweep.corpus import load_corpus, synthetic_automaton
 
-        auto = Automaton.random(c["states"], c["branching"], c["concentration"], c["seed"])
+        auto = synthetic_automaton(c)
         H = auto.entropy_rate()
         bayes = auto.bayes_loss(load_corpus(c)[1], int(spec["model"]["seq_len"]), n_windows=2000)
 

@@ -21,7 +21,7 @@ import yaml
 from scaling.cli import main
 from scaling.errors import ScalingError
 from scaling.sweep import expand, export, load_spec, run_sweep
-from scaling.sweep.adaptive import extend, lattice, propose
+from scaling.sweep.adaptive import extend, fit_profiles, lattice, propose, propose_auto
 from scaling.sweep.spec import DEFAULTS, SpecError
 
 TOY = DEFAULTS["toy"]
@@ -227,3 +227,156 @@ def test_kill_9_during_a_round_then_extend_again_adds_and_trains_nothing_twice(t
     assert all(after[rid][2] == 1 for rid in done_before)  # finished before the kill: not trained again
     assert all(a <= 2 for _, _, a in after.values())  # the killed ones once more, resumed
     assert out["rounds"][1]["runs"] == int((runs["round"] == 2).sum())
+
+
+# ------------------------------------------------------------------ replicates: auto
+SYN = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # a = beta / (alpha + beta) = 0.4516
+SYN_BUDGETS = (1e17, 1e18, 1e19, 1e20)
+
+
+def syn_n_opt(C):
+    G = (SYN["alpha"] * SYN["A"] / (SYN["beta"] * SYN["B"])) ** (1 / (SYN["alpha"] + SYN["beta"]))
+    return G * (C / 6.0) ** (SYN["beta"] / (SYN["alpha"] + SYN["beta"]))
+
+
+def syn_table(seeds=(0, 1, 2), sizes=8, noise=0.004):
+    """A synthetic IsoFLOP table with a known optimum: per budget, ``sizes`` sizes a factor 2 apart centred on the
+    closed-form N_opt, each with every seed (a run's loss: the law plus seeded noise of sd ``noise``)."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for C in SYN_BUDGETS:
+        mid = syn_n_opt(C)
+        for i in range(sizes):
+            N = float(round(mid * 2.0 ** (i - (sizes - 1) / 2)))
+            D = C / (6 * N)
+            for s in seeds:
+                law = SYN["E"] + SYN["A"] / N ** SYN["alpha"] + SYN["B"] / D ** SYN["beta"]
+                loss = law + noise * rng.standard_normal()
+                rows.append({"N": N, "D": D, "C": C, "budget": C, "loss": loss, "seed": s, "status": "done",
+                             "n_layer": 2, "d_model": i + 1, "n_head": 1, "flops": 6 * N * D})
+    return pd.DataFrame(rows)
+
+
+def _looked_up(table):
+    def candidates(budget, ref):
+        g = table[np.isclose(table["budget"], budget)].drop_duplicates("N")
+        return [{"n_layer": 2, "d_model": int(r.d_model), "n_head": 1, "N": int(r.N)} for r in g.itertuples()]
+    return candidates
+
+
+def _middle(table, k, seed=0, shift=0):
+    keep = []
+    for _, g in table.groupby("budget"):
+        d = sorted(g["d_model"].unique())
+        lo = len(d) // 2 - k // 2 + shift
+        keep.append(g[g["d_model"].isin(d[lo:lo + k]) & (g["seed"] == seed)])
+    return pd.concat(keep)
+
+
+def _rows(table, added):
+    return pd.concat([table[np.isclose(table["budget"], a["budget"]) & (table["N"] == a["N"])
+                            & table["seed"].isin(a["seeds"])] for a in added])
+
+
+def test_auto_first_adds_one_seed_sizes_where_a_profile_is_open_or_thin():
+    table = syn_table()
+    have = _middle(table, 3, shift=-2)  # the 3 sizes below each optimum: every profile still falls at its largest
+    fitted = fit_profiles(have, bootstrap=0)
+    assert all(p["N_opt"] is None for p in fitted["profiles"])
+    added, skipped = propose_auto(None, fitted, 2, seeds=[0, 1, 2], candidates=_looked_up(table),
+                                  refuse=lambda b, n: None)
+    assert skipped == [] and len(added) == 2 * len(SYN_BUDGETS)
+    for C in SYN_BUDGETS:
+        largest = have.loc[np.isclose(have["budget"], C), "N"].max()
+        mine = [a for a in added if np.isclose(a["budget"], C)]
+        assert len(mine) == 2 and all(a["N"] > largest and a["side"] == "above" for a in mine)
+    assert all(a["seeds"] == [0] and a["kind"] == "size" for a in added)  # one seed each: no replicates yet
+
+
+def test_auto_spends_on_the_cheap_budgets_first_and_replicates_with_the_next_seed():
+    table = syn_table()
+    have = _middle(table, 5)  # every budget usable (a minimum inside 5 sizes): the choice is all per FLOP
+    fitted = fit_profiles(have, bootstrap=0)
+    assert all(p["N_opt"] is not None and p["n_sizes"] == 5 for p in fitted["profiles"])
+    kw = dict(seeds=[0, 1, 2], candidates=_looked_up(table), refuse=lambda b, n: None)
+    # growth 0: one run, the first pick; an extreme budget moves the slope most, and the cheaper one costs 1000x less
+    one, _ = propose_auto(None, fitted, 2, growth=0.0, **kw)
+    assert len(one) == 1 and one[0]["budget"] == min(SYN_BUDGETS)
+    # a round of 25% of the FLOPs trained: mostly cheap runs, the expensive budget only if it fits the allowance
+    added, _ = propose_auto(None, fitted, 2, growth=0.25, **kw)
+    trained = float(have["flops"].sum())
+    spent = sum(a["budget"] for a in added)
+    assert 0 < spent <= 0.25 * trained * (1 + 1e-9)
+    per_budget = {C: sum(np.isclose(a["budget"], C) for a in added) for C in SYN_BUDGETS}
+    assert per_budget[1e17] >= per_budget[1e18] >= per_budget[1e20] and per_budget[1e20] <= 1  # one is 0.18 of it
+    # most of the cheapest budget's cells get all 3 seeds before the dearest budget gets a run
+    first_dear = min([i for i, a in enumerate(added) if a["budget"] == 1e20], default=len(added))
+    cheap = [a for a in added[:first_dear] if a["budget"] == 1e17 and a["kind"] == "replicate"]
+    assert len(cheap) >= 2 * 3 and added[0]["budget"] == 1e17
+    assert any(a["kind"] == "replicate" for a in added)
+    # replicates: the next seed of the cell, never past the sweep's seeds; new sizes: the first seed only
+    n = {(float(r.budget), r.N): 1 for r in have.itertuples()}
+    for a in added:
+        key = (a["budget"], float(a["N"]))
+        if a["kind"] == "replicate":
+            assert a["seeds"] == [n[key]]
+            n[key] += 1
+        else:
+            assert key not in n and a["seeds"] == [0]
+            n[key] = 1
+    assert max(n.values()) <= 3
+
+
+def test_auto_replay_reaches_the_target_cheaper_than_the_full_grid_and_finds_a():
+    table = syn_table()
+    true_a = SYN["beta"] / (SYN["alpha"] + SYN["beta"])
+    have = _middle(table, 3)  # 3 sizes a budget, one seed: no interval counts yet
+    widths = []
+    for _ in range(5):
+        fitted = fit_profiles(have, bootstrap=100)
+        widths.append(fitted["width"])
+        if fitted["width"] < 0.1:
+            break
+        added, _ = propose_auto(None, fitted, 2, seeds=[0, 1, 2], candidates=_looked_up(table),
+                                refuse=lambda b, n: None)
+        have = pd.concat([have, _rows(table, added)])
+    assert widths[0] == np.inf and fitted["width"] < 0.1, widths
+    assert fitted["ci_a"][0] < true_a < fitted["ci_a"][1] and abs(fitted["a"] - true_a) < 0.03
+    assert have["flops"].sum() < 0.5 * table["flops"].sum()
+    assert not have.duplicated(["budget", "N", "seed"]).any()  # every run is one row of the table, once
+
+
+@pytest.mark.parametrize("value", ["some", 2, True])
+def test_replicates_setting_is_checked(value):
+    spec = adaptive_spec()
+    spec["grid"]["adaptive"] = {"rounds": 2, "target_ci_a": 0.1, "replicates": value}
+    with pytest.raises(SpecError, match=r"grid.adaptive.replicates must be one of all, auto"):
+        load_spec(spec)
+    spec["grid"]["adaptive"]["replicates"] = "auto"
+    assert load_spec(spec)["grid"]["adaptive"]["replicates"] == "auto"
+    del spec["grid"]["adaptive"]["replicates"]
+    assert load_spec(spec)["grid"]["adaptive"]["replicates"] == "all"
+
+
+def test_extend_with_replicates_auto_trains_one_seed_then_adds_sizes_and_seeds(tmp_path):
+    spec = adaptive_spec(name="autorep", widths=(8, 16, 24, 32), compute=(1e12, 3e12), seeds=(0, 1, 2))
+    spec["grid"]["adaptive"] = {"rounds": 2, "target_ci_a": 1e-6, "replicates": "auto"}  # never met: 2 rounds
+    out = extend(spec, root=tmp_path, workers=2, progress=False, bootstrap=50)
+    runs = export("autorep", tmp_path)[0]
+    assert (runs["status"] == "done").all() and (runs.loc[runs["round"] == 0, "seed"] == 0).all()  # the grid: seed 0
+    assert len(runs[runs["round"] == 0]) == len(expand(load_spec({**spec, "seeds": [0]})))
+    added = [a for h in out["rounds"] for a in h["added"]]
+    assert [h["round"] for h in out["rounds"]] == [1, 2] and {a["kind"] for a in added} == {"size", "replicate"}
+    for h in out["rounds"]:  # each added entry is exactly its seeds' runs, with its round
+        mine = runs[runs["round"] == h["round"]]
+        assert sorted(zip(mine["budget"], mine["N"], mine["seed"])) == sorted(
+            (a["budget"], a["N"], s) for a in h["added"] for s in a["seeds"])
+    for a in added:
+        assert a["seeds"] == [0] if a["kind"] == "size" else a["seeds"][0] in (1, 2)
+    # a replicate's cell was trained with the seeds before it
+    for r in runs[runs["seed"] > 0].itertuples():
+        cell = runs[np.isclose(runs["budget"], r.budget) & (runs["N"] == r.N)]
+        assert set(range(r.seed)) <= set(cell["seed"])
+    # by name, the sweep keeps its seeds for replicates (the store holds the one-seed grid)
+    again = extend("autorep", rounds=2, root=tmp_path, progress=False, bootstrap=50)
+    assert again["round"] == 2 and len(export("autorep", tmp_path)[0]) == len(runs)

@@ -116,12 +116,13 @@ def test_overopt_files_with_numpy_arrays_load_with_weights_only(tmp_path):
 
 # ------------------------------------------------- 4. workers die with their driver
 def _start_driver(tmp_path, name, command=("sweep", "run")):
-    # ~12 s a run: long enough that a loaded machine cannot finish the sweep before the test signals it
-    spec = toy(name=name, model={"sizes": [20000, 80000]}, toy={"step_sleep": 0.25})
+    # ~50 s a run in the driver started here: long enough that a loaded machine (workers that take many seconds to
+    # start) cannot finish the sweep before the test signals it; the test's own resume runs without the sleep
+    spec = toy(name=name, model={"sizes": [20000, 80000]}, grid={"tokens": [800000]})
     path = write_yaml(tmp_path / f"{name}.yaml", spec)
     root = tmp_path / "root"
     cmd = [sys.executable, "-m", "scaling.cli", *command, str(path), "--root", str(root), "--workers", "2"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", SCALING_TOY_STEP_SLEEP="0.25")
     # output to a file, not a pipe: workers that outlive their driver would hold a pipe open
     with open(tmp_path / "driver.err", "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, env=env)

@@ -429,6 +429,9 @@ def test_finetune_ci_sweep_runs_survives_kill_9_exports_and_fits(tmp_path, capsy
     assert main(["finetune", "export", "finetune-ci", "--root", str(root), "--out", str(tmp_path / "data")]) == 0
     out = tmp_path / "data" / "finetune-ci.csv"
     df = pd.read_csv(out)
+    # --out naming a .csv file writes that file (not a folder of that name)
+    assert main(["finetune", "export", "finetune-ci", "--root", str(root), "--out", str(tmp_path / "ft.csv")]) == 0
+    assert (tmp_path / "ft.csv").is_file() and pd.read_csv(tmp_path / "ft.csv").equals(df)
     assert list(df.columns[:8]) == ["run_id", "method", "N", "D_pretrain", "pet_params", "D_f", "loss", "seed"]
     assert {"rank", "virtual_tokens", "lr", "base_loss", "base_id"} <= set(df.columns) and len(df) == 12
     assert sorted(df["N"].unique()) == [4144, 16480] and set(df["D_pretrain"]) == {40960.0}

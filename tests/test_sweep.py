@@ -116,6 +116,29 @@ def test_synthetic_language_entropy_rate_is_exact():
     assert np.abs(freq - expect).max() < 0.01
 
 
+def test_a_shifted_synthetic_language_keeps_the_structure_and_redraws_the_odds(tmp_path, monkeypatch):
+    # issue #14's downstream task: the pretraining language with new emission probabilities
+    from scaling.sweep.corpus import load_corpus, synthetic_automaton
+
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path))
+    base = {"name": "synthetic", "states": 8, "branching": 3, "seed": 1, "tokens": 400_000}
+    a, b = synthetic_automaton(base), synthetic_automaton({**base, "shift_seed": 1})
+    assert (a.emit_bytes == b.emit_bytes).all() and (a.next_state == b.next_state).all()
+    assert np.abs(a.emit_probs - b.emit_probs).max() > 0.1 and np.allclose(b.emit_probs.sum(1), 1.0)
+    assert (synthetic_automaton({**base, "shift_seed": 1}).emit_probs == b.emit_probs).all()  # deterministic
+    train, _, info = load_corpus({**base, "shift_seed": 1})
+    assert info["entropy_rate"] == pytest.approx(b.entropy_rate())
+    # the sample's byte frequencies follow the shifted odds, not the original ones
+    freq = np.bincount(np.asarray(train), minlength=256) / len(train)
+
+    def expected(auto):
+        e = np.zeros(256)
+        np.add.at(e, auto.emit_bytes.ravel(), (auto.stationary()[:, None] * auto.emit_probs).ravel())
+        return e
+
+    assert np.abs(freq - expected(b)).max() < 0.01 < np.abs(freq - expected(a)).max()
+
+
 # ------------------------------------------------------------------ toy sweeps
 def test_toy_sweep_runs_records_and_exports(tmp_path):
     runs = run_sweep(toy_spec(), root=tmp_path, workers=2, progress=False)

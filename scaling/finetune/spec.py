@@ -51,7 +51,9 @@ DEFAULTS: dict[str, Any] = {
     # models: save_pretrained folders (a path, or {path, D_pretrain, N}); sweep: a pretraining sweep's final models
     "base": {"models": None, "sweep": None, "root": "out/sweeps"},
     # the downstream corpus: a scaling.sweep.corpus spec (synthetic with another seed, python-stdlib, tokens)
+    # (synthetic with shift_seed: the pretraining language with its odds redrawn, a task that shares structure)
     "downstream": {"name": "synthetic", "states": 256, "branching": 4, "concentration": 1.0, "seed": 1,
+                   "shift_seed": None,
                    "tokens": 2_000_000, "path": None, "dtype": None, "vocab_size": None, "max_bytes": None,
                    "val_fraction": None},
     "methods": list(METHODS),

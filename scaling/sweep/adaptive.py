@@ -17,6 +17,13 @@ add_per_budget: K}`` in a sweep definition (or ``scaling sweep extend``) grows t
    ``grid.min_steps`` is not added (the round says so);
 4. train them (every seed of the sweep) and go back to 1.
 
+``grid.adaptive.replicates: auto`` (default ``all``: as above) makes placement budget-aware and decide replicates
+too: the grid (round 0) trains the sweep's first seed only; a round gives a budget with no usable profile (no
+minimum, or under 4 sizes) its K sizes as in 3, one seed each, then spends up to a quarter of the FLOPs trained so
+far on the runs that narrow a's interval most per FLOP: a size beside a budget's optimum, or one more seed of a
+cell near it, scored by a simulation of the same bootstrap on each budget's fitted parabola (see
+:func:`propose_auto`). The stopping rule and the interval are the ones above.
+
 An added run is an ordinary cell of the sweep: the store holds it with the round that added it (the export's
 ``round`` column; 0 for the grid), ``scaling sweep run`` resumes it, its retries and kill -9 safety are the
 runner's. A round's cells are written to the store in one transaction before any of them trains, so an
@@ -42,10 +49,13 @@ from ..errors import ScalingError
 from .graph import driver_lock
 from .spec import SpecError, check_numbers, expand, load_spec, read_definition, tokens_per_step
 
-__all__ = ["extend", "check_adaptive", "added_cells", "propose", "fit_profiles", "STEP"]
+__all__ = ["extend", "check_adaptive", "added_cells", "propose", "propose_auto", "fit_profiles", "STEP"]
 
 #: the settings of ``grid.adaptive`` (rounds and target_ci_a have no default: a definition or the command gives them)
-KEYS = {"rounds": None, "target_ci_a": None, "add_per_budget": 2}
+KEYS = {"rounds": None, "target_ci_a": None, "add_per_budget": 2, "replicates": "all"}
+#: what ``grid.adaptive.replicates`` may say: "all" (every added size trains every seed of the sweep) or "auto"
+#: (one seed a cell to start, more seeds and sizes where they narrow a's interval most per FLOP: propose_auto)
+REPLICATES = ("all", "auto")
 #: the factor in N between a budget's estimated optimum and each size added beside it
 STEP = 2.0
 #: sizes a used budget needs before a's interval counts towards the target: with 3, most bootstrap resamples of a
@@ -71,20 +81,25 @@ def check_adaptive(spec: dict, error=SpecError) -> None:
         raise error("grid.adaptive places runs on IsoFLOP profiles: it needs grid.compute (IsoFLOP budgets), not "
                     "grid.tokens (an N x D grid has no per-budget optimum to move towards)")
     g["adaptive"] = a = {**KEYS, **a}
+    if a["replicates"] not in REPLICATES:
+        raise error(f"grid.adaptive.replicates must be one of {', '.join(REPLICATES)} ('all': every added size trains "
+                    "every seed; 'auto': one seed a cell, more only where they narrow a's interval most per FLOP); "
+                    f"got {a['replicates']!r}")
     check_numbers({"adaptive": a}, {"adaptive.rounds": ("int?", 1, True), "adaptive.target_ci_a": ("number?", 0, False),
                                     "adaptive.add_per_budget": ("int", 1, True)},
                   error=lambda msg: error(f"grid.{msg}"))
     g["adaptive"] = {"rounds": None if a["rounds"] is None else int(float(a["rounds"])),
                      "target_ci_a": None if a["target_ci_a"] is None else float(a["target_ci_a"]),
-                     "add_per_budget": int(float(a["add_per_budget"]))}
+                     "add_per_budget": int(float(a["add_per_budget"])), "replicates": a["replicates"]}
 
 
-def _settings(spec: dict, rounds, target_ci_a, add_per_budget) -> dict:
-    """The adaptive settings of one ``extend``: the definition's, overridden by the command's; all three given."""
-    given = {k: v for k, v in (("rounds", rounds), ("target_ci_a", target_ci_a), ("add_per_budget", add_per_budget))
-             if v is not None}
+def _settings(spec: dict, rounds, target_ci_a, add_per_budget, replicates=None) -> dict:
+    """The adaptive settings of one ``extend``: the definition's, overridden by the command's; all four given."""
+    given = {k: v for k, v in (("rounds", rounds), ("target_ci_a", target_ci_a), ("add_per_budget", add_per_budget),
+                               ("replicates", replicates)) if v is not None}
     trial = {"grid": {**spec["grid"], "adaptive": {**(spec["grid"].get("adaptive") or {}), **given}}}
-    opt = {"rounds": "--rounds", "target_ci_a": "--target-ci-a", "add_per_budget": "--add-per-budget"}
+    opt = {"rounds": "--rounds", "target_ci_a": "--target-ci-a", "add_per_budget": "--add-per-budget",
+           "replicates": "replicates"}
 
     def error(msg):  # a value the command gave is named by its option
         for k in given:
@@ -132,7 +147,8 @@ def fit_profiles(table: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0) ->
         out["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return out
     out["a"] = float(fit.params_["a"])
-    lo, hi = (float(v) for v in fit.ci_["a"])
+    ci = (fit.ci_ or {}).get("a")  # None without a bootstrap
+    lo, hi = (float(v) for v in ci) if ci is not None else (math.nan, math.nan)
     if math.isfinite(lo) and math.isfinite(hi):
         out["ci_a"], out["width"] = [lo, hi], hi - lo
     thin = [p for p in out["profiles"] if p["N_opt"] is not None and p["n_sizes"] < MIN_SIZES]
@@ -247,13 +263,16 @@ def propose(spec: dict, fitted: dict, k: int, *, step: float = STEP, candidates=
 
 def round_cells(spec: dict, added: list[dict], rnd: int) -> list[dict]:
     """The cells of the sizes ``added`` in round ``rnd``: as the grid would make them (every seed, axis and
-    schedule of the sweep), tagged with the round (after their ids: the same size at the same budget is the same
+    schedule of the sweep; only an entry's ``seeds`` where it names them, as ``replicates: auto`` does), tagged
+    with the round (after their ids: the same size at the same budget is the same
     run, whichever round asked for it)."""
     cells = []
     for a in added:
         one = copy.deepcopy(spec)
         one["model"] = {**one["model"], "sizes": None,
                         "shapes": [{k: a[k] for k in ("n_layer", "d_model", "n_head")}]}
+        if a.get("seeds") is not None:
+            one["seeds"] = list(a["seeds"])
         one["grid"] = {**one["grid"], "compute": [a["budget"]], "adaptive": None, "min_tokens_per_param": None,
                        "max_tokens_per_param": None}  # refusal() decided; expand would drop it silently
         with warnings.catch_warnings():
@@ -300,13 +319,16 @@ def _table(name: str, root) -> pd.DataFrame:
 
 
 def extend(definition, *, rounds: int | None = None, target_ci_a: float | None = None,
-           add_per_budget: int | None = None, step: float = STEP, root="out/sweeps", executor: str = "local",
+           add_per_budget: int | None = None, replicates: str | None = None, step: float = STEP,
+           root="out/sweeps", executor: str = "local",
            workers: int | None = None, progress: bool = True, bootstrap: int = 200, seed: int = 0,
            **executor_kwargs) -> dict:
     """Grow an IsoFLOP sweep in rounds until a's 90% interval is narrower than ``target_ci_a`` (see the module).
 
     ``definition``: the sweep's YAML (or dict), or its name in ``root``. ``rounds``, ``target_ci_a``,
-    ``add_per_budget``: override the definition's ``grid.adaptive``; ``rounds`` is the number of the last round
+    ``add_per_budget``, ``replicates``: override the definition's ``grid.adaptive``. With ``replicates: auto`` the
+    grid (round 0) trains the sweep's first seed only, and each round is :func:`propose_auto`'s; ``rounds`` is the
+    number of the last round
     (round 0 is the grid), so a rerun with the same value after a kill finishes what is left and adds nothing more.
     Unfinished cells (the grid's, or a round's cut short) are trained first.
 
@@ -319,9 +341,16 @@ def extend(definition, *, rounds: int | None = None, target_ci_a: float | None =
     if spec["grid"].get("compute") is None:
         raise ScalingError(f"sweep {spec['name']!r} is an N x D grid (grid.tokens): adaptive placement works on "
                            "IsoFLOP sweeps only (grid.compute), whose profiles have a per-budget optimum")
-    s = _settings(spec, rounds, target_ci_a, add_per_budget)
+    s = _settings(spec, rounds, target_ci_a, add_per_budget, replicates)
     name, base = spec["name"], sweep_dir(spec["name"], root)
     run = dict(executor=executor, workers=workers, root=root, progress=progress, **executor_kwargs)
+    seeds = list(spec["seeds"])
+    if s["replicates"] == "auto":  # the grid with one seed; the sweep's seeds are kept for the rounds' replicates
+        store = open_store(name, root, must_exist=False)
+        seeds = list(store.meta().get("adaptive_seeds") or seeds)
+        store.set_meta(adaptive_seeds=seeds)
+        store.close()
+        spec = {**spec, "seeds": seeds[:1]}
     run_sweep(spec, **run)  # the grid, and any round cut short (the runner picks up added cells)
     while True:
         fitted = fit_profiles(_table(name, root), bootstrap=bootstrap, seed=seed)
@@ -336,7 +365,10 @@ def extend(definition, *, rounds: int | None = None, target_ci_a: float | None =
         if stop is None:
             with driver_lock(base, f"sweep {name!r} is being run by another driver (lock {base / 'driver.lock'}); "
                                    "extend it once that one is done"):
-                added, skipped = propose(spec, fitted, s["add_per_budget"], step=step)
+                if s["replicates"] == "auto":
+                    added, skipped = propose_auto(spec, fitted, s["add_per_budget"], seeds=seeds, step=step, seed=seed)
+                else:
+                    added, skipped = propose(spec, fitted, s["add_per_budget"], step=step)
                 cells = round_cells(spec, added, last + 1)
                 known = set(store.runs()["run_id"])
                 new = [c for c in store.same_runs(cells, free=("run_id", "D_grid", "device", "round"))
@@ -378,3 +410,220 @@ def _round_line(h: dict) -> str:
     if h["skipped"]:
         line += "; " + "; ".join(_skip_line(x) for x in h["skipped"])
     return line
+
+
+# ------------------------------------------------------- replicates: auto (budget-aware placement)
+#: a round of ``replicates: auto`` adds runs until its FLOPs reach this fraction of the FLOPs trained so far
+GROWTH = 0.25
+#: simulated resamples behind each predicted width (common random numbers: every design sees the same draws)
+SIM_DRAWS = 200
+
+
+def _noise_sd(means: pd.DataFrame) -> float:
+    """The loss noise of one run: the pooled seed spread of cells with 2 or more seeds; with none, the scatter of
+    the budgets' parabola fits (which holds their lack of fit too); a floor of 1e-3 either way."""
+    if "n_seeds" in means and "loss_sd" in means:
+        rep = means[(means["n_seeds"] >= 2) & means["loss_sd"].notna()]
+        if len(rep):
+            dof = (rep["n_seeds"] - 1).to_numpy(float)
+            return max(1e-3, float(np.sqrt(np.sum(dof * rep["loss_sd"].to_numpy(float) ** 2) / dof.sum())))
+    ss, dof = 0.0, 0
+    for _, g in means.groupby("budget"):
+        if g["N"].nunique() >= 4:
+            x, y = np.log(g["N"].to_numpy(float)), g["loss"].to_numpy(float)
+            ss += float(np.sum((y - np.polyval(np.polyfit(x, y, 2), x)) ** 2))
+            dof += len(x) - 3
+    return max(1e-3, math.sqrt(ss / dof)) if dof else 0.01
+
+
+def _vertex_draws(x: np.ndarray, truth: np.ndarray, n: np.ndarray, sd: float, z: np.ndarray, pick: np.ndarray,
+                  window: int = 5) -> np.ndarray:
+    """log N_opt of one budget in each simulated resample (NaN where the profile gives none), as the IsoFLOP law
+    finds it: cell means ``truth + sd / sqrt(n) z``, cells resampled with replacement (``pick``: uniform draws),
+    a parabola in log N on the ``window`` sizes around the best, its vertex inside them."""
+    m = len(x)
+    order = np.argsort(x)
+    x, truth, n = x[order], truth[order], n[order]
+    y = truth[None, :] + sd / np.sqrt(n)[None, :] * z[:, :m]
+    idx = np.minimum((pick[:, :m] * m).astype(int), m - 1)
+    out = np.full(len(z), np.nan)
+    for b in range(len(z)):
+        w = np.bincount(idx[b], minlength=m).astype(float)
+        keep = np.flatnonzero(w > 0)
+        if len(keep) < 3:
+            continue
+        if len(keep) > window:
+            j = int(np.argmin(y[b, keep]))
+            lo = int(np.clip(j - window // 2, 0, len(keep) - window))
+            keep = keep[lo:lo + window]
+        xs, ys, ws = x[keep], y[b, keep], w[keep]
+        X = np.stack([xs * xs, xs, np.ones_like(xs)], 1)
+        try:
+            p2, p1, _ = np.linalg.solve(X.T @ (ws[:, None] * X), X.T @ (ws * ys))
+        except np.linalg.LinAlgError:
+            continue
+        if p2 > 0 and xs.min() <= -p1 / (2 * p2) <= xs.max():
+            out[b] = -p1 / (2 * p2)
+    return out
+
+
+def _slope_width(logc: np.ndarray, verts: np.ndarray, level: float = 0.9) -> float:
+    """The width of the central ``level`` interval of the least-squares slope of log N_opt on log C over the
+    budgets each resample kept (a resample with under 2 left out, as the bootstrap leaves out its failures)."""
+    ok = np.isfinite(verts)
+    cnt = ok.sum(1)
+    good = cnt >= 2
+    if good.sum() < 0.5 * len(verts):
+        return math.inf
+    X = np.where(ok, logc[None, :], 0.0)
+    Y = np.where(ok, verts, 0.0)
+    mx, my = X.sum(1) / np.maximum(cnt, 1), Y.sum(1) / np.maximum(cnt, 1)
+    sxx = (np.where(ok, (logc[None, :] - mx[:, None]) ** 2, 0.0)).sum(1)
+    sxy = (np.where(ok, (logc[None, :] - mx[:, None]) * (verts - my[:, None]), 0.0)).sum(1)
+    slope = sxy[good] / np.maximum(sxx[good], 1e-300)
+    q = (1 - level) / 2
+    return float(np.quantile(slope, 1 - q) - np.quantile(slope, q))
+
+
+class _Design:
+    """Each usable budget's cells (log N, simulated true loss, seeds trained) and the predicted width of a's
+    interval: how :func:`propose_auto` scores a candidate run before training it."""
+
+    def __init__(self, fitted: dict, budgets: list[float], sd: float, draws: int, seed: int):
+        rng = np.random.default_rng(seed)
+        self.budgets, self.sd = budgets, sd
+        self.logc = np.log(np.asarray(budgets, float))
+        self.cells, self.curve, self.verts = {}, {}, {}
+        means = fitted["means"]
+        width = max(int(means.groupby("budget")["N"].nunique().max()) + 16, 24)
+        self.z = {b: rng.standard_normal((draws, width)) for b in budgets}
+        self.pick = {b: rng.random((draws, width)) for b in budgets}
+        for b in budgets:
+            g = means[np.isclose(means["budget"].astype(float), b)].sort_values("N")
+            x, y = np.log(g["N"].to_numpy(float)), g["loss"].to_numpy(float)
+            n = (g["n_seeds"].to_numpy(float) if "n_seeds" in g else np.ones(len(g)))
+            j = int(np.argmin(y))
+            lo = int(np.clip(j - 2, 0, max(0, len(x) - 5)))
+            self.curve[b] = np.polyfit(x[lo:lo + 5], y[lo:lo + 5], 2)  # the smooth truth the draws scatter around
+            self.cells[b] = {"x": x, "n": n}
+            self.verts[b] = self._draw(b, x, n)
+
+    def _draw(self, b, x, n):
+        return _vertex_draws(x, np.polyval(self.curve[b], x), n, self.sd, self.z[b], self.pick[b])
+
+    def width(self, changed: dict | None = None) -> float:
+        verts = np.stack([(changed or {}).get(b, self.verts[b]) for b in self.budgets], 1)
+        return _slope_width(self.logc, verts)
+
+    def with_size(self, b, N):
+        c = self.cells[b]
+        x, n = np.append(c["x"], math.log(N)), np.append(c["n"], 1.0)
+        return x, n, self._draw(b, x, n)
+
+    def with_seed(self, b, N):
+        c = self.cells[b]
+        n = c["n"].copy()
+        n[int(np.argmin(np.abs(c["x"] - math.log(N))))] += 1
+        return c["x"], n, self._draw(b, c["x"], n)
+
+    def take(self, b, x, n, verts):
+        self.cells[b], self.verts[b] = {"x": x, "n": n}, verts
+
+
+def propose_auto(spec: dict, fitted: dict, k: int, *, seeds=None, step: float = STEP, candidates=None, refuse=None,
+                 growth: float = GROWTH, draws: int = SIM_DRAWS, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """One round of ``replicates: auto``: ``(added, skipped)`` as :func:`propose`, each added entry with the
+    ``seeds`` it trains and its ``kind`` ("size": a new size, one seed; "replicate": one more seed of a cell).
+
+    1. A budget whose profile has no minimum, or whose minimum rests on under ``MIN_SIZES`` sizes, gets ``k`` sizes
+       placed as :func:`propose` places them (a step farther out when every size within a step is sampled), each
+       with the sweep's first seed only.
+    2. The rest of the round goes where it narrows a's interval most per FLOP. Candidates: at each budget with a
+       usable profile, the 2 sizes :func:`propose` would add beside its optimum (one seed), and one more seed of any
+       of its 5 sizes nearest the optimum (while a cell has fewer than the sweep's seeds). Each is scored by the
+       predicted width of a's 90% interval with it (simulated resamples of the cells around each budget's fitted
+       parabola, with the run noise from the seed spread, else the parabola scatter), less the width without it,
+       over what it costs (its budget): the cheap budgets' replicates and sizes come first, an expensive budget's
+       run only where it buys more per FLOP. Candidates are taken best first, rescored after each, until the round
+       has spent ``growth`` times the FLOPs trained so far (at least one run), or no candidate narrows the interval.
+
+    ``seeds``: the sweep's seeds (default ``spec["seeds"]``); the rest as in :func:`propose`."""
+    seeds = list(seeds if seeds is not None else spec["seeds"])
+    candidates = candidates or (lambda budget, ref: lattice(ref, spec))
+    refuse = refuse or (lambda budget, N: refusal(spec, budget, N))
+    means = fitted["means"]
+    if not len(means):
+        return [], []
+    first = [seeds[0]]
+    added, skipped = [], []
+    usable = []
+    for prof in fitted["profiles"]:
+        b = prof["budget"]
+        if prof["N_opt"] is None or prof["n_sizes"] < MIN_SIZES:
+            got, why = propose(spec, {"means": means, "profiles": [prof]}, k, step=step, candidates=candidates,
+                               refuse=refuse)
+            if not got and not why:  # the sizes within a step are all sampled: reach one step farther
+                got, why = propose(spec, {"means": means, "profiles": [prof]}, k, step=step * step,
+                                   candidates=candidates, refuse=refuse)
+            added += [{**a, "seeds": first, "kind": "size"} for a in got]
+            skipped += why
+        else:
+            usable.append(b)
+    spent = sum(a["budget"] for a in added)
+    trained = float((means["budget"].astype(float) * means.get("n_seeds", 1)).sum())
+    allowance = growth * trained - spent
+    if len(usable) < 2 or (added and allowance <= 0):
+        return added, skipped
+    design = _Design(fitted, usable, _noise_sd(means), draws, seed)
+    here = {b: means[np.isclose(means["budget"].astype(float), b)].sort_values("N") for b in usable}
+    taken = {b: {(int(r.n_layer), int(r.d_model)) for r in here[b].itertuples()} for b in usable}
+    n_have = {(b, int(r.N)): int(getattr(r, "n_seeds", 1)) for b in usable for r in here[b].itertuples()}
+    new_sizes = {b: [] for b in usable}
+    prof_of = {p["budget"]: p for p in fitted["profiles"]}
+    for b in usable:  # the sizes beside each optimum, as propose picks them
+        got, why = propose(spec, {"means": means, "profiles": [prof_of[b]]}, 2, step=step, candidates=candidates,
+                           refuse=refuse)
+        new_sizes[b] = got
+        skipped += why
+    now = design.width()
+    limit = growth * trained
+    while True:
+        best = None
+        for b in usable:
+            if spent > 0 and spent + b > limit:  # over the round's FLOPs (the first run of a round always fits)
+                continue
+            for a in new_sizes[b]:
+                if (a["n_layer"], a["d_model"]) in taken[b]:
+                    continue
+                x, n, v = design.with_size(b, a["N"])
+                gain = now - design.width({b: v})
+                if best is None or gain / b > best[0]:
+                    best = (gain / b, gain, b, ("size", a), (x, n, v))
+            window = here[b].iloc[np.argsort(np.abs(np.log(here[b]["N"].to_numpy(float) / prof_of[b]["N_opt"])))[:5]]
+            for r in window.itertuples():
+                if n_have[(b, int(r.N))] >= len(seeds):
+                    continue
+                x, n, v = design.with_seed(b, r.N)
+                gain = now - design.width({b: v})
+                if best is None or gain / b > best[0]:
+                    best = (gain / b, gain, b, ("replicate", r), (x, n, v))
+        if best is None or not best[1] > 0:
+            break
+        _, gain, b, (kind, what), state = best
+        design.take(b, *state)
+        now -= gain
+        spent += b
+        if kind == "size":
+            taken[b].add((what["n_layer"], what["d_model"]))
+            n_have[(b, int(what["N"]))] = 1
+            here[b] = pd.concat([here[b], pd.DataFrame([{**{k_: what[k_] for k_ in ("n_layer", "d_model", "n_head",
+                                                                                      "N")}, "n_seeds": 1}])])
+            added.append({**what, "seeds": first, "kind": "size"})
+        else:
+            have = n_have[(b, int(what.N))]
+            n_have[(b, int(what.N))] = have + 1
+            here[b].loc[here[b]["N"] == what.N, "n_seeds"] = have + 1
+            added.append({"budget": b, "n_layer": int(what.n_layer), "d_model": int(what.d_model),
+                          "n_head": int(what.n_head), "N": int(what.N), "side": "replicate",
+                          "seeds": [seeds[have]], "kind": "replicate"})
+    return added, skipped

@@ -148,6 +148,24 @@ class Automaton:
         return np.frombuffer(bytes(out), dtype=np.uint8).copy()
 
 
+def synthetic_automaton(spec: dict) -> Automaton:
+    """The automaton of a ``synthetic`` corpus spec.
+
+    ``shift_seed`` (optional) gives a shifted distribution of the same language: the emission probabilities are
+    redrawn with that seed while the bytes each state emits and the transitions stay those of ``seed``. A model
+    trained on ``seed`` keeps what it learnt about tracking the hidden state and must relearn the odds: a downstream
+    task that shares structure with its pretraining (what fine-tuning studies need), with an exact best loss.
+    """
+    auto = Automaton.random(int(spec.get("states", 256)), int(spec.get("branching", 4)),
+                            float(spec.get("concentration", 1.0)), int(spec.get("seed", 0)))
+    if spec.get("shift_seed") is None:
+        return auto
+    k = auto.emit_probs.shape[1]
+    probs = np.random.default_rng([int(spec["shift_seed"]), 5]).dirichlet(
+        np.full(k, float(spec.get("concentration", 1.0))), size=len(auto.emit_probs))
+    return Automaton(auto.emit_bytes, probs, auto.next_state)
+
+
 def load_corpus(spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     """(train tokens, eval tokens, info) for a corpus spec such as {"name": "synthetic", "states": 256}."""
     name = spec.get("name", "python-stdlib")
@@ -156,10 +174,11 @@ def load_corpus(spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
         cut = int(len(data) * (1 - float(spec.get("val_fraction") or 0.05)))
         return data[:cut], data[cut:], {"corpus": name, "bytes": int(len(data))}
     if name == "synthetic":
-        auto = Automaton.random(int(spec.get("states", 256)), int(spec.get("branching", 4)),
-                                float(spec.get("concentration", 1.0)), int(spec.get("seed", 0)))
+        auto = synthetic_automaton(spec)
         n = int(spec.get("tokens", 8_000_000))
         key = f"synthetic-v3-{spec.get('states', 256)}-{spec.get('branching', 4)}-{spec.get('concentration', 1.0)}-{spec.get('seed', 0)}-{n}"
+        if spec.get("shift_seed") is not None:
+            key += f"-shift{int(spec['shift_seed'])}"
         path = cache_dir() / f"{key}.npy"
         if path.exists():
             data = np.load(path, mmap_mode="r")

@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     # a list makes it an axis of the grid
     "batch": {"tokens_per_step": 2048},
     "corpus": {"name": "python-stdlib", "states": 256, "branching": 4, "concentration": 1.0, "seed": 0,
-               "tokens": 8_000_000, "max_bytes": 24_000_000, "val_fraction": 0.05, "path": None, "dtype": None,
+               "shift_seed": None, "tokens": 8_000_000, "max_bytes": 24_000_000, "val_fraction": 0.05, "path": None, "dtype": None,
                "vocab_size": None},
     # tokens: the final evaluation's fixed sample of held-out windows, spread over the whole split (capped by
     # the split); curve_tokens: the evaluations during the run, an evenly spaced subset of the same windows
@@ -367,7 +367,8 @@ SWEEP_NUMBERS = {
     "checkpoint.every": ("number", 0, False), "retries": ("int", 0, True),
     "threads_per_worker": ("int", 1, True), "workers_per_gpu": ("int", 1, True),
     "device.sync_every": ("int?", 1, True), "corpus.states": ("int", 1, True), "corpus.branching": ("int", 1, True),
-    "corpus.concentration": ("number", 0, False), "corpus.seed": ("int", 0, True), "corpus.tokens": ("int", 1, True),
+    "corpus.concentration": ("number", 0, False), "corpus.seed": ("int", 0, True),
+    "corpus.shift_seed": ("int?", 0, True), "corpus.tokens": ("int", 1, True),
     "corpus.max_bytes": ("int", 1, True), "corpus.vocab_size": ("int?", 2, True),
     "corpus.val_fraction": ("number", 0, False),
 }
@@ -647,7 +648,9 @@ def _cells(spec: dict, shape: dict, tps: int, steps: int, budget, tagged: bool, 
             "seq_len": int(spec["model"]["seq_len"]), "vocab_size": int(spec["model"]["vocab_size"]),
             "tokens_per_step": tps, "steps": steps, "D": float(steps * tps), "budget": budget,
             "seed": int(seed), "optimizer": optimizer, "schedule": schedule,
-            "corpus": spec["corpus"], "eval": spec["eval"], "checkpoint": spec["checkpoint"],
+            # shift_seed only when set: the ids of runs from before the key existed stay as they were
+            "corpus": {k: v for k, v in spec["corpus"].items() if not (k == "shift_seed" and v is None)},
+            "eval": spec["eval"], "checkpoint": spec["checkpoint"],
             "toy": spec["toy"] if spec["trainer"] == "toy" else None,
         }
         cfg["C"] = 6.0 * cfg["N"] * cfg["D"]

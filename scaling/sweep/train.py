@@ -169,7 +169,8 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
     """Curves from a known Chinchilla law in milliseconds, for testing the sweep machinery.
 
     ``toy.fail_once`` makes the first attempt raise; ``toy.nan_at`` (a fraction)
-    makes the loss NaN there; ``toy.step_sleep`` slows each step (kill tests).
+    makes the loss NaN there; ``toy.step_sleep`` slows each step (kill tests; the environment variable
+    ``SCALING_TOY_STEP_SLEEP`` overrides it).
     """
     toy = cfg["toy"]
     steps, tps, N = cfg["steps"], cfg["tokens_per_step"], cfg["N"]
@@ -198,6 +199,8 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
 
     log = _Log(d / "log.jsonl")
     every = steps_of(cfg["checkpoint"]["every"], steps)
+    # SCALING_TOY_STEP_SLEEP overrides it without changing the definition (a kill test's resume runs at full speed)
+    sleep = float(os.environ.get("SCALING_TOY_STEP_SLEEP") or toy.get("step_sleep") or 0.0)
     for step in range(start, stop):
         tokens = (step + 1) * tps
         loss = law(tokens) * math.exp(noise[step])
@@ -206,8 +209,8 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
             log.close()
             return {"status": "diverged", "step": step, "final_eval_loss": None}
         log.write(step=step, tokens=tokens, lr=lr_at(step, steps, cfg["optimizer"], cfg["schedule"]), train_loss=loss)
-        if toy.get("step_sleep"):
-            time.sleep(float(toy["step_sleep"]))
+        if sleep:
+            time.sleep(sleep)
         if step + 1 in keep:  # a branch point: kept before the rolling checkpoint can pass it
             atomic_json(keep_path(d, step + 1, ".json"), {"step": step + 1})
         if (step + 1) % every == 0:
