@@ -2,6 +2,7 @@
 backtest, and the fine-tuning cells (tiny models, one thread)."""
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -100,8 +101,13 @@ def test_critical_data_size_recovers_the_crossing_with_an_interval():
     again = lora.critical_data_size(full, at=1e8)
     assert again["overtaker"] == "full" and again["D_f"] == pytest.approx(cds["D_f"], rel=1e-9)
     # below the crossing the curves do not cross: one clear error naming who leads and how to extrapolate
-    with pytest.raises(FitError, match=r"do not cross for D_f in \[1e\+05, 3e\+05\].*lora is lower throughout"):
+    with pytest.raises(FitError, match=r"do not cross for D_f in \[1e\+05, 3e\+05\].*lora is lower throughout") as err:
         critical_data_size(full, lora, at=1e8, d_range=(1e5, 3e5))
+    # and by how much, as a positive percentage: the leader's loss below the other's, from the two fits
+    pct = [float(v) for v in re.findall(r"([-0-9.]+)% (?:lower )?at", str(err.value))]
+    grid = {"N": np.full(2, 1e8), "D_f": np.array([1e5, 3e5])}
+    want = 100 * (1 - lora.predict(**grid) / full.predict(**grid))
+    assert len(pct) == 2 and np.allclose(pct, want, atol=0.051) and min(pct) > 0, (str(err.value), want)
     with pytest.raises(SettingsError, match="needs at="):
         critical_data_size(full, lora)
     pet = _quiet(FinetuneLaw(x="D_pretrain", bootstrap=0).fit,

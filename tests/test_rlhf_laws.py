@@ -57,6 +57,9 @@ def test_fixed_parameters_and_bad_input():
         SamplesPerPromptLaw(bounds={"gamma": (0, 1)})
     with pytest.raises(SettingsError, match="fraction"):
         res.k_at(1.5)
+    # a gamma at its lower bound puts k90 beyond any float: no k, not an OverflowError
+    flat = SamplesPerPromptLaw(bootstrap=0, fixed={"gamma": 1e-3}).fit(df)
+    assert flat.k_at(0.9)["k"] is None and flat.summary()["k90"] is None
 
 
 def test_backtest_fit_small_k_predict_large_k():

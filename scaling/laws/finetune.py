@@ -282,7 +282,7 @@ def critical_data_size(a: FitResult, b: FitResult, *, at=None, d_range=None, lev
     point, b_leads = _crossing(la, lb, logd)
     leader, other = (name_b, name_a) if b_leads[0] else (name_a, name_b)
     if not np.isfinite(point[0]):
-        ratio = np.exp(-diff[[0, -1]]) if b_leads[0] else np.exp(diff[[0, -1]])
+        ratio = np.exp(diff[[0, -1]]) if b_leads[0] else np.exp(-diff[[0, -1]])  # the other's loss over the leader's
         raise FitError(
             f"{name_a} and {name_b} do not cross for D_f in [{lo:.3g}, {hi:.3g}] at {x}={at!r}: {leader} is lower "
             f"throughout (its loss is {100 * (1 - 1 / ratio[0]):.1f}% lower at D_f={lo:.3g} and "

@@ -64,8 +64,8 @@ class SamplesResult(FitResult):
 def _k_at(gamma: float, fraction: float) -> float | None:
     if gamma <= 0:
         return None
-    v = (1.0 - fraction) ** (-1.0 / gamma)
-    return float(v) if np.isfinite(v) else None
+    log_v = -np.log1p(-fraction) / gamma  # in logs: a gamma near 0 puts k beyond any float, not an OverflowError
+    return float(np.exp(log_v)) if log_v < 700 else None
 
 
 @register_law
