@@ -20,7 +20,7 @@ import time
 import warnings
 
 
-def definitions(cooldown: float, shape: str, final: float, per_doubling: int = 1) -> dict:
+def definitions(cooldown: float, shape: str, final: float, per_doubling: int = 1, seed: int | None = None) -> dict:
     from scaling.data import sweep_definition
     from scaling.sweep.spec import read_definition
 
@@ -30,6 +30,9 @@ def definitions(cooldown: float, shape: str, final: float, per_doubling: int = 1
         raw = dict(raw, grid=dict(raw["grid"], compute=[3.0e10 * 2 ** (j / per_doubling)
                                                         for j in range(3 * per_doubling + 1)]))
         suffix = f"-dense{per_doubling}"
+    if seed is not None:  # another training seed, as a sweep of its own
+        raw = dict(raw, seeds=[seed])
+        suffix += f"-seed{seed}"
     indep = dict(raw, name="qs-cosine" + suffix)
     branched = dict(raw, name="qs-wsd-branches" + suffix, schedule={
         "type": "wsd", "warmup": raw["schedule"]["warmup"], "cooldown": cooldown, "shape": shape,
@@ -56,15 +59,21 @@ def main() -> None:
     ap.add_argument("--shape", default="1-sqrt")
     ap.add_argument("--final-lr-frac", type=float, default=0.0)
     ap.add_argument("--per-doubling", type=int, default=1, help="budgets per doubling of compute (1: the quickstart's)")
+    ap.add_argument("--seed", type=int, default=None, help="train with this seed (a sweep of its own)")
+    ap.add_argument("--only", choices=("independent", "branches"), default=None, help="train one of the two sweeps")
     ap.add_argument("--export", default=None, help="write each sweep's runs.csv and curves.csv under DIR/<name>/")
     ap.add_argument("--accounting-only", action="store_true")
     args = ap.parse_args()
-    defs = definitions(args.cooldown, args.shape, args.final_lr_frac, args.per_doubling)
+    defs = definitions(args.cooldown, args.shape, args.final_lr_frac, args.per_doubling, args.seed)
     rows = []
     base = None
     for label, d in defs.items():
         trained, alone, n = trained_flops(d)
         base = trained if base is None else base
+        if args.only and not args.accounting_only and (args.only == "branches") != label.startswith("WSD"):
+            rows.append({"sweep": label, "cells": n, "flops_trained": trained, "ratio": trained / base, "a": None,
+                         "ci": None, "wall_s": None})
+            continue
         row = {"sweep": label, "cells": n, "flops_trained": trained, "ratio": trained / base, "a": None, "ci": None,
                "wall_s": None}
         if not args.accounting_only:
