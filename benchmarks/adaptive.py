@@ -44,6 +44,15 @@ def start_subset(table: pd.DataFrame, k: int = 3, shift: int = 0) -> pd.DataFram
     return pd.concat(keep)
 
 
+def _candidates(table: pd.DataFrame):
+    """The sizes the replay may add at a budget: the ones the committed table has there."""
+    def candidates(budget, ref):
+        g = table[np.isclose(table["budget"], budget)].drop_duplicates("N")
+        return [{"n_layer": int(r.n_layer), "d_model": int(r.d_model), "n_head": int(r.n_head), "N": int(r.N)}
+                for r in g.itertuples()]
+    return candidates
+
+
 def replay(table: pd.DataFrame, start: pd.DataFrame, target: float, *, rounds: int, per_budget: int,
            step: float, bootstrap: int) -> dict:
     """Adaptive rounds on ``table``'s sizes from ``start``: stop once a's interval is narrower than ``target``."""
@@ -51,10 +60,7 @@ def replay(table: pd.DataFrame, start: pd.DataFrame, target: float, *, rounds: i
 
     have = start.copy()
 
-    def candidates(budget, ref):
-        g = table[np.isclose(table["budget"], budget)].drop_duplicates("N")
-        return [{"n_layer": int(r.n_layer), "d_model": int(r.d_model), "n_head": int(r.n_head), "N": int(r.N)}
-                for r in g.itertuples()]
+    candidates = _candidates(table)
 
     history = []
     for rnd in range(rounds + 1):
@@ -80,10 +86,7 @@ def replay_auto(table: pd.DataFrame, start: pd.DataFrame, target: float, *, roun
 
     have = start.copy()
 
-    def candidates(budget, ref):
-        g = table[np.isclose(table["budget"], budget)].drop_duplicates("N")
-        return [{"n_layer": int(r.n_layer), "d_model": int(r.d_model), "n_head": int(r.n_head), "N": int(r.N)}
-                for r in g.itertuples()]
+    candidates = _candidates(table)
 
     history = []
     for rnd in range(rounds + 1):
