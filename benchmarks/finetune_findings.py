@@ -169,25 +169,17 @@ def per_doubling(res, x_mid, d_mid, level):
     return point, draws
 
 
-def k90(res, fraction=0.9, level=None):
-    """``res.k_at(fraction)``; when gamma is so small that k overflows a float (scaling.laws.rlhf._k_at raises
-    OverflowError there), the same quantity computed with numpy (inf -> None: beyond any float)."""
+def _relative(path) -> str:
+    """A path relative to the repository when it lies inside it (the JSON is committed), else as given."""
     try:
-        with np.errstate(over="ignore"):
-            return res.k_at(fraction, level)
-    except OverflowError:
-        level = res.level if level is None else level
-        with np.errstate(over="ignore", divide="ignore"):
-            def at(g):
-                v = np.power(1.0 - fraction, -1.0 / g) if g > 0 else np.inf
-                return float(v) if np.isfinite(v) else None
-            out = {"fraction": float(fraction), "k": at(res.params["gamma"]), "ci": None}
-            B = res._boot
-            if B is not None and len(B) > 1:
-                ks = np.array([at(g) or np.inf for g in B[:, 2]])
-                q = np.quantile(ks, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
-                out["ci"] = [float(v) if np.isfinite(v) else None for v in q]
-        return out
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def k90(res, fraction=0.9, level=None):
+    """``res.k_at(fraction)``: the k where that fraction of the gain from k = 1 is reached, with its interval."""
+    return res.k_at(fraction, level)
 
 
 def _gmid(values):
@@ -512,8 +504,10 @@ def findings(F: dict, A: dict, level=0.9) -> list[dict]:
                         or (prp is not None and _side(prp["ci"]["alpha"]) < 0)
                         or _side(pr["ci"]["beta"]) <= 0)
             stable = lo_inv <= INVERSION_RATE and _side(lo["ci"]["beta"]) > 0
-            v = "yes" if unstable and stable else ("partly" if unstable or stable else "no")
-            shows = (f"loss rising with more data: prompt {pr_inv:.0%} of steps, LoRA {lo_inv:.0%}, FMT "
+            # the finding is about prompt tuning: LoRA's stability alone does not reproduce it
+            v = "yes" if unstable and stable else ("partly" if unstable else "no")
+            shows = (f"loss rising by more than {INVERSION_STEP:.0%} with more data: prompt {pr_inv:.0%} of steps, "
+                     f"LoRA {lo_inv:.0%}, FMT "
                      f"{inv.get('full', {}).get('rate', float('nan')):.0%}; beta prompt "
                      f"{_fmt(pr['params']['beta'], pr['ci']['beta'], 2)}, LoRA {_fmt(lo['params']['beta'], lo['ci']['beta'], 2)}")
             if prp is not None:
@@ -523,7 +517,8 @@ def findings(F: dict, A: dict, level=0.9) -> list[dict]:
                          "verdict": v,
                          "rule": f"prompt unstable: inversion rate >= {INVERSION_RATE:.0%} and >= 2x LoRA's, or "
                                  "prompt-length alpha CI < 0, or beta CI reaching 0; LoRA stable: inversion rate "
-                                 f"<= {INVERSION_RATE:.0%} and beta CI > 0; yes both, partly one"})
+                                 f"<= {INVERSION_RATE:.0%} and beta CI > 0; yes both, partly prompt unstable "
+                                 "alone, no when prompt tuning is not unstable"})
     if A:
         s_ = A["settings"]
         s = A["samples"].get(s_["policy"], {})
@@ -560,16 +555,21 @@ def findings(F: dict, A: dict, level=0.9) -> list[dict]:
         pk = A["peaks"].get("rl_kl0")
         if isinstance(pk, pd.DataFrame) and len(pk) > 1:
             g = _gain_row(pk, level)
-            los, his = pk["d_star_lo"].to_numpy(float), pk["d_star_hi"].to_numpy(float)
-            same = bool(np.all(np.isfinite(los))) and float(np.max(los)) <= float(np.min(his))
-            ds = ", ".join(f"{r.policy}: {_fmt(r.d_star, [r.d_star_lo, r.d_star_hi], 3)}" for r in pk.itertuples())
+            # a policy whose best point is its last one never peaked: its d* is a lower bound, not a peak
+            peaked = pk[pk["peaked"]] if "peaked" in pk else pk
+            los, his = peaked["d_star_lo"].to_numpy(float), peaked["d_star_hi"].to_numpy(float)
+            same = (len(peaked) > 1 and bool(np.all(np.isfinite(los)))
+                    and float(np.max(los)) <= float(np.min(his)))
+            ds = ", ".join(f"{r.policy}: {_fmt(r.d_star, [r.d_star_lo, r.d_star_hi], 3)}"
+                           + ("" if getattr(r, "peaked", True) else " (no peak by the last step: a lower bound)")
+                           for r in pk.itertuples())
             v = "yes" if same and g["verdict"] == "yes" else (
                 "partly" if same or g["verdict"] in ("yes", "partly") else "no")
             rows.append({"id": "G1", "source": "Gao et al. 2022",
                          "finding": "a larger policy overoptimises at about the same KL and gains less",
                          "shows": f"sqrt(KL) at peak: {ds}; " + g["shows"], "verdict": v,
-                         "rule": "same KL: the sqrt(KL)-at-peak CIs of all policies share a point; gains less: as H2 "
-                                 "(RL, no KL penalty); yes both, partly one"})
+                         "rule": "same KL: the sqrt(KL)-at-peak CIs of the policies that peak (at least two) share a "
+                                 "point; gains less: as H2 (RL, no KL penalty); yes both, partly one"})
     return rows
 
 
@@ -695,7 +695,9 @@ def plot_finetune(ft, st, fits, critical=None):
                 ax.axvspan(lo, hi, color="0.5", alpha=0.12)
             ax.text(c["D_f"], 0.02, " " + key.replace("|", " vs ").replace("full", "FMT"), fontsize=7,
                     va="bottom", rotation=90, transform=ax.get_xaxis_transform())
-    ax.set_title(f"methods at N {st['N_mid']:,.0f}: critical D_f dashed", fontsize=9)
+    crosses = any(c.get("crosses") for c in (critical or {}).values())
+    ax.set_title(f"methods at N {st['N_mid']:,.0f}: " + ("critical D_f dashed" if crosses else
+                                                          "no crossing in the D_f range"), fontsize=9)
     _legend(ax, fontsize=7)
     ax = axes[1, -1]
     for m, by, cm, name in (("lora", "rank", plt.get_cmap("Oranges"), "LoRA rank"),
@@ -859,7 +861,8 @@ def main(argv=None) -> int:
             return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items()
                     if not str(k).startswith("_")} if isinstance(d, dict) else d
         blob = {"finetune": strip(F) if F else None, "axes": strip(A) if A else None, "findings": rows,
-                "inputs": {"finetune": a.finetune, "overopt": a.overopt, "bootstrap": a.bootstrap, "level": a.level}}
+                "inputs": {"finetune": _relative(a.finetune), "overopt": _relative(a.overopt),
+                           "bootstrap": a.bootstrap, "level": a.level}}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(_jsonable(blob), indent=1))
         print(f"wrote {a.json}")

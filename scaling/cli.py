@@ -847,7 +847,8 @@ def cmd_overopt_peaks(args) -> int:
         ci = (lambda a, b: "" if np.isnan(a) else f" [{a:.3f}, {b:.3f}]")
         lines.append(f"  {r.policy:<14} {r.policy_params:>12,.0f} params: gold* {r.gold_star:.3f}"
                      f"{ci(r.gold_star_lo, r.gold_star_hi)} at {point[:-5]} {getattr(r, point):g}, d* {r.d_star:.3f}"
-                     f"{ci(r.d_star_lo, r.d_star_hi)}; gold at the end {r.gold_end:.3f}")
+                     f"{ci(r.d_star_lo, r.d_star_hi)}; gold at the end {r.gold_end:.3f}"
+                     + ("" if r.peaked else " (no peak: the best point is the last one, so d* is a lower bound)"))
     _emit({"method": args.method, "level": args.level, "policies": res.to_dict(orient="records")}, args.json,
           "\n".join(lines))
     return 0
@@ -1036,7 +1037,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "definition's grid.adaptive.rounds)")
     ext.add_argument("--target-ci-a", type=_num, help="stop once a's 90%% interval is narrower than this (default: "
                      "grid.adaptive.target_ci_a)")
-    ext.add_argument("--replicates", choices=("all", "auto"), help="all: every added size trains every seed; auto: "
+    ext.add_argument("--replicates", metavar="all|auto", help="all: every added size trains every seed; auto: "
                      "the grid trains one seed, rounds add sizes or seeds where they narrow a's interval most per "
                      "FLOP (default: grid.adaptive.replicates, else all)")
     ext.add_argument("--executor", default="local", help="local (default) or submitit")

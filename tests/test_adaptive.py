@@ -358,6 +358,16 @@ def test_replicates_setting_is_checked(value):
     assert load_spec(spec)["grid"]["adaptive"]["replicates"] == "all"
 
 
+def test_extend_refuses_a_bad_replicates_option_in_one_line(tmp_path, capsys):
+    path = tmp_path / "adapt.yaml"
+    path.write_text(yaml.safe_dump(adaptive_spec()))
+    assert main(["sweep", "extend", str(path), "--replicates", "bogus", "--rounds", "1", "--target-ci-a", "0.1",
+                 "--root", str(tmp_path / "root")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --replicates must be one of all, auto") and err.count("\n") == 1, err
+    assert not (tmp_path / "root" / "adapt").exists() or not list((tmp_path / "root" / "adapt").glob("runs/*"))
+
+
 def test_extend_with_replicates_auto_trains_one_seed_then_adds_sizes_and_seeds(tmp_path):
     spec = adaptive_spec(name="autorep", widths=(8, 16, 24, 32), compute=(1e12, 3e12), seeds=(0, 1, 2))
     spec["grid"]["adaptive"] = {"rounds": 2, "target_ci_a": 1e-6, "replicates": "auto"}  # never met: 2 rounds

@@ -73,9 +73,12 @@ def test_fitted_per_method_and_one_factor_at_a_time():
     assert lora.params["alpha"] == pytest.approx(LORA["alpha"], rel=0.05)
     assert lora.n_points_ == len(df[df.method == "lora"])
     mixed = df.copy()
-    mixed.loc[mixed.index[::2], "D_pretrain"] = 2e9  # two pretraining budgets under one x=N fit
-    with pytest.raises(DataError, match=r"also vary D_pretrain.*one factor at a time"):
+    mixed.loc[mixed.index[::2], "D_pretrain"] = 3_999_744_000  # two pretraining budgets under one x=N fit (not round)
+    with pytest.raises(DataError, match=r"also vary D_pretrain.*one factor at a time") as err:
         FinetuneLaw(method="lora", bootstrap=0).fit(mixed)
+    # the filter it suggests names an exact value, so that it selects rows
+    shown = float(re.search(r"df\['D_pretrain'\] == ([0-9.e+]+)\]", str(err.value)).group(1))
+    assert (mixed["D_pretrain"] == shown).sum() > 0, str(err.value)
     ranks = df.assign(rank=np.where(np.arange(len(df)) % 2, 4, 8))
     with pytest.raises(DataError, match=r"also vary rank"):
         FinetuneLaw(method="lora", bootstrap=0).fit(ranks)
@@ -213,6 +216,9 @@ def test_bad_input_is_refused_before_training_with_one_message_each(tmp_path):
         load_spec(_definition(str(tmp_path)))
     with pytest.raises(FinetuneSpecError, match="unknown key 'lora.ranks'"):
         load_spec(_definition(base, lora={"ranks": [2]}))
+    with pytest.raises(FinetuneSpecError, match=r"downstream.shift_seed must be an integer >= 0; got -1"):
+        load_spec(_definition(base, downstream={"tokens": 40_000, "seed": 5, "shift_seed": -1}))
+    assert load_spec(_definition(base, downstream={"tokens": 40_000, "seed": 5, "shift_seed": 2}))
 
 
 def test_cells_fine_tune_each_method_and_count_what_they_tune(tmp_path):

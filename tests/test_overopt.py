@@ -601,6 +601,11 @@ def test_peaks_by_policy_finds_known_peaks_with_intervals_over_prompts():
         assert r["d_star_lo"] <= a / (2 * b) <= r["d_star_hi"]
         assert r["kl_star"] == pytest.approx(r["d_star"] ** 2)
     assert res.loc["big", "gold_star"] < res.loc["small", "gold_star"]
+    assert res["peaked"].all()
+    # cut before the peak of "small" (d = 1.0): its best point is the last one, which is no peak
+    early = pp[~((pp["policy"] == "small") & (pp["kl"] > 0.5 ** 2))]
+    cut = peaks_by_policy(early, bootstrap=0).set_index("policy")
+    assert not cut.loc["small", "peaked"] and cut.loc["big", "peaked"]
     # the summary table (no prompts): the same peaks, no intervals
     summary = pp.groupby(["method", "policy", "policy_params", "rm_params", "rm_data", "kl_penalty",
                           "samples_per_prompt", "seed", "step"], as_index=False)[["gold", "kl"]].mean()

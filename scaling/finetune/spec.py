@@ -81,6 +81,9 @@ NUMBERS = {  # key: (kind, lower bound, bound included); see scaling.sweep.spec.
     "min_steps": ("int", 1, True), "seq_len": ("int", 2, True), "tokens_per_step": ("int", 1, True),
     "weight_decay": ("number", 0, True), "grad_clip": ("number", 0, True), "eval.tokens": ("int", 1, True),
     "seeds": ("list-int", 0, True), "threads_per_worker": ("int", 1, True), "retries": ("int", 0, True),
+    "downstream.shift_seed": ("int?", 0, True), "downstream.seed": ("int?", 0, True),
+    "downstream.states": ("int?", 1, True), "downstream.branching": ("int?", 1, True),
+    "downstream.tokens": ("int?", 1, True),
 }
 
 

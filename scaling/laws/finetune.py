@@ -179,7 +179,7 @@ class FinetuneLaw(LogSumExpDesign, Law):
                 shown = ", ".join(f"{v:.4g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
                 raise DataError(
                     f"{self.name} with x={self.x}: the rows also vary {c} ({shown}); the law scales one factor at a "
-                    f"time (Zhang et al. 2024), so fit the rows at one {c} (e.g. df[df['{c}'] == {values[-1]:.4g}]), "
+                    f"time (Zhang et al. 2024), so fit the rows at one {c} (e.g. df[df['{c}'] == {values[-1]:.15g}]), "
                     f"or scale with x={c if c in FACTORS else 'pet_params'}")
         df = df.copy()
         df[_CELL] = cell_codes(df, [c for c in CELL_COLUMNS if c in df.columns])

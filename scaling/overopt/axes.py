@@ -102,7 +102,8 @@ def fit_samples(data, *, policy=None, rm_params=None, rm_data=None, kl_penalty=N
 def peaks_by_policy(data, *, method: str = "rl", rm_params=None, rm_data=None, kl_penalty=None,
                     samples_per_prompt=None, bootstrap: int = 1000, level: float = 0.9, seed: int = 0) -> pd.DataFrame:
     """Per policy: the point of highest mean gold (``step`` or ``n``), ``gold_star``, ``kl_star``, ``d_star``,
-    and the gold at the last point; with a per-prompt export (a ``prompt`` column) ``*_lo``/``*_hi`` percentile
+    the gold at the last point, and ``peaked`` (False when the highest gold is at the last point: no peak was
+    reached, so ``d_star`` is only a lower bound of where it lies); with a per-prompt export (a ``prompt`` column) ``*_lo``/``*_hi`` percentile
     intervals from ``bootstrap`` resamples of the held-out prompts, else NaN. Seeds are averaged."""
     if not 0 < level < 1:
         raise SettingsError(f"level must be in (0, 1), got {level!r}")
@@ -140,7 +141,8 @@ def peaks_by_policy(data, *, method: str = "rl", rm_params=None, rm_data=None, k
         kl_star = float(k[i].mean())
         row = {"policy": name, "policy_params": params, f"{point}_star": pts[i], "gold_star": float(g[i].mean()),
                "kl_star": kl_star, "d_star": float(np.sqrt(max(kl_star, 0.0))), "gold_end": float(g[-1].mean()),
-               "n_prompts": len(prompts) if per_prompt else np.nan}
+               # the highest gold at the last point is no peak: the optimisation stopped before overoptimising
+               "peaked": bool(i < len(pts) - 1), "n_prompts": len(prompts) if per_prompt else np.nan}
         for name_ in ("gold_star", "d_star", "kl_star"):
             row[f"{name_}_lo"] = row[f"{name_}_hi"] = np.nan
         if W is not None:

@@ -99,7 +99,7 @@ def _settings(spec: dict, rounds, target_ci_a, add_per_budget, replicates=None) 
                                ("replicates", replicates)) if v is not None}
     trial = {"grid": {**spec["grid"], "adaptive": {**(spec["grid"].get("adaptive") or {}), **given}}}
     opt = {"rounds": "--rounds", "target_ci_a": "--target-ci-a", "add_per_budget": "--add-per-budget",
-           "replicates": "replicates"}
+           "replicates": "--replicates"}
 
     def error(msg):  # a value the command gave is named by its option
         for k in given:
