@@ -214,6 +214,31 @@ def test_ctrl_c_or_sigterm_stops_the_sweep_at_once_with_one_line(tmp_path, sig, 
             pass
 
 
+def test_a_ctrl_c_that_lands_on_another_thread_still_stops_the_driver(tmp_path, monkeypatch):
+    # the kernel may hand a process-wide SIGINT to any thread (the pool's manager thread, a progress bar's); Python
+    # then only sets a flag, and a main thread blocked waiting for a run would not see it until the run ended
+    monkeypatch.setenv("SCALING_TOY_STEP_SLEEP", "0.25")  # ~50 s a run; the spawned workers inherit it
+    spec = toy(name="otherthread", model={"sizes": [20000, 80000]}, grid={"tokens": [800000]})
+    runs = tmp_path / "otherthread" / "runs"
+    sent = {}
+
+    def ctrl_c_from_this_thread():
+        deadline = time.time() + 90
+        while time.time() < deadline and len(list(runs.glob("*/ckpt.json"))) < 2:
+            time.sleep(0.1)
+        sent["t"] = time.time()
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # delivered to this thread, not the main one
+
+    th = threading.Thread(target=ctrl_c_from_this_thread, daemon=True)
+    th.start()
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, root=tmp_path, workers=2, progress=False)
+    th.join(5)
+    assert "t" in sent and time.time() - sent["t"] < 8, "the driver did not stop at once"
+    st = status("otherthread", tmp_path)
+    assert st["running"] == 0 and st["pending"] == 2
+
+
 def test_a_worker_waits_for_a_run_another_process_holds(tmp_path):
     import fcntl
 

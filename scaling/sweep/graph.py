@@ -297,7 +297,9 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
                         submit(rid)
                 if not futures:
                     break
-                done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+                # with a timeout: a Ctrl-C that the kernel hands to another thread (the pool's manager, a progress
+                # bar) only sets a flag; a main thread blocked on a lock without one would never see it
+                done, _ = cf.wait(list(futures), timeout=0.25, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     rid = futures.pop(fut)
                     try:
