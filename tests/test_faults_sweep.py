@@ -125,7 +125,10 @@ def _start_driver(tmp_path, name, command=("sweep", "run")):
     env = dict(os.environ, PYTHONUNBUFFERED="1", SCALING_TOY_STEP_SLEEP="0.25")
     # output to a file, not a pipe: workers that outlive their driver would hold a pipe open
     with open(tmp_path / "driver.err", "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, env=env)
+        # SIGINT at its default in the driver, as in a terminal: a test process started in the background by a
+        # non-interactive shell ignores SIGINT, and a Python started with it ignored never turns it into Ctrl-C
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, env=env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     runs = root / name / "runs"
     deadline = time.time() + 90
     while time.time() < deadline and proc.poll() is None:  # both workers are training, past a checkpoint
@@ -230,9 +233,14 @@ def test_a_ctrl_c_that_lands_on_another_thread_still_stops_the_driver(tmp_path, 
         signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # delivered to this thread, not the main one
 
     th = threading.Thread(target=ctrl_c_from_this_thread, daemon=True)
-    th.start()
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(spec, root=tmp_path, workers=2, progress=False)
+    # Ctrl-C handled as in a terminal, even when this test process was started with SIGINT ignored
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        th.start()
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(spec, root=tmp_path, workers=2, progress=False)
+    finally:
+        signal.signal(signal.SIGINT, old)
     th.join(5)
     assert "t" in sent and time.time() - sent["t"] < 8, "the driver did not stop at once"
     st = status("otherthread", tmp_path)
