@@ -53,62 +53,68 @@ def _candidates(table: pd.DataFrame):
     return candidates
 
 
-def replay(table: pd.DataFrame, start: pd.DataFrame, target: float, *, rounds: int, per_budget: int,
-           step: float, bootstrap: int) -> dict:
-    """Adaptive rounds on ``table``'s sizes from ``start``: stop once a's interval is narrower than ``target``."""
-    from scaling.sweep.adaptive import fit_profiles, propose
+def _rounds(table: pd.DataFrame, start: pd.DataFrame, target: float, *, rounds: int, bootstrap: int, add,
+            describe=None) -> dict:
+    """Fit, stop once a's interval is narrower than ``target`` (or the rounds run out), else add the rows
+    ``add(fitted)`` returns (rows of ``table``, and a note for the round's history or None) and go again."""
+    from scaling.sweep.adaptive import fit_profiles
 
-    have = start.copy()
-
-    candidates = _candidates(table)
-
-    history = []
+    have, history = start.copy(), []
     for rnd in range(rounds + 1):
         fitted = fit_profiles(have, bootstrap=bootstrap)
         history.append({"round": rnd, "runs": len(have), "flops": float(have["flops"].sum()), "a": fitted["a"],
-                        "ci_a": fitted["ci_a"], "width": fitted["width"]})
+                        "ci_a": fitted["ci_a"], "width": fitted["width"], **(describe(have) if describe else {})})
         if fitted["width"] < target or rnd == rounds:
             break
-        added, _ = propose(None, fitted, per_budget, step=step, candidates=candidates, refuse=lambda b, n: None)
-        new = pd.concat([table[np.isclose(table["budget"], a["budget"]) & (table["N"] == a["N"])] for a in added]
-                        ) if added else table.iloc[:0]
+        new, note = add(fitted)
+        if note is not None:
+            history[-1]["added"] = note
         if new.empty:
             break
         have = pd.concat([have, new])
     return {"history": history, **history[-1]}
+
+
+def _rows(table: pd.DataFrame, added: list, by_seed: bool = False) -> pd.DataFrame:
+    """The table's rows of the added (budget, size) entries; ``by_seed``: only each entry's seeds."""
+    rows = [table[np.isclose(table["budget"], a["budget"]) & (table["N"] == a["N"])
+                  & (table["seed"].isin(a["seeds"]) if by_seed else True)] for a in added]
+    return pd.concat(rows) if rows else table.iloc[:0]
+
+
+def replay(table: pd.DataFrame, start: pd.DataFrame, target: float, *, rounds: int, per_budget: int,
+           step: float, bootstrap: int) -> dict:
+    """Adaptive rounds on ``table``'s sizes from ``start``: stop once a's interval is narrower than ``target``."""
+    from scaling.sweep.adaptive import propose
+
+    candidates = _candidates(table)
+
+    def add(fitted):
+        added, _ = propose(None, fitted, per_budget, step=step, candidates=candidates, refuse=lambda b, n: None)
+        return _rows(table, added), None
+
+    return _rounds(table, start, target, rounds=rounds, bootstrap=bootstrap, add=add)
 
 
 def replay_auto(table: pd.DataFrame, start: pd.DataFrame, target: float, *, rounds: int, per_budget: int,
                 seeds: list, step: float, bootstrap: int) -> dict:
     """Rounds of ``replicates: auto`` on ``table``'s rows from ``start``: each round's sizes and replicate seeds
     are looked up (size x budget x seed), and the rounds stop once a's interval is narrower than ``target``."""
-    from scaling.sweep.adaptive import fit_profiles, propose_auto
-
-    have = start.copy()
+    from scaling.sweep.adaptive import propose_auto
 
     candidates = _candidates(table)
 
-    history = []
-    for rnd in range(rounds + 1):
-        fitted = fit_profiles(have, bootstrap=bootstrap)
-        history.append({"round": rnd, "runs": len(have), "flops": float(have["flops"].sum()), "a": fitted["a"],
-                        "ci_a": fitted["ci_a"], "width": fitted["width"],
-                        "seeds": have.groupby(["budget", "N"]).size().value_counts().sort_index().to_dict(),
-                        "per_budget": {f"{b:.0e}": int(n) for b, n in have.groupby("budget").size().items()}})
-        if fitted["width"] < target or rnd == rounds:
-            break
+    def add(fitted):
         added, _ = propose_auto(None, fitted, per_budget, seeds=seeds, step=step, candidates=candidates,
                                 refuse=lambda b, n: None)
-        rows = [table[np.isclose(table["budget"], a["budget"]) & (table["N"] == a["N"])
-                      & table["seed"].isin(a["seeds"])]
-                for a in added]
-        new = pd.concat(rows) if rows else table.iloc[:0]
-        history[-1]["added"] = {"sizes": sum(a["kind"] == "size" for a in added),
-                                "replicates": sum(a["kind"] == "replicate" for a in added)}
-        if new.empty:
-            break
-        have = pd.concat([have, new])
-    return {"history": history, **history[-1]}
+        return _rows(table, added, by_seed=True), {"sizes": sum(a["kind"] == "size" for a in added),
+                                                   "replicates": sum(a["kind"] == "replicate" for a in added)}
+
+    def describe(have):
+        return {"seeds": have.groupby(["budget", "N"]).size().value_counts().sort_index().to_dict(),
+                "per_budget": {f"{b:.0e}": int(n) for b, n in have.groupby("budget").size().items()}}
+
+    return _rounds(table, start, target, rounds=rounds, bootstrap=bootstrap, add=add, describe=describe)
 
 
 def main() -> None:

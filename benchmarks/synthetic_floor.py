@@ -38,12 +38,7 @@ def main() -> None:
         runs = pd.read_csv(args.runs)
     else:
         run_sweep(args.definition, root=args.root, workers=args.workers)
-        runs, curves = export(spec["name"], args.root)
-        if args.export:
-            dest = Path(args.export) / spec["name"]
-            dest.mkdir(parents=True, exist_ok=True)
-            runs.to_csv(dest / "runs.csv", index=False)
-            curves.to_csv(dest / "curves.csv", index=False)
+        runs, _ = export(spec["name"], args.root, folder=Path(args.export) / spec["name"] if args.export else None)
     runs = runs[runs["status"] == "done"] if "status" in runs else runs
     c = spec["corpus"]
     auto = synthetic_automaton(c)

@@ -83,14 +83,7 @@ def main() -> None:
             t = time.perf_counter()
             run_sweep(d, root=args.root, workers=args.workers, progress=False)
             row["wall_s"] = time.perf_counter() - t
-            runs, curves = export(d["name"], args.root)
-            if args.export:
-                from pathlib import Path
-
-                dest = Path(args.export) / d["name"]
-                dest.mkdir(parents=True, exist_ok=True)
-                runs.to_csv(dest / "runs.csv", index=False)
-                curves.to_csv(dest / "curves.csv", index=False)
+            runs, _ = export(d["name"], args.root, folder=f"{args.export}/{d['name']}" if args.export else None)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 iso = IsoFlopLaw(bootstrap=200).fit(runs[runs["status"] == "done"])

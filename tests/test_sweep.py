@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -147,6 +148,9 @@ def test_toy_sweep_runs_records_and_exports(tmp_path):
     assert {"run_id", "N", "N_total", "D", "C", "loss", "n_layer", "d_model", "seed", "lr"} <= set(table.columns)
     assert (table["N"] < table["N_total"]).all()
     assert set(curves["run_id"]) == set(table["run_id"])
+    export("toy", tmp_path, folder=tmp_path / "data" / "toy")  # the data/sweeps/NAME/ layout
+    assert len(pd.read_csv(tmp_path / "data" / "toy" / "runs.csv")) == len(table)
+    assert len(pd.read_csv(tmp_path / "data" / "toy" / "curves.csv")) == len(curves)
     # loss falls with N at fixed D and with D at fixed N
     for D, g in table.groupby("D"):
         assert g.sort_values("N")["loss"].is_monotonic_decreasing

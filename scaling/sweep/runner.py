@@ -200,7 +200,8 @@ def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
             "flops": flops, "flops_trained": st["flops_trained"], "flops_planned": st["flops_planned"]}
 
 
-def export(name: str, root: str | Path = DEFAULT_ROOT) -> tuple[pd.DataFrame, pd.DataFrame]:
+def export(name: str, root: str | Path = DEFAULT_ROOT, *, folder: str | Path | None = None
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs table, curves table): one row per (N, D) run of the grid (an independent run or a WSD branch).
 
     Runs: run_id, N (non-embedding parameters), N_total (all of them), vocab_size, D, compute three ways: C = 6 N D
@@ -221,7 +222,9 @@ def export(name: str, root: str | Path = DEFAULT_ROOT) -> tuple[pd.DataFrame, pd
     sweep trained for it: an independent run its flops; a WSD branch its cooldown, and the longest branch of each
     stable run also that stable run (it is the stable run continued), so the column sums to what the sweep
     trained. ``branch_start``: the step a branch's cooldown started from its stable run (empty otherwise). A
-    branch's curve is its stable run's log up to there, then its own."""
+    branch's curve is its stable run's log up to there, then its own.
+
+    ``folder``: also write the two tables there, as runs.csv and curves.csv (the layout of data/sweeps/NAME/)."""
     store = open_store(name, root)
     rows = export_rows(store, RUN)
     stable_flops = {c["run_id"]: _flops_trained(c) for c, _, _ in records(store, RUN) if c["kind"] == "stable"}
@@ -233,4 +236,9 @@ def export(name: str, root: str | Path = DEFAULT_ROOT) -> tuple[pd.DataFrame, pd
             row["flops_trained"] += stable_flops.get(sid, 0.0)
     table = pd.DataFrame(rows).drop(columns=["_stable"], errors="ignore")
     curves = store.curves()
+    if folder is not None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        table.to_csv(folder / "runs.csv", index=False)
+        curves.to_csv(folder / "curves.csv", index=False)
     return table, curves
