@@ -7,6 +7,7 @@ the evaluation: exact forward filtering with the true automaton over held-out wi
 
     nice -n 10 python benchmarks/synthetic_floor.py --workers 2 --export data/sweeps
     python benchmarks/synthetic_floor.py --runs data/sweeps/cpu-synthetic-floor/runs.csv   # refit the committed runs
+    python benchmarks/synthetic_floor.py --definition sweeps/gpu-synthetic-floor.yaml --no-fit --export DIR  # a GPU
 """
 
 from __future__ import annotations
@@ -20,29 +21,40 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--definition", default="sweeps/cpu-synthetic-floor.yaml")
     ap.add_argument("--root", default="out/sweeps")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="default: one per core, or the sweep's workers_per_gpu on each GPU")
     ap.add_argument("--runs", default=None, help="fit this runs table instead of training")
     ap.add_argument("--export", default=None, help="write runs.csv and curves.csv under DIR/<sweep name>/")
     ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--no-fit", action="store_true", help="train and export only (e.g. on a GPU machine)")
     args = ap.parse_args()
 
     import pandas as pd
 
-    from scaling.laws import ChinchillaLaw
     from scaling.sweep import export, run_sweep
     from scaling.sweep.corpus import load_corpus, synthetic_automaton
     from scaling.sweep.spec import load_spec
+    from scaling.sweep.train import eval_windows
 
     spec = load_spec(args.definition)
     if args.runs:
         runs = pd.read_csv(args.runs)
     else:
-        run_sweep(args.definition, root=args.root, workers=args.workers)
+        try:
+            run_sweep(args.definition, root=args.root, workers=args.workers)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (e.g. `timeout`): keep what finished
+            print("interrupted: exporting the runs that finished (rerun to resume the rest)")
         runs, _ = export(spec["name"], args.root, folder=Path(args.export) / spec["name"] if args.export else None)
+    if args.no_fit:
+        return
+    from scaling.laws import ChinchillaLaw
+
     runs = runs[runs["status"] == "done"] if "status" in runs else runs
     c = spec["corpus"]
     auto = synthetic_automaton(c)
-    floor = auto.bayes_loss(load_corpus(c)[1], int(spec["model"]["seq_len"]), n_windows=4000)
+    val, seq_len = load_corpus(c)[1], int(spec["model"]["seq_len"])
+    # exactly the windows every run was scored on (the trainer's fixed evaluation sample)
+    floor = auto.bayes_loss(val, seq_len, starts=eval_windows(len(val), seq_len, int(spec["eval"]["tokens"])))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = ChinchillaLaw(bootstrap=args.bootstrap).fit(runs)

@@ -110,6 +110,12 @@ def test_synthetic_language_entropy_rate_is_exact():
     short, long = auto.bayes_loss(x, 16, 2000), auto.bayes_loss(x, 2000, 150)
     assert long == pytest.approx(auto.entropy_rate(), rel=0.01)
     assert short > long
+    # scored on given windows (the trainer's evaluation sample): back-to-back starts are the default's windows;
+    # windows spread over the stream score the same language, so the same floor up to sampling noise
+    assert auto.bayes_loss(x, 16, starts=np.arange(2000) * 16) == short
+    from scaling.sweep.train import eval_windows
+    spread = eval_windows(len(x), 16, 2000 * 16)
+    assert spread[-1] > 10 * 2000 * 16 and auto.bayes_loss(x, 16, starts=spread) == pytest.approx(short, rel=0.03)
     # the empirical byte frequencies match the stationary emission distribution
     freq = np.bincount(x, minlength=256) / x.size
     expect = np.zeros(256)

@@ -99,18 +99,23 @@ class Automaton:
         h = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
         return float(self.stationary() @ h)
 
-    def bayes_loss(self, tokens: np.ndarray, seq_len: int, n_windows: int | None = None) -> float:
+    def bayes_loss(self, tokens: np.ndarray, seq_len: int, n_windows: int | None = None,
+                   starts: np.ndarray | None = None) -> float:
         """Best achievable mean loss (nats) under the trainer's evaluation protocol.
 
         Each window of ``seq_len + 1`` tokens predicts tokens 1..seq_len from the ones
         before them, starting with no knowledge of the state (the stationary
         distribution). Exact forward filtering with the true automaton gives the
         Bayes-optimal predictions; this exceeds the entropy rate by what it costs to
-        work out the state at the start of each window.
+        work out the state at the start of each window. ``starts``: the windows' first offsets (the trainer's
+        evaluation sample, ``train.eval_windows``); else the first ``n_windows`` back-to-back windows.
         """
         S, k = self.emit_probs.shape
-        n_win = (len(tokens) - 1) // seq_len if n_windows is None else n_windows
-        X = np.stack([tokens[i * seq_len:i * seq_len + seq_len + 1] for i in range(n_win)]).astype(np.int64)
+        if starts is None:
+            n_win = (len(tokens) - 1) // seq_len if n_windows is None else n_windows
+            starts = np.arange(n_win) * seq_len
+        n_win = len(starts)
+        X = np.stack([tokens[i:i + seq_len + 1] for i in starts]).astype(np.int64)
         # prob[s, byte] and next[s, byte] as dense tables
         prob = np.zeros((S, VOCAB))
         nxt = np.zeros((S, VOCAB), np.int64)
