@@ -1,0 +1,115 @@
+"""Does a live run's observed prefix improve the forecast of its final loss? (issue 15)
+
+On every committed sweep under data/sweeps/: fit `mpl` on the smoothed training loss of every run but the two
+largest models' (as benchmarks/curve_laws.py does), forecast those held-out runs' final training loss from their
+configuration, then from their first 10%, 25% and 50% of steps, three ways:
+
+- ``full``: the configuration forecast times the run's own offset (the mean log ratio of observed to planned loss
+  over the later half of the points seen), taken whole;
+- ``shipped``: that offset weighted by seen / (seen + 0.1), what `scaling.monitor.reforecast` (`watch`, `Monitor`)
+  does;
+- ``nested``: the offset times a factor beta learnt from the fitting data alone: hold out the largest *training*
+  size, refit on the rest, and regress those runs' final log error on their prefix offsets (beta = sum(e a) /
+  sum(a^2), clipped to [0, 1.5]). beta near 0 says the prefix did not predict the end in the sweep's own data.
+
+    python benchmarks/reforecast_nested.py [--loss train_loss|eval_loss]   # ~8 min on one core
+
+``--loss eval_loss`` forecasts the final held-out loss (the runs table's ``loss``, standard error ~0.2%) from the
+run's evaluations; the default, the smoothed training loss, is what a training log holds, but on these byte-level
+corpora a batch of 1,024 tokens is a few files and the smoothed final training loss itself scatters by 2-5%.
+
+Errors are |forecast - final| / final; ratios are per run against the configuration-only error, then the median.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling._threads import limit_threads
+from scaling.laws import MultiPowerLaw
+from scaling.laws.curve import curve_points
+from scaling.monitor import SEEN_HALF
+
+ROOT = Path(__file__).resolve().parent.parent / "data" / "sweeps"
+SHARES = (0.10, 0.25, 0.50)
+
+
+def late_mean(r: np.ndarray) -> float:
+    """The run's offset from its prefix: the mean log ratio over the later half of the points seen (0, the plan
+    itself, before the first point)."""
+    if r.size == 0:
+        return 0.0
+    return float(r[r.size // 2:].mean() if r.size >= 4 else r.mean())
+
+
+def offsets(fit, pts: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[float, dict, float, float]]:
+    """Per run: (final log error, {share: prefix offset}, planned final, actual final)."""
+    out = []
+    for _, r in runs.iterrows():
+        g = pts[pts["run"] == r["run_id"]].sort_values("step").reset_index(drop=True)
+        m = np.asarray(fit.predict(g), float)
+        res = np.log(g["loss"].to_numpy(float)) - np.log(m)
+        a = {f: late_mean(res[(g["step"] <= f * r["steps"]).to_numpy()]) for f in SHARES}
+        out.append((float(res[-1]), a, float(m[-1]), float(g["loss"].iloc[-1])))
+    return out
+
+
+def sweep_rows(sweep: Path, loss: str) -> tuple[list[dict], dict]:
+    runs = pd.read_csv(sweep / "runs.csv")
+    runs = runs[runs["status"] == "done"]
+    curves = next(f for f in (sweep / "curves.csv", sweep / "curves.csv.gz") if f.exists())
+    pts = curve_points(pd.read_csv(curves), runs, loss=loss)
+    sizes = np.sort(runs["N"].unique())
+    held = runs[runs["N"] >= sizes[-2]]
+    train = pts[~pts["run"].isin(held["run_id"])].reset_index(drop=True)
+    fit = MultiPowerLaw(bootstrap=0).fit(train)
+    inner_held = runs[runs["N"] == sizes[-3]]
+    inner = MultiPowerLaw(bootstrap=0).fit(train[~train["run"].isin(inner_held["run_id"])].reset_index(drop=True))
+    cal = offsets(inner, pts, inner_held)
+    beta = {f: float(np.clip(sum(e * a[f] for e, a, *_ in cal) / max(sum(a[f] ** 2 for e, a, *_ in cal), 1e-12),
+                             0.0, 1.5)) for f in SHARES}
+    rows = []
+    for _, a, prior, final in offsets(fit, pts, held):
+        row = {"sweep": sweep.name, "config only": abs(prior - final) / final}
+        for f in SHARES:
+            w = f / (f + SEEN_HALF)
+            for name, k in (("full", 1.0), ("shipped", w), ("nested", beta[f])):
+                row[f"{name} {int(100 * f)}%"] = abs(prior * np.exp(k * a[f]) - final) / final
+        rows.append(row)
+    return rows, beta
+
+
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--loss", default="train_loss", choices=("train_loss", "eval_loss"),
+                    help="the curve fitted, watched and forecast: the smoothed training loss (what a training log "
+                         "holds) or the held-out loss of the run's evaluations (few points, each precise)")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    rows = []
+    with limit_threads(1):
+        for sweep in sorted(p for p in ROOT.iterdir() if (p / "runs.csv").exists()):
+            got, beta = sweep_rows(sweep, args.loss)
+            rows += got
+            print(f"{sweep.name}: {len(got)} held-out runs; nested beta at 10/25/50%: "
+                  + " / ".join(f"{beta[f]:.2f}" for f in SHARES), flush=True)
+    df = pd.DataFrame(rows)
+    cols = [c for c in df if c != "sweep"]
+    pd.set_option("display.width", 250)
+    print(f"\nmedian |error| / final over {len(df)} held-out runs:")
+    print(df[cols].median().to_frame().T.to_string(index=False, float_format=lambda v: f"{100 * v:.2f}%"))
+    print("\nmedian of per-run ratios to the configuration-only error:")
+    print(df[cols].div(df["config only"], axis=0).median().to_frame().T.to_string(index=False,
+                                                                                   float_format=lambda v: f"{v:.2f}"))
+    print("\nper sweep (median):")
+    print(df.groupby("sweep")[cols].median().to_string(float_format=lambda v: f"{100 * v:.1f}%"))
+
+
+if __name__ == "__main__":
+    main()
