@@ -40,11 +40,17 @@ def main() -> None:
     if args.runs:
         runs = pd.read_csv(args.runs)
     else:
+        interrupted = False
         try:
             run_sweep(args.definition, root=args.root, workers=args.workers)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (e.g. `timeout`): keep what finished
-            print("interrupted: exporting the runs that finished (rerun to resume the rest)")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (e.g. `timeout`): keep what finished, fit nothing
+            interrupted = True
         runs, _ = export(spec["name"], args.root, folder=Path(args.export) / spec["name"] if args.export else None)
+        if interrupted:
+            done = int((runs["status"] == "done").sum()) if "status" in runs else len(runs)
+            print(f"interrupted: {done} of {len(runs)} runs finished and exported; rerun to resume the rest "
+                  "(no fit on a partial grid)")
+            raise SystemExit(130)
     if args.no_fit:
         return
     from scaling.laws import ChinchillaLaw

@@ -110,12 +110,19 @@ def test_synthetic_language_entropy_rate_is_exact():
     short, long = auto.bayes_loss(x, 16, 2000), auto.bayes_loss(x, 2000, 150)
     assert long == pytest.approx(auto.entropy_rate(), rel=0.01)
     assert short > long
-    # scored on given windows (the trainer's evaluation sample): back-to-back starts are the default's windows;
-    # windows spread over the stream score the same language, so the same floor up to sampling noise
-    assert auto.bayes_loss(x, 16, starts=np.arange(2000) * 16) == short
+    # scored on given windows (the trainer's evaluation sample): one window at an odd offset is that window alone,
+    # and windows spread over the stream are other windows than the first 2,000, with the same floor up to noise
+    s = 12_345
+    assert auto.bayes_loss(x, 16, starts=[s]) == pytest.approx(auto.bayes_loss(x[s:s + 17], 16, 1), rel=1e-12)
+    assert auto.bayes_loss(x, 16, starts=[s]) != auto.bayes_loss(x, 16, 1)
     from scaling.sweep.train import eval_windows
     spread = eval_windows(len(x), 16, 2000 * 16)
-    assert spread[-1] > 10 * 2000 * 16 and auto.bayes_loss(x, 16, starts=spread) == pytest.approx(short, rel=0.03)
+    on_spread = auto.bayes_loss(x, 16, starts=spread)
+    assert spread[-1] > 10 * 2000 * 16 and on_spread != short and on_spread == pytest.approx(short, rel=0.03)
+    with pytest.raises(ValueError, match="window starts"):
+        auto.bayes_loss(x, 16, starts=[len(x) - 10])
+    with pytest.raises(ValueError, match="not both"):
+        auto.bayes_loss(x, 16, 10, starts=[0])
     # the empirical byte frequencies match the stationary emission distribution
     freq = np.bincount(x, minlength=256) / x.size
     expect = np.zeros(256)

@@ -114,6 +114,12 @@ class Automaton:
         if starts is None:
             n_win = (len(tokens) - 1) // seq_len if n_windows is None else n_windows
             starts = np.arange(n_win) * seq_len
+        elif n_windows is not None:
+            raise ValueError("give n_windows or starts, not both")
+        starts = np.asarray(starts, np.int64)
+        if starts.size == 0 or starts.min() < 0 or starts.max() + seq_len + 1 > len(tokens):
+            raise ValueError(f"window starts must lie in [0, {len(tokens) - seq_len - 1}] (windows of {seq_len + 1} "
+                             f"tokens in a stream of {len(tokens)})")
         n_win = len(starts)
         X = np.stack([tokens[i:i + seq_len + 1] for i in starts]).astype(np.int64)
         # prob[s, byte] and next[s, byte] as dense tables
