@@ -93,14 +93,21 @@ def luo() -> None:
         print(f"  joint {name} parameters: " + ", ".join(f"{k}={v:.4g}" for k, v in joint.params_.items()))
 
 
-def reforecasts(sweep: Path, bootstrap: int) -> list[dict]:
+def held_out_split(sweep: Path, loss: str = "train_loss"):
+    """(runs, points, sizes, held, train) of a committed sweep folder: the finished runs, their curve points,
+    the model sizes in order, the runs of the two largest sizes (held out) and the other runs' points."""
     runs = pd.read_csv(sweep / "runs.csv")
     runs = runs[runs["status"] == "done"]
     curves = next(f for f in (sweep / "curves.csv", sweep / "curves.csv.gz") if f.exists())  # exports gzip large ones
-    pts = curve_points(pd.read_csv(curves), runs, loss="train_loss")
+    pts = curve_points(pd.read_csv(curves), runs, loss=loss)
     sizes = np.sort(runs["N"].unique())
     held = runs[runs["N"] >= sizes[-2]]
     train = pts[~pts["run"].isin(held["run_id"])].reset_index(drop=True)
+    return runs, pts, sizes, held, train
+
+
+def reforecasts(sweep: Path, bootstrap: int) -> list[dict]:
+    runs, pts, sizes, held, train = held_out_split(sweep)
     out = []
     for name, cls in (("tissue", LossCurveLaw), ("mpl", MultiPowerLaw)):
         fit = cls(bootstrap=bootstrap).fit(train)

@@ -33,19 +33,17 @@ import pandas as pd
 
 from scaling._threads import limit_threads
 from scaling.laws import MultiPowerLaw
-from scaling.laws.curve import curve_points
-from scaling.monitor import reforecast
+from scaling.monitor import late_half, reforecast
+
+from curve_laws import held_out_split  # benchmarks/ is on the path when this runs as a script
 
 ROOT = Path(__file__).resolve().parent.parent / "data" / "sweeps"
 SHARES = (0.10, 0.25, 0.50)
 
 
 def late_mean(r: np.ndarray) -> float:
-    """The run's offset from its prefix: the mean log ratio over the later half of the points seen (0, the plan
-    itself, before the first point)."""
-    if r.size == 0:
-        return 0.0
-    return float(r[r.size // 2:].mean() if r.size >= 4 else r.mean())
+    """The run's offset from its prefix, read as `reforecast` reads it (0, the plan itself, before any point)."""
+    return float(late_half(r).mean()) if r.size else 0.0
 
 
 def offsets(fit, pts: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[float, dict, float, float, dict]]:
@@ -66,15 +64,9 @@ def offsets(fit, pts: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[float, dic
 
 
 def sweep_rows(sweep: Path, loss: str) -> tuple[list[dict], dict]:
-    runs = pd.read_csv(sweep / "runs.csv")
-    runs = runs[runs["status"] == "done"]
-    if runs["N"].nunique() < 4:  # two held out, one for the nested fit, at least one to fit it on
+    runs, pts, sizes, held, train = held_out_split(sweep, loss)
+    if len(sizes) < 4:  # two held out, one for the nested fit, at least one to fit it on
         return [], {}
-    curves = next(f for f in (sweep / "curves.csv", sweep / "curves.csv.gz") if f.exists())
-    pts = curve_points(pd.read_csv(curves), runs, loss=loss)
-    sizes = np.sort(runs["N"].unique())
-    held = runs[runs["N"] >= sizes[-2]]
-    train = pts[~pts["run"].isin(held["run_id"])].reset_index(drop=True)
     fit = MultiPowerLaw(bootstrap=0).fit(train)
     inner_held = runs[runs["N"] == sizes[-3]]
     inner = MultiPowerLaw(bootstrap=0).fit(train[~train["run"].isin(inner_held["run_id"])].reset_index(drop=True))

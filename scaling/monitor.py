@@ -66,6 +66,11 @@ class Forecast:
     offset: float  # log(observed / planned) over the later half of the points seen
 
 
+def late_half(r: np.ndarray) -> np.ndarray:
+    """The points a run's offset is read from: the later half of those seen (all of them while under four)."""
+    return r[r.size // 2:] if r.size >= 4 else r
+
+
 def reforecast(expected, observed, final: float, band: tuple[float, float], seen: float,
                level: float = 0.9) -> Forecast:
     """The final loss of a run re-forecast from its observed prefix, with a planned curve as the prior.
@@ -93,7 +98,7 @@ def reforecast(expected, observed, final: float, band: tuple[float, float], seen
     up0, dn0 = math.log(band[1]) - lf, lf - math.log(band[0])
     if r.size == 0 or seen <= 0:
         return Forecast(final, band[0], band[1], 0.0, 0.0)
-    late = r[r.size // 2:] if r.size >= 4 else r
+    late = late_half(r)
     a_hat = float(late.mean())
     var_r = float(late.var(ddof=1)) if late.size > 1 else float(r.var()) if r.size > 1 else 0.0
     var_a = var_r / min(late.size, MAX_INDEPENDENT)
