@@ -39,6 +39,10 @@ def main() -> None:
     spec = load_spec(args.definition)
     if args.runs:
         runs = pd.read_csv(args.runs)
+        missing = [c for c in ("N", "D", "loss") if c not in runs.columns]
+        if missing:
+            raise SystemExit(f"error: {args.runs} has no column(s) {', '.join(missing)}; --runs takes a runs table "
+                             "as `scaling sweep export` writes it (N, D, loss, one row per run)")
     else:
         interrupted = False
         try:
@@ -74,4 +78,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from scaling.errors import ScalingError
+
+    try:
+        main()
+    except ScalingError as e:  # bad settings or data: the message names the problem and the fix
+        raise SystemExit(f"error: {e}")
