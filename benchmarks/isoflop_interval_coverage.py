@@ -1,17 +1,19 @@
-"""How honest is the IsoFLOP exponent's 90% interval on the quickstart's design? (issue #12)
+"""How honest is the IsoFLOP exponent's 90% interval? (issue #12)
 
-Simulates sweeps with the quickstart's exact design (the 18 (N, D) runs over 4 budgets of
-data/sweeps/quickstart-cosine/runs.csv) from a known Chinchilla law (by default the quickstart's own parametric fit,
-whose allocation exponent a = beta / (alpha + beta) = 0.781 is the truth), with multiplicative noise of the size
-measured between seeds (0.7% by default), and fits each with IsoFlopLaw two ways:
+Simulates sweeps with the exact designs (which (N, D) runs at which budget) of the package's committed IsoFLOP
+sweeps, from a known Chinchilla law (each design's own parametric fit on its runs or cell means, so its allocation
+exponent a = beta / (alpha + beta) is the truth), with multiplicative noise per run, and fits each with IsoFlopLaw
+and each way of resampling:
 
-- ``runs``: the shipped bootstrap, which resamples runs within each budget;
-- ``residuals``: an experiment kept here, not in the package: the design (which sizes at which budget) held
-  fixed and the residuals of the per-budget parabolas resampled (pooled, scaled by sqrt(n / (n - 3))).
+- ``runs``: resample runs within each budget (``resample="runs"``, the default until 2026-12-01);
+- ``residuals``: the design held fixed, the parabolas' relative residuals (leverage-corrected, pooled) resampled,
+  and each resample's noise scale drawn from its sampling distribution (``resample="residuals"``, the default);
+- ``residuals, fixed scale``: the same without the scale draw (the experiment of the first version of this script).
 
-    python benchmarks/isoflop_interval_coverage.py [--sims 60] [--noise 0.007]   # ~6 min for 60 on one core
+    python benchmarks/isoflop_interval_coverage.py [--sims 50] [--noise 0.0035 0.007 0.014] [--workers 2]
 
-Prints the point estimate's spread across simulated sweeps, and each interval's coverage of the truth and width.
+Prints, per design and noise level, the point estimate's spread across simulated sweeps, and each interval's
+coverage of the truth and median width.
 """
 
 from __future__ import annotations
@@ -19,72 +21,92 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from scaling._threads import limit_threads
-from scaling.laws import IsoFlopLaw
+from scaling.data import replicate_means
+from scaling.laws import ChinchillaLaw, IsoFlopLaw
 
 ROOT = Path(__file__).resolve().parent.parent
-#: the quickstart's parametric fit (seed 0): E, A, B, alpha, beta
-TRUTH = (0.0006, 6.4, 858.0, 0.1506, 0.5383)
+DESIGNS = ("quickstart-cosine", "qs-cosine-dense2", "cpu-isoflop-seeds", "cpu-synthetic")
 
 
-class ResidualBootstrapIsoFlop(IsoFlopLaw):
-    """IsoFlopLaw whose bootstrap keeps the design and resamples the per-budget parabolas' residuals."""
+class FixedScale(IsoFlopLaw):
+    """The residual bootstrap without the draw of the noise scale (experiment, not in the package)."""
 
-    name = "isoflop-residual-bootstrap-experiment"
+    name = "isoflop-fixed-scale-experiment"
+    _scale_draw = False
 
-    def _resample(self, df, rng):
-        fitted, resid = [], []
-        for _, g in df.groupby("_budget"):
-            x, y = np.log(g["N"].to_numpy(float)), g["loss"].to_numpy(float)
-            p = np.polyfit(x, y, 2 if len(np.unique(x)) >= 3 else 1)
-            f = np.polyval(p, x)
-            fitted.append((g, f))
-            resid.append((y - f) * np.sqrt(len(x) / max(len(x) - len(p), 1)))
-        pool = np.concatenate(resid)
-        return pd.concat([g.assign(loss=f + rng.choice(pool, len(g))) for g, f in fitted], ignore_index=True)
+
+METHODS = {"runs": (IsoFlopLaw, {"resample": "runs"}), "residuals": (IsoFlopLaw, {}),
+           "residuals, fixed scale": (FixedScale, {})}
+
+
+def design_and_truth(name: str) -> tuple[pd.DataFrame, tuple[float, ...]]:
+    runs = pd.read_csv(ROOT / "data" / "sweeps" / name / "runs.csv")
+    if "seed" in runs.columns and runs["seed"].nunique() > 1:
+        runs = replicate_means(runs)
+    p = ChinchillaLaw(bootstrap=0).fit(runs).params_
+    return runs[["N", "D", "C", "budget"]].reset_index(drop=True), tuple(p[k] for k in ("E", "A", "B", "alpha", "beta"))
+
+
+def one(job) -> dict:
+    design, truth, noise, i, n_boot = job
+    warnings.simplefilter("ignore")
+    E, A, B, al, be = truth
+    rng = np.random.default_rng(i)
+    d = design.assign(loss=(E + A / design["N"] ** al + B / design["D"] ** be)
+                      * np.exp(rng.normal(0.0, noise, len(design))))
+    row = {}
+    with limit_threads(1):
+        for name, (cls, kw) in METHODS.items():
+            try:
+                fit = cls(bootstrap=n_boot, seed=i, **kw).fit(d)
+                row["a"] = fit.params_["a"]
+                row[f"{name} lo"], row[f"{name} hi"] = fit.ci_["a"]
+            except Exception:  # a simulated sweep whose profiles have too few usable minima
+                row[f"{name} lo"] = row[f"{name} hi"] = np.nan
+    return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--design", default=str(ROOT / "data" / "sweeps" / "quickstart-cosine" / "runs.csv"))
-    ap.add_argument("--noise", type=float, default=0.007, help="multiplicative noise of one run's final loss")
-    ap.add_argument("--sims", type=int, default=60)
+    ap.add_argument("--designs", nargs="+", default=list(DESIGNS), help="sweeps under data/sweeps/")
+    ap.add_argument("--noise", type=float, nargs="+", default=[0.0035, 0.007, 0.014],
+                    help="multiplicative noise of one run's (or cell mean's) final loss")
+    ap.add_argument("--sims", type=int, default=50)
     ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    design = pd.read_csv(args.design)[["N", "D", "C", "budget"]]
-    E, A, B, al, be = TRUTH
-    a_true = be / (al + be)
-    rng = np.random.default_rng(0)
-    rows, t = [], time.time()
-    with limit_threads(1):
-        for i in range(args.sims):
-            d = design.assign(loss=(E + A / design["N"] ** al + B / design["D"] ** be)
-                              * np.exp(rng.normal(0.0, args.noise, len(design))))
-            row = {}
-            for name, cls in (("runs", IsoFlopLaw), ("residuals", ResidualBootstrapIsoFlop)):
-                try:
-                    fit = cls(bootstrap=args.bootstrap, seed=i).fit(d)
-                    row["a"] = fit.params_["a"]
-                    row[f"{name} lo"], row[f"{name} hi"] = fit.ci_["a"]
-                except Exception:  # a simulated sweep whose profiles have no usable minimum
-                    row[f"{name} lo"] = row[f"{name} hi"] = np.nan
-            rows.append(row)
-    df = pd.DataFrame(rows)
-    print(f"{args.sims} simulated sweeps of the quickstart's design, noise {args.noise:.2%}, truth a = {a_true:.3f} "
-          f"({time.time() - t:.0f} s)")
-    print(f"point estimate: median {df['a'].median():.3f}, sd {df['a'].std():.3f}; within 0.1 of the truth in "
-          f"{np.mean(np.abs(df['a'] - a_true) < 0.1):.0%}")
-    print("| bootstrap | coverage of the truth (nominal 90%) | median width | width < 0.3 |\n|---|---|---|---|")
-    for name in ("runs", "residuals"):
-        lo, hi = df[f"{name} lo"], df[f"{name} hi"]
-        print(f"| {name} | {np.mean((lo <= a_true) & (a_true <= hi)):.0%} | {(hi - lo).median():.3f} | "
-              f"{np.mean(hi - lo < 0.3):.0%} |")
+    print("| design (runs, budgets) | noise | truth a | estimate sd | " +
+          " | ".join(f"{m}: coverage, median width" for m in METHODS) + " |")
+    print("|---|---|---|---|" + "---|" * len(METHODS))
+    totals = {m: [] for m in METHODS}
+    t0 = time.time()
+    with ProcessPoolExecutor(args.workers) as pool:
+        for name in args.designs:
+            design, truth = design_and_truth(name)
+            a_true = truth[4] / (truth[3] + truth[4])
+            for noise in args.noise:
+                rows = list(pool.map(one, [(design, truth, noise, i, args.bootstrap) for i in range(args.sims)]))
+                df = pd.DataFrame(rows)
+                cells = []
+                for m in METHODS:
+                    lo, hi = df[f"{m} lo"], df[f"{m} hi"]
+                    ok = lo.notna()
+                    cov = ((lo <= a_true) & (a_true <= hi))[ok]
+                    totals[m].append(cov.to_numpy())
+                    cells.append(f"{cov.mean():.0%}, {(hi - lo)[ok].median():.3f}")
+                print(f"| {name} ({len(design)}, {design['budget'].nunique()}) | {noise:.2%} | {a_true:.3f} | "
+                      f"{df['a'].std():.3f} | " + " | ".join(cells) + " |", flush=True)
+    print("| all | | | | " + " | ".join(f"{np.concatenate(totals[m]).mean():.1%} (n={np.concatenate(totals[m]).size})"
+                                       for m in METHODS) + " |")
+    print(f"({time.time() - t0:.0f} s, {args.sims} simulated sweeps per row, {args.bootstrap} resamples per fit)")
 
 
 if __name__ == "__main__":

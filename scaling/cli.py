@@ -141,7 +141,7 @@ def _law_options(args) -> dict:
             "max_d": ("--max-d", args.max_d), "rm_data": ("--rm-data", args.rm_data),
             "tie_exponents": ("--tie-exponents", args.tie_exponents or None),
             "form": ("--form", args.form), "tolerance": ("--tolerance", args.tolerance),
-            "x": ("--x", args.x), "method": ("--method", args.method)}
+            "x": ("--x", args.x), "method": ("--method", args.method), "resample": ("--resample", args.resample)}
 
 
 def _cmd_fit_auto(args) -> int:
@@ -946,6 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--x", choices=["N", "D_pretrain", "pet_params"],
                    help="--law finetune: the scaling factor X (base-model size, its pretraining tokens, PET params)")
     f.add_argument("--method", help="--law finetune: fit the rows of this fine-tuning method (full, lora, prompt)")
+    f.add_argument("--resample", choices=["residuals", "runs"], help="--law isoflop: what the bootstrap resamples: "
+                   "the parabolas' residuals with the design fixed (default; calibrated) or runs within each budget")
     f.add_argument("--shared-alpha", action="store_true", help="--law gao-*: one alpha for every RM size")
     f.add_argument("--kl-penalty", type=_num, help="--law gao-rl: fit only the runs with this KL penalty")
     f.add_argument("--score", choices=["gold", "proxy"], help="--law gao-*: which reward to fit (default gold)")

@@ -119,6 +119,13 @@ class AllocationLaw(Law):
     def _prepare_data(self, data, columns=None, dropna=False, drop_highest_loss=0) -> pd.DataFrame:
         raise NotImplementedError
 
+    def _sampler(self, df: pd.DataFrame):
+        """The bootstrap's draw: ``sampler(rng, B)`` -> B resampled tables (by default ``_resample`` B times)."""
+        return lambda rng, B: [self._resample(df, rng) for _ in range(B)]
+
+    def _bootstrap_over(self, df: pd.DataFrame) -> str:
+        return "runs"
+
     def _fit_optima(self, opt: pd.DataFrame, warm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         ok = opt[opt["status"] == "ok"]
         if len(ok) < self.min_budgets:
@@ -224,10 +231,18 @@ def estimate_allocation(law: AllocationLaw, data, *, columns=None, drop_highest_
                    "unit": "runs"})
     st["bootstrap_theta_"] = None
     if law.bootstrap:
-        st["bootstrap_theta_"] = bootstrap(
-            law.name, law.bootstrap, law.seed,
-            lambda sample: law._fit_optima(law._optima(sample, quiet=True), warm=theta)[0],
-            sampler=lambda rng, B: [law._resample(df, rng) for _ in range(B)], why="had too few usable budgets").theta
+        try:
+            sampler = law._sampler(df)
+        except FitError as exc:  # nothing to resample (e.g. no residual degrees of freedom): no interval
+            warnings.warn(f"{exc}; the fit has no intervals", ScalingWarning, stacklevel=3)
+            st["fit_info_"]["bootstrap_over"] = f"nothing: {exc}"
+        else:
+            with limit_threads(1):
+                st["bootstrap_theta_"] = bootstrap(
+                    law.name, law.bootstrap, law.seed,
+                    lambda sample: law._fit_optima(law._optima(sample, quiet=True), warm=theta)[0],
+                    sampler=sampler, why="had too few usable budgets").theta
+            st["fit_info_"]["bootstrap_over"] = law._bootstrap_over(df)
     uncertainty(law, st)
     p = st["params_"]
     check_identification(law.name, {k: p[k] for k in ("a", "b")}, st["ci_"], law.level)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import prepare
-from ..errors import DataError
+from ..errors import DataError, FitError, SettingsError
 from . import register_law
 from .allocation import AllocationLaw
 
@@ -26,6 +26,58 @@ def group_budgets(C: np.ndarray, rtol: float = 0.1) -> np.ndarray:
             start, k = C[i], k + 1
         labels[i] = k
     return labels
+
+
+def residual_sampler(df: pd.DataFrame, window, *, scale_draw: bool = True, leverage: bool = True):
+    """A bootstrap sampler that keeps the design (which sizes at which budget) and redraws the losses.
+
+    Each budget's parabola (on the rows ``window(x, y)`` picks) gives fitted losses; the relative residuals,
+    divided by sqrt(1 - leverage) so that a 3-parameter fit to 4-5 points does not shrink them, are pooled over
+    budgets (the seed noise of a run is a similar fraction of its loss at every budget) and centred. A resample
+    puts resampled residuals back on the fitted losses. With few residual degrees of freedom (a budget of n sizes
+    gives n - 3) the pooled scale is itself uncertain, so each resample also draws its noise scale from that
+    estimate's sampling distribution, sqrt(df / chi2_df): the Student-t correction, done by simulation. Rows
+    outside a budget's window, and budgets with under three sizes, keep their observed losses.
+    """
+    df = df.sort_values(["_budget", "N"], kind="stable").reset_index(drop=True)
+    loss = df["loss"].to_numpy(float)
+    fitted = loss.copy()
+    rows, resid, dof = [], [], 0
+    for _, idx in df.groupby("_budget", sort=True).indices.items():
+        x = np.log(df["N"].to_numpy(float)[idx])
+        if len(np.unique(x)) < 3:
+            continue
+        w = idx[window(x, loss[idx])]
+        xw = np.log(df["N"].to_numpy(float)[w])
+        X = np.vander(xw, 3)
+        coef, *_ = np.linalg.lstsq(X, loss[w], rcond=None)
+        f = X @ coef
+        if np.any(f <= 0):
+            continue
+        h = np.einsum("ij,ji->i", X, np.linalg.pinv(X)) if leverage else np.full(len(w), 3.0 / len(w))
+        keep = h < 1 - 1e-9
+        fitted[w] = f
+        rows.append(w)
+        dof += len(w) - 3
+        if keep.any():
+            resid.append(np.log(loss[w] / f)[keep] / np.sqrt(1 - h[keep]))
+    pool = np.concatenate(resid) if resid else np.empty(0)
+    if dof < 1 or pool.size == 0:
+        raise FitError("isoflop: no budget has more sizes than its parabola has parameters (3), so the runs say "
+                       "nothing about their own noise; add sizes, or resample='runs'")
+    pool = pool - pool.mean()
+    rows = np.concatenate(rows)
+
+    def sample(rng: np.random.Generator, B: int) -> list[pd.DataFrame]:
+        out = []
+        for _ in range(B):
+            s = np.sqrt(dof / rng.chisquare(dof)) if scale_draw else 1.0
+            y = loss.copy()
+            y[rows] = fitted[rows] * np.exp(s * rng.choice(pool, rows.size))
+            out.append(df.assign(loss=y))
+        return out
+
+    return sample
 
 
 @register_law
@@ -43,9 +95,39 @@ class IsoFlopLaw(AllocationLaw):
     figure = "isoflop"
     optimum_method = "per-budget parabola minima in log N"
 
-    def __init__(self, *, window: int = 5, **kwargs):
-        super().__init__(**kwargs)
+    #: experiment switches for benchmarks/isoflop_interval_coverage.py (not settings)
+    _scale_draw: bool = True
+    _leverage: bool = True
+
+    def __init__(self, *, window: int = 5, resample: str = "residuals", **kwargs):
         self.window = window
+        self.resample = resample
+        super().__init__(**kwargs)
+
+    def _check_settings(self) -> None:
+        super()._check_settings()
+        if self.resample not in ("residuals", "runs"):
+            raise SettingsError(f"isoflop: resample must be 'residuals' (the parabolas' residuals, design fixed) "
+                                f"or 'runs' (runs within each budget), got {self.resample!r}")
+
+    def _sampler(self, df):
+        if self.resample == "runs":
+            return super()._sampler(df)
+        return residual_sampler(df, self._window, scale_draw=self._scale_draw, leverage=self._leverage)
+
+    def _bootstrap_over(self, df) -> str:
+        if self.resample == "runs":
+            return "runs within each budget"
+        return "residuals of the per-budget parabolas (design fixed, noise scale drawn)"
+
+    def _settings_extra(self):
+        return {**super()._settings_extra(), "window": self.window, "resample": self.resample}
+
+    def _restore_extra(self, d):
+        s = d.get("settings", {})
+        self.window = s.get("window", 5)
+        self.resample = s.get("resample", "runs")  # fit files written before this setting resampled runs
+        return super()._restore_extra(d)
 
     def _prepare_data(self, data, columns=None, dropna=False, drop_highest_loss=0):
         df = prepare(data, ["N", "D", "C", "loss"], columns=columns, dropna=dropna,
@@ -55,32 +137,40 @@ class IsoFlopLaw(AllocationLaw):
             df["_budget"] = codes
         else:
             df["_budget"] = group_budgets(df["C"].to_numpy())
-        return df
+        return df[[c for c in ("run", "N", "D", "C", "loss", "_budget") if c in df.columns]]
 
     def _resample(self, df, rng):
         # resample runs within each budget, so every budget keeps its size
         parts = [g.iloc[rng.integers(0, len(g), len(g))] for _, g in df.groupby("_budget")]
         return pd.concat(parts, ignore_index=True)
 
+    def _window(self, x: np.ndarray, y: np.ndarray) -> slice:
+        """The rows (of a budget sorted by N) its parabola is fitted to: all, or ``window`` sizes around the best."""
+        if len(np.unique(x)) <= self.window:
+            return slice(0, len(x))
+        # a parabola describes the profile only near its minimum: keep the `window` sizes around
+        # the best run (far-off sizes, e.g. a starved large model, would drag the vertex away)
+        j = int(np.argmin(y))
+        lo = int(np.clip(j - self.window // 2, 0, len(x) - self.window))
+        return slice(lo, lo + self.window)
+
     def _optima(self, df, quiet=False):
         rows = []
-        for _, g in df.groupby("_budget"):
-            C = float(np.exp(np.log(g["C"]).mean()))
-            row = {"C": C, "n_runs": int(len(g)), "n_sizes": int(g["N"].nunique()), "N_opt": np.nan,
+        budget, N = df["_budget"].to_numpy(), df["N"].to_numpy(float)
+        order = np.lexsort((N, budget))  # by budget, then N (stable)
+        lN, lC, loss = np.log(N)[order], np.log(df["C"].to_numpy(float))[order], df["loss"].to_numpy(float)[order]
+        starts = np.flatnonzero(np.r_[True, np.diff(budget[order]) != 0, True])
+        for i0, i1 in zip(starts[:-1], starts[1:]):
+            x, y = lN[i0:i1], loss[i0:i1]
+            C = float(np.exp(lC[i0:i1].mean()))
+            row = {"C": C, "n_runs": int(i1 - i0), "n_sizes": int(len(np.unique(x))), "N_opt": np.nan,
                    "D_opt": np.nan, "loss_opt": np.nan, "status": "ok"}
             if row["n_sizes"] < 3:
                 row["status"] = f"only {row['n_sizes']} model size(s); a parabola needs 3 or more"
                 rows.append(row)
                 continue
-            g = g.sort_values("N")
-            x = np.log(g["N"].to_numpy(float))
-            y = g["loss"].to_numpy(float)
-            if len(np.unique(x)) > self.window:
-                # a parabola describes the profile only near its minimum: keep the `window` sizes around
-                # the best run (far-off sizes, e.g. a starved large model, would drag the vertex away)
-                j = int(np.argmin(y))
-                lo = int(np.clip(j - self.window // 2, 0, len(x) - self.window))
-                x, y = x[lo:lo + self.window], y[lo:lo + self.window]
+            w = self._window(x, y)
+            x, y = x[w], y[w]
             p2, p1, p0 = np.polyfit(x, y, 2)
             if p2 <= 0:
                 row["status"] = "loss has no minimum over N (profile curves down); add sizes on both sides"

@@ -1,0 +1,113 @@
+"""The IsoFLOP law's interval: the residual bootstrap with the design fixed (issue #12).
+
+The truth here is known: simulated sweeps from a Chinchilla law, whose allocation exponent
+a = beta / (alpha + beta) the IsoFLOP estimate and its interval are checked against.
+"""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.cli import main
+from scaling.errors import SettingsError, ScalingWarning
+from scaling.laws import FitResult, IsoFlopLaw
+from scaling.laws.isoflop import residual_sampler
+
+#: a Chinchilla law whose compute-optimal sizes fall inside the design below; a = 0.6 exactly
+TRUTH = dict(E=1.5, A=300.0, B=1200.0, alpha=0.3, beta=0.45)
+A_TRUE = TRUTH["beta"] / (TRUTH["alpha"] + TRUTH["beta"])
+
+
+def sweep(seed: int, noise: float = 0.007, sizes: int = 5, budgets=(1e17, 1e18, 1e19, 1e20)) -> pd.DataFrame:
+    """A quickstart-sized IsoFLOP design (4 budgets x 5 sizes, factor 2 apart around the optimum) with
+    multiplicative noise per run."""
+    E, A, B, al, be = (TRUTH[k] for k in ("E", "A", "B", "alpha", "beta"))
+    G = (al * A / (be * B)) ** (1 / (al + be))
+    rng = np.random.default_rng(seed)
+    rows = []
+    for C in budgets:
+        n_opt = G * (C / 6) ** A_TRUE
+        for f in 2.0 ** (np.arange(sizes) - (sizes - 1) / 2 + 0.3):  # optimum off-centre, as in a real grid
+            N, D = n_opt * f, C / (6 * n_opt * f)
+            rows.append(dict(N=N, D=D, C=C, loss=(E + A / N**al + B / D**be) * np.exp(noise * rng.standard_normal())))
+    return pd.DataFrame(rows)
+
+
+def quiet_fit(law, df):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return law.fit(df)
+
+
+def test_residual_resamples_keep_the_design_and_redraw_losses_near_the_parabolas():
+    law = IsoFlopLaw(window=5)
+    big = sweep(0, sizes=7)  # 7 sizes: the parabola uses the 5 around the best, the 2 outside keep their loss
+    df = law._prepare_data(big)
+    draws = residual_sampler(df, law._window)(np.random.default_rng(0), 200)
+    base = df.sort_values(["_budget", "N"], kind="stable").reset_index(drop=True)
+    for d in draws[:5]:
+        pd.testing.assert_frame_equal(d.drop(columns="loss"), base.drop(columns="loss"))
+    y = np.stack([d["loss"].to_numpy() for d in draws])
+    moved = np.ptp(y, axis=0) > 0
+    assert moved.sum() == 4 * 5  # the window of every budget, and nothing else
+    np.testing.assert_array_equal(y[:, ~moved][0], base["loss"].to_numpy()[~moved])
+    # the redrawn losses scatter around the parabolas by about the noise put in (0.7%)
+    rel = (y[:, moved] / y[:, moved].mean(axis=0)).std()
+    assert 0.004 < rel < 0.012
+
+
+def test_residual_interval_covers_the_true_exponent_at_about_its_level():
+    fits = [quiet_fit(IsoFlopLaw(bootstrap=60, seed=i), sweep(100 + i)) for i in range(20)]
+    a = np.array([f.params_["a"] for f in fits])
+    lo, hi = np.array([f.ci_["a"] for f in fits]).T
+    covered = int(np.sum((lo <= A_TRUE) & (A_TRUE <= hi)))
+    assert covered >= 16, covered  # nominal 90% of 20 is 18; 16 or more has probability 0.96 if honest
+    # its width matches the estimator's real spread, from 40 more sweeps fitted without a bootstrap
+    spread = np.std([quiet_fit(IsoFlopLaw(bootstrap=0), sweep(500 + i)).params_["a"] for i in range(40)], ddof=1)
+    honest = 2 * 1.645 * spread  # the width of a 90% normal interval
+    assert abs(np.mean(a) - A_TRUE) < 0.03
+    assert 0.6 * honest < np.median(hi - lo) < 1.6 * honest, (np.median(hi - lo), honest)
+
+
+def test_residual_interval_is_narrower_than_resampling_runs_on_the_same_sweep():
+    df = sweep(3)
+    res = quiet_fit(IsoFlopLaw(bootstrap=100), df)
+    runs = quiet_fit(IsoFlopLaw(bootstrap=100, resample="runs"), df)
+    assert res.params_["a"] == runs.params_["a"]  # the estimate does not depend on the bootstrap
+    assert np.diff(res.ci_["a"])[0] < np.diff(runs.ci_["a"])[0]
+    assert res.fit_info_["bootstrap_over"].startswith("residuals")
+    assert runs.fit_info_["bootstrap_over"] == "runs within each budget"
+
+
+def test_no_residual_degrees_of_freedom_gives_a_fit_without_intervals():
+    df = sweep(1, sizes=3)  # three sizes a budget: every parabola passes through its points
+    with pytest.warns(ScalingWarning, match="nothing about their own noise"):
+        fit = IsoFlopLaw(bootstrap=50).fit(df)
+    assert fit.ci_["a"] is None and fit.fit_info_["bootstrap_over"].startswith("nothing")
+    assert fit.params_["a"] == pytest.approx(A_TRUE, abs=0.1)
+
+
+def test_resample_setting_is_checked_saved_and_old_fit_files_load_as_runs(tmp_path):
+    with pytest.raises(SettingsError, match="resample must be 'residuals'.*or 'runs'"):
+        IsoFlopLaw(resample="cells")
+    fit = quiet_fit(IsoFlopLaw(bootstrap=20, window=4, resample="runs"), sweep(2))
+    fit.save(tmp_path / "fit.json")
+    back = FitResult.load(tmp_path / "fit.json")
+    assert (back.law.resample, back.law.window) == ("runs", 4)
+    d = json.loads((tmp_path / "fit.json").read_text())
+    del d["settings"]["resample"], d["settings"]["window"]  # a file written before these were saved
+    old = FitResult.from_dict(d)
+    assert (old.law.resample, old.law.window) == ("runs", 5)
+
+
+def test_cli_resample_flag(tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    sweep(4).to_csv(path, index=False)
+    assert main(["fit", str(path), "--law", "isoflop", "--resample", "runs", "--bootstrap", "20", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fit_info"]["bootstrap_over"] == "runs within each budget"
+    assert main(["fit", str(path), "--law", "chinchilla", "--resample", "runs"]) != 0
+    assert "--resample does not apply to --law chinchilla" in capsys.readouterr().err
