@@ -111,3 +111,16 @@ def test_cli_resample_flag(tmp_path, capsys):
     assert out["fit_info"]["bootstrap_over"] == "runs within each budget"
     assert main(["fit", str(path), "--law", "chinchilla", "--resample", "runs"]) != 0
     assert "--resample does not apply to --law chinchilla" in capsys.readouterr().err
+
+
+def test_seed_means_are_named_as_cells_in_what_the_bootstrap_resamples():
+    from scaling.data import replicate_means
+
+    runs = pd.concat([sweep(7 + s).assign(seed=s) for s in range(3)], ignore_index=True)
+    means = replicate_means(runs)
+    assert len(means) == 20 and (means["n_seeds"] == 3).all()
+    by_runs = quiet_fit(IsoFlopLaw(bootstrap=20, resample="runs"), means)
+    assert by_runs.fit_info_["bootstrap_over"] == "cells (seed means) within each budget"
+    by_resid = quiet_fit(IsoFlopLaw(bootstrap=20), means)
+    assert by_resid.fit_info_["bootstrap_over"].startswith("residuals of the per-budget parabolas")
+    assert by_resid.fit_info_["averaged_seeds"] == {"runs": 60, "cells": 20}

@@ -57,8 +57,9 @@ def _note_seed_means(data, state: dict[str, Any]) -> None:
     info["averaged_seeds"] = {"runs": int(k.sum()), "cells": int(len(data))}
     if info.get("unit", "runs") == "runs":
         info["unit"] = "cell means"
-    if info.get("bootstrap_over", "runs") == "runs":
-        info["bootstrap_over"] = "cells (seed means)"
+    over = info.get("bootstrap_over", "runs")
+    if over.startswith("runs"):  # "runs", "runs within each budget"
+        info["bootstrap_over"] = "cells (seed means)" + over[len("runs"):]
 
 
 def _pct(x: float) -> str:
