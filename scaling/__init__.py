@@ -129,14 +129,30 @@ def _law_spec(law, settings):
                 f"by name (law={law.name!r}, {', '.join(f'{k}=...' for k in settings)})")
         return law
     if isinstance(law, type) and issubclass(law, Law):
-        return law(**settings)
+        return _construct(law, settings)
     if isinstance(law, FitResult):
         raise SettingsError(f"scaling.fit got a fitted result ({law!r}) as law=; pass its spec, law=result.law, "
                             "to fit it again to other data")
     if isinstance(law, str):
-        return get_law(law)(**settings)
+        return _construct(get_law(law), settings)
     raise SettingsError(f"law= takes a law's name (one of scaling.available_laws()), a law class or a law spec "
                         f"such as scaling.ChinchillaLaw(loss='squared'); got {type(law).__name__}")
+
+
+def _construct(cls, settings):
+    """``cls(**settings)``, with a setting the law does not take refused by name (not a TypeError)."""
+    import inspect
+
+    from .errors import SettingsError
+
+    takes = set()
+    for k in cls.__mro__:
+        if "__init__" in vars(k):
+            takes |= {p.name for p in inspect.signature(k.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    unknown = sorted(set(settings) - takes)
+    if unknown:
+        raise SettingsError(f"{cls.name} does not take {', '.join(unknown)}; its settings are {', '.join(sorted(takes))}")
+    return cls(**settings)
 
 
 def load(path, key=None) -> "FitResult":

@@ -124,3 +124,46 @@ def test_seed_means_are_named_as_cells_in_what_the_bootstrap_resamples():
     by_resid = quiet_fit(IsoFlopLaw(bootstrap=20), means)
     assert by_resid.fit_info_["bootstrap_over"].startswith("residuals of the per-budget parabolas")
     assert by_resid.fit_info_["averaged_seeds"] == {"runs": 60, "cells": 20}
+
+
+def test_a_budget_the_fit_leaves_out_neither_sets_the_noise_nor_comes_back_in_resamples():
+    good = sweep(5)
+    bad = sweep(6, budgets=(1e21,))
+    bad.loc[bad["N"] == bad["N"].min(), "loss"] *= 0.8  # the smallest size best by far: no minimum inside
+    with pytest.warns(ScalingWarning, match="1 budget\\(s\\) not used"):
+        both = IsoFlopLaw(bootstrap=200).fit(pd.concat([good, bad], ignore_index=True))
+    alone = quiet_fit(IsoFlopLaw(bootstrap=200), good)
+    assert both.params_["a"] == pytest.approx(alone.params_["a"], abs=1e-12)
+    w_both, w_alone = np.diff(both.ci_["a"])[0], np.diff(alone.ci_["a"])[0]
+    assert w_both < 1.3 * w_alone, (w_both, w_alone)  # the left-out budget's misfit would make it several times wider
+    law = IsoFlopLaw()
+    df = law._prepare_data(pd.concat([good, bad], ignore_index=True))
+    draws = residual_sampler(df, law._window, used={0, 1, 2, 3})(np.random.default_rng(1), 20)
+    last = df["_budget"].max()
+    observed = df[df["_budget"] == last].sort_values("N")["loss"].to_numpy()
+    for d in draws:
+        np.testing.assert_array_equal(d.loc[d["_budget"] == last, "loss"].to_numpy(), observed)
+        assert not np.array_equal(d.loc[d["_budget"] == 0, "loss"].to_numpy(),
+                                  df[df["_budget"] == 0].sort_values("N")["loss"].to_numpy())
+
+
+def test_settings_and_files_new_users_trip_on(tmp_path):
+    import scaling
+
+    for w in (0, 2, 2.5, True):
+        with pytest.raises(SettingsError, match="window .* must be a whole number >= 3"):
+            IsoFlopLaw(window=w)
+    with pytest.raises(SettingsError, match="bootstrap=1 gives no interval"):
+        IsoFlopLaw(bootstrap=1)
+    with pytest.raises(SettingsError, match="chinchilla does not take resample; its settings are"):
+        scaling.fit(sweep(0), law="chinchilla", resample="runs")
+    # a bootstrap's tiny values survive the file (12 significant figures, not 12 decimals)
+    fit = quiet_fit(IsoFlopLaw(bootstrap=30), sweep(0))
+    fit.save(tmp_path / "f.json")
+    back = FitResult.load(tmp_path / "f.json")
+    np.testing.assert_allclose(back.bootstrap_params().to_numpy(), fit.bootstrap_params().to_numpy(), rtol=1e-10)
+    # no residual degrees of freedom: the report gives that reason, not "bootstrap=0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        thin = IsoFlopLaw(bootstrap=50).fit(sweep(1, sizes=3))
+    assert "uncertainty: none (no budget the fit uses has more sizes" in thin.report()

@@ -235,7 +235,7 @@ def estimate_allocation(law: AllocationLaw, data, *, columns=None, drop_highest_
             sampler = law._sampler(df)
         except FitError as exc:  # nothing to resample (e.g. no residual degrees of freedom): no interval
             warnings.warn(f"{exc}; the fit has no intervals", ScalingWarning, stacklevel=3)
-            st["fit_info_"]["bootstrap_over"] = f"nothing: {exc}"
+            st["fit_info_"]["bootstrap_over"] = f"nothing: {str(exc).removeprefix(law.name + ': ')}"
         else:
             with limit_threads(1):
                 st["bootstrap_theta_"] = bootstrap(

@@ -118,6 +118,9 @@ class Law:
             raise SettingsError(f"level must be in (0, 1), got {self.level!r}")
         if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, (int, np.integer)) or self.bootstrap < 0:
             raise SettingsError(f"bootstrap must be a whole number of resamples >= 0, got {self.bootstrap!r}")
+        if self.bootstrap == 1:
+            raise SettingsError("bootstrap=1 gives no interval (a spread needs 2 or more resamples; a 90% interval, "
+                                "a few hundred): use 0 for none, or e.g. 200")
         names = self.param_names()
         for what, keys in (("fixed", list(self.fixed)), ("bounds", list(self.bounds)),
                            ("tie", [n for t in self.tie for n in t])):

@@ -28,7 +28,7 @@ def group_budgets(C: np.ndarray, rtol: float = 0.1) -> np.ndarray:
     return labels
 
 
-def residual_sampler(df: pd.DataFrame, window, *, scale_draw: bool = True, leverage: bool = True):
+def residual_sampler(df: pd.DataFrame, window, used=None, *, scale_draw: bool = True, leverage: bool = True):
     """A bootstrap sampler that keeps the design (which sizes at which budget) and redraws the losses.
 
     Each budget's parabola (on the rows ``window(x, y)`` picks) gives fitted losses; the relative residuals,
@@ -36,16 +36,18 @@ def residual_sampler(df: pd.DataFrame, window, *, scale_draw: bool = True, lever
     budgets (the seed noise of a run is a similar fraction of its loss at every budget) and centred. A resample
     puts resampled residuals back on the fitted losses. With few residual degrees of freedom (a budget of n sizes
     gives n - 3) the pooled scale is itself uncertain, so each resample also draws its noise scale from that
-    estimate's sampling distribution, sqrt(df / chi2_df): the Student-t correction, done by simulation. Rows
-    outside a budget's window, and budgets with under three sizes, keep their observed losses.
+    estimate's sampling distribution, sqrt(df / chi2_df): the Student-t correction, done by simulation. Only the
+    budgets in ``used`` (codes of ``_budget``; all when None) are redrawn and give residuals: the point fit left the
+    others out, and a resample must neither bring them back nor let their misfit set the noise. Rows outside a
+    budget's window, and the other budgets, keep their observed losses.
     """
     df = df.sort_values(["_budget", "N"], kind="stable").reset_index(drop=True)
     loss = df["loss"].to_numpy(float)
     fitted = loss.copy()
     rows, resid, dof = [], [], 0
-    for _, idx in df.groupby("_budget", sort=True).indices.items():
+    for code, idx in df.groupby("_budget", sort=True).indices.items():
         x = np.log(df["N"].to_numpy(float)[idx])
-        if len(np.unique(x)) < 3:
+        if len(np.unique(x)) < 3 or (used is not None and code not in used):
             continue
         w = idx[window(x, loss[idx])]
         xw = np.log(df["N"].to_numpy(float)[w])
@@ -63,8 +65,8 @@ def residual_sampler(df: pd.DataFrame, window, *, scale_draw: bool = True, lever
             resid.append(np.log(loss[w] / f)[keep] / np.sqrt(1 - h[keep]))
     pool = np.concatenate(resid) if resid else np.empty(0)
     if dof < 1 or pool.size == 0:
-        raise FitError("isoflop: no budget has more sizes than its parabola has parameters (3), so the runs say "
-                       "nothing about their own noise; add sizes, or resample='runs'")
+        raise FitError("isoflop: no budget the fit uses has more sizes than its parabola has parameters (3), so "
+                       "the runs say nothing about their own noise; give a budget a 4th size")
     pool = pool - pool.mean()
     rows = np.concatenate(rows)
 
@@ -106,6 +108,9 @@ class IsoFlopLaw(AllocationLaw):
 
     def _check_settings(self) -> None:
         super()._check_settings()
+        if isinstance(self.window, bool) or not isinstance(self.window, (int, np.integer)) or self.window < 3:
+            raise SettingsError(f"isoflop: window (sizes around each budget's best run that its parabola is fitted "
+                                f"to) must be a whole number >= 3, got {self.window!r}")
         if self.resample not in ("residuals", "runs"):
             raise SettingsError(f"isoflop: resample must be 'residuals' (the parabolas' residuals, design fixed) "
                                 f"or 'runs' (runs within each budget), got {self.resample!r}")
@@ -113,7 +118,9 @@ class IsoFlopLaw(AllocationLaw):
     def _sampler(self, df):
         if self.resample == "runs":
             return super()._sampler(df)
-        return residual_sampler(df, self._window, scale_draw=self._scale_draw, leverage=self._leverage)
+        opt = self._optima(df, quiet=True)  # one row per budget code, in order
+        used = set(np.unique(df["_budget"].to_numpy())[(opt["status"] == "ok").to_numpy()].tolist())
+        return residual_sampler(df, self._window, used, scale_draw=self._scale_draw, leverage=self._leverage)
 
     def _bootstrap_over(self, df) -> str:
         if self.resample == "runs":
@@ -179,7 +186,7 @@ class IsoFlopLaw(AllocationLaw):
             xm = -p1 / (2 * p2)
             if not x.min() <= xm <= x.max():
                 side = "below the smallest" if xm < x.min() else "above the largest"
-                row["status"] = f"minimum at N={np.exp(xm):.3g}, {side} size sampled; extend the sizes"
+                row["status"] = f"minimum at N={np.exp(np.clip(xm, -700, 700)):.3g}, {side} size sampled; extend the sizes"
                 rows.append(row)
                 continue
             row["N_opt"] = float(np.exp(xm))

@@ -342,7 +342,9 @@ class FitResult:
             boot = s.get("bootstrap_theta_")
             nb = 0 if boot is None else len(boot)
             over = fi.get("bootstrap_over", "runs")
-            lines.append(f"uncertainty: {nb} bootstrap resamples over {over}" if nb else "uncertainty: none (bootstrap=0)")
+            lines.append(f"uncertainty: {nb} bootstrap resamples over {over}" if nb else
+                         f"uncertainty: none ({over.split(': ', 1)[1]})" if over.startswith("nothing: ") else
+                         "uncertainty: none (bootstrap=0)")
         lines.append("")
         lines.append(f"  {'param':<10}{'value':>14}{'stderr':>12}{f'{pct}% CI':>30}")
         free = free_names(fi)
@@ -381,8 +383,8 @@ class FitResult:
                          "bootstrap": law.bootstrap, "seed": law.seed, "level": law.level, **law._settings_extra()}
         if s.get("bootstrap_theta_") is not None:
             d["bootstrap"] = {
-                "params": np.round(law._to_public(s["bootstrap_theta_"]), 12).tolist(),
-                "residuals": np.round(s["residuals_"], 12).tolist(),
+                "params": _sig(law._to_public(s["bootstrap_theta_"])),
+                "residuals": _sig(s["residuals_"]),
             }
         if "data_range_" in s:
             d["data_range"] = s["data_range_"]
@@ -441,6 +443,11 @@ def free_names(fit_info: Mapping[str, Any]) -> set[str] | None:
     """Names of the parameters a fit estimated (None when not known, e.g. published values)."""
     free = fit_info.get("free")
     return None if free is None else {m for n in free for m in n.split("=")}
+
+
+def _sig(x, digits: int = 12) -> list:
+    """``x`` as nested lists of floats kept to ``digits`` significant figures (a 5e-15 stays 5e-15)."""
+    return np.vectorize(lambda v: float(f"{v:.{digits}g}"), otypes=[float])(np.asarray(x, float)).tolist()
 
 
 def uncertainty(law: "Law", state: dict[str, Any], warn: bool = True) -> dict[str, Any]:
