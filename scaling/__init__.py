@@ -141,14 +141,9 @@ def _law_spec(law, settings):
 
 def _construct(cls, settings):
     """``cls(**settings)``, with a setting the law does not take refused by name (not a TypeError)."""
-    import inspect
-
     from .errors import SettingsError
 
-    takes = set()
-    for k in cls.__mro__:
-        if "__init__" in vars(k):
-            takes |= {p.name for p in inspect.signature(k.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    takes = cls.options(common=True)
     unknown = sorted(set(settings) - takes)
     if unknown:
         raise SettingsError(f"{cls.name} does not take {', '.join(unknown)}; its settings are {', '.join(sorted(takes))}")

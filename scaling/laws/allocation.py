@@ -119,8 +119,9 @@ class AllocationLaw(Law):
     def _prepare_data(self, data, columns=None, dropna=False, drop_highest_loss=0) -> pd.DataFrame:
         raise NotImplementedError
 
-    def _sampler(self, df: pd.DataFrame):
-        """The bootstrap's draw: ``sampler(rng, B)`` -> B resampled tables (by default ``_resample`` B times)."""
+    def _sampler(self, df: pd.DataFrame, opt: pd.DataFrame):
+        """The bootstrap's draw: ``sampler(rng, B)`` -> B resampled tables (by default ``_resample`` B times);
+        ``opt`` is the point fit's per-budget optima."""
         return lambda rng, B: [self._resample(df, rng) for _ in range(B)]
 
     def _bootstrap_over(self, df: pd.DataFrame) -> str:
@@ -232,7 +233,7 @@ def estimate_allocation(law: AllocationLaw, data, *, columns=None, drop_highest_
     st["bootstrap_theta_"] = None
     if law.bootstrap:
         try:
-            sampler = law._sampler(df)
+            sampler = law._sampler(df, opt)
         except FitError as exc:  # nothing to resample (e.g. no residual degrees of freedom): no interval
             warnings.warn(f"{exc}; the fit has no intervals", ScalingWarning, stacklevel=3)
             st["fit_info_"]["bootstrap_over"] = f"nothing: {str(exc).removeprefix(law.name + ': ')}"

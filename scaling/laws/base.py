@@ -176,13 +176,14 @@ class Law:
         return []
 
     @classmethod
-    def options(cls) -> set[str]:
-        """The keyword settings this law's constructor takes (beyond the common ones of every law)."""
+    def options(cls, common: bool = False) -> set[str]:
+        """The keyword settings this law's constructor takes (beyond the common ones of every law, unless
+        ``common``)."""
         import inspect
 
         names = set()
         for k in cls.__mro__:
-            if "__init__" in vars(k) and k is not Law:
+            if "__init__" in vars(k) and (common or k is not Law):
                 names |= {p.name for p in inspect.signature(k.__init__).parameters.values()
                           if p.kind is p.KEYWORD_ONLY}
         return names

@@ -28,7 +28,7 @@ def group_budgets(C: np.ndarray, rtol: float = 0.1) -> np.ndarray:
     return labels
 
 
-def residual_sampler(df: pd.DataFrame, window, used=None, *, scale_draw: bool = True, leverage: bool = True):
+def residual_sampler(df: pd.DataFrame, window, used=None, *, scale_draw: bool = True):
     """A bootstrap sampler that keeps the design (which sizes at which budget) and redraws the losses.
 
     Each budget's parabola (on the rows ``window(x, y)`` picks) gives fitted losses; the relative residuals,
@@ -56,7 +56,7 @@ def residual_sampler(df: pd.DataFrame, window, used=None, *, scale_draw: bool = 
         f = X @ coef
         if np.any(f <= 0):
             continue
-        h = np.einsum("ij,ji->i", X, np.linalg.pinv(X)) if leverage else np.full(len(w), 3.0 / len(w))
+        h = np.einsum("ij,ji->i", X, np.linalg.pinv(X))  # leverage of each point
         keep = h < 1 - 1e-9
         fitted[w] = f
         rows.append(w)
@@ -97,9 +97,8 @@ class IsoFlopLaw(AllocationLaw):
     figure = "isoflop"
     optimum_method = "per-budget parabola minima in log N"
 
-    #: experiment switches for benchmarks/isoflop_interval_coverage.py (not settings)
+    #: experiment switch for benchmarks/isoflop_interval_coverage.py (not a setting)
     _scale_draw: bool = True
-    _leverage: bool = True
 
     def __init__(self, *, window: int = 5, resample: str = "residuals", **kwargs):
         self.window = window
@@ -115,12 +114,12 @@ class IsoFlopLaw(AllocationLaw):
             raise SettingsError(f"isoflop: resample must be 'residuals' (the parabolas' residuals, design fixed) "
                                 f"or 'runs' (runs within each budget), got {self.resample!r}")
 
-    def _sampler(self, df):
+    def _sampler(self, df, opt):
         if self.resample == "runs":
-            return super()._sampler(df)
-        opt = self._optima(df, quiet=True)  # one row per budget code, in order
+            return super()._sampler(df, opt)
+        # opt: the point fit's optima, one row per budget code in order
         used = set(np.unique(df["_budget"].to_numpy())[(opt["status"] == "ok").to_numpy()].tolist())
-        return residual_sampler(df, self._window, used, scale_draw=self._scale_draw, leverage=self._leverage)
+        return residual_sampler(df, self._window, used, scale_draw=self._scale_draw)
 
     def _bootstrap_over(self, df) -> str:
         if self.resample == "runs":
