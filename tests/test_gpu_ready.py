@@ -23,7 +23,7 @@ def fake_torch(gpu: bool, bf16: bool = True):
 
 def test_cpu_machine_trains_in_float32_and_reads_every_loss():
     plan = device_plan({"d_model": 1024}, fake_torch(gpu=False))
-    assert plan == {"device": "cpu", "bf16": False, "fused_adamw": False, "sync_every": 1}
+    assert plan == {"device": "cpu", "bf16": False, "fused_adamw": True, "sync_every": 1}
 
 
 @pytest.mark.parametrize("width,bf16", [(BF16_MIN_WIDTH - 1, False), (BF16_MIN_WIDTH, True), (1024, True)])

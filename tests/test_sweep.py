@@ -45,6 +45,8 @@ def toy_spec(base=None, **overrides):
     ({"model": {"shapes": [{"n_layer": 2, "d_model": 30, "n_head": 4}]}}, "impossible shape"),
     ({"grid": {"tokens": [1000]}}, "only 0 steps"),
     ({"schedule": {"type": "linear"}}, "schedule.type"),
+    # transformers refuses RoPE on an odd head dimension, inside the worker, after the sweep has started
+    ({"model": {"shapes": [{"n_layer": 2, "d_model": 14, "n_head": 2}]}}, "even head dimension"),
 ])
 def test_bad_definitions_fail_before_training(bad, msg):
     spec = toy_spec()
@@ -173,6 +175,19 @@ def test_toy_sweep_runs_records_and_exports(tmp_path):
     assert st["done"] == 6 and st["remaining"] == 0
     again = run_sweep(toy_spec(), root=tmp_path, workers=2, progress=False)  # nothing to do
     assert (again["attempts"] == 1).all()
+
+
+def test_runs_start_longest_first(tmp_path):
+    # the toy grid lists sizes small to large and D small to large; one worker finishes them in the order started
+    run_sweep(toy_spec(), root=tmp_path, workers=1, progress=False)
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "toy" / "sweep.sqlite")
+    done = [json.loads(c) for c, in con.execute("SELECT config FROM runs ORDER BY updated")]
+    order = [(r["D"], r["N"]) for r in done]
+    # by tokens first (a run's time on a small model), then FLOPs
+    assert order == sorted(order, key=lambda t: (-t[0], -t[0] * t[1]))
+    assert order[0] == (max(d for d, _ in order), max(n for _, n in order))
 
 
 def test_failures_are_retried_and_recorded(tmp_path):
@@ -347,3 +362,35 @@ def test_a_second_driver_on_the_same_sweep_is_refused(tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(ScalingError, match="already being run"):
             run_sweep(toy_spec(), root=tmp_path, progress=False)
+
+
+class _Stubborn(Exception):
+    """An exception that pickles but cannot be unpickled (its __init__ takes an argument it does not store),
+    like some of transformers' config errors."""
+
+    def __init__(self, message, cause):
+        super().__init__(message)
+
+
+def _raise_stubborn():
+    raise _Stubborn("RoPE requires an even rotary dimension", cause=None)
+
+
+def _raise_plain():
+    raise ValueError("plain")
+
+
+def test_a_worker_exception_that_cannot_travel_comes_back_as_text():
+    import pickle
+
+    from scaling.sweep.executors import WorkerError, _portable
+
+    with pytest.raises(TypeError):  # what broke the whole process pool before
+        pickle.loads(pickle.dumps(_Stubborn("x", None)))
+    with pytest.raises(WorkerError, match="_Stubborn: RoPE requires an even rotary dimension") as info:
+        _portable(_raise_stubborn)
+    assert "_raise_stubborn" in str(info.value)  # the worker's traceback, as text
+    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
+    with pytest.raises(ValueError, match="plain"):  # one that travels is raised as itself
+        _portable(_raise_plain)
+    assert _portable(len, [1, 2]) == 2

@@ -11,8 +11,10 @@ import concurrent.futures as cf
 import contextlib
 import multiprocessing as mp
 import os
+import pickle
 import threading
 import time
+import traceback
 from typing import Callable, Type
 
 from ..errors import ScalingError
@@ -124,6 +126,25 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, old)
 
 
+class WorkerError(ScalingError):
+    """What a worker raised, as text: the exception itself could not travel back to the driver."""
+
+
+def _portable(fn: Callable, *args):
+    """Call ``fn`` in a worker; an exception that cannot be unpickled in the driver (e.g. one whose __init__
+    takes other arguments than it stores, as some of transformers' config errors) would break the whole pool,
+    so it comes back as a :class:`WorkerError` holding its type, message and traceback."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:  # noqa: BLE001 - any failure to round-trip: send the text instead
+            raise WorkerError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}\n"
+                              f"{traceback.format_exc()[-3000:]}") from None
+        raise
+
+
 @register_executor
 class LocalExecutor:
     """A pool of worker processes on this machine: one per core, or ``workers_per_gpu`` per GPU.
@@ -147,7 +168,7 @@ class LocalExecutor:
 
     def submit(self, fn: Callable, *args) -> cf.Future:
         with _sigint_ignored():
-            return self.pool.submit(fn, *args)
+            return self.pool.submit(_portable, fn, *args)
 
     def shutdown(self, kill: bool = False) -> None:
         """Wait for the running work (queued work is cancelled); ``kill``: stop the workers now."""

@@ -252,6 +252,9 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
         return status[rid] not in FINISHED and not (status[rid] == "failed" and attempts[rid] > retries)
 
     todo = [rid for rid in by_id if runnable(rid)]
+    # longest first (by training tokens, then FLOPs): the pool then ends with short runs on every worker instead of
+    # one long run on one of them while the others idle (the order changes no run's result)
+    todo.sort(key=lambda rid: tuple(-(f(by_id[rid]) if f else 0.0) for f in (kinds[rid].tokens, kinds[rid].flops)))
     out = {"finished": [r for r in by_id if status[r] in FINISHED], "failed": [], "blocked": [], "ran": [],
            "idle": not todo}
     if not todo:
