@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..counting import count_params
@@ -37,7 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "grid": {"tokens": None, "compute": None, "min_steps": 20, "min_tokens_per_param": None,
              "max_tokens_per_param": None, "lr": None, "lr_mult": None, "warmup": None, "batch_tokens": None,
              # adaptive: {rounds, target_ci_a, add_per_budget}: grow an IsoFLOP grid in rounds (sweep/adaptive.py)
-             "adaptive": None},
+             "adaptive": None,
+             # around: {C, N, a} or {from: FIT.json}, with sizes and ratio: each IsoFLOP budget trains the `sizes`
+             # shapes nearest a guess of its optimum, spaced `ratio` apart in N (see centre_budgets)
+             "around": None},
     "seeds": [0],
     # lr: a number, {base, ref_width, exponent} (lr = base * (d_model / ref_width)^exponent), or {from: FIT.json}
     # (eta_opt of a fitted hparams law at the run's N and D); a model.shapes entry's own lr overrides it
@@ -198,7 +202,102 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
     from .adaptive import check_adaptive
 
     check_adaptive(spec)
+    _check_around(spec, folder)
     shapes(spec)  # raises on impossible shapes
+
+
+AROUND = ("a mapping {C: C_REF, N: N_REF, a: EXPONENT} (the optimum guessed as N_REF (C / C_REF)^a) or "
+          "{from: FIT.json} (a fit that allocates compute), with sizes (per budget, >= 3; default 5) and ratio "
+          "(between neighbouring sizes' N, > 1; default 1.8)")
+
+
+def _check_around(spec: dict, folder: Path | None = None) -> None:
+    """Check ``grid.around`` and write it in full: the guessed optimum N at each budget (``N_opt``), read from
+    the fit once for a ``from``, so a changed fit file shows as a changed setting of the sweep."""
+    g = spec["grid"]
+    a = g.get("around")
+    if a is None:
+        return
+    if not isinstance(a, dict):
+        raise SpecError(f"grid.around is {AROUND}; got {a!r}")
+    if g.get("compute") is None:
+        raise SpecError("grid.around centres each IsoFLOP budget's sizes on its optimum: it needs grid.compute "
+                        "(IsoFLOP budgets), not grid.tokens")
+    unknown = set(a) - {"C", "N", "a", "from", "sizes", "ratio"}
+    if unknown:
+        raise SpecError(f"unknown key(s) {sorted(unknown)} in grid.around; it is {AROUND}")
+    a = {"sizes": 5, "ratio": 1.8, **a}
+    check_numbers({"around": a}, {"around.sizes": ("int", 3, True), "around.ratio": ("number", 1, False)},
+                  error=lambda msg: SpecError(f"grid.{msg}"))
+    budgets = [float(C) for C in g["compute"]]
+    if "from" in a:
+        if {"C", "N", "a"} & set(a):
+            raise SpecError("grid.around takes either {C, N, a} or {from: FIT.json}, not both")
+        path, N_opt = _allocation_from_fit(a["from"], folder, budgets)
+        out = {"from": str(path)}
+    else:
+        missing = [k for k in ("C", "N", "a") if k not in a]
+        if missing:
+            raise SpecError(f"grid.around is missing {', '.join(missing)}; it is {AROUND}")
+        check_numbers({"around": a}, {"around.C": ("number", 0, False), "around.N": ("number", 0, False),
+                                      "around.a": ("number", 0, False)}, error=lambda msg: SpecError(f"grid.{msg}"))
+        if float(a["a"]) > 1.5:
+            raise SpecError(f"grid.around.a is {a['a']}: the exponent of N_opt in C is about 0.5 (0.73 in Kaplan "
+                            "et al.); a value above 1.5 is likely a typo")
+        out = {"C": float(a["C"]), "N": float(a["N"]), "a": float(a["a"])}
+        N_opt = [out["N"] * (C / out["C"]) ** out["a"] for C in budgets]
+    g["around"] = {**out, "sizes": int(float(a["sizes"])), "ratio": float(a["ratio"]),
+                   "N_opt": [float(f"{n:.6g}") for n in N_opt]}
+
+
+def _allocation_from_fit(given, folder: Path | None, budgets: list[float]) -> tuple[Path, list[float]]:
+    """(absolute path, N_opt at each budget) of ``grid.around.from``: a fit whose law allocates compute."""
+    given = Path(os.path.expanduser(str(given)))
+    tried = [given] if given.is_absolute() or folder is None else [folder / given, given]
+    path = next((p for p in tried if p.is_file()), tried[0]).resolve()
+    if not path.is_file():
+        raise SpecError(f"grid.around.from: no such fit file {path}; write one with "
+                        f"`scaling fit RUNS --law isoflop --out {path}` (or chinchilla)")
+    from ..laws import Law
+
+    try:
+        fit = Law.load(path)
+        N_opt = fit.compute_optimal(budgets, interval=False)["N_opt"].to_numpy(float)
+    except ScalingError as exc:
+        raise SpecError(f"grid.around.from: {exc}") from None
+    if not np.all(np.isfinite(N_opt) & (N_opt > 0)):
+        raise SpecError(f"grid.around.from: the fit in {path} gives no usable N_opt at the budgets {budgets}")
+    return path, N_opt.tolist()
+
+
+def centre_budgets(spec: dict, runs: list[dict]) -> list[dict]:
+    """The runs of ``grid.around``: at each budget, the ``sizes`` shapes whose log N lie nearest the targets
+    N_opt * ratio^(j - (sizes - 1) / 2), j = 0 .. sizes - 1, among the shapes the budget allows (tokens per
+    parameter, steps); a shape nearest two targets counts once, with a warning that the shapes are too sparse.
+
+    Why: a parabola's vertex is pinned by sizes on both sides of it, well apart; a fixed band of tokens per
+    parameter drifts off the optimum as the budget grows (N_opt grows faster than C^0.5), which leaves the largest
+    budgets' minima at the edge of their sizes (benchmarks/RESULTS.md, the quickstart's design)."""
+    g = spec["grid"]["around"]
+    k, ratio = g["sizes"], g["ratio"]
+    keep: dict = {}
+    for C, N_opt in zip(spec["grid"]["compute"], g["N_opt"]):
+        C = float(C)
+        have = sorted({r["N"] for r in runs if r["budget"] == C})
+        if not have:
+            continue
+        lN = np.log(np.array(have, float))
+        targets = np.log(N_opt) + np.log(ratio) * (np.arange(k) - (k - 1) / 2)
+        picked = sorted({have[int(np.argmin(np.abs(lN - t)))] for t in targets})
+        if len(picked) < k:
+            warnings.warn(f"grid.around: the budget C={C:.3g} gets {len(picked)} sizes, not {k}: the shapes it allows "
+                          f"({len(have)}, N {have[0]:,}-{have[-1]:,}) are too few or too sparse around "
+                          f"N_opt = {N_opt:.3g}; add shapes or lower grid.around.ratio", ScalingWarning, stacklevel=3)
+        if not (have[0] < N_opt < have[-1]):
+            warnings.warn(f"grid.around: the guessed optimum of C={C:.3g} (N = {N_opt:.3g}) is outside the sizes it "
+                          f"allows (N {have[0]:,}-{have[-1]:,}); add shapes on that side", ScalingWarning, stacklevel=3)
+        keep[C] = set(picked)
+    return [r for r in runs if r["N"] in keep.get(r["budget"], ())]
 
 
 def _check_axes(spec: dict) -> None:
@@ -499,6 +598,9 @@ def shapes(spec: dict) -> list[dict]:
         n_head = int(s.get("n_head") or max(1, d_model // int(m["head_dim"])))
         if n_layer < 1 or d_model < 1 or d_model % n_head:
             raise SpecError(f"impossible shape {s}: need n_layer >= 1 and d_model divisible by n_head")
+        if m["family"] == "llama" and (d_model // n_head) % 2:
+            raise SpecError(f"impossible shape {s}: a Llama model's rotary embedding needs an even head dimension, "
+                            f"and d_model / n_head = {d_model // n_head}; choose n_head so that it is even")
         c = count_params(n_layer, d_model, n_head=n_head, vocab_size=int(m["vocab_size"]), n_ctx=int(m["seq_len"]),
                          family=m["family"])
         shape = {"n_layer": n_layer, "d_model": d_model, "n_head": n_head, "N": c.non_embedding, "N_total": c.total}
@@ -587,6 +689,8 @@ def expand(spec: dict) -> list[dict]:
                                            lr_mult=mult))
     if not runs:
         raise SpecError("the grid produced no runs (every IsoFLOP budget too small for its sizes?)")
+    if grid.get("around"):
+        runs = centre_budgets(spec, runs)
     _warn_rounded_batches(spec)
     if fit is not None:
         _warn_extrapolated(fit, runs, rule["from"])
