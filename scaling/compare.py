@@ -42,6 +42,9 @@ def compare(runs=None, *, compute: float, curves=None, bootstrap: int = 200, lev
                        D_opt=float(co["D_opt"]), loss=float(co["loss"]), note="; ".join(
                            str(w.message) for w in caught)[:300])
             if "N_opt_lo" in co:
+                # the approaches resample different things (runs, whole curves, the IsoFLOP parabolas'
+                # residuals with the design fixed): a table that puts their intervals side by side says which
+                row["interval_over"] = (law.fit_info_ or {}).get("bootstrap_over", "runs")
                 ci = law.allocation_exponent_intervals(level)
                 row.update(a_ci=ci["a"], b_ci=ci["b"], N_opt_ci=[float(co["N_opt_lo"]), float(co["N_opt_hi"])],
                            D_opt_ci=[float(co["D_opt_lo"]), float(co["D_opt_hi"])])
@@ -73,6 +76,11 @@ def format_comparison(table: pd.DataFrame, compute: float, level: float | None) 
                      f"{cell(r['N_opt'], r.get('N_opt_ci'), '.3g'):>30}{cell(r['D_opt'], r.get('D_opt_ci'), '.3g'):>30}")
     notes = [(r["approach"], r["note"]) for r in table.to_dict(orient="records")
              if isinstance(r.get("law"), str) and isinstance(r.get("note"), str) and r["note"]]  # ran, with notes
+    kinds = [(r["approach"], r["interval_over"]) for r in table.to_dict(orient="records")
+             if isinstance(r.get("law"), str) and isinstance(r.get("interval_over"), str)]
+    if len({k for _, k in kinds}) > 1:  # different resampling: intervals of different kinds
+        lines.append("intervals are bootstraps of different kinds; each resamples:")
+        lines.extend(f"  {approach}: {over}" for approach, over in kinds)
     for approach, note in notes:
         lines.append(f"note ({approach}): {note}")
     return "\n".join(lines)

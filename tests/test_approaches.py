@@ -165,6 +165,13 @@ def test_compare_three_approaches():
     a = chinchilla_allocation_truth()["a"]
     assert np.allclose(table["a"], a, atol=0.03)
     assert all(lo <= hi for lo, hi in table["a_ci"])
+    # the intervals come from different resampling, and the table says so
+    over = dict(zip(table["approach"].str[0], table["interval_over"]))
+    assert over["2"].startswith("residuals of the per-budget parabolas") and over["3"] == "runs"
+    from scaling.compare import format_comparison
+
+    text = format_comparison(table, 1e22, 0.9)
+    assert "bootstraps of different kinds" in text and "2: IsoFLOP profiles: residuals" in text
 
 
 def test_compare_says_why_an_approach_does_not_apply():

@@ -292,6 +292,32 @@ def test_an_interval_never_excludes_its_estimate():
         assert ci[0] <= law.params_[k] <= ci[1]
 
 
+def test_a_handful_of_resamples_on_one_side_is_called_too_few_not_unidentified():
+    result, _ = fit_quiet(ChinchillaLaw(bootstrap=4, starts="coarse"), law_runs())
+    from scaling.laws.result import FitResult, uncertainty
+
+    state = {k: getattr(result, k) for k in ("params_", "theta_", "fit_info_", "residuals_", "bootstrap_theta_",
+                                              "objective_", "n_points_", "converged_")}
+    state["fit_info_"] = dict(state["fit_info_"])
+    i = result.param_names().index("E")
+    state["bootstrap_theta_"][:, i] = np.log(result.params_["E"]) + np.array([0.1, 0.2, 0.3, 0.4])  # all above
+    with pytest.warns(ScalingWarning, match=r"only 4 bootstrap resamples: too few for a 90% interval"):
+        uncertainty(result.law, state)
+    report = FitResult(result.law, state).report()
+    assert "4 resamples are too few to tell" in report and "not identified: the resamples" not in report
+
+
+def test_the_report_counts_resamples_that_failed():
+    from scaling.laws.result import FitResult
+
+    result, _ = fit_quiet(ChinchillaLaw(bootstrap=40, starts="coarse"), law_runs())
+    state = {k: getattr(result, k) for k in ("params_", "theta_", "fit_info_", "residuals_", "bootstrap_theta_",
+                                              "objective_", "n_points_", "converged_", "stderr_", "ci_")}
+    state["bootstrap_theta_"] = state["bootstrap_theta_"][:38]  # as if 2 refits had failed
+    assert "38 bootstrap resamples over runs (2 of 40 failed to fit and were left out)" in FitResult(result.law, state).report()
+    assert "left out" not in result.report()
+
+
 def test_gao_with_one_reward_model_size_says_the_slopes_are_not_estimated():
     rng = np.random.default_rng(0)
     d = np.repeat(np.linspace(0.2, 4.0, 20), 3)

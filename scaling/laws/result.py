@@ -342,7 +342,10 @@ class FitResult:
             boot = s.get("bootstrap_theta_")
             nb = 0 if boot is None else len(boot)
             over = fi.get("bootstrap_over", "runs")
-            lines.append(f"uncertainty: {nb} bootstrap resamples over {over}" if nb else
+            asked = getattr(law, "bootstrap", None)
+            lost = (f" ({asked - nb} of {asked} failed to fit and were left out)"
+                    if isinstance(asked, int) and nb and 0 < asked - nb < asked else "")
+            lines.append(f"uncertainty: {nb} bootstrap resamples over {over}{lost}" if nb else
                          f"uncertainty: none ({over.split(': ', 1)[1]})" if over.startswith("nothing: ") else
                          "uncertainty: none (bootstrap=0)")
         lines.append("")
@@ -354,6 +357,8 @@ class FitResult:
             fixed = (" (fixed)" if n in law.fixed else
                      " (not estimated)" if free is not None and n not in free else
                      " (on a bound)" if any(n in b.split("=") for b in fi.get("at_bound", ())) else
+                     f" (widened to the estimate: {fi['few_resamples']} resamples are too few to tell)"
+                     if n in fi.get("ci_widened", ()) and fi.get("few_resamples") else
                      " (not identified: the resamples all moved away from the estimate)"
                      if n in fi.get("ci_widened", ()) else
                      f" (not identified: {fi['not_identified'][n]})" if n in fi.get("not_identified", {}) else "")
@@ -450,6 +455,10 @@ def _sig(x, digits: int = 12) -> list:
     return np.vectorize(lambda v: float(f"{v:.{digits}g}"), otypes=[float])(np.asarray(x, float)).tolist()
 
 
+#: fewer bootstrap resamples than this cannot tell an unidentified parameter from chance
+FEW_RESAMPLES = 20
+
+
 def uncertainty(law: "Law", state: dict[str, Any], warn: bool = True) -> dict[str, Any]:
     """Standard errors, percentile intervals and covariance from the bootstrap samples in ``state``
     (set there, with ``fit_info_["ci_widened"]`` when an interval had to be widened); returns ``state``."""
@@ -480,7 +489,13 @@ def uncertainty(law: "Law", state: dict[str, Any], warn: bool = True) -> dict[st
     state["stderr_"], state["ci_"] = stderr, ci
     if widened and "fit_info_" in state:
         state["fit_info_"]["ci_widened"] = widened
-        if warn:
+        if len(B) < FEW_RESAMPLES:  # a handful of resamples all on one side says little about identification
+            state["fit_info_"]["few_resamples"] = int(len(B))
+            if warn:
+                warnings.warn(f"{law.name}: only {len(B)} bootstrap resamples: too few for a {law.level:.0%} interval "
+                              f"(those of {widened} were widened to include the estimate); use {FEW_RESAMPLES * 10} "
+                              "or more", ScalingWarning, stacklevel=3)
+        elif warn:
             warnings.warn(
                 f"{law.name}: the bootstrap resamples of {widened} all moved away from the estimate (a flat "
                 "direction, or a parameter heading to a boundary, such as E -> 0 when the data show no floor): "
