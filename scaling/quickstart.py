@@ -95,8 +95,13 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
             print(f"C = {C:.3g}: parametric N_opt = {co['N_opt']:,.0f} [{co['N_opt_lo']:,.0f}, "
                   f"{co['N_opt_hi']:,.0f}], {co['tokens_per_param']:.0f} tokens/param; IsoFLOP N_opt = "
                   f"{ico['N_opt']:,.0f}, {ico['tokens_per_param']:.0f} tokens/param")
-    print(f"exponents: parametric a = {law.summary()['compute_optimal']['a']:.3f}, IsoFLOP a = {iso.params_['a']:.3f} "
-          f"(90% CI [{iso.ci_['a'][0]:.3f}, {iso.ci_['a'][1]:.3f}]); a sweep this small pins them down loosely")
+    ci = iso.ci_.get("a")
+    print(f"exponents: parametric a = {law.summary()['compute_optimal']['a']:.3f}, IsoFLOP a = {iso.params_['a']:.3f}"
+          + (f" (90% CI [{ci[0]:.3f}, {ci[1]:.3f}])" if ci else "") + ". They describe these models "
+          f"({runs['N'].min():,.0f}-{runs['N'].max():,.0f} parameters"
+          + (f", {int(all_runs['steps'].min()):,}-{int(all_runs['steps'].max()):,} steps" if "steps" in all_runs else "")
+          + "), where short runs favour small models; at scale a is about 0.5 (Hoffmann et al. 2022). "
+          "Another training seed: `scaling quickstart --seed 1`")
 
     plots = [save(plot_isoflop(iso, runs), out / "isoflop.png"), save(plot_fit(law, runs), out / "parametric_fit.png")]
     law.save(out / "fit.json")
