@@ -252,11 +252,9 @@ def _check_around(spec: dict, folder: Path | None = None) -> None:
 
 def _allocation_from_fit(given, folder: Path | None, budgets: list[float]) -> tuple[Path, list[float]]:
     """(absolute path, N_opt at each budget) of ``grid.around.from``: a fit whose law allocates compute."""
-    given = Path(os.path.expanduser(str(given)))
-    tried = [given] if given.is_absolute() or folder is None else [folder / given, given]
-    path = next((p for p in tried if p.is_file()), tried[0]).resolve()
+    path, also = _beside(given, folder)
     if not path.is_file():
-        raise SpecError(f"grid.around.from: no such fit file {path}; write one with "
+        raise SpecError(f"grid.around.from: no such fit file {path}{also}; write one with "
                         f"`scaling fit RUNS --law isoflop --out {path}` (or chinchilla)")
     from ..laws import Law
 
@@ -348,13 +346,18 @@ def _check_lr_rule(spec: dict, folder: Path | None = None) -> None:
     spec["optimizer"]["lr"] = {k: float(rule[k]) for k in ("base", "ref_width", "exponent")}
 
 
-def _from_fit(given, folder: Path | None, key: str):
-    """(absolute path, fitted hparams law) of a ``{from: FIT.json}`` setting ``key``: a relative path is read
-    beside the definition's YAML file (``folder``), else in the current directory."""
+def _beside(given, folder: Path | None) -> tuple[Path, str]:
+    """(absolute path, ' (nor OTHER)' when neither exists) of a file named in a definition: a relative path is
+    read beside the definition's YAML file (``folder``), else in the current directory."""
     given = Path(os.path.expanduser(str(given)))
     tried = [given] if given.is_absolute() or folder is None else [folder / given, given]
     path = next((p for p in tried if p.is_file()), tried[0]).resolve()
-    also = f" (nor {tried[1].resolve()})" if len(tried) > 1 and not path.is_file() else ""
+    return path, f" (nor {tried[1].resolve()})" if len(tried) > 1 and not path.is_file() else ""
+
+
+def _from_fit(given, folder: Path | None, key: str):
+    """(absolute path, fitted hparams law) of a ``{from: FIT.json}`` setting ``key`` (a path as :func:`_beside`)."""
+    path, also = _beside(given, folder)
     return path, _lr_fit(path, also, key)
 
 
