@@ -95,10 +95,10 @@ def main() -> None:
                                                               band=(OLD["min_tokens_per_param"], OLD["max_tokens_per_param"])),
         "old budgets, around (ratio 1.8)": grid(compute=OLD["compute"], around=new),
         "new budgets, band 25-1,200": grid(band=(25, 1200), around=None),
-        "new budgets, around, ratio 1.3": grid(around={**new, "ratio": 1.3}),
-        "new budgets, around, ratio 1.8, centred on the optimum": grid(around={**new, "N": new["N"] / new["ratio"] ** 0.5}),
+        "new budgets, around, ratio 1.3, half a step above": grid(around={**new, "ratio": 1.3}),
+        "new budgets, around, ratio 1.8, centred on the optimum": grid(around={**new, "shift": 0.0}),
         "new quickstart (ratio 1.8, half a step above)": grid(),
-        "new budgets, around, ratio 2.2": grid(around={**new, "ratio": 2.2}),
+        "new budgets, around, ratio 2.2, half a step above": grid(around={**new, "ratio": 2.2}),
     }
     truths = {"old quickstart's runs": truth("quickstart-cosine"), "new quickstart's 4 seeds": truth("quickstart-seeds")}
     head = " | ".join(f"{t}: a = {law[4] / (law[3] + law[4]):.3f}; sd, mean, P(two differ > 0.1)" for t, law in truths.items())

@@ -17,13 +17,17 @@ from scaling.sweep.train import BF16_MIN_WIDTH, GPU_SYNC_EVERY, device_plan
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fake_torch(gpu: bool, bf16: bool = True):
-    return SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: gpu, is_bf16_supported=lambda: bf16))
+def fake_torch(gpu: bool, bf16: bool = True, version: str = "2.13.0+cpu"):
+    return SimpleNamespace(__version__=version,
+                           cuda=SimpleNamespace(is_available=lambda: gpu, is_bf16_supported=lambda: bf16))
 
 
 def test_cpu_machine_trains_in_float32_and_reads_every_loss():
     plan = device_plan({"d_model": 1024}, fake_torch(gpu=False))
     assert plan == {"device": "cpu", "bf16": False, "fused_adamw": True, "sync_every": 1}
+    # torch 2.3 (which the package allows) has no fused AdamW kernel for the CPU
+    assert device_plan({"d_model": 1024}, fake_torch(gpu=False, version="2.3.1"))["fused_adamw"] is False
+    assert device_plan({"d_model": 1024}, fake_torch(gpu=True, version="2.3.1"))["fused_adamw"] is True
 
 
 @pytest.mark.parametrize("width,bf16", [(BF16_MIN_WIDTH - 1, False), (BF16_MIN_WIDTH, True), (1024, True)])
@@ -42,7 +46,7 @@ def test_explicit_device_settings_are_honoured():
     assert device_plan({"d_model": 1024, "device": {"precision": "fp32"}}, gpu)["bf16"] is False
     assert device_plan({"d_model": 64, "device": {"sync_every": 5}}, gpu)["sync_every"] == 5
     cpu = device_plan({"d_model": 1024, "device": {"type": "cpu"}}, gpu)
-    assert cpu["device"] == "cpu" and cpu["bf16"] is False and cpu["fused_adamw"] is False
+    assert cpu["device"] == "cpu" and cpu["bf16"] is False and cpu["fused_adamw"] is True  # the CPU kernel (torch >= 2.4)
 
 
 @pytest.mark.parametrize("device,gpu,msg", [

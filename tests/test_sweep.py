@@ -47,6 +47,8 @@ def toy_spec(base=None, **overrides):
     ({"schedule": {"type": "linear"}}, "schedule.type"),
     # transformers refuses RoPE on an odd head dimension, inside the worker, after the sweep has started
     ({"model": {"shapes": [{"n_layer": 2, "d_model": 14, "n_head": 2}]}}, "even head dimension"),
+    ({"model": {"sizes": [20000], "head_dim": 9}}, "set an even model.head_dim"),
+    ({"grid": {"tokens": [200000, 200000]}}, "grid.tokens lists a value twice"),
 ])
 def test_bad_definitions_fail_before_training(bad, msg):
     spec = toy_spec()

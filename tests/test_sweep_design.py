@@ -1,5 +1,6 @@
 """grid.around: each IsoFLOP budget's sizes centred on a guess of its optimum (issue #12, the quickstart's design)."""
 
+import re
 import warnings
 
 import numpy as np
@@ -53,8 +54,9 @@ def test_each_budget_gets_its_sizes_around_the_guessed_optimum():
 
 
 def test_a_wider_ratio_spreads_the_sizes_and_more_sizes_add_runs():
-    with pytest.warns(ScalingWarning, match="too few or too sparse"):  # 1.3 is finer than the ladder's steps
-        narrow = sizes_by_budget(expand(load_spec(centred({"C": 1e11, "N": 12000, "a": 0.75, "ratio": 1.3}))))
+    narrow = sizes_by_budget(expand(load_spec(centred({"C": 1e11, "N": 12000, "a": 0.75, "ratio": 1.3}))))
+    # 1.3 is finer than the ladder's steps at the smallest widths: targets that meet one shape take the next one
+    assert all(len(narrow[C]) == 5 for C in BUDGETS)
     wide = sizes_by_budget(expand(load_spec(centred({"C": 1e11, "N": 12000, "a": 0.75, "ratio": 2.5}))))
     for C in BUDGETS:
         assert wide[C][-1] / wide[C][0] > narrow[C][-1] / narrow[C][0]
@@ -83,14 +85,62 @@ def test_the_guess_can_come_from_an_earlier_fit(tmp_path):
     assert all(len(v) == 3 for v in sizes_by_budget(expand(spec)).values())
 
 
-def test_sparse_shapes_warn_and_say_what_to_do():
-    sparse = [{"n_layer": 2, "d_model": d, "n_head": 1} for d in (8, 16, 64)]
-    with pytest.warns(ScalingWarning, match="too few or too sparse"):
-        runs = expand(load_spec(centred({"C": 1e11, "N": 12000, "a": 0.75}, shapes=sparse)))
-    assert runs
-    with pytest.warns(ScalingWarning, match="outside the sizes it allows"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "grid.around: the budget", ScalingWarning)
-        expand(load_spec(centred({"C": 1e11, "N": 1e7, "a": 0.75}, budgets=[1e11])))
+def test_too_few_shapes_warn_and_fewer_than_three_is_an_error():
+    few = [{"n_layer": 2, "d_model": d, "n_head": 1} for d in (8, 16, 32, 64)]
+    with pytest.warns(ScalingWarning, match="gets 4 sizes, not 5: it allows only 4"):
+        runs = expand(load_spec(centred({"C": 1e11, "N": 12000, "a": 0.75}, budgets=[1e11], shapes=few)))
+    assert len(runs) == 4
+    with pytest.raises(SpecError, match="can train 2 size.*a parabola needs 3.*list more shapes"):
+        expand(load_spec(centred({"C": 1e11, "N": 12000, "a": 0.75}, budgets=[1e11], shapes=few[:2])))
+
+
+def test_a_guess_outside_the_sizes_names_what_refused_them():
+    with pytest.warns(ScalingWarning, match="above the sizes it allows .* will not be bracketed: list shapes"):
+        expand(load_spec(centred({"C": 1e11, "N": 3e5, "a": 0.75}, budgets=[1e11])))
+    # the shapes exist but too few steps of a big batch refuse the largest: the warning says so, not "add shapes"
+    spec = centred({"C": 1e11, "N": 12000, "a": 0.75}, budgets=[1e11])
+    spec["batch"] = {"tokens_per_step": 65536}
+    spec["grid"]["min_steps"] = 60
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        expand(load_spec(spec))
+    said = [str(w.message) for w in caught]
+    assert any(re.search(r"above the sizes it allows.*refused at this budget \(fewer than grid.min_steps steps", m)
+               for m in said), said
+    assert not any("list shapes on that side" in m for m in said)
+
+
+def test_the_sizes_can_sit_off_centre():
+    centre = sizes_by_budget(expand(load_spec(centred({"C": 1e11, "N": 12000, "a": 0.75}, budgets=[1e11]))))[1e11]
+    above = sizes_by_budget(expand(load_spec(centred({"C": 1e11, "N": 12000, "a": 0.75, "shift": 0.5},
+                                                     budgets=[1e11]))))[1e11]
+    n_opt = 12000
+    assert sum(n < n_opt for n in centre) == 2 and sum(n < n_opt for n in above) == 2
+    assert np.exp(np.mean(np.log(above))) > np.exp(np.mean(np.log(centre)))  # the set moved up
+    assert sum(n > n_opt for n in above) == 3
+
+
+def test_a_loaded_spec_loads_again_and_the_guess_is_worked_out_again(tmp_path):
+    import json
+
+    spec = load_spec(centred({"C": 1e11, "N": 12000, "a": 0.75}))
+    again = load_spec(json.loads(json.dumps(spec)))  # what `sweep extend` does with the stored spec
+    assert again["grid"]["around"] == spec["grid"]["around"]
+    assert expand(again) == expand(spec)
+
+
+def test_the_guess_can_come_from_one_fit_of_a_sweeps_fits_json():
+    from pathlib import Path
+
+    fits = Path(__file__).resolve().parent.parent / "data" / "sweeps" / "cpu-isoflop-seeds" / "fits.json"
+    with pytest.raises(SpecError, match="pick one with grid.around.key"):
+        load_spec(centred({"from": str(fits)}))
+    spec = load_spec(centred({"from": str(fits), "key": "isoflop"}))
+    from scaling.laws import Law
+
+    truth = Law.load(fits, key="isoflop").compute_optimal(BUDGETS, interval=False)["N_opt"]
+    assert spec["grid"]["around"]["N_opt"] == pytest.approx(list(truth), rel=1e-5)
+    assert spec["grid"]["around"]["key"] == "isoflop"
 
 
 def test_without_around_the_grid_is_unchanged():
@@ -110,6 +160,9 @@ def test_without_around_the_grid_is_unchanged():
     ({"C": 1e11, "N": -5, "a": 0.75}, {}, "grid.around.N must be a number > 0"),
     ({"from": "pilot.json", "a": 0.5}, {}, "not both"),
     ({"from": "no/such/fit.json"}, {}, "no such fit file"),
+    ({"C": 1e11, "N": 12000, "a": 0.75, "key": "isoflop"}, {}, "needs grid.around.from"),
+    ({"C": 1e11, "N": 12000, "a": 0.75, "shift": "up"}, {}, "shift must be a number"),
+    ({"C": 1e11, "N": 12000, "a": 0.75}, {"compute": [1e10, 1e10, 1e11]}, "grid.compute lists a value twice"),
     ([1e11, 12000], {}, "grid.around is a mapping"),
 ])
 def test_bad_around_fails_before_training(around, grid, msg):

@@ -131,6 +131,9 @@ def load_spec(source: str | Path | dict) -> dict:
     if {"reward_models", "gold", "bon", "rl", "dpo"} & set(raw):
         raise SpecError(f"{origin} defines a reward-model overoptimization sweep: run it with `scaling overopt run`")
     grid = raw.get("grid")
+    if isinstance(grid, dict) and isinstance(grid.get("around"), dict) and "N_opt" in grid["around"]:
+        # likewise: the guessed optima are worked out again (from the fit file, for a `from`)
+        grid = raw["grid"] = {**grid, "around": {k: v for k, v in grid["around"].items() if k != "N_opt"}}
     if isinstance(grid, dict) and grid.get("batch_tokens") is not None:  # an alias of a batch.tokens_per_step list
         check_numbers({"grid": {"batch_tokens": grid["batch_tokens"]}}, {"grid.batch_tokens": ("list", 0, False)})
         if len(set(map(float, grid["batch_tokens"]))) < len(grid["batch_tokens"]):
@@ -159,6 +162,11 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
     g = spec["grid"]
     if (g["tokens"] is None) == (g["compute"] is None):
         raise SpecError("give exactly one of grid.tokens (an N x D grid) or grid.compute (IsoFLOP budgets)")
+    for key in ("tokens", "compute"):  # one value twice would give two runs one id
+        values = g[key]
+        if isinstance(values, list) and all(_as_number(v) is not None for v in values) and \
+                len({float(v) for v in values}) < len(values):
+            raise SpecError(f"grid.{key} lists a value twice: {values}")
     from .train import DEVICE_TYPES, PRECISIONS
 
     for key, allowed in (("type", DEVICE_TYPES), ("precision", PRECISIONS)):
@@ -207,8 +215,9 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
 
 
 AROUND = ("a mapping {C: C_REF, N: N_REF, a: EXPONENT} (the optimum guessed as N_REF (C / C_REF)^a) or "
-          "{from: FIT.json} (a fit that allocates compute), with sizes (per budget, >= 3; default 5) and ratio "
-          "(between neighbouring sizes' N, > 1; default 1.8)")
+          "{from: FIT.json} (a fit that allocates compute; key: NAME picks one from a file of several, such as a "
+          "sweep's fits.json), with sizes (per budget, >= 3; default 5), ratio (between neighbouring sizes' N, > 1; "
+          "default 1.8) and shift (where the sizes sit about the guess, in steps of ratio; default 0)")
 
 
 def _check_around(spec: dict, folder: Path | None = None) -> None:
@@ -223,18 +232,23 @@ def _check_around(spec: dict, folder: Path | None = None) -> None:
     if g.get("compute") is None:
         raise SpecError("grid.around centres each IsoFLOP budget's sizes on its optimum: it needs grid.compute "
                         "(IsoFLOP budgets), not grid.tokens")
-    unknown = set(a) - {"C", "N", "a", "from", "sizes", "ratio"}
+    unknown = set(a) - {"C", "N", "a", "from", "key", "sizes", "ratio", "shift"}
     if unknown:
         raise SpecError(f"unknown key(s) {sorted(unknown)} in grid.around; it is {AROUND}")
-    a = {"sizes": 5, "ratio": 1.8, **a}
+    a = {"sizes": 5, "ratio": 1.8, "shift": 0.0, **a}
     check_numbers({"around": a}, {"around.sizes": ("int", 3, True), "around.ratio": ("number", 1, False)},
                   error=lambda msg: SpecError(f"grid.{msg}"))
+    if _as_number(a["shift"]) is None or abs(float(a["shift"])) > 3:
+        raise SpecError(f"grid.around.shift must be a number of steps of ratio between -3 and 3 (0: the sizes centred "
+                        f"on the guess; 0.5: half a step above it); got {a['shift']!r}")
     budgets = [float(C) for C in g["compute"]]
     if "from" in a:
         if {"C", "N", "a"} & set(a):
             raise SpecError("grid.around takes either {C, N, a} or {from: FIT.json}, not both")
-        path, N_opt = _allocation_from_fit(a["from"], folder, budgets)
-        out = {"from": str(path)}
+        path, N_opt = _allocation_from_fit(a["from"], folder, budgets, a.get("key"))
+        out = {"from": str(path), **({"key": str(a["key"])} if a.get("key") is not None else {})}
+    elif "key" in a:
+        raise SpecError("grid.around.key picks a fit from a `from` file; it needs grid.around.from")
     else:
         missing = [k for k in ("C", "N", "a") if k not in a]
         if missing:
@@ -246,12 +260,13 @@ def _check_around(spec: dict, folder: Path | None = None) -> None:
                             "et al.); a value above 1.5 is likely a typo")
         out = {"C": float(a["C"]), "N": float(a["N"]), "a": float(a["a"])}
         N_opt = [out["N"] * (C / out["C"]) ** out["a"] for C in budgets]
-    g["around"] = {**out, "sizes": int(float(a["sizes"])), "ratio": float(a["ratio"]),
+    g["around"] = {**out, "sizes": int(float(a["sizes"])), "ratio": float(a["ratio"]), "shift": float(a["shift"]),
                    "N_opt": [float(f"{n:.6g}") for n in N_opt]}
 
 
-def _allocation_from_fit(given, folder: Path | None, budgets: list[float]) -> tuple[Path, list[float]]:
-    """(absolute path, N_opt at each budget) of ``grid.around.from``: a fit whose law allocates compute."""
+def _allocation_from_fit(given, folder: Path | None, budgets: list[float], key=None) -> tuple[Path, list[float]]:
+    """(absolute path, N_opt at each budget) of ``grid.around.from``: a fit whose law allocates compute (``key``:
+    which fit of a file that holds several, as a sweep's fits.json)."""
     path, also = _beside(given, folder)
     if not path.is_file():
         raise SpecError(f"grid.around.from: no such fit file {path}{also}; write one with "
@@ -259,41 +274,66 @@ def _allocation_from_fit(given, folder: Path | None, budgets: list[float]) -> tu
     from ..laws import Law
 
     try:
-        fit = Law.load(path)
+        fit = Law.load(path, key=None if key is None else str(key))
         N_opt = fit.compute_optimal(budgets, interval=False)["N_opt"].to_numpy(float)
     except ScalingError as exc:
-        raise SpecError(f"grid.around.from: {exc}") from None
+        msg = str(exc)
+        if key is None and ": load one with" in msg:  # a sweep's fits.json: the way to pick one here is key
+            msg = msg.split(": load one with")[0] + "; pick one with grid.around.key (e.g. key: isoflop)"
+        raise SpecError(f"grid.around.from: {msg}") from None
     if not np.all(np.isfinite(N_opt) & (N_opt > 0)):
         raise SpecError(f"grid.around.from: the fit in {path} gives no usable N_opt at the budgets {budgets}")
     return path, N_opt.tolist()
 
 
+def pick_sizes(have: list, N_opt: float, k: int, ratio: float, shift: float = 0.0) -> list:
+    """The sizes (of ``have``, sorted) nearest the targets N_opt * ratio^(j - (k - 1) / 2 + shift), j = 0 .. k - 1:
+    each target in turn, the middle ones first, takes the nearest size in log N not yet taken (so a ladder coarser
+    than ``ratio`` still gives k sizes where it has them)."""
+    lN = np.log(np.array(have, float))
+    offsets = np.arange(k) - (k - 1) / 2
+    taken: set = set()
+    for j in sorted(range(k), key=lambda j: (abs(offsets[j]), j)):
+        t = np.log(N_opt) + np.log(ratio) * (offsets[j] + shift)
+        free = [i for i in np.argsort(np.abs(lN - t), kind="stable") if i not in taken]
+        if free:
+            taken.add(int(free[0]))
+    return [have[i] for i in sorted(taken)]
+
+
 def centre_budgets(spec: dict, runs: list[dict]) -> list[dict]:
-    """The runs of ``grid.around``: at each budget, the ``sizes`` shapes whose log N lie nearest the targets
-    N_opt * ratio^(j - (sizes - 1) / 2), j = 0 .. sizes - 1, among the shapes the budget allows (tokens per
-    parameter, steps); a shape nearest two targets counts once, with a warning that the shapes are too sparse.
+    """The runs of ``grid.around``: at each budget, the ``sizes`` sizes (:func:`pick_sizes`) around its guessed
+    optimum among the sizes the budget allows (tokens per parameter, steps); shapes of one N count as one size.
 
     Why: a parabola's vertex is pinned by sizes on both sides of it, well apart; a fixed band of tokens per
-    parameter drifts off the optimum as the budget grows (N_opt grows faster than C^0.5), which leaves the largest
-    budgets' minima at the edge of their sizes (benchmarks/RESULTS.md, the quickstart's design)."""
+    parameter drifts off the optimum as the budget grows (N_opt grows faster than C^0.5), which left the old
+    quickstart's largest budget's minimum near the edge of its sizes (benchmarks/RESULTS.md, the quickstart's
+    design). A budget left with fewer than 3 sizes (no parabola) is an error; fewer than ``sizes``, a warning."""
     g = spec["grid"]["around"]
-    k, ratio = g["sizes"], g["ratio"]
+    k, ratio, shift = g["sizes"], g["ratio"], g.get("shift", 0.0)
+    listed = sorted({sh["N"] for sh in shapes(spec)})
     keep: dict = {}
     for C, N_opt in zip(spec["grid"]["compute"], g["N_opt"]):
         C = float(C)
         have = sorted({r["N"] for r in runs if r["budget"] == C})
-        if not have:
-            continue
-        lN = np.log(np.array(have, float))
-        targets = np.log(N_opt) + np.log(ratio) * (np.arange(k) - (k - 1) / 2)
-        picked = sorted({have[int(np.argmin(np.abs(lN - t)))] for t in targets})
+        refused = [n for n in listed if n not in have]
+        why = (f"; {len(refused)} of the {len(listed)} listed sizes are refused at this budget (fewer than "
+               f"grid.min_steps steps at this batch, or outside grid.min/max_tokens_per_param)" if refused else "")
+        picked = pick_sizes(have, N_opt, k, ratio, shift) if have else []
+        if len(picked) < 3:
+            raise SpecError(f"grid.around: the budget C={C:.3g} can train {len(picked)} size(s) around N_opt = "
+                            f"{N_opt:.3g}, and a parabola needs 3{why}; list more shapes, lower batch.tokens_per_step, "
+                            "or drop the budget")
         if len(picked) < k:
-            warnings.warn(f"grid.around: the budget C={C:.3g} gets {len(picked)} sizes, not {k}: the shapes it allows "
-                          f"({len(have)}, N {have[0]:,}-{have[-1]:,}) are too few or too sparse around "
-                          f"N_opt = {N_opt:.3g}; add shapes or lower grid.around.ratio", ScalingWarning, stacklevel=3)
+            warnings.warn(f"grid.around: the budget C={C:.3g} gets {len(picked)} sizes, not {k}: it allows only "
+                          f"{len(have)} (N {have[0]:,}-{have[-1]:,}){why}", ScalingWarning, stacklevel=3)
         if not (have[0] < N_opt < have[-1]):
-            warnings.warn(f"grid.around: the guessed optimum of C={C:.3g} (N = {N_opt:.3g}) is outside the sizes it "
-                          f"allows (N {have[0]:,}-{have[-1]:,}); add shapes on that side", ScalingWarning, stacklevel=3)
+            side = "below" if N_opt <= have[0] else "above"
+            fix = (why.lstrip("; ") + " at that end") if any((n < have[0]) if side == "below" else (n > have[-1])
+                                                             for n in refused) else "list shapes on that side"
+            warnings.warn(f"grid.around: the guessed optimum of C={C:.3g} (N = {N_opt:.3g}) is {side} the sizes it "
+                          f"allows (N {have[0]:,}-{have[-1]:,}), so its minimum will not be bracketed: {fix}",
+                          ScalingWarning, stacklevel=3)
         keep[C] = set(picked)
     return [r for r in runs if r["N"] in keep.get(r["budget"], ())]
 
@@ -602,6 +642,9 @@ def shapes(spec: dict) -> list[dict]:
         if n_layer < 1 or d_model < 1 or d_model % n_head:
             raise SpecError(f"impossible shape {s}: need n_layer >= 1 and d_model divisible by n_head")
         if m["family"] == "llama" and (d_model // n_head) % 2:
+            if m["shapes"] is None:
+                raise SpecError(f"model.head_dim is {m['head_dim']}: a Llama model's rotary embedding needs an even "
+                                "head dimension; set an even model.head_dim")
             raise SpecError(f"impossible shape {s}: a Llama model's rotary embedding needs an even head dimension, "
                             f"and d_model / n_head = {d_model // n_head}; choose n_head so that it is even")
         c = count_params(n_layer, d_model, n_head=n_head, vocab_size=int(m["vocab_size"]), n_ctx=int(m["seq_len"]),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -370,7 +371,9 @@ def device_plan(cfg: dict, torch) -> dict:
         raise ScalingError(f"device.sync_every must be a positive number of steps, got {sync}")
     wide = int(cfg.get("d_model") or 0) >= BF16_MIN_WIDTH
     bf16 = bf16_ok and (precision == "bf16" or (precision == "auto" and wide))
-    return {"device": "cuda" if cuda else "cpu", "bf16": bf16, "fused_adamw": True,
+    # the CPU's fused AdamW kernel came with torch 2.4 (the package allows 2.3)
+    version = tuple(int(x) for x in re.findall(r"\d+", str(getattr(torch, "__version__", "0")))[:2])
+    return {"device": "cuda" if cuda else "cpu", "bf16": bf16, "fused_adamw": cuda or version >= (2, 4),
             "sync_every": sync}
 
 
