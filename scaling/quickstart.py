@@ -5,6 +5,7 @@ Then, for scale, the same fit on the published Chinchilla runs.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from pathlib import Path
@@ -92,9 +93,11 @@ def run(out: str | Path = "out/quickstart", bootstrap: int = 1000, sweep: str | 
         for C in (runs["C"].max() * 10, C_big):
             co = law.compute_optimal(C).iloc[0]
             ico = iso.compute_optimal(C, interval=False).iloc[0]
-            print(f"C = {C:.3g}: parametric N_opt = {co['N_opt']:,.0f} [{co['N_opt_lo']:,.0f}, "
-                  f"{co['N_opt_hi']:,.0f}], {co['tokens_per_param']:.0f} tokens/param; IsoFLOP N_opt = "
-                  f"{ico['N_opt']:,.0f}, {ico['tokens_per_param']:.0f} tokens/param")
+            beyond = math.log10(C / runs["C"].max())
+            print(f"C = {C:.3g} ({beyond:.1f} decades above the largest budget trained: an extrapolation): parametric "
+                  f"N_opt = {co['N_opt']:,.0f} [{co['N_opt_lo']:,.0f}, {co['N_opt_hi']:,.0f}], "
+                  f"{co['tokens_per_param']:.2g} tokens/param; IsoFLOP N_opt = {ico['N_opt']:,.0f}, "
+                  f"{ico['tokens_per_param']:.2g} tokens/param")
     ci = iso.ci_.get("a")
     print(f"exponents: parametric a = {law.summary()['compute_optimal']['a']:.3f}, IsoFLOP a = {iso.params_['a']:.3f}"
           + (f" (90% CI [{ci[0]:.3f}, {ci[1]:.3f}])" if ci else "") + ". They describe these models "
