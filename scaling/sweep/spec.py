@@ -392,7 +392,8 @@ def _beside(given, folder: Path | None) -> tuple[Path, str]:
     given = Path(os.path.expanduser(str(given)))
     tried = [given] if given.is_absolute() or folder is None else [folder / given, given]
     path = next((p for p in tried if p.is_file()), tried[0]).resolve()
-    return path, f" (nor {tried[1].resolve()})" if len(tried) > 1 and not path.is_file() else ""
+    other = tried[-1].resolve()
+    return path, f" (nor {other})" if other != path and not path.is_file() else ""
 
 
 def _from_fit(given, folder: Path | None, key: str):
