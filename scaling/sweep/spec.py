@@ -39,8 +39,8 @@ DEFAULTS: dict[str, Any] = {
              "max_tokens_per_param": None, "lr": None, "lr_mult": None, "warmup": None, "batch_tokens": None,
              # adaptive: {rounds, target_ci_a, add_per_budget}: grow an IsoFLOP grid in rounds (sweep/adaptive.py)
              "adaptive": None,
-             # around: {C, N, a} or {from: FIT.json}, with sizes and ratio: each IsoFLOP budget trains the `sizes`
-             # shapes nearest a guess of its optimum, spaced `ratio` apart in N (see centre_budgets)
+             # around: {C, N, a} or {from: FIT.json, key}, with sizes, ratio and shift: each IsoFLOP budget trains
+             # the `sizes` shapes nearest a guess of its optimum, spaced `ratio` apart in N (see centre_budgets)
              "around": None},
     "seeds": [0],
     # lr: a number, {base, ref_width, exponent} (lr = base * (d_model / ref_width)^exponent), or {from: FIT.json}
@@ -221,8 +221,9 @@ AROUND = ("a mapping {C: C_REF, N: N_REF, a: EXPONENT} (the optimum guessed as N
 
 
 def _check_around(spec: dict, folder: Path | None = None) -> None:
-    """Check ``grid.around`` and write it in full: the guessed optimum N at each budget (``N_opt``), read from
-    the fit once for a ``from``, so a changed fit file shows as a changed setting of the sweep."""
+    """Check ``grid.around`` and write it in full, with the guessed optimum N at each budget (``N_opt``; for a
+    ``from``, read from the fit file once). ``load_spec`` drops ``N_opt`` from a spec passed back in and works it
+    out again."""
     g = spec["grid"]
     a = g.get("around")
     if a is None:
@@ -301,17 +302,18 @@ def pick_sizes(have: list, N_opt: float, k: int, ratio: float, shift: float = 0.
     return [have[i] for i in sorted(taken)]
 
 
-def centre_budgets(spec: dict, runs: list[dict]) -> list[dict]:
+def centre_budgets(spec: dict, runs: list[dict], listed: list[dict]) -> list[dict]:
     """The runs of ``grid.around``: at each budget, the ``sizes`` sizes (:func:`pick_sizes`) around its guessed
     optimum among the sizes the budget allows (tokens per parameter, steps); shapes of one N count as one size.
 
     Why: a parabola's vertex is pinned by sizes on both sides of it, well apart; a fixed band of tokens per
     parameter drifts off the optimum as the budget grows (N_opt grows faster than C^0.5), which left the old
     quickstart's largest budget's minimum near the edge of its sizes (benchmarks/RESULTS.md, the quickstart's
-    design). A budget left with fewer than 3 sizes (no parabola) is an error; fewer than ``sizes``, a warning."""
+    design). A budget left with fewer than 3 sizes (no parabola) is an error; fewer than ``sizes``, a warning.
+    ``listed``: the definition's shapes (:func:`shapes`)."""
     g = spec["grid"]["around"]
-    k, ratio, shift = g["sizes"], g["ratio"], g.get("shift", 0.0)
-    listed = sorted({sh["N"] for sh in shapes(spec)})
+    k, ratio, shift = g["sizes"], g["ratio"], g["shift"]
+    listed = sorted({sh["N"] for sh in listed})
     keep: dict = {}
     for C, N_opt in zip(spec["grid"]["compute"], g["N_opt"]):
         C = float(C)
@@ -699,7 +701,8 @@ def expand(spec: dict) -> list[dict]:
     axis = spec["batch"]["tokens_per_step"]
     batch_fit = _lr_fit(Path(axis["from"]), key="batch.tokens_per_step") if isinstance(axis, dict) else None
     lrs, warmups, mults = grid.get("lr"), grid.get("warmup"), grid.get("lr_mult")
-    for shape in shapes(spec):
+    all_shapes = shapes(spec)
+    for shape in all_shapes:
         cells = []
         if grid["tokens"] is not None:
             cells = [(float(D), None) for D in grid["tokens"]]
@@ -737,7 +740,7 @@ def expand(spec: dict) -> list[dict]:
     if not runs:
         raise SpecError("the grid produced no runs (every IsoFLOP budget too small for its sizes?)")
     if grid.get("around"):
-        runs = centre_budgets(spec, runs)
+        runs = centre_budgets(spec, runs, all_shapes)
     _warn_rounded_batches(spec)
     if fit is not None:
         _warn_extrapolated(fit, runs, rule["from"])
