@@ -1,5 +1,6 @@
 """Overoptimization: estimators against exact enumeration, KL bookkeeping, the CI-sized sweep, the laws."""
 
+import io
 import itertools
 import json
 import math
@@ -299,15 +300,25 @@ def test_ci_sweep_runs_every_method_and_keeps_the_bookkeeping_exact(ci_sweep):
     assert set(bon["rm_data"]) <= {1500} and bon["rm_accuracy"].between(0, 1).all()
 
 
-def test_ci_sweep_export_is_bit_identical_to_the_export_before_the_graph_runner(ci_sweep):
+def _same_table(got: pd.DataFrame, ref: pd.DataFrame) -> None:
+    """Same columns, rows and labels exactly; numbers to float32 rounding. The reference was written on an Intel
+    CPU; torch's float32 kernels on an AMD EPYC (no AVX-512) round differently (up to 1.1e-6 absolute, 1e-5
+    relative, on the same code), while any change to what the runner trains (a seed, an order, a step) moves
+    these numbers by 1e-2 or more."""
+    got = pd.read_csv(io.StringIO(got.to_csv(index=False)))  # as written and read back, like the reference
+    assert list(got.columns) == list(ref.columns) and len(got) == len(ref)
+    num = [c for c in ref.columns if pd.api.types.is_float_dtype(ref[c])]
+    pd.testing.assert_frame_equal(got.drop(columns=num), ref.drop(columns=num))
+    np.testing.assert_allclose(got[num].to_numpy(float), ref[num].to_numpy(float), rtol=1e-4, atol=1e-5)
+
+
+def test_ci_sweep_export_matches_the_export_before_the_graph_runner(ci_sweep):
     """tests/data/overopt-ci-export/: this sweep's export written by the overopt runner before it moved onto the
     graph runner (scaling/sweep/graph.py), with workers=2 (workers=1 wrote the same bytes)."""
     root, df, per_prompt = ci_sweep
     ref = ROOT / "tests" / "data" / "overopt-ci-export"
-    assert df.to_csv(index=False) == (ref / "export.csv").read_text()
-    import gzip
-
-    assert per_prompt.to_csv(index=False) == gzip.decompress((ref / "export-prompts.csv.gz").read_bytes()).decode()
+    _same_table(df, pd.read_csv(ref / "export.csv"))
+    _same_table(per_prompt, pd.read_csv(ref / "export-prompts.csv.gz"))
 
 
 def test_ci_sweep_results_fit_and_plot_through_the_cli(ci_sweep, tmp_path, capsys):
