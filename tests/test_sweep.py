@@ -251,7 +251,10 @@ def test_sigkill_of_the_sweep_loses_and_duplicates_nothing(tmp_path):
             with sqlite3.connect(db) as c:
                 done_before = [r[0] for r in c.execute("SELECT run_id FROM runs WHERE status='done'")]
                 running = c.execute("SELECT count(*) FROM runs WHERE status='running'").fetchone()[0]
-            if len(done_before) >= 1 and running >= 1:
+            # kill once a run is done and an unfinished one has checkpointed (on a busy machine a run can
+            # be 'running' for a while before its first checkpoint, and would then restart from scratch)
+            ckpts = {p.parent.name for p in (root / "killme" / "runs").glob("*/ckpt.json")}
+            if len(done_before) >= 1 and running >= 1 and ckpts - set(done_before):
                 break
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-run
     proc.wait()
