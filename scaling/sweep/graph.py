@@ -303,7 +303,9 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
                 # with a timeout: a Ctrl-C that the kernel hands to another thread (the pool's manager, a progress
                 # bar) only sets a flag; a main thread blocked on a lock without one would never see it
                 done, _ = cf.wait(list(futures), timeout=0.25, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
+                # in the order submitted (``done`` is a set): the store then records runs that finish together in
+                # one order on every machine
+                for fut in [f for f in futures if f in done]:
                     rid = futures.pop(fut)
                     try:
                         result = fut.result()
