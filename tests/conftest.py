@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 import warnings
 
@@ -12,8 +14,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 matplotlib.use("Agg")
-# generated corpora go to a per-session cache, not the user's
-os.environ.setdefault("SCALING_CACHE", tempfile.mkdtemp(prefix="scaling-cache-"))
+# generated corpora go to a per-session cache, not the user's, removed when the session ends (each pytest-xdist
+# worker makes its own; subprocesses the tests start inherit it)
+if "SCALING_CACHE" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="scaling-cache-")
+    os.environ["SCALING_CACHE"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
