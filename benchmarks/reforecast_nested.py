@@ -7,6 +7,8 @@ from their configuration, then from their first 10%, 25% and 50% of steps, three
 
 - ``full``: the configuration forecast times the run's own offset (the mean log ratio of observed to planned loss
   over the later half of the points seen), taken whole;
+- ``additive``: the same offset read in loss rather than log loss (mean of observed - planned over the later half),
+  added whole: right if the law's error is mostly in its constant, which a log offset shrinks as the loss falls;
 - ``shipped``: `scaling.monitor.reforecast` itself, what `watch` and `Monitor` print (that offset weighted by
   seen / (seen + 0.1));
 - ``nested``: the offset times a factor beta learnt from the fitting data alone: hold out the largest *training*
@@ -56,10 +58,11 @@ def offsets(fit, pts: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[float, dic
         res = np.log(y) - np.log(m)
         seen = {f: (g["step"] <= f * r["steps"]).to_numpy() for f in SHARES}
         a = {f: late_mean(res[seen[f]]) for f in SHARES}
+        add = {f: late_mean((y - m)[seen[f]]) for f in SHARES}  # the same offset in loss, not in log loss
         # the point forecast does not depend on the band: pass the plan's final as both ends
         shipped = {f: reforecast(m[seen[f]], y[seen[f]], float(m[-1]), (float(m[-1]), float(m[-1])), f).final
                    for f in SHARES}
-        out.append((float(res[-1]), a, float(m[-1]), float(y[-1]), shipped))
+        out.append((float(res[-1]), a, float(m[-1]), float(y[-1]), shipped, add))
     return out
 
 
@@ -74,10 +77,10 @@ def sweep_rows(sweep: Path, loss: str) -> tuple[list[dict], dict]:
     beta = {f: float(np.clip(sum(e * a[f] for e, a, *_ in cal) / max(sum(a[f] ** 2 for e, a, *_ in cal), 1e-12),
                              0.0, 1.5)) for f in SHARES}
     rows = []
-    for _, a, prior, final, shipped in offsets(fit, pts, held):
+    for _, a, prior, final, shipped, add in offsets(fit, pts, held):
         row = {"sweep": sweep.name, "config only": abs(prior - final) / final}
         for f in SHARES:
-            for name, fc in (("full", prior * np.exp(a[f])), ("shipped", shipped[f]),
+            for name, fc in (("full", prior * np.exp(a[f])), ("additive", prior + add[f]), ("shipped", shipped[f]),
                              ("nested", prior * np.exp(beta[f] * a[f]))):
                 row[f"{name} {int(100 * f)}%"] = abs(fc - final) / final
         rows.append(row)
