@@ -144,6 +144,8 @@ class Monitor:
         span = self.smooth if self.smooth is not None else max(1.0, 0.01 * self.plan.get("steps", 100))
         self._alpha = 2.0 / (span + 1.0)
         self._ema = None
+        self._ema_step = 0
+        self._alpha_now = self._alpha
         self._noise2 = None
         c_loss, c_lo, c_hi = (float(c[k][-1]) for k in ("loss", "lo", "hi"))
         self._final = float(self.plan.get("final_loss") or c_loss)
@@ -205,14 +207,19 @@ class Monitor:
         raw = float(loss)
         # per-step losses are noisier than the band (batch noise): compare a short moving average of the
         # run with the same moving average of the plan, so the average's lag cancels
+        # the span is in steps: a log written every k steps moves the average k steps' worth at each point
+        # (counted per point, a span of 1% of the steps would average over the whole run of a sparse log)
+        gap = max(1, step - self._ema_step) if self._ema is not None else 1
+        self._ema_step = step
+        self._alpha_now = 1.0 - (1.0 - self._alpha) ** gap
         if self._ema is None:
             self._ema, self._ema_exp = raw, mean
         else:
             # batch noise of the raw losses (relative to the trend), for judging a "flat" stretch
             r2 = ((raw - self._ema) - (mean - self._ema_exp)) ** 2
             self._noise2 = r2 if self._noise2 is None else self._noise2 + 0.05 * (r2 - self._noise2)
-            self._ema += self._alpha * (raw - self._ema)
-            self._ema_exp += self._alpha * (mean - self._ema_exp)
+            self._ema += self._alpha_now * (raw - self._ema)
+            self._ema_exp += self._alpha_now * (mean - self._ema_exp)
         loss = self._ema * mean / self._ema_exp
         dev = (loss - mean) / mean
         outside = not (lo <= loss <= hi)
@@ -282,7 +289,7 @@ class Monitor:
         # averages of moving averages still carry batch noise: a shortfall within three standard
         # deviations of it (taken, conservatively, as that of two single moving-average values) is not
         # evidence of a flat run
-        sd_ema = math.sqrt(self._noise2 or 0.0) * math.sqrt(self._alpha / (2.0 - self._alpha))
+        sd_ema = math.sqrt(self._noise2 or 0.0) * math.sqrt(self._alpha_now / (2.0 - self._alpha_now))
         significant = expected_gain - actual_gain > 3.0 * math.sqrt(2.0) * sd_ema
         if expected_gain > 0 and actual_gain < 0.25 * expected_gain and significant:
             return (f"loss flat: improved {actual_gain:+.4f} since step {past[0].step}, the plan expected "

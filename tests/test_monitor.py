@@ -107,6 +107,18 @@ def test_nan_flat_and_restart(law, plan):
     assert st.state == "ok" and "resumed" in mon.notes[0]
 
 
+def test_a_sparse_log_is_smoothed_over_steps_not_points(law):
+    # a log written every 100 steps: the moving average spans 1% of the planned steps (30), so each point stands
+    # nearly alone. Counted per point, the average ran over the whole run and the deviation lagged by 20 points
+    long = make_plan(law, model=MODEL, tokens=3000 * 4096, tokens_per_step=4096)
+    log = run_log(law, steps=3000, noise=0.0)[::100]
+    mon = Monitor(long)
+    out = [mon.update(s, v * (1.05 if s >= 2500 else 1.10 if s < 600 else 1.0), t) for s, v, t in log]
+    assert abs(out[24].deviation) < 0.002 and out[24].state == "ok"  # back on plan after an early excursion
+    assert out[-1].deviation == pytest.approx(0.05, abs=0.003) and out[-1].state == "drift"
+    assert out[3].deviation == pytest.approx(0.10, abs=0.003)
+
+
 # ----------------------------------------------------------------- readers
 def test_jsonl_partial_and_corrupt_lines(tmp_path):
     p = tmp_path / "log.jsonl"
