@@ -567,7 +567,10 @@ def _frame(data, columns, dropna) -> pd.DataFrame:
 
     raw = read_table(data) if not isinstance(data, pd.DataFrame) else data
     present = [c for c in SIZE_COLUMNS if c in raw.columns or c in parse_columns(columns)]
-    df = prepare(raw, ["loss"] + [c for c in present if c != "C"], columns=columns, dropna=dropna)
+    required = ["loss"] + [c for c in present if c != "C"]
+    if {"N", "C"} <= set(present) and "D" not in present:  # D = C / 6N, as an explicit --law chinchilla derives it
+        required.append("D")
+    df = prepare(raw, required, columns=columns, dropna=dropna)
     if {"N", "D"} <= set(df.columns) and "C" not in df.columns:
         df["C"] = 6 * df["N"] * df["D"]
     return df

@@ -129,6 +129,15 @@ def test_candidates(runs):
     assert [c.label for c in default_candidates(one_d)] == ["kaplan-n"]
 
 
+def test_runs_given_by_N_and_C_have_D_derived_as_a_named_law_derives_it(runs):
+    # without D, auto once saw only the N-only law apply and fitted it to runs whose loss varies with D
+    nc = runs.assign(C=6 * runs["N"] * runs["D"]).drop(columns="D")
+    assert "D" not in nc
+    sel = select(nc, seed=0)
+    assert set(sel.table["candidate"]) == {"chinchilla", "chinchilla-tied", "kaplan"}
+    assert sel.chosen.label == select(runs, seed=0).chosen.label
+
+
 @pytest.mark.parametrize("kw,err,msg", [
     # the known candidates named are those that apply to these runs (not finetune, which reads D_f)
     (dict(candidates="chinchila"), UnknownNameError, "unknown candidate 'chinchila'; candidates for these runs are "
