@@ -969,7 +969,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--warmup", type=_num, default=0.05, help="warmup steps, or a fraction of them")
     pr.add_argument("--final-lr-frac", type=_num, default=0.1)
     pr.add_argument("--decay-frac", type=_num, default=0.2, help="wsd: fraction of steps that decay")
-    pr.add_argument("--tokens-per-step", type=_positive, default=4096)
+    pr.add_argument("--tokens-per-step", type=_positive, default=4096,
+                    help="plan a run: tokens per optimizer step, the run's batch (default 4,096); in the units the "
+                         "fit's curves counted (a fit on curves with no token counts works in steps: give 1)")
     pr.add_argument("--out", help="write the plan (predicted curve with band) to this JSON file")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)

@@ -98,6 +98,10 @@ def parse_model(spec: str | dict | None) -> dict:
 
 #: a plan draws a curve: fewer optimizer steps than this is not a training run to plan
 MIN_PLAN_STEPS = 10
+#: a plan works out the schedule's areas at every step; past this many steps (a batch far smaller than the run's
+#: real one, e.g. the default 4,096 tokens a step for a run of tens of billions of tokens) it would take minutes and
+#: gigabytes, and the step count is almost surely not the run's
+MAX_PLAN_STEPS = 2_000_000
 
 
 def _check_schedule(sched: dict, steps: int) -> None:
@@ -163,6 +167,10 @@ def make_plan(law, *, tokens: float, model: dict | None = None, N: float | None 
         raise DataError(f"{tokens:.3g} tokens at {tokens_per_step:,} tokens per step is {round(tokens / tokens_per_step)} "
                         f"optimizer step(s); a plan needs at least {MIN_PLAN_STEPS} (more --tokens, or a smaller "
                         "--tokens-per-step)")
+    if round(tokens / tokens_per_step) > MAX_PLAN_STEPS:
+        raise DataError(f"{tokens:.3g} tokens at {tokens_per_step:,} tokens per step is {round(tokens / tokens_per_step):,} "
+                        f"optimizer steps; plans are worked out step by step up to {MAX_PLAN_STEPS:,}: give the run's "
+                        "real batch in tokens (--tokens-per-step; e.g. 1048576 for a batch of 1M tokens)")
     steps, lrs, feats = _curve_inputs(N, tokens, tokens_per_step, sched)
     S1 = feats["S1"]
     # the curve starts where the law has data (its fits use losses from ~10% of each run on): the
@@ -198,7 +206,7 @@ def _optimality(law, N, C, tokens_per_step, sched) -> dict:
     finals = np.full(sizes.size, np.inf)
     for i, n in enumerate(sizes):
         D = C / (6 * n)
-        if D < MIN_PLAN_STEPS * tokens_per_step or not n_lo <= n <= n_hi:
+        if not MIN_PLAN_STEPS * tokens_per_step <= D <= MAX_PLAN_STEPS * tokens_per_step or not n_lo <= n <= n_hi:
             continue
         steps, _, feats = _curve_inputs(n, D, tokens_per_step, sched)
         if feats["S1"][-1] > s_hi or feats["S2"][-1] > s2_hi:

@@ -72,8 +72,34 @@ def lr_at(step: int, steps: int, opt: dict, sched: dict) -> float:
 
 
 def schedule(steps: int, opt: dict, sched: dict) -> np.ndarray:
-    """The learning rate at every step."""
-    return np.array([lr_at(s, steps, opt, sched) for s in range(steps)])
+    """The learning rate at every step: :func:`lr_at` for each step, worked out on arrays (a plan of a million
+    steps took 3 s step by step)."""
+    s = np.arange(steps, dtype=float)
+    peak = float(opt["lr"])
+    warm = warmup_steps(steps, sched)
+    final = float(sched.get("final_lr_frac", 0.1)) * peak
+    kind = sched.get("type", "cosine")
+    if kind == "constant":
+        lr = np.full(steps, peak)
+    elif kind == "cosine":
+        p = np.minimum(1.0, (s - warm) / max(1, steps - warm))
+        lr = final + (peak - final) * 0.5 * (1 + np.cos(np.pi * p))
+    elif kind == "wsd":
+        start = cooldown_start(steps, sched)
+        p = np.maximum((s - start + 1) / max(1, steps - start), 0.0)
+        shape = sched.get("shape") or "linear"
+        if shape == "linear":
+            lr = peak + (final - peak) * p
+        elif shape == "1-sqrt":
+            lr = final + (peak - final) * (1.0 - np.sqrt(p))
+        else:
+            raise SettingsError(f"unknown cooldown shape {shape!r}; use {' or '.join(COOLDOWN_SHAPES)}")
+        lr = np.where(s < start, peak, lr)
+    else:
+        raise SettingsError(f"unknown schedule {kind!r}; use cosine, wsd or constant")
+    if warm:
+        lr = np.where(s < warm, peak * (s + 1) / warm, lr)
+    return lr
 
 
 def areas(lr: np.ndarray, tokens_per_step, lam: float = 0.999) -> tuple[np.ndarray, np.ndarray]:
@@ -89,9 +115,7 @@ def areas(lr: np.ndarray, tokens_per_step, lam: float = 0.999) -> tuple[np.ndarr
     b = np.broadcast_to(np.asarray(tokens_per_step, float), eta.shape)
     S1 = np.cumsum(eta * b)
     drop = np.maximum(np.concatenate([[0.0], eta[:-1] - eta[1:]]), 0.0)  # warmup adds nothing
-    m = np.empty_like(eta)
-    acc = 0.0
-    for i, d in enumerate(drop):
-        acc = lam * acc + d
-        m[i] = acc
+    from scipy.signal import lfilter
+
+    m = lfilter([1.0], [1.0, -lam], drop)  # m_i = lam m_(i-1) + drop_i, in C (a Python loop: 1.6 us a step)
     return S1, np.cumsum(m)

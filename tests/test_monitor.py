@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from scaling.cli import main
+from scaling.errors import DataError
 from scaling.laws import LossCurveLaw
 from scaling.monitor import Monitor, follow, trainer_callback
 from scaling.plan import load_plan, make_plan, parse_model
@@ -70,6 +71,26 @@ def test_plan_needs_a_curve_law():
 
     with pytest.raises(DataError, match="loss-curve fit"):
         make_plan(ChinchillaLaw.hoffmann2022(), model=MODEL, tokens=1e6)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "wsd", "constant"])
+def test_the_schedule_on_arrays_is_the_trainers_step_by_step(kind):
+    from scaling.schedules import lr_at
+
+    for steps in (1, 2, 7, 1001):
+        for sched in ({"warmup": 0.05}, {"warmup": 0.999, "decay_frac": 0.3}, {"warmup": 3, "shape": "1-sqrt"},
+                      {"warmup_steps": 2, "final_lr_frac": 0.0}, {"warmup": 0}):
+            sched = {"type": kind, **sched}
+            one_by_one = [lr_at(i, steps, {"lr": 3e-3}, sched) for i in range(steps)]
+            assert schedule(steps, {"lr": 3e-3}, sched).tolist() == one_by_one, (steps, sched)
+
+
+def test_a_plan_of_millions_of_steps_is_refused_with_what_to_give(law):
+    # 2.4e10 tokens at the default 4,096 tokens a step: 5.9M steps, which ran for minutes at gigabytes
+    with pytest.raises(DataError, match=r"5,859,375 optimizer steps.*--tokens-per-step"):
+        make_plan(law, model=MODEL, tokens=2.4e10)
+    big = make_plan(law, model=MODEL, tokens=2.4e10, tokens_per_step=2 ** 20)  # the run's real batch: fine
+    assert big["steps"] == round(2.4e10 / 2 ** 20)
 
 
 # ----------------------------------------------------------------- monitor
