@@ -432,13 +432,23 @@ def cmd_plot(args) -> int:
         table = read_table(args.data)
         print(f"wrote {save(plot_overopt(table, {law.method: law}, methods=[law.method]), args.out)}")
         return 0
+    if law.curve_law:
+        from .curve_backtest import curve_law_points
+        from .plotting import plot_curves
+
+        if not args.data:
+            raise ScalingError(f"plotting a {law.name} fit needs its curves: scaling plot FIT CURVES --out PNG (a "
+                               "curves table: run, N, step, lr, loss)")
+        points = curve_law_points(args.data, columns=args.columns)
+        print(f"wrote {save(plot_curves(law, points), args.out)}")
+        return 0
     if args.data and law.figure != "isoflop":
         data = prepare(args.data, list(law.inputs) + [law.target] + (["C"] if "N" in law.inputs and "D" in law.inputs else []),
                        columns=args.columns)
     if law.figure == "isoflop" and args.data:
         from .plotting import plot_isoflop
 
-        print(f"wrote {save(plot_isoflop(law, read_table(args.data)), args.out)}")
+        print(f"wrote {save(plot_isoflop(law, read_table(args.data), columns=args.columns), args.out)}")
         return 0
     fig = plot_fit(law, data, compare=law.references())
     path = save(fig, args.out)

@@ -135,12 +135,61 @@ def _plot_nd(plt, law, data, compare, compute):
     return fig
 
 
-def plot_isoflop(law, data: pd.DataFrame):
+def plot_curves(law, points: pd.DataFrame, max_runs: int = 30):
+    """A curve law against the curves: each run's loss (solid) and the law's prediction through its schedule
+    (dashed), coloured by N, and the relative error along each run. ``points``: the curve laws' input table
+    (:func:`scaling.curves.prepare_curve_points`); at most ``max_runs`` runs, spread over N."""
+    from matplotlib.colors import LogNorm
+
+    plt = _plt()
+    runs = points.groupby("run", sort=False)["N"].first().sort_values()
+    if len(runs) > max_runs:
+        runs = runs.iloc[np.unique(np.round(np.linspace(0, len(runs) - 1, max_runs)).astype(int))]
+    # a curves table without token counts gets tokens = step + 1: plot steps then
+    counted = "tokens" in points.columns and not np.allclose(points["tokens"], points["step"] + 1)
+    x_name = "tokens" if counted else "step"
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    cmap = plt.get_cmap("viridis")
+    norm = LogNorm(vmin=runs.min(), vmax=max(runs.max(), runs.min() * 1.01))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # each run's first points lie before the fitted range
+        for rid, n in runs.items():
+            g = points[points["run"] == rid].reset_index(drop=True)
+            pred = np.asarray(law.predict(g), float)
+            color = cmap(norm(n))
+            x = g[x_name].to_numpy(float)
+            axes[0].plot(x, g["loss"], color=color, lw=1.0)
+            axes[0].plot(x, pred, color=color, lw=1.0, ls="--")
+            axes[1].plot(x, 100 * (g["loss"].to_numpy(float) - pred) / pred, color=color, lw=0.8)
+    axes[0].plot([], [], color="0.3", label="runs")
+    axes[0].plot([], [], color="0.3", ls="--", label=f"{law.name} fit")
+    from matplotlib.ticker import NullFormatter
+
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(x_name)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("loss")
+    _plain_loss_axis(axes[0])
+    axes[0].legend()
+    axes[1].axhline(0, color="k", lw=0.6)
+    axes[1].set_ylabel("run - fit (% of fit)")
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=axes[1], label="N")
+    title = f"{law.name}: {len(runs)} of {points['run'].nunique()} runs" if len(runs) < points["run"].nunique() \
+        else f"{law.name}: {len(runs)} runs"
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_isoflop(law, data: pd.DataFrame, columns=None):
     """IsoFLOP profiles (loss vs N per budget, parabola and minimum) and the fitted N_opt(C) with its band."""
     from matplotlib.colors import LogNorm
 
     plt = _plt()
-    df = law._prepare_data(data)
+    df = law._prepare_data(data, columns=columns)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     ax = axes[0]
     cmap = plt.get_cmap("plasma")

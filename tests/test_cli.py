@@ -112,6 +112,12 @@ def test_isoflop_fit_json_has_exponents_under_compute_optimal(capsys, tmp_path):
     assert d["compute_optimal"]["a"] == pytest.approx(0.476, abs=0.01)
     code, _, _ = run(capsys, "plot", str(tmp_path / "iso.json"), str(p), "--out", str(tmp_path / "iso.png"))
     assert code == 0 and (tmp_path / "iso.png").stat().st_size > 10_000
+    # the user's own column names, mapped as for the fit (the plot once ignored --columns)
+    theirs = tmp_path / "theirs.csv"
+    isoflop_runs().rename(columns={"N": "params", "C": "flops", "D": "tokens"}).to_csv(theirs, index=False)
+    code, _, _ = run(capsys, "plot", str(tmp_path / "iso.json"), str(theirs), "--columns",
+                     "N=params,C=flops,D=tokens", "--out", str(tmp_path / "iso2.png"))
+    assert code == 0 and (tmp_path / "iso2.png").stat().st_size > 10_000
     code, out, _ = run(capsys, "compare", str(p), "--compute", "1e22", "--bootstrap", "20", "--json")
     rows = json.loads(out)["approaches"]
     assert [r["law"] for r in rows] == ["isoflop", "chinchilla"]

@@ -93,6 +93,14 @@ def test_the_cli_fits_a_plain_curves_table(tmp_path, capsys):
     assert main(["fit", str(path), "--law", "mpl", "--columns", "loss=val", "--bootstrap", "0", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["law"] == "mpl" and out["params"]["alpha"] == pytest.approx(TRUTH["alpha"], abs=0.03)
+    # the fit plotted against the curves (a curve law once asked for its own internal inputs S1 and eta)
+    fit = tmp_path / "mpl.json"
+    assert main(["fit", str(path), "--law", "mpl", "--columns", "loss=val", "--bootstrap", "0", "--out", str(fit)]) == 0
+    assert main(["plot", str(fit), str(path), "--columns", "loss=val", "--out", str(tmp_path / "mpl.png")]) == 0
+    assert (tmp_path / "mpl.png").stat().st_size > 10_000
+    capsys.readouterr()
+    assert main(["plot", str(fit), "--out", str(tmp_path / "none.png")]) == 2
+    assert "needs its curves" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage, match", [
