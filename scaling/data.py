@@ -188,8 +188,9 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
     df = df.drop(columns=shadowed).rename(columns={v: k for k, v in mapping.items()})
     required = list(required)
     k = flops_per_token_param
-    if "D" in required and "D" not in df.columns and {"C", "N"} <= set(df.columns):
-        df["D"] = df["C"] / (k * df["N"])
+    derived_D = "D" in required and "D" not in df.columns and {"C", "N"} <= set(df.columns)
+    if derived_D:
+        df["D"] = pd.to_numeric(df["C"], errors="coerce") / (k * pd.to_numeric(df["N"], errors="coerce"))
     if "C" in required and "C" not in df.columns and {"N", "D"} <= set(df.columns):
         df["C"] = k * df["N"] * df["D"]
     missing = [c for c in required if c not in df.columns]
@@ -211,7 +212,8 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
             cols = [c for c in required if (df[c].isna() | ~np.isfinite(df[c])).any()]
             raise DataError(
                 f"{int(nan.sum())} row(s) have NaN or infinite values in {cols} (first at row "
-                f"{int(np.flatnonzero(nan.to_numpy())[0])}); remove them or pass dropna=True (--dropna)"
+                f"{int(np.flatnonzero(nan.to_numpy())[0])}, counting the table's rows from 0); remove them or pass "
+                "dropna=True (--dropna)"
             )
         df = df.loc[~nan]
     for c in required:
@@ -224,6 +226,7 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
     for c in required:
         if c != target:
             check_isolated(df[c], c)
+    check_counts(df[[c for c in ("N", "D") if c in required]], derived_D)
     df = _drop_exact_duplicates(df, stacklevel=4)
     if drop_highest_loss:
         if drop_highest_loss < 0 or drop_highest_loss >= len(df):
@@ -478,6 +481,23 @@ def check_isolated(values: pd.Series, name: str) -> None:
         if gap > 2 and gap > 2 * rest_span:
             warnings.warn(f"{where} lies {gap:.1f} decades {end} every other {name} ({lo:.3g} to {hi:.3g}): check it; "
                           f"that one run sets the fitted range of {name}", ScalingWarning, stacklevel=4)
+
+
+def check_counts(df: pd.DataFrame, derived_D: bool = False) -> None:
+    """Warn when N and D do not look like counts of parameters and of tokens (N in billions, D in millions of
+    tokens, C in GPU-hours): the laws' constants and every allocation would be off by powers of ten, silently."""
+    from_c = " (D was worked out as C / 6N: is C in FLOPs?)" if derived_D else ""
+    if "N" in df and len(df) and df["N"].max() < 1e3:
+        warnings.warn(f"the largest N is {df['N'].max():.3g}: the laws take N as a count of parameters; is it in "
+                      "millions or billions (7 for a 7B model)?", ScalingWarning, stacklevel=4)
+    if "D" in df and len(df) and df["D"].max() < 1e4:
+        warnings.warn(f"the largest D is {df['D'].max():.3g} tokens: the laws take D as a count of tokens; is it in "
+                      f"millions or billions?{from_c}", ScalingWarning, stacklevel=4)
+    elif {"N", "D"} <= set(df.columns) and len(df):
+        ratio = float(np.median(df["D"] / df["N"]))
+        if not 1e-2 <= ratio <= 1e5:
+            warnings.warn(f"D / N, tokens per parameter, has median {ratio:.3g} (real runs lie between about 1 and "
+                          f"10,000): are N and D both plain counts?{from_c}", ScalingWarning, stacklevel=4)
 
 
 def check_loss_units(loss: np.ndarray) -> None:

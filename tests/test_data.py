@@ -78,6 +78,26 @@ def test_mixed_bits_and_nats_warns():
         ChinchillaLaw(bootstrap=0).fit(df)
 
 
+@pytest.mark.parametrize("change, match", [
+    (lambda d: d.assign(N=d["N"] / 1e9), "largest N is 1: .*millions or billions"),  # N in billions
+    (lambda d: d.assign(D=d["D"] / 1e6), r"tokens per parameter, has median 0\.00"),  # D in millions of tokens
+    (lambda d: d.assign(D=d["D"] / 1e9), "largest D is 100 tokens"),  # D in billions
+    # C in GPU-hours, D worked out from it
+    (lambda d: d.assign(C=6 * d["N"] * d["D"] / 3e17).drop(columns="D"), r"is C in FLOPs\?"),
+])
+def test_sizes_that_are_not_plain_counts_warn(runs, change, match):
+    with pytest.warns(ScalingWarning, match=match):
+        prepare(change(runs), ["N", "D", "loss"])
+
+
+def test_plain_counts_do_not_warn(runs):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare(runs, ["N", "D", "loss"])
+
+
 def test_unreadable_file(tmp_path):
     p = tmp_path / "runs.xlsx"
     p.write_text("x")
