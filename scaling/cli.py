@@ -151,6 +151,7 @@ def _cmd_fit_auto(args) -> int:
 
     own = [flag for name, (flag, value) in _law_options(args).items() if value is not None and name != "tie_exponents"]
     own += ["--runs"] if args.runs else []
+    own += [f for f, v in (("--momentum", args.momentum), ("--curve-loss", args.curve_loss)) if v is not None]
     if own:
         raise ScalingError(f"{' '.join(own)} belong{'s' if len(own) == 1 else ''} to one law, not to --law auto (its "
                            "candidates are laws of a run's final loss from N, D, ...): name that law with --law")
@@ -192,6 +193,14 @@ def cmd_fit(args) -> int:
     data = args.data
     if args.runs and not cls.curve_law:
         raise ScalingError(f"--runs applies to curve laws (fitted to a sweep's curves table), not --law {args.law}")
+    curve_flags = [f for f, v in (("--momentum", args.momentum), ("--curve-loss", args.curve_loss)) if v is not None]
+    if curve_flags and not cls.curve_law:
+        raise ScalingError(f"{' and '.join(curve_flags)} appl{'ies' if len(curve_flags) == 1 else 'y'} to curve laws "
+                           f"(--law tissue or mpl), not --law {args.law}")
+    if args.curve_loss is not None and not args.runs:
+        raise ScalingError("--curve-loss picks the column of a sweep's curves table fitted with --runs; a plain curves "
+                           "table's loss column is mapped with --columns loss=<your column>")
+    momentum = 0.999 if args.momentum is None else args.momentum
     if cls.curve_law:
         from .data import read_table
         from .laws.curve import curve_points
@@ -199,13 +208,13 @@ def cmd_fit(args) -> int:
         table = read_table(args.data)
         if "S1" not in table.columns:
             if args.runs:
-                data = curve_points(table, read_table(args.runs), loss=args.curve_loss, lam=args.momentum)
+                data = curve_points(table, read_table(args.runs), loss=args.curve_loss or "eval_loss", lam=momentum)
             elif "run_id" in table.columns and "N" not in table.columns:
                 raise ScalingError(f"--law {args.law} on a sweep's curves table needs its runs table: add --runs runs.csv")
             else:  # a plain curves table (run, N, step, lr, loss): issue 15
                 from .curves import prepare_curve_points
 
-                data = prepare_curve_points(table, columns=args.columns, lam=args.momentum, dropna=args.dropna)
+                data = prepare_curve_points(table, columns=args.columns, lam=momentum, dropna=args.dropna)
                 args.columns = None  # mapped already
     averaged = None
     columns = args.columns
@@ -242,6 +251,10 @@ def cmd_predict(args) -> int:
     inputs = {k: getattr(args, k) for k in ("N", "D", "C", "S", "U", "d", "rm_params") if getattr(args, k) is not None}
     if "D" in law.inputs and "D" not in inputs and "C" in inputs and "N" in inputs:
         inputs["D"] = inputs["C"] / (6 * inputs["N"])
+    elif "D" in law.inputs and "C" not in law.inputs and {"N", "D", "C"} <= set(inputs):
+        if not math.isclose(inputs["C"], 6 * inputs["N"] * inputs["D"], rel_tol=0.01):
+            raise ScalingError(f"--C {inputs['C']:.3g} is not 6 N D = {6 * inputs['N'] * inputs['D']:.3g}: give two of "
+                               "--N, --D, --C (D is worked out as C / 6N)")
     missing = [k for k in law.inputs if k not in inputs]
     if missing:
         raise ScalingError(f"this {law.name} fit predicts from {list(law.inputs)}; give " +
@@ -318,7 +331,7 @@ def cmd_watch(args) -> int:
     mon = Monitor(plan, consecutive=args.consecutive)
     last, last_plot = None, time.time()
     for step, loss, tokens in follow(args.log, reader=args.reader, columns=args.columns, interval=args.interval,
-                                     once=args.once, timeout=args.timeout):
+                                     once=args.once, timeout=args.timeout, run=args.run):
         st = mon.update(step, loss, tokens)
         last = st
         if args.json:
@@ -338,12 +351,12 @@ def cmd_watch(args) -> int:
     from .readers import read_log
 
     if last is not None and Path(args.log).exists():
-        skipped = read_log(args.log, args.reader, args.columns).attrs.get("unreadable")
+        skipped = read_log(args.log, args.reader, args.columns, run=args.run).attrs.get("unreadable")
         if skipped:
             print(f"warning: {skipped}", file=sys.stderr)
     if last is None:
 
-        why = read_log(args.log, args.reader, args.columns).attrs.get("note", "no loss points") \
+        why = read_log(args.log, args.reader, args.columns, run=args.run).attrs.get("note", "no loss points") \
             if Path(args.log).exists() else "the log does not exist"
         if args.once:  # a run with nothing readable is not a healthy one
             raise ScalingError(f"nothing could be read from {args.log}: {why}")
@@ -947,8 +960,8 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_settings_args(f)
     _uncertainty_args(f, 1000)
     f.add_argument("--runs", help="--law tissue: the sweep's runs table (DATA is its curves table)")
-    f.add_argument("--curve-loss", default="eval_loss", help="--law tissue: curve column to fit (eval_loss)")
-    f.add_argument("--momentum", type=_num, default=0.999, help="--law tissue: annealing momentum lambda")
+    f.add_argument("--curve-loss", help="curve laws with --runs: the sweep curves' column to fit (default eval_loss)")
+    f.add_argument("--momentum", type=_num, help="curve laws: momentum lambda of tissue's annealing area (default 0.999)")
     f.add_argument("--form", choices=["steplaw", "deepseek"], help="--law hparams: eta_opt and B_opt in N and D "
                    "(StepLaw) or in compute alone (DeepSeek)")
     f.add_argument("--tolerance", type=_num, help="--law hparams: near-optimal = loss within this fraction of a "
@@ -991,6 +1004,7 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--plan", required=True)
     wa.add_argument("--reader", default="auto", help="auto, jsonl, csv, hf, tensorboard, mlflow")
     wa.add_argument("--columns", help="e.g. step=global_step,loss=train/loss")
+    wa.add_argument("--run", help="a table of several runs' curves (a run, run_id or run_name column): the run to watch")
     wa.add_argument("--once", action="store_true", help="check what is there, exit 1 if the run is off track")
     wa.add_argument("--interval", type=_num, default=2.0, help="seconds between polls")
     wa.add_argument("--timeout", type=_num, help="stop following after this many seconds")

@@ -298,7 +298,7 @@ class Monitor:
 
 
 def follow(path, *, reader: str = "auto", columns=None, interval: float = 2.0, once: bool = False,
-           timeout: float | None = None) -> Iterator[tuple[int, float, float]]:
+           timeout: float | None = None, run: str | None = None) -> Iterator[tuple[int, float, float]]:
     """Yield (step, loss, tokens) for every new point of a growing log, like ``tail -f``.
 
     Re-reads the log when it grows; a log that shrinks (truncated or rotated) is
@@ -314,7 +314,7 @@ def follow(path, *, reader: str = "auto", columns=None, interval: float = 2.0, o
             if cur < size:
                 seen = 0  # rotated or truncated
             size = cur
-            df = read_log(path, reader, columns) if p.exists() else None
+            df = read_log(path, reader, columns, run=run) if p.exists() else None
             if df is not None and len(df) > seen:
                 for r in df.iloc[seen:].itertuples():
                     yield int(r.step), float(r.loss), float(r.tokens)

@@ -104,6 +104,11 @@ def _finish(df: pd.DataFrame, columns, source: str) -> pd.DataFrame:
     out = pd.DataFrame({"step": pd.to_numeric(df[step], errors="coerce"), "loss": values})
     tok = mapping.get("tokens") or ("tokens" if "tokens" in df.columns else None)
     out["tokens"] = pd.to_numeric(df[tok], errors="coerce") if tok else np.nan
+    run = mapping.get("run") or next((c for c in RUN_NAMES if c in df.columns), None)
+    if run is not None and run not in df.columns:
+        raise DataError(f"{source}: --columns maps run to {run!r}, which is not a column ({list(df.columns)})")
+    if run is not None:  # a table of several runs' curves: read_log picks one
+        out["run"] = df[run].astype(str)
     unreadable = df[loss][~has_loss & df[loss].map(_present).astype(bool)]
     keep = out["step"].notna() & has_loss
     out = out[keep].reset_index(drop=True)
@@ -372,13 +377,39 @@ def detect_reader(path) -> str:
     raise DataError(f"cannot tell what kind of log {path} is; pass --reader one of {', '.join(available_readers())}")
 
 
-def read_log(path, reader: str = "auto", columns=None) -> pd.DataFrame:
+#: columns that name the run of each row in a table of several runs' curves (W&B exports, a curves table)
+RUN_NAMES = ("run", "run_id", "run_name")
+
+
+def read_log(path, reader: str = "auto", columns=None, run: str | None = None) -> pd.DataFrame:
+    """One run's logged points (``step``, ``loss``, ``tokens``) from a log of any registered kind.
+
+    A table holding several runs (a ``run``/``run_id``/``run_name`` column, or one mapped with ``--columns
+    run=...``) is refused unless ``run`` names the one to read: read as one run, its curves would look like
+    one run restarting over and over."""
     if not Path(path).exists():
         raise DataError(f"no such log: {path}")
     name = detect_reader(path) if reader == "auto" else reader
     if name not in _READERS:
         raise DataError(f"unknown reader {name!r}; use one of {', '.join(available_readers())}")
     try:
-        return _READERS[name](path, columns)
+        df = _READERS[name](path, columns)
     except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         raise DataError(f"cannot read {path} with the {name} reader: {exc.strerror} ({exc.filename})") from None
+    if "run" not in df.columns:
+        if run is not None:
+            raise DataError(f"{path} has no run column ({', '.join(RUN_NAMES)}) to pick run {run!r} from; it is one "
+                            "run's log (drop --run)")
+        return df
+    runs = list(dict.fromkeys(df["run"]))
+    if run is None:
+        if len(runs) > 1:
+            shown = ", ".join(runs[:5]) + (f", ... ({len(runs)} in all)" if len(runs) > 5 else "")
+            raise DataError(f"{path} holds {len(runs)} runs ({shown}): watch one at a time with --run NAME")
+        return df.drop(columns="run")
+    if run not in runs:
+        raise DataError(f"no run {run!r} in {path}; it holds {', '.join(runs[:10])}{' ...' if len(runs) > 10 else ''}")
+    attrs = dict(df.attrs)
+    out = df[df["run"] == run].drop(columns="run").reset_index(drop=True)
+    out.attrs.update(attrs)
+    return out

@@ -132,3 +132,33 @@ def test_data_constrained_allocation_needs_unique_tokens(capsys, tmp_path):
     assert code == 2 and "--U" in err
     code, out, _ = run(capsys, "allocate", str(f), "--compute", "1e22", "--U", "25e9", "--json")
     assert json.loads(out)["N_opt"] == pytest.approx(7.0e9, rel=0.01)
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["fit", DATA, "--law", "chinchilla", "--momentum", "0.9"], "--momentum applies to curve laws"),
+    (["fit", DATA, "--law", "chinchilla", "--curve-loss", "train_loss"], "--curve-loss applies to curve laws"),
+    (["fit", DATA, "--law", "chinchilla", "--loss", "squared", "--delta", "0.01"], "loss='squared' has none"),
+    (["fit", DATA, "--law", "auto", "--momentum", "0.9"], "--momentum belongs to one law"),
+])
+def test_settings_a_fit_would_ignore_are_refused(capsys, argv, msg):
+    # each was accepted and silently had no effect
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and msg in err
+
+
+def test_predict_takes_two_of_N_D_C_and_refuses_three_that_disagree(capsys, fit_file):
+    code, out, _ = run(capsys, "predict", str(fit_file), "--N", "7e10", "--D", "1.4e12", "--json")
+    loss = json.loads(out)["loss"]
+    code, out, _ = run(capsys, "predict", str(fit_file), "--N", "7e10", "--C", str(6 * 7e10 * 1.4e12), "--json")
+    assert code == 0 and json.loads(out)["loss"] == pytest.approx(loss)
+    code, _, err = run(capsys, "predict", str(fit_file), "--N", "7e10", "--D", "1.4e12", "--C", "1e20")
+    assert code == 2 and "is not 6 N D" in err
+    from scaling.errors import DataError
+    from scaling.laws import ChinchillaLaw
+
+    law = ChinchillaLaw.hoffmann2022()  # the same from Python: a keyword the law does not read is not ignored
+    assert law.predict(N=7e10, C=6 * 7e10 * 1.4e12) == pytest.approx(law.predict(N=7e10, D=1.4e12))
+    with pytest.raises(DataError, match="C is not 6 N D"):
+        law.predict(N=7e10, D=1.4e12, C=1.0)
+    with pytest.raises(DataError, match=r"does not use \['tokens'\]"):
+        law.predict(N=7e10, D=1.4e12, tokens=1.0)

@@ -161,6 +161,30 @@ def test_csv_with_mapping_and_wandb_export(tmp_path):
     assert list(read_log(q, columns="step=it,loss=objective")["step"]) == [10, 20]
 
 
+def test_a_table_of_several_runs_is_watched_one_run_at_a_time(tmp_path, law, plan, capsys):
+    # read as one run, 3 runs' curves looked like one run restarting twice, all scored against one plan
+    log = run_log(law, noise=0.0)
+    rows = [{"run": f"r{i}", "step": s, "tokens": t, "loss": v * (1 + 0.2 * i)} for i in range(3) for s, v, t in log]
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    with pytest.raises(Exception, match=r"holds 3 runs \(r0, r1, r2\): watch one at a time with --run NAME"):
+        read_log(path)
+    one = read_log(path, run="r1")
+    assert len(one) == len(log) and list(one.columns) == ["step", "loss", "tokens"]
+    assert one["loss"].iloc[5] == pytest.approx(log[5][1] * 1.2)
+    with pytest.raises(Exception, match="no run 'r9'"):
+        read_log(path, run="r9")
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(plan))
+    assert main(["watch", str(path), "--plan", str(plan_path), "--once"]) == 2
+    assert "--run NAME" in capsys.readouterr().err
+    assert main(["watch", str(path), "--plan", str(plan_path), "--once", "--run", "r0"]) == 0  # the healthy one
+    assert main(["watch", str(path), "--plan", str(plan_path), "--once", "--run", "r2"]) == 1  # 40% above its plan
+    one_run = tmp_path / "one.csv"
+    pd.DataFrame(rows[:len(log)]).to_csv(one_run, index=False)  # a run column with one value is one run's log
+    assert len(read_log(one_run)) == len(log)
+
+
 def test_trainer_state_tensorboard_and_mlflow(tmp_path):
     hf = tmp_path / "ckpt"
     hf.mkdir()

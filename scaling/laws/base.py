@@ -114,6 +114,9 @@ class Law:
             raise SettingsError(f"loss must be 'huber' or 'squared', got {self.loss!r}")
         if not (isinstance(self.delta, (int, float)) and self.delta > 0):
             raise SettingsError(f"delta (the Huber threshold) must be a positive number, got {self.delta!r}")
+        if self.loss == "squared" and self.delta != 1e-3:
+            raise SettingsError(f"{self.name}: delta is the Huber loss's threshold; loss='squared' has none (drop "
+                                "delta, or use loss='huber')")
         if not (isinstance(self.level, (int, float)) and 0 < self.level < 1):
             raise SettingsError(f"level must be in (0, 1), got {self.level!r}")
         if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, (int, np.integer)) or self.bootstrap < 0:
@@ -366,6 +369,23 @@ class Law:
         return prepare(data, required, columns=columns, drop_highest_loss=drop_highest_loss,
                        dropna=dropna, target=self.target, nonnegative=self.nonnegative_inputs)
 
+    def _keyword_inputs(self, inputs: dict) -> dict:
+        """Keyword inputs checked: a name the law does not read is refused (it would be silently ignored), except
+        C beside N for a law of N and D, which gives D = C / 6N (and, given with D too, must agree with 6 N D)."""
+        if "C" in inputs and "C" not in self.inputs and {"N", "D"} <= set(self.inputs) and "N" in inputs:
+            inputs = dict(inputs)
+            C, N = (np.asarray(inputs.pop(k), float) for k in ("C", "N"))
+            inputs["N"] = N
+            if "D" not in inputs:
+                inputs["D"] = C / (6 * N)
+            elif not np.allclose(C, 6 * N * np.asarray(inputs["D"], float), rtol=0.01):
+                raise DataError(f"{self.name}: C is not 6 N D at every point; give two of N, D, C "
+                                "(D is worked out as C / 6N)")
+        extra = [k for k in inputs if k not in self.inputs]
+        if extra:
+            raise DataError(f"{self.name} predicts from {list(self.inputs)}; it does not use {extra}")
+        return inputs
+
     def _inputs_from(self, data=None, **inputs) -> dict[str, np.ndarray]:
         if data is not None:
             if isinstance(data, pd.DataFrame):
@@ -380,6 +400,8 @@ class Law:
             else:
                 raise DataError(f"pass a DataFrame or keyword arrays ({', '.join(self.inputs)}), got {type(data).__name__}")
             inputs = {**cols, **inputs}
+        else:
+            inputs = self._keyword_inputs(inputs)
         missing = [c for c in self.inputs if c not in inputs]
         if missing:
             raise DataError(f"{self.name} predicts from {list(self.inputs)}; missing {missing}")
