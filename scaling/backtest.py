@@ -57,6 +57,15 @@ class BacktestResult:
             out["selection"] = self.selection
         return out
 
+    def coverage_note(self) -> str | None:
+        """A sentence when the intervals covered clearly less than their level (None otherwise)."""
+        if self.coverage is None or self.n_test < 10 or self.coverage >= self.level - 0.15:
+            return None
+        why = ("they hold noise only, not the form's error when extrapolating (--law auto adds it)"
+               if self.interval == "noise" else "even with the form's error added")
+        return (f"note: {self.law}'s {int(round(100 * self.level))}% intervals covered {100 * self.coverage:.0f}% of the "
+                f"held-out points: too narrow for these data; {why}")
+
     def summary_line(self) -> str:
         def pc(v):
             return "-" if v is None else f"{100 * v:.0f}%"

@@ -496,6 +496,9 @@ def cmd_backtest(args) -> int:
         _emit(out, True, "")
         return 0
     lines = [r.summary_line() for r in results]
+    for r in results:
+        if r.coverage_note():
+            print(r.coverage_note(), file=sys.stderr)
     if not isinstance(res, list):
         t = res.table
         lines.append("")
@@ -525,6 +528,8 @@ def _curve_backtest(args) -> int:
                                                        max_ape=("ape", "max")).reset_index()
     print(res.summary_line() + "  (curve points)\n\n"
           + per_run.to_string(index=False, float_format=lambda v: f"{100 * v:.3f}%"))
+    if res.coverage_note():
+        print(res.coverage_note(), file=sys.stderr)
     return 0
 
 
@@ -700,7 +705,7 @@ def cmd_data_prepare(args) -> int:
     elif not meta.get("skipped"):
         out = Path(args.out)
         print(f"wrote {out / 'train.bin'} ({meta['n_train_tokens']:,} tokens) and {out / 'val.bin'} "
-              f"({meta['n_val_tokens']:,} tokens) from {meta['n_documents']:,} documents: {meta['dtype']}, vocabulary "
+              f"({meta['n_val_tokens']:,} tokens) from {meta['n_documents']:,} document{'s' if meta['n_documents'] != 1 else ''}: {meta['dtype']}, vocabulary "
               f"{meta['vocab_size']:,}, documents separated by id {meta['eos_id']}; {out / 'meta.json'}\n"
               f"train on it with `corpus: {{name: tokens, path: {out}}}` in a sweep definition")
     return 0

@@ -93,10 +93,13 @@ def curve_backtest(data, law: str = "mpl", *, holdout_runs, columns=None, runs=N
             lo, hi = (np.asarray(v, float) for v in fitted.predict_interval(test, level=level))
     y = test["loss"].to_numpy(float)
     ape = np.abs(pred - y) / y
-    table = test[[c for c in ("run", "N", "step", "tokens") if c in test.columns]].copy()
+    # tokens only when the curves counted them (without, prepare_curve_points sets tokens = step + 1)
+    counted = "tokens" in test.columns and not np.allclose(test["tokens"], test["step"] + 1)
+    table = test[[c for c in ("run", "N", "step") if c in test.columns] + (["tokens"] if counted else [])].copy()
     table["loss"], table["predicted"], table["lo"], table["hi"], table["ape"] = y, pred, lo, hi, ape
     covered = (y >= lo) & (y <= hi)
     table["covered"] = covered if bootstrap else np.nan
     return BacktestResult(law=law, n_train=int(len(train)), n_test=int(len(test)), mape=float(ape.mean()),
                           max_ape=float(ape.max()), coverage=float(covered.mean()) if bootstrap else None,
+                          coverage_noise=float(covered.mean()) if bootstrap else None,
                           level=level, table=table, fitted=fitted, train=train)

@@ -179,3 +179,17 @@ def test_auto_backtest_of_a_split_that_holds_out_no_larger_size(runs):
     assert res.selection["target"] == pytest.approx(10 * train_max)
     assert res.n_test == int((runs["D"] > 1e11).sum()) and res.mape < 0.05
     assert res.coverage is None and res.interval == "noise"  # no bootstrap: no intervals, of either kind
+
+
+def test_intervals_that_cover_clearly_less_than_their_level_are_called_too_narrow():
+    from scaling.backtest import BacktestResult
+
+    def result(coverage, n_test=20, interval="noise"):
+        return BacktestResult(law="mpl", n_train=50, n_test=n_test, mape=0.01, max_ape=0.02, coverage=coverage,
+                              level=0.9, table=pd.DataFrame(), interval=interval)
+
+    assert "covered 55% of the held-out points: too narrow" in result(0.55).coverage_note()
+    assert "noise only" in result(0.55).coverage_note() and "even with" in result(0.55, interval="total").coverage_note()
+    assert result(0.80).coverage_note() is None  # within 15 points of the level
+    assert result(0.50, n_test=5).coverage_note() is None  # too few held-out points to say
+    assert result(None).coverage_note() is None  # no bootstrap, no interval

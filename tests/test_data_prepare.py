@@ -75,6 +75,15 @@ def test_prepare_bytes_writes_flat_tokens_documents_separated_by_eos(texts, tmp_
     assert bytes(train[:len(first)].astype(np.uint8)) == first and train[len(first)] == 256
 
 
+def test_a_file_that_is_not_text_is_skipped_and_the_meta_says_so(texts, tmp_path):
+    (texts / "blob.txt").write_bytes(bytes(range(256)) * 64)
+    with pytest.warns(Warning, match="skipped 1 file"):
+        meta = prepare(tmp_path / "tok", text=str(texts / "*.txt"), tokenizer="bytes", val_fraction=0.1,
+                       progress=False)
+    assert meta["source"]["skipped"] == [str(texts / "blob.txt")]
+    assert str(texts / "blob.txt") not in meta["source"]["text"] and len(meta["source"]["text"]) == meta["n_documents"]
+
+
 def test_prepare_is_safe_to_interrupt_and_rerun(texts, tmp_path, monkeypatch):
     from scaling.sweep import prepare as prep
 
@@ -97,7 +106,8 @@ def test_prepare_is_safe_to_interrupt_and_rerun(texts, tmp_path, monkeypatch):
     meta = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
     again = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
     assert again.get("skipped") and again["n_train_tokens"] == meta["n_train_tokens"]
-    other = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.3, progress=False)  # new settings: redone
+    with pytest.warns(Warning, match="prepared from other inputs or settings.*it is replaced"):  # new settings: redone
+        other = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.3, progress=False)
     assert not other.get("skipped") and other["n_val_tokens"] > meta["n_val_tokens"]
 
 

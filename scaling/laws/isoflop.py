@@ -7,6 +7,8 @@ the optima against C.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -185,7 +187,10 @@ class IsoFlopLaw(AllocationLaw):
             xm = -p1 / (2 * p2)
             if not x.min() <= xm <= x.max():
                 side = "below the smallest" if xm < x.min() else "above the largest"
-                row["status"] = f"minimum at N={np.exp(np.clip(xm, -700, 700)):.3g}, {side} size sampled; extend the sizes"
+                far = abs(xm - (x.min() if xm < x.min() else x.max())) > math.log(100)  # a nearly flat parabola
+                where = (f"minimum more than 100x {side} size sampled (the profile is nearly flat there)" if far
+                         else f"minimum at N={np.exp(xm):.3g}, {side} size sampled")
+                row["status"] = f"{where}; extend the sizes"
                 rows.append(row)
                 continue
             row["N_opt"] = float(np.exp(xm))

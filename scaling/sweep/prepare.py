@@ -268,6 +268,15 @@ def prepare(out: str | Path, text=None, hf_dataset=None, text_column: str = "tex
                 print(f"{out} is already prepared from the same inputs ({old['n_train_tokens']:,} train and "
                       f"{old['n_val_tokens']:,} validation tokens); nothing to do")
             return {**old, "skipped": True}
+        if old:
+            import warnings
+
+            from ..errors import ScalingWarning
+
+            warnings.warn(f"{out} holds a corpus prepared from other inputs or settings ({old.get('n_train_tokens', '?'):,} "
+                          f"train tokens, tokenizer {old.get('tokenizer', '?')}); it is replaced, and a sweep that trained "
+                          "on it will refuse to resume on the new one (give another --out to keep both)",
+                          ScalingWarning, stacklevel=2)
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = open(out / ".prepare.lock", "w")
@@ -367,9 +376,15 @@ def _write(out: Path, source: _Source, tok, val_fraction: float, settings: dict,
         meta_path.unlink()  # for the moment the files are swapped, the folder must not look finished
     for s, p in tmp.items():
         os.replace(p, out / f"{s}.bin")
+    described = dict(source.describe)
+    if skipped:  # the files read, and those left out as not text
+        described["skipped"] = [str(f) for f in skipped[:20]] + ([f"... {len(skipped) - 20} more"] if len(skipped) > 20 else [])
+        if "text" in described:
+            left_out = {str(f) for f in skipped}
+            described["text"] = [f for f in described["text"] if f not in left_out]
     meta = {"vocab_size": tok.vocab_size, "dtype": dtype.name, "eos_id": tok.eos_id, "tokenizer": tok.name,
             "n_train_tokens": counts["train"], "n_val_tokens": counts["val"], "n_documents": n_docs,
-            "source": source.describe, "val_fraction": val_fraction, "settings": settings}
+            "source": described, "val_fraction": val_fraction, "settings": settings}
     tmp_meta = meta_path.with_suffix(f".{os.getpid()}.tmp")
     tmp_meta.write_text(json.dumps(meta, indent=1))
     os.replace(tmp_meta, meta_path)
