@@ -246,6 +246,8 @@ def cmd_predict(args) -> int:
     from .laws import Law
 
     law = Law.load(args.fit)
+    if args.level is None:  # the level the fit was made at (scaling fit --level), 90% by default
+        args.level = float(getattr(law, "level", None) or 0.9)
     if law.curve_law or args.model or args.tokens:
         return _cmd_plan(args, law)
     inputs = {k: getattr(args, k) for k in ("N", "D", "C", "S", "U", "d", "rm_params") if getattr(args, k) is not None}
@@ -401,6 +403,8 @@ def cmd_allocate(args) -> int:
     from .laws import Law, available_laws, get_law
 
     law = Law.load(args.fit)
+    if args.level is None:  # the level the fit was made at
+        args.level = float(getattr(law, "level", None) or 0.9)
     if not law.allocates():
         raise ScalingError(f"a {law.name} fit has no compute-optimal allocation (laws that have one: "
                            f"{', '.join(n for n in available_laws() if get_law(n).allocates())})")
@@ -987,10 +991,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="predict loss from a saved fit")
     pr.add_argument("fit")
-    for k in ("N", "D", "C", "S", "U", "d"):
-        pr.add_argument(f"--{k}", type=_num)
+    for k, what in (("N", "non-embedding parameters"), ("D", "training tokens"),
+                    ("C", "training FLOPs (with --N: D = C / 6N)"), ("S", "kaplan-ns: optimizer steps S_min"),
+                    ("U", "data-constrained laws: unique tokens"), ("d", "overoptimization laws: sqrt(KL) distance")):
+        pr.add_argument(f"--{k}", type=_num, help=what)
     pr.add_argument("--rm_params", "--rm-params", dest="rm_params", type=_num, help="gao laws: proxy RM parameters")
-    pr.add_argument("--level", type=_num, default=0.9)
+    pr.add_argument("--level", type=_num, help="interval level (default: the fit's, 0.9 unless fitted with --level)")
     pr.add_argument("--model", help="plan a run: model shape 'n_layer=4,d_model=128' or a config file")
     pr.add_argument("--tokens", type=_num, help="plan a run: training tokens")
     pr.add_argument("--schedule", choices=["cosine", "wsd", "constant"], default="cosine")
@@ -1022,7 +1028,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("fit")
     a.add_argument("--compute", type=_num, required=True, help="FLOPs")
     a.add_argument("--U", type=_num, help="unique tokens available (data-constrained fits)")
-    a.add_argument("--level", type=_num, default=0.9)
+    a.add_argument("--level", type=_num, help="interval level (default: the fit's, 0.9 unless fitted with --level)")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_allocate)
 

@@ -162,3 +162,18 @@ def test_predict_takes_two_of_N_D_C_and_refuses_three_that_disagree(capsys, fit_
         law.predict(N=7e10, D=1.4e12, C=1.0)
     with pytest.raises(DataError, match=r"does not use \['tokens'\]"):
         law.predict(N=7e10, D=1.4e12, tokens=1.0)
+
+
+def test_predict_and_allocate_use_the_level_the_fit_was_made_at(capsys, tmp_path):
+    path = tmp_path / "fit50.json"
+    assert main(["fit", DATA, "--drop-highest-loss", "5", "--bootstrap", "100", "--level", "0.5",
+                 "--out", str(path)]) == 0
+    capsys.readouterr()
+    code, out, _ = run(capsys, "predict", str(path), "--N", "7e10", "--D", "1.4e12", "--json")
+    p50 = json.loads(out)
+    assert p50["level"] == 0.5
+    code, out, _ = run(capsys, "predict", str(path), "--N", "7e10", "--D", "1.4e12", "--level", "0.9", "--json")
+    p90 = json.loads(out)
+    assert p90["level"] == 0.9 and p90["interval"][1] - p90["interval"][0] > 2 * (p50["interval"][1] - p50["interval"][0])
+    code, out, _ = run(capsys, "allocate", str(path), "--compute", "1e24", "--json")
+    assert json.loads(out)["level"] == 0.5
