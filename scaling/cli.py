@@ -544,6 +544,9 @@ def cmd_compare(args) -> int:
                     seed=args.seed, columns=args.columns)
     _emit({"compute": args.compute, "level": args.level, "approaches": table.replace({np.nan: None}).to_dict(orient="records")},
           args.json, format_comparison(table, args.compute, args.level if args.bootstrap else None))
+    if args.curves is None:
+        print("note: Approach 1 (the envelope of training curves) was not run: it needs the runs' curves "
+              "(--curves CURVES, with run, N, tokens, loss)", file=sys.stderr)
     if table["law"].isna().all():
         print("error: no approach could run on these data (reasons above)", file=sys.stderr)
         return 2

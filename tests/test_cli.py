@@ -118,9 +118,10 @@ def test_isoflop_fit_json_has_exponents_under_compute_optimal(capsys, tmp_path):
     code, _, _ = run(capsys, "plot", str(tmp_path / "iso.json"), str(theirs), "--columns",
                      "N=params,C=flops,D=tokens", "--out", str(tmp_path / "iso2.png"))
     assert code == 0 and (tmp_path / "iso2.png").stat().st_size > 10_000
-    code, out, _ = run(capsys, "compare", str(p), "--compute", "1e22", "--bootstrap", "20", "--json")
+    code, out, err = run(capsys, "compare", str(p), "--compute", "1e22", "--bootstrap", "20", "--json")
     rows = json.loads(out)["approaches"]
     assert [r["law"] for r in rows] == ["isoflop", "chinchilla"]
+    assert "Approach 1 (the envelope of training curves) was not run: it needs the runs' curves" in err
 
 
 def test_data_constrained_allocation_needs_unique_tokens(capsys, tmp_path):
