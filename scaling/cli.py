@@ -288,6 +288,11 @@ def cmd_predict(args) -> int:
 def _cmd_plan(args, law) -> int:
     from .plan import make_plan, save_plan
 
+    if args.tokens is None and args.D is not None:  # a curve fit's plan: its training tokens, named as elsewhere
+        args.tokens = args.D
+    elif args.D is not None and args.D != args.tokens:
+        raise ScalingError(f"--D {args.D:.4g} and --tokens {args.tokens:.4g} disagree: a plan's training tokens are one "
+                           "number (give one of them)")
     if args.tokens is None:
         raise ScalingError("planning a run needs --tokens D (and --model SHAPE or --N)")
     _check_out(args.out, "--out", "plan.json")

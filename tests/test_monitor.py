@@ -233,6 +233,10 @@ def test_cli_predict_and_watch(tmp_path, law):
     assert main(["predict", str(fit), "--model", MODEL, "--tokens", str(300 * 4096), "--tokens-per-step", "4096",
                  "--out", str(plan_path)]) == 0
     assert load_plan(plan_path)["steps"] == 300
+    # --D names the same training tokens (as for a final-loss fit); two numbers that disagree are refused
+    assert main(["predict", str(fit), "--model", MODEL, "--D", str(300 * 4096), "--out", str(tmp_path / "p2.json")]) == 0
+    assert load_plan(tmp_path / "p2.json")["final_loss"] == load_plan(plan_path)["final_loss"]
+    assert main(["predict", str(fit), "--model", MODEL, "--D", "1e6", "--tokens", "2e6"]) == 2
     good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
     for path, factor in ((good, lambda s: 1.0), (bad, lambda s: 1.0 + 0.003 * s)):
         with open(path, "w") as f:
