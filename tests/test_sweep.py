@@ -199,6 +199,19 @@ def test_failures_are_retried_and_recorded(tmp_path):
     assert runs["error"].str.contains("deliberate first-attempt failure").all()
 
 
+def test_a_worker_that_dies_stops_the_sweep_without_using_up_retries(tmp_path, monkeypatch):
+    # a dead worker breaks the whole pool: every resubmission failed at once, and runs that never failed ended
+    # 'failed after 3 attempts', needing --retry-failed
+    monkeypatch.setenv("SCALING_TOY_DIE_ONCE", "1")
+    with pytest.raises(Exception, match="a worker process died .*pending again with no attempt counted"):
+        run_sweep(toy_spec(), root=tmp_path, workers=1, progress=False)
+    st = status("toy", tmp_path)
+    assert st.get("failed", 0) == 0 and st.get("pending") == 6, st
+    monkeypatch.delenv("SCALING_TOY_DIE_ONCE")
+    runs = run_sweep(toy_spec(), root=tmp_path, workers=1, progress=False)
+    assert (runs["status"] == "done").all() and (runs["attempts"] == 1).all()
+
+
 def test_nan_loss_marks_the_run_diverged(tmp_path):
     runs = run_sweep(toy_spec(toy={"nan_at": 0.5}), root=tmp_path, workers=1, progress=False)
     assert (runs["status"] == "diverged").all()

@@ -39,6 +39,7 @@ import signal
 import threading
 import time
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -230,6 +231,14 @@ def progress_bar(total: int, initial: int, name: str, progress: bool, unit: str 
 
 
 # --------------------------------------------------------------------- the loop
+class _PoolBroken(Exception):
+    """The local worker pool broke while ``run_id`` was in it (a worker died): a driver failure, not a run's."""
+
+    def __init__(self, run_id: str):
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
 def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default_kind: str, executor: str = "local",
               workers: int | None = None, threads: int = 1, retries: int = 2, progress: bool = True,
               label: str = "sweep", unit: str = "run", executor_kwargs: dict | None = None) -> dict:
@@ -310,6 +319,8 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
                     try:
                         result = fut.result()
                     except Exception as exc:  # noqa: BLE001 - any failure is recorded with its traceback
+                        if isinstance(exc, BrokenProcessPool):  # the pool, not the run: every retry would fail too
+                            raise _PoolBroken(rid) from exc
                         err = "".join(traceback.format_exception(exc))[-4000:]
                         ingest(rid)
                         if attempts[rid] <= retries:
@@ -344,6 +355,17 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
         raise SweepInterrupted(int(st.isin(FINISHED).sum()), int((st == "failed").sum()),
                                int(st.isin(["pending", "running"]).sum()), getattr(exc, "signum", signal.SIGINT),
                                unit=unit + "s") from None
+    except _PoolBroken as exc:
+        stopped = True
+        ex.shutdown(kill=True)
+        stopped_ids = set(futures.values()) | {exc.run_id}
+        store.requeue(stopped_ids)  # pending again, the attempt not counted: no run failed
+        for rid in stopped_ids:
+            ingest(rid)
+        raise ScalingError(f"a worker process died ({type(exc.__cause__).__name__}: killed, out of memory, or unable to "
+                           "start; a script fed on stdin cannot be imported again by the spawned workers: run it from "
+                           f"a file or the CLI). The {len(stopped_ids)} {unit}(s) it held are pending again with no "
+                           "attempt counted; run the sweep again to resume") from None
     except BaseException:
         stopped = True
         ex.shutdown(kill=True)  # nobody would record what the workers still do

@@ -75,7 +75,10 @@ def check_device(spec: dict, executor: str = "local") -> None:
 
 def run_sweep(definition, *, executor: str = "local", workers: int | None = None, root: str | Path = DEFAULT_ROOT,
               progress: bool = True, retry_failed: bool = False, **executor_kwargs) -> pd.DataFrame:
-    """Run every unfinished run of a sweep; returns the run table.
+    """Run every unfinished run of a sweep; returns the sweep store's table of runs: one row per run with
+    ``run_id``, ``status``, ``attempts``, ``error`` (the last failure's traceback, kept after a retry succeeds) and
+    ``config``/``result`` as JSON text. What a fit reads (one row per run with N, D, C, loss, eval_se, seed, ...)
+    and the curves come from :func:`export` (``runs, curves = export(name, root)``).
 
     ``retry_failed``: runs that failed all their attempts in an earlier invocation get ``retries`` fresh ones.
     Ctrl-C or SIGTERM stops the workers at once and raises :class:`SweepInterrupted` (a KeyboardInterrupt);

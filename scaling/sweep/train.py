@@ -178,6 +178,10 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
     if toy.get("fail_once") and not (d / "failed_once").exists():
         (d / "failed_once").write_text("1")
         raise RuntimeError("toy trainer: deliberate first-attempt failure")
+    # SCALING_TOY_DIE_ONCE: the first attempt's worker process dies (killed, out of memory); tests of the driver
+    if os.environ.get("SCALING_TOY_DIE_ONCE") and not (d / "died_once").exists():
+        (d / "died_once").write_text("1")
+        os._exit(1)
     ckpt = d / "ckpt.json"
     start, restarted = 0, None
     if ckpt.exists():
