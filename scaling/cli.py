@@ -647,7 +647,11 @@ def cmd_sweep_status(args) -> int:
 
     st = status(args.name, args.root)
     eta = "-" if st["eta_s"] is None else f"{st['eta_s'] / 60:.1f} min"
-    text = (f"sweep {st['name']}: {st['total']} runs\n  done      {st['done']}\n  running   {st['running']}\n"
+    stopped = "" if st["driver"] or not st["running"] else \
+        f"  (no driver is running: they stopped with it; `scaling sweep run` resumes them)"
+    if not st["driver"] and st["remaining"] and not st["running"]:
+        stopped = "  (no driver is running)"
+    text = (f"sweep {st['name']}: {st['total']} runs\n  done      {st['done']}\n  running   {st['running']}{stopped}\n"
             f"  pending   {st['pending']}\n  failed    {st['failed']}\n  diverged  {st['diverged']}\n"
             f"  remaining {st['remaining']}  (ETA {eta})")
     if set(st.get("kinds") or {}) - {"run"}:  # WSD branches: what the grid would cost alone, what it trains

@@ -269,6 +269,7 @@ def test_sigkill_of_the_sweep_loses_and_duplicates_nothing(tmp_path):
             seen = [p.parent.name for p in (root / "killme" / "runs").glob("*/ckpt.json")
                     if p.parent.name not in done_now and 0 < json.loads(p.read_text() or "{}").get("step", 0) <= 40]
             seen = seen if done_now else []
+    assert status("killme", root)["driver"] is True
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-run
     proc.wait()
     # what stood when the kill landed (nothing moves now): finished runs, and unfinished runs with a checkpoint
@@ -278,6 +279,8 @@ def test_sigkill_of_the_sweep_loses_and_duplicates_nothing(tmp_path):
         done_before = [r[0] for r in c.execute("SELECT run_id FROM runs WHERE status='done'")]
     checkpointed = {p.parent.name for p in (root / "killme" / "runs").glob("*/ckpt.json")} - set(done_before)
     assert done_before and checkpointed, "the sweep did not get going"
+    st = status("killme", root)  # the store still says 'running'; status knows no driver is behind it
+    assert st["driver"] is False and st["running"] >= 1 and st["eta_s"] is None
     runs = run_sweep(path, root=root, workers=2, progress=False)
     assert (runs["status"] == "done").all() and len(runs) == 6
     by = runs.set_index("run_id")

@@ -161,10 +161,27 @@ def driver_lock(base: Path, busy: str):
     except BlockingIOError:
         lock.close()
         raise ScalingError(busy) from None
+    lock.write(f"{os.getpid()}\n")  # for status: is a driver alive?
+    lock.flush()
     try:
         yield
     finally:
         lock.close()
+
+
+def driver_alive(base: Path) -> bool:
+    """Whether the process that last took ``base/driver.lock`` is still alive (a driver killed with -9 is not)."""
+    try:
+        pid = int((base / "driver.lock").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 def check_unchanged(store: Store, spec: dict, base: Path, changed_fn, kind: str = "sweep",

@@ -17,8 +17,8 @@ import pandas as pd
 
 from ..counting import flops_kaplan
 from .branches import trained_tokens
-from .graph import (CellKind, SweepChangedError, SweepInterrupted, cell_status, check_unchanged, driver_lock,
-                    export_rows, last_line, records, register_cell_kind, run_cells, stoppable)
+from .graph import (CellKind, SweepChangedError, SweepInterrupted, cell_status, check_unchanged, driver_alive,
+                    driver_lock, export_rows, last_line, records, register_cell_kind, run_cells, stoppable)
 from .spec import changed_settings, expand, load_spec
 from .store import Store, open_named
 from .train import run_cell
@@ -197,8 +197,12 @@ def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
     rows = df["kind"] != "stable"
     flops = float(df.loc[rows, "cell"].map(lambda c: float(c["C"])).sum())
     failed = st.pop("failed_cells")
+    alive = driver_alive(sweep_dir(name, root))
+    if not alive:
+        eta = None  # nothing is running towards it
     return {"name": name, "total": st["total"], **{k: st[k] for k in ("done", "running", "pending", "failed",
                                                                        "diverged")},
+            "driver": alive,
             "remaining": st["remaining"], "eta_s": eta, "failed_runs": failed, "kinds": st["kinds"],
             "flops": flops, "flops_trained": st["flops_trained"], "flops_planned": st["flops_planned"]}
 
