@@ -422,3 +422,27 @@ def test_a_worker_exception_that_cannot_travel_comes_back_as_text():
     with pytest.raises(ValueError, match="plain"):  # one that travels is raised as itself
         _portable(_raise_plain)
     assert _portable(len, [1, 2]) == 2
+
+
+def test_isoflop_budgets_left_empty_or_thin_are_named():
+    # each was dropped, or trained 1-2 sizes that no parabola can use, without a word
+    spec = load_spec(toy_spec(grid={"tokens": None, "compute": [1e9, 3e10, 1e12]}))
+    with pytest.warns(Warning, match=r"C=1e\+09 gets no size .* is left out; C=3e\+10 gets 1 size\(s\) \(N=16,528\): "
+                                     r"an IsoFLOP profile needs 3 or more"):
+        runs = expand(spec)
+    assert {r["budget"] for r in runs} == {3e10, 1e12}
+    with pytest.raises(SpecError, match=r"every budget in grid.compute \(1e\+05\) is too small for every size: the "
+                                        r"smallest size, N=16,528, needs C >= 8.12e\+09 FLOPs"):
+        expand(load_spec(toy_spec(grid={"tokens": None, "compute": [1e5]})))
+
+
+def test_target_sizes_far_from_their_shape_are_named_once():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        expand(load_spec(toy_spec(model={"sizes": [10, 3000, 80000], "seq_len": 64})))
+    msgs = [str(w.message) for w in caught if "model.sizes" in str(w.message)]
+    assert len(msgs) == 1, msgs
+    assert "10 and 3,000 map to one shape (2 layers x d_model 16, N=8,272), trained once" in msgs[0]
+    assert "3,000 became N=8,272" in msgs[0] and "2.8x above the target" in msgs[0]

@@ -211,7 +211,7 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
 
     check_adaptive(spec)
     _check_around(spec, folder)
-    shapes(spec)  # raises on impossible shapes
+    shapes(spec, warn=False)  # raises on impossible shapes (expand warns about the sizes, once)
 
 
 AROUND = ("a mapping {C: C_REF, N: N_REF, a: EXPONENT} (the optimum guessed as N_REF (C / C_REF)^a) or "
@@ -628,8 +628,9 @@ def _shape_for(target: float, family: str, head_dim: int, vocab: int, seq_len: i
     return best[1]
 
 
-def shapes(spec: dict) -> list[dict]:
-    """Model shapes with their exact parameter counts."""
+def shapes(spec: dict, warn: bool = True) -> list[dict]:
+    """Model shapes with their exact parameter counts. ``warn``: say which ``model.sizes`` targets map to one shape,
+    and which land far from their target (a target below the smallest shape the family allows)."""
     m = spec["model"]
     out = []
     raw = m["shapes"] or [_shape_for(float(t), m["family"], int(m["head_dim"]), int(m["vocab_size"]),
@@ -664,9 +665,24 @@ def shapes(spec: dict) -> list[dict]:
                 raise SpecError(f"model.shapes entry {s}: {LR_RANGE}")
         out.append(shape)
     unique = {(s["n_layer"], s["d_model"], s["n_head"]): s for s in out}
-    if len(unique) < len(out):
-        warnings.warn(f"{len(out) - len(unique)} target size(s) map to the same shape as another; kept once",
-                      stacklevel=3)
+    if warn and m["shapes"] is None:
+        targets = [float(t) for t in m["sizes"]]
+        notes = []
+        by_shape: dict[tuple, list[float]] = {}
+        for t, sh in zip(targets, out):
+            by_shape.setdefault((sh["n_layer"], sh["d_model"], sh["n_head"]), []).append(t)
+        for key, ts in by_shape.items():
+            if len(ts) > 1:
+                notes.append(f"{' and '.join(f'{t:,.0f}' for t in ts)} map to one shape ({key[0]} layers x d_model "
+                             f"{key[1]}, N={unique[key]['N']:,}), trained once")
+        far = [(t, sh) for t, sh in zip(targets, out) if max(sh["N"] / t, t / sh["N"]) > 1.5]
+        notes += [f"{t:,.0f} became N={sh['N']:,} ({sh['n_layer']} layers x d_model {sh['d_model']}; "
+                  f"{max(sh['N'] / t, t / sh['N']):.1f}x {'above' if sh['N'] > t else 'below'} the target"
+                  + (", the smallest shape this family allows" if sh["N"] == min(x["N"] for x in out) and sh["N"] > t
+                     else "") + ")" for t, sh in far]
+        if notes:
+            warnings.warn("model.sizes: " + "; ".join(notes) + " (list exact shapes with model.shapes to choose them)",
+                          ScalingWarning, stacklevel=3)
     return sorted(unique.values(), key=lambda s: s["N"])
 
 
@@ -738,9 +754,11 @@ def expand(spec: dict) -> list[dict]:
                                            lr_tagged=lrs is not None, warmup_tagged=warmups is not None,
                                            lr_mult=mult))
     if not runs:
-        raise SpecError("the grid produced no runs (every IsoFLOP budget too small for its sizes?)")
+        raise SpecError(_no_runs_reason(spec, all_shapes, axis, batch_fit))
     if grid.get("around"):
         runs = centre_budgets(spec, runs, all_shapes)
+    elif grid["compute"] is not None:
+        _warn_thin_budgets(spec, runs)
     _warn_rounded_batches(spec)
     if fit is not None:
         _warn_extrapolated(fit, runs, rule["from"])
@@ -749,6 +767,48 @@ def expand(spec: dict) -> list[dict]:
 
         runs = branch_cells(spec, runs)
     return runs
+
+
+def _bounds_note(grid: dict) -> str:
+    lo, hi = grid["min_tokens_per_param"], grid["max_tokens_per_param"]
+    return "" if lo is None and hi is None else (f", or lies outside grid.min/max_tokens_per_param ({lo}, {hi})")
+
+
+def _no_runs_reason(spec: dict, all_shapes: list[dict], axis, batch_fit) -> str:
+    """Why an IsoFLOP grid produced no runs, with the budget the smallest size would need."""
+    grid = spec["grid"]
+    budgets = ", ".join(f"{float(C):.3g}" for C in grid["compute"] or [])
+    small = min(all_shapes, key=lambda sh: sh["N"])
+    try:
+        C = max(float(c) for c in grid["compute"])
+        tps = tokens_per_step(spec, C / (6 * small["N"]), axis[0] if isinstance(axis, list) else None, N=small["N"],
+                              fit=batch_fit)
+        need = f": the smallest size, N={small['N']:,}, needs C >= {6 * small['N'] * tps * int(grid['min_steps']):.3g} " \
+               f"FLOPs to train grid.min_steps={grid['min_steps']} steps of {tps} tokens"
+    except Exception:  # noqa: BLE001 - the reason is a courtesy; the error stands without it
+        need = ""
+    return (f"the grid produced no runs: every budget in grid.compute ({budgets}) is too small for every size"
+            f"{need}{_bounds_note(grid)}")
+
+
+def _warn_thin_budgets(spec: dict, runs: list[dict]) -> None:
+    """One warning naming the IsoFLOP budgets left with no size, or with fewer than the 3 a parabola needs."""
+    sizes: dict[float, set] = {float(C): set() for C in spec["grid"]["compute"]}
+    for r in runs:
+        if r.get("budget") is not None:
+            sizes.setdefault(float(r["budget"]), set()).add(r["N"])
+    none = [C for C, n in sizes.items() if not n]
+    thin = [(C, sorted(n)) for C, n in sizes.items() if 0 < len(n) < 3]
+    parts = []
+    if none:
+        parts.append(f"{', '.join(f'C={C:.3g}' for C in none)} get{'s' if len(none) == 1 else ''} no size (each would "
+                     f"train fewer than grid.min_steps={spec['grid']['min_steps']} steps{_bounds_note(spec['grid'])}) "
+                     f"and {'is' if len(none) == 1 else 'are'} left out")
+    if thin:
+        parts.append("; ".join(f"C={C:.3g} gets {len(n)} size(s) (N={', '.join(f'{x:,}' for x in n)})" for C, n in thin)
+                     + ": an IsoFLOP profile needs 3 or more to locate its minimum (add sizes, or use grid.around)")
+    if parts:
+        warnings.warn("grid.compute: " + "; ".join(parts), ScalingWarning, stacklevel=3)
 
 
 def _warn_rounded_batches(spec: dict) -> None:
