@@ -49,6 +49,8 @@ def toy_spec(base=None, **overrides):
     ({"model": {"shapes": [{"n_layer": 2, "d_model": 14, "n_head": 2}]}}, "even head dimension"),
     ({"model": {"sizes": [20000], "head_dim": 9}}, "set an even model.head_dim"),
     ({"grid": {"tokens": [200000, 200000]}}, "grid.tokens lists a value twice"),
+    ({"seeds": [0, 0]}, r"seeds lists a value twice: \[0, 0\]"),  # was one run, in silence
+    ({"eval": {"every": 2.5}}, "eval.every is 2.5: give a fraction of the run below 1"),  # was read as every 2 steps
 ])
 def test_bad_definitions_fail_before_training(bad, msg):
     spec = toy_spec()

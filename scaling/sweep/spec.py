@@ -176,12 +176,19 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
         raise SpecError(f"schedule.type must be one of {SCHEDULES}, got {spec['schedule']['type']!r}")
     if not isinstance(spec["seeds"], list) or not spec["seeds"]:
         raise SpecError("seeds must be a non-empty list of integers")
+    if len(set(map(str, spec["seeds"]))) < len(spec["seeds"]):  # one run per seed: a repeat would be the same run
+        raise SpecError(f"seeds lists a value twice: {spec['seeds']}")
     if not isinstance(spec["save_model"], bool):
         raise SpecError(f"save_model is true or false, got {spec['save_model']!r}")
     if spec["save_model"] and spec["trainer"] != "transformer":
         raise SpecError("save_model keeps a trained transformer; the toy trainer has no model to save")
     lr_rule = isinstance(spec["optimizer"]["lr"], dict)
     check_numbers(spec, {k: v for k, v in SWEEP_NUMBERS.items() if not (lr_rule and k == "optimizer.lr")})
+    for section, key in (("eval", "every"), ("checkpoint", "every"), ("schedule", "warmup")):
+        v = (spec.get(section) or {}).get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1 and v != int(v):
+            raise SpecError(f"{section}.{key} is {v}: give a fraction of the run below 1 (e.g. 0.25) or a whole "
+                            f"number of steps (e.g. {int(round(v))})")
     _check_axes(spec)
     if lr_rule:
         _check_lr_rule(spec, folder)
