@@ -371,3 +371,17 @@ def test_two_prepares_into_one_folder_are_refused(texts, tmp_path):
             prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
     prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
     assert not list(out.glob("*.tmp")) and (out / "meta.json").exists()
+
+
+def test_runs_longer_than_the_training_split_are_named(tmp_path):
+    # batches are random windows: a run of 2.5x the split's tokens saw it 2.5 times over, without a word
+    from scaling.sweep.runner import warn_repeated_data
+
+    rng = np.random.default_rng(0)
+    d = write_tokens(tmp_path / "c", rng.integers(0, 300, 80000), rng.integers(0, 300, 8000),
+                     meta={"vocab_size": 300, "dtype": "uint16", "eos_id": 0})
+    spec = load_spec({**toy({"name": "tokens", "path": str(d)}), "trainer": "transformer",
+                      "grid": {"tokens": [40000, 200000]}})
+    with pytest.warns(Warning, match=r"1 of 2 runs train on more tokens than the corpus's training split holds "
+                                     r"\(80,000\): up to 200,704 tokens, 2.5 passes"):
+        warn_repeated_data(spec, expand(spec))

@@ -91,6 +91,8 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
 
         require("torch", "transformers")
     configs = expand(spec)
+    if spec["trainer"] == "transformer":
+        warn_repeated_data(spec, configs)
     base = sweep_dir(spec["name"], root)
     store = open_store(spec["name"], root, must_exist=False)
     with driver_lock(base, f"sweep {spec['name']!r} is already being run by another `scaling sweep run` (lock "
@@ -122,6 +124,25 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
             print(f"sweep {spec['name']}: {len(out['blocked'])} cooldown branch(es) wait on a stable run that failed or "
                   f"diverged (`scaling sweep status {spec['name']}` names it); they run once it is done")
         return store.runs()
+
+
+def warn_repeated_data(spec: dict, configs: list[dict]) -> None:
+    """One warning when runs train on more tokens than the corpus's training split holds: they see it more than once
+    (batches are windows drawn at random), and repeated data changes the loss a law is fitted to (Muennighoff et
+    al. 2023). Opens the corpus as a worker would (memory-mapped; a built-in corpus is built once and cached)."""
+    import warnings
+
+    from ..errors import ScalingWarning
+    from .corpus import load_corpus
+
+    train = len(load_corpus(spec["corpus"])[0])
+    over = [c for c in configs if c["D"] > train]
+    if over:
+        top = max(c["D"] for c in over)
+        warnings.warn(f"{len(over)} of {len(configs)} runs train on more tokens than the corpus's training split holds "
+                      f"({train:,}): up to {top:,.0f} tokens, {top / train:.1f} passes over it. Repeated data changes "
+                      "the loss a scaling law is fitted to; give more text (or fewer grid tokens) unless repetition is "
+                      "what the sweep studies", ScalingWarning, stacklevel=3)
 
 
 def _nothing_to_run(spec: dict, store: Store, configs: list[dict], out: dict) -> None:
