@@ -682,6 +682,12 @@ def cmd_sweep_export(args) -> int:
     (runs.to_parquet if out.suffix == ".parquet" else runs.to_csv)(out, index=False)
     (curves.to_parquet if curves_path.suffix == ".parquet" else curves.to_csv)(curves_path, index=False)
     print(f"wrote {out} ({len(runs)} runs) and {curves_path} ({len(curves)} curve points)")
+    if "status" in runs and (runs["status"] != "done").any():
+        counts = runs.loc[runs["status"] != "done", "status"].value_counts()
+        print(f"note: {int(counts.sum())} of {len(runs)} runs are not done ("
+              + ", ".join(f"{n} {k}" for k, n in counts.items()) + "): their rows have no final loss"
+              + ("; `scaling sweep run` finishes them" if counts.index.isin(["pending", "running"]).any() else ""),
+              file=sys.stderr)
     if "branch_start" in runs and runs["branch_start"].notna().any():  # WSD branches: what the sweep trained
         print(f"WSD branches: the sweep trained {runs['flops_trained'].sum():.3g} FLOPs (flops_trained: each stable run "
               f"once plus every branch), {runs['flops_trained'].sum() / runs['flops'].sum():.2f} of the "

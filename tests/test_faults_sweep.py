@@ -433,3 +433,15 @@ def test_a_damaged_store_is_one_line_saying_what_to_do(tmp_path, capsys):
     path = write_yaml(tmp_path / "broken.yaml", toy(name="broken"))
     assert main(["sweep", "run", str(path), "--root", str(tmp_path)]) == 2
     assert "is damaged" in capsys.readouterr().err
+
+
+def test_export_of_runs_that_are_not_done_says_so(tmp_path, capsys):
+    root = tmp_path / "root"
+    spec = toy(name="unfinished")
+    spec["toy"] = {**spec.get("toy", {}), "nan_at": 0.5}
+    run_sweep(spec, root=root, workers=1, progress=False)
+    capsys.readouterr()
+    assert main(["sweep", "export", "unfinished", "--root", str(root), "--out", str(tmp_path / "u.csv")]) == 0
+    err = capsys.readouterr().err
+    n = len(expand(load_spec(spec)))
+    assert f"note: {n} of {n} runs are not done ({n} diverged): their rows have no final loss" in err
