@@ -712,6 +712,10 @@ def cmd_sweep_export(args) -> int:
             cells = "; ".join(f"N={r.N:.6g}, D={r.D_grid if 'D_grid' in best else r.D:.4g}" for r in tied.itertuples())
             print(f"tie: {len(tied)} cell(s) where two or more settings have exactly the same mean loss (gap 0; the "
                   f"one first in the runs table is shown): {cells}")
+        from .data import settings_at_edge
+
+        for note in settings_at_edge(runs, best):
+            print(f"edge: {note}")
         print(f"wrote {best_path} ({len(best)} cells)")
     return 0
 

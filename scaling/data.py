@@ -418,6 +418,25 @@ def replicate_note(means: pd.DataFrame, n_runs: int, target: str = "loss", law=N
 HPARAM_COLUMNS = ("lr", "batch", "warmup")
 
 
+def settings_at_edge(df: pd.DataFrame, best: pd.DataFrame, cell: Iterable[str] | None = None) -> list[str]:
+    """For each hyperparameter of :func:`best_hparams`'s table ``best``: the cells whose best value is the smallest
+    or the largest of 3 or more values that cell tried, where the optimum may lie beyond the grid. One sentence per
+    (setting, end) with any."""
+    cell = list(cell) if cell is not None else ["N", "D_grid" if "D_grid" in df.columns else "D"]
+    out = []
+    for col in [c for c in HPARAM_COLUMNS if c in best.columns and c in df.columns]:
+        tried = df.dropna(subset=[col]).groupby(cell)[col].agg(lambda v: np.unique(v.to_numpy(float)))
+        for end, pick in (("smallest", 0), ("largest", -1)):
+            hits = [(k, v[pick]) for k, v in tried.items() if len(v) >= 3
+                    and float(best.set_index(cell).loc[k, col]) == v[pick]]
+            if hits:
+                vals = sorted({float(v) for _, v in hits})
+                axis = {"batch": "grid.batch_tokens"}.get(col, f"grid.{col}")
+                out.append(f"in {len(hits)} of {len(best)} cell(s) the best {col} is the {end} tried "
+                           f"({', '.join(f'{v:g}' for v in vals)}): the optimum may lie beyond the grid; extend {axis}")
+    return out
+
+
 def best_hparams(df: pd.DataFrame, target: str = "loss", cell: Iterable[str] | None = None,
                  settings: Iterable[str] | None = None, seed: str = "seed") -> pd.DataFrame:
     """Per cell, the hyperparameter setting with the lowest mean ``target`` over its seeds.

@@ -226,6 +226,20 @@ def test_best_hparams_is_the_argmin_of_the_means_by_enumeration():
     assert list(single[["lr", "batch"]].itertuples(index=False)) != list(best[["lr", "batch"]].itertuples(index=False))
 
 
+def test_a_best_setting_at_the_end_of_its_axis_is_named():
+    from scaling.data import settings_at_edge
+
+    rows = [dict(N=N, D=1e8, D_grid=1e8, lr=lr, batch=512, seed=0, loss=3 - (lr if N == 1e6 else -abs(lr - 2e-3)))
+            for N in (1e6, 4e6) for lr in (1e-3, 2e-3, 4e-3)]
+    df = pd.DataFrame(rows)
+    notes = settings_at_edge(df, best_hparams(df))
+    # N=1e6: loss falls with lr to the largest tried; N=4e6: best in the middle; batch: one value, no axis
+    assert notes == ["in 1 of 2 cell(s) the best lr is the largest tried (0.004): the optimum may lie beyond the "
+                     "grid; extend grid.lr"]
+    two = df[df["lr"] != 2e-3]  # two values: an end is all there is, nothing to say
+    assert settings_at_edge(two, best_hparams(two)) == []
+
+
 def test_sweep_export_best_hparams_and_the_table_fits_the_hparams_law(tmp_path, capsys):
     spec = toy_spec(name="toyhp", model={"sizes": [20000, 80000, 300000], "seq_len": 64}, seeds=[0, 1],
                     grid={"tokens": [200000, 800000], "lr": [1e-3, 3e-3], "batch_tokens": [1024, 4096]})
