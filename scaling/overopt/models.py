@@ -20,6 +20,7 @@ This module never imports the fitting side.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, Iterator
 
@@ -109,9 +110,11 @@ def sample(model, prompts, length: int, *, generator=None, temperature: float = 
     Returns (completions (B, length) long, log-probs (B, length) of the sampled tokens).
     """
     torch = _torch()
+    # transformers 5.x names the KV cache `cache` (`past_key_values` warns that it goes); 4.x only knows the old name
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     with torch.no_grad():
         out = model(input_ids=prompts, use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1]
+        past, logits = out[key], out.logits[:, -1]
         toks, lps = [], []
         for t in range(length):
             logp = torch.log_softmax(logits.float() / temperature, dim=-1)
@@ -119,8 +122,8 @@ def sample(model, prompts, length: int, *, generator=None, temperature: float = 
             toks.append(nxt)
             lps.append(logp.gather(1, nxt))
             if t + 1 < length:
-                out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-                past, logits = out.past_key_values, out.logits[:, -1]
+                out = model(input_ids=nxt, use_cache=True, **{key: past})
+                past, logits = out[key], out.logits[:, -1]
     return torch.cat(toks, 1), torch.cat(lps, 1)
 
 
