@@ -472,3 +472,19 @@ def test_finetune_ci_sweep_runs_survives_kill_9_exports_and_fits(tmp_path, capsy
     ft_def.write_text(yaml.safe_dump(changed))
     assert main(["finetune", "run", str(ft_def), "--root", str(root)]) == 2
     assert "full.lr: 0.003 -> 0.01" in capsys.readouterr().err
+
+
+def test_a_negative_exponent_is_reported_as_a_finding():
+    # the exponents are free in sign; a loss that rises with the PET parameters was fitted without a word
+    truth = {**TRUTH, "alpha": -0.05}
+    df = finetune_truth_runs(truth, x="pet_params", xs=np.logspace(6, 8, 5), dfs=np.logspace(4, 6, 6), seeds=1,
+                             noise=0.002, seed=7)
+    with pytest.warns(Warning, match=r"alpha = -0.0\d+ < 0: in these data the loss rises with pet_params"):
+        res = FinetuneLaw(x="pet_params", bootstrap=0).fit(df)
+    assert res.params["alpha"] == pytest.approx(-0.05, abs=0.01)
+    with warnings.catch_warnings(record=True) as caught:  # the truth's positive exponents: nothing said
+        warnings.simplefilter("always")
+        FinetuneLaw(x="pet_params", bootstrap=0).fit(
+            finetune_truth_runs(TRUTH, x="pet_params", xs=np.logspace(6, 8, 5), dfs=np.logspace(4, 6, 6), seeds=1,
+                                noise=0.002, seed=7))
+    assert not [w for w in caught if "< 0" in str(w.message)]

@@ -122,6 +122,16 @@ class FinetuneLaw(LogSumExpDesign, Law):
         return [f"\n  X = {self.x} ({what}); method: {self.method or '(one method in the data)'}"]
 
     # ---------------------------------------------------------------- model
+    def _check_terms(self, params, X, y) -> None:
+        """The exponents are free in sign (a PET method's parameters can help little or not at all), so a negative
+        one is a finding to say, not a bound hit: loss rising with that factor in these data."""
+        for p, inp in (("alpha", self.x), ("beta", "D_f")):
+            if params[p] < 0 and p not in self.fixed:
+                warnings.warn(f"{self.name}: {p} = {params[p]:.3g} < 0: in these data the loss rises with {inp} "
+                              f"(more {inp} did not help{' this method' if self.x == 'pet_params' else ''}); check the "
+                              "runs, or fix the exponent (--fix " + p + "=0) if no effect is the finding",
+                              ScalingWarning, stacklevel=4)
+
     def _design(self, X) -> np.ndarray:
         lx, ld = np.log(X[self.x]), np.log(X["D_f"])
         d = np.zeros((lx.size, 2, 4))
