@@ -214,6 +214,18 @@ def test_a_worker_that_dies_stops_the_sweep_without_using_up_retries(tmp_path, m
     assert (runs["status"] == "done").all() and (runs["attempts"] == 1).all()
 
 
+def test_a_run_that_kills_its_worker_every_time_fails_after_its_retries(tmp_path, monkeypatch):
+    # with no attempt counted, the same (longest) run went first on every rerun and broke the pool for good
+    monkeypatch.setenv("SCALING_TOY_DIE_AFTER_LOG", "1")
+    spec = toy_spec(retries=1)
+    for _ in range(2):  # retries=1: two attempts
+        with pytest.raises(Exception, match="1 that had started count one"):
+            run_sweep(spec, root=tmp_path, workers=1, progress=False)
+    st = status("toy", tmp_path)
+    assert st["failed"] == 1 and "its worker process died" in st["failed_runs"][0]["error"]
+    assert st["pending"] == 5  # the runs that never started lost nothing
+
+
 def test_nan_loss_marks_the_run_diverged(tmp_path):
     runs = run_sweep(toy_spec(toy={"nan_at": 0.5}), root=tmp_path, workers=1, progress=False)
     assert (runs["status"] == "diverged").all()

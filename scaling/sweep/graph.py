@@ -155,12 +155,14 @@ def uninterrupted():
 def driver_lock(base: Path, busy: str):
     """Hold ``base/driver.lock`` for the block: one driver per sweep. ``busy``: the error when another holds it."""
     base.mkdir(parents=True, exist_ok=True)
-    lock = open(base / "driver.lock", "w")
+    lock = open(base / "driver.lock", "a+")  # not "w": a refused second driver must not wipe the holder's pid
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         raise ScalingError(busy) from None
+    lock.seek(0)
+    lock.truncate()
     lock.write(f"{os.getpid()}\n")  # for status: is a driver alive?
     lock.flush()
     try:
@@ -249,11 +251,11 @@ def progress_bar(total: int, initial: int, name: str, progress: bool, unit: str 
 
 # --------------------------------------------------------------------- the loop
 class _PoolBroken(Exception):
-    """The local worker pool broke while ``run_id`` was in it (a worker died): a driver failure, not a run's."""
+    """The local worker pool broke (a worker died) with ``run_ids`` in it: not a failure of each of them."""
 
-    def __init__(self, run_id: str):
-        super().__init__(run_id)
-        self.run_id = run_id
+    def __init__(self, run_ids: list[str]):
+        super().__init__(run_ids)
+        self.run_ids = list(run_ids)
 
 
 def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default_kind: str, executor: str = "local",
@@ -307,7 +309,10 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
         store.set_status(rid, "running", attempt=True)
         attempts[rid] += 1
         status[rid] = "running"
-        futures[ex.submit(kinds[rid].run, by_id[rid], str(base), int(threads))] = rid
+        try:
+            futures[ex.submit(kinds[rid].run, by_id[rid], str(base), int(threads))] = rid
+        except BrokenProcessPool:  # the pool broke before this run reached it
+            raise _PoolBroken([rid]) from None
 
     def blocked(rid):
         return any(status[n] in ("failed", "diverged") or n in out["blocked"] for n in by_id[rid].get("needs") or [])
@@ -331,13 +336,15 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
                 done, _ = cf.wait(list(futures), timeout=0.25, return_when=cf.FIRST_COMPLETED)
                 # in the order submitted (``done`` is a set): the store then records runs that finish together in
                 # one order on every machine
+                broke = []
                 for fut in [f for f in futures if f in done]:
                     rid = futures.pop(fut)
                     try:
                         result = fut.result()
                     except Exception as exc:  # noqa: BLE001 - any failure is recorded with its traceback
-                        if isinstance(exc, BrokenProcessPool):  # the pool, not the run: every retry would fail too
-                            raise _PoolBroken(rid) from exc
+                        if isinstance(exc, BrokenProcessPool):  # the pool, not (only) this run: retries would fail
+                            broke.append(rid)  # too; the batch's finished runs are recorded first
+                            continue
                         err = "".join(traceback.format_exception(exc))[-4000:]
                         ingest(rid)
                         if attempts[rid] <= retries:
@@ -360,6 +367,8 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
                     if kinds[rid].tokens and hasattr(bar, "set_postfix_str"):
                         tokens_done += kinds[rid].tokens(by_id[rid])
                         bar.set_postfix_str(f"{tokens_done / max(time.time() - t_start, 1e-9):,.0f} tok/s")
+                if broke:
+                    raise _PoolBroken(broke)
     except KeyboardInterrupt as exc:
         with uninterrupted():
             stopped = True
@@ -375,14 +384,20 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
     except _PoolBroken as exc:
         stopped = True
         ex.shutdown(kill=True)
-        stopped_ids = set(futures.values()) | {exc.run_id}
-        store.requeue(stopped_ids)  # pending again, the attempt not counted: no run failed
-        for rid in stopped_ids:
+        in_flight = set(futures.values()) | set(exc.run_ids)
+        # a run that had started (its log exists) may be what killed its worker (out of memory): its attempt counts,
+        # so one that does so every time fails after its retries instead of blocking the sweep; the others lose none
+        started = {rid for rid in in_flight if (p := log_of(rid)) is not None and Path(p).exists()}
+        store.requeue(in_flight - started)
+        why = "its worker process died (killed, or out of memory?)"
+        for rid in started:
             ingest(rid)
-        raise ScalingError(f"a worker process died ({type(exc.__cause__).__name__}: killed, out of memory, or unable to "
-                           "start; a script fed on stdin cannot be imported again by the spawned workers: run it from "
-                           f"a file or the CLI). The {len(stopped_ids)} {unit}(s) it held are pending again with no "
-                           "attempt counted; run the sweep again to resume") from None
+            store.set_status(rid, "failed" if attempts[rid] > retries else "pending", error=why)
+        raise ScalingError(f"a worker process died (killed, out of memory, or unable to start; a script fed on stdin "
+                           "cannot be imported again by the spawned workers: run it from a file or the CLI). "
+                           f"{len(in_flight)} {unit}(s) were in the pool: those not yet started are pending again with "
+                           f"no attempt counted, {len(started)} that had started count one (a {unit} that kills its "
+                           "worker every time fails after its retries); run the sweep again to resume") from None
     except BaseException:
         stopped = True
         ex.shutdown(kill=True)  # nobody would record what the workers still do

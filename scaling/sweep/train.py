@@ -214,6 +214,9 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
             log.close()
             return {"status": "diverged", "step": step, "final_eval_loss": None}
         log.write(step=step, tokens=tokens, lr=lr_at(step, steps, cfg["optimizer"], cfg["schedule"]), train_loss=loss)
+        if os.environ.get("SCALING_TOY_DIE_AFTER_LOG"):  # tests: a run that kills its worker every time (memory)
+            log.close()
+            os._exit(1)
         if sleep:
             time.sleep(sleep)
         if step + 1 in keep:  # a branch point: kept before the rolling checkpoint can pass it
