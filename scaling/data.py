@@ -424,11 +424,14 @@ def settings_at_edge(df: pd.DataFrame, best: pd.DataFrame, cell: Iterable[str] |
     (setting, end) with any."""
     cell = list(cell) if cell is not None else ["N", "D_grid" if "D_grid" in df.columns else "D"]
     out = []
+    if "loss" in df.columns:  # what was tried is what finished: a pending or failed run has no loss to compare
+        df = df[np.isfinite(pd.to_numeric(df["loss"], errors="coerce").to_numpy(float))]
+    chosen = best.set_index(cell)
     for col in [c for c in HPARAM_COLUMNS if c in best.columns and c in df.columns]:
         tried = df.dropna(subset=[col]).groupby(cell)[col].agg(lambda v: np.unique(v.to_numpy(float)))
         for end, pick in (("smallest", 0), ("largest", -1)):
-            hits = [(k, v[pick]) for k, v in tried.items() if len(v) >= 3
-                    and float(best.set_index(cell).loc[k, col]) == v[pick]]
+            hits = [(k, v[pick]) for k, v in tried.items() if len(v) >= 3 and k in chosen.index
+                    and float(chosen.loc[k, col]) == v[pick]]
             if hits:
                 vals = sorted({float(v) for _, v in hits})
                 axis = {"batch": "grid.batch_tokens"}.get(col, f"grid.{col}")

@@ -144,7 +144,7 @@ class Monitor:
         span = self.smooth if self.smooth is not None else max(1.0, 0.01 * self.plan.get("steps", 100))
         self._alpha = 2.0 / (span + 1.0)
         self._ema = None
-        self._ema_step = 0
+        self._ema_tokens = 0.0
         self._alpha_now = self._alpha
         self._noise2 = None
         c_loss, c_lo, c_hi = (float(c[k][-1]) for k in ("loss", "lo", "hi"))
@@ -207,10 +207,12 @@ class Monitor:
         raw = float(loss)
         # per-step losses are noisier than the band (batch noise): compare a short moving average of the
         # run with the same moving average of the plan, so the average's lag cancels
-        # the span is in steps: a log written every k steps moves the average k steps' worth at each point
-        # (counted per point, a span of 1% of the steps would average over the whole run of a sparse log)
-        gap = max(1, step - self._ema_step) if self._ema is not None else 1
-        self._ema_step = step
+        # the span is in optimizer steps: a log written every k steps moves the average k steps' worth at each point
+        # (counted per point, a span of 1% of the steps would average over the whole run of a sparse log); counted
+        # in tokens, so a log whose step counts samples or micro-batches is not taken as k times sparser
+        tps = float(self.plan["tokens_per_step"])
+        gap = max(1, round((tokens - self._ema_tokens) / tps)) if self._ema is not None else 1
+        self._ema_tokens = tokens
         self._alpha_now = 1.0 - (1.0 - self._alpha) ** gap
         if self._ema is None:
             self._ema, self._ema_exp = raw, mean

@@ -108,7 +108,12 @@ def _finish(df: pd.DataFrame, columns, source: str) -> pd.DataFrame:
     if run is not None and run not in df.columns:
         raise DataError(f"{source}: --columns maps run to {run!r}, which is not a column ({list(df.columns)})")
     if run is not None:  # a table of several runs' curves: read_log picks one
-        out["run"] = df[run].astype(str)
+        named = df[run].notna()
+        ids = df[run].astype(object).where(named, None)
+        num = pd.to_numeric(df.loc[named, run], errors="coerce")
+        if len(num) and num.notna().all() and np.all(num == np.round(num)):  # 1.0 read from a CSV is run 1
+            ids.loc[named] = num.astype("int64").astype(str)
+        out["run"] = ids.where(~named, ids.astype(str))
     unreadable = df[loss][~has_loss & df[loss].map(_present).astype(bool)]
     keep = out["step"].notna() & has_loss
     out = out[keep].reset_index(drop=True)
@@ -396,11 +401,14 @@ def read_log(path, reader: str = "auto", columns=None, run: str | None = None) -
         df = _READERS[name](path, columns)
     except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         raise DataError(f"cannot read {path} with the {name} reader: {exc.strerror} ({exc.filename})") from None
+    if df.empty:  # nothing logged yet (a header, an empty file): a follower waits, a one-off check says so
+        return df.drop(columns="run", errors="ignore")
     if "run" not in df.columns:
         if run is not None:
             raise DataError(f"{path} has no run column ({', '.join(RUN_NAMES)}) to pick run {run!r} from; it is one "
                             "run's log (drop --run)")
         return df
+    df = df[df["run"].notna()]  # rows that name no run belong to none
     runs = list(dict.fromkeys(df["run"]))
     if run is None:
         if len(runs) > 1:

@@ -183,6 +183,13 @@ def test_a_table_of_several_runs_is_watched_one_run_at_a_time(tmp_path, law, pla
     one_run = tmp_path / "one.csv"
     pd.DataFrame(rows[:len(log)]).to_csv(one_run, index=False)  # a run column with one value is one run's log
     assert len(read_log(one_run)) == len(log)
+    header = tmp_path / "header.csv"
+    header.write_text("run,step,loss\n")  # nothing logged yet: empty, so a follower waits for the run
+    assert read_log(header, run="r1").empty
+    numbered = tmp_path / "numbered.csv"  # run ids that a CSV reads back as floats, and a row that names no run
+    pd.DataFrame({"run": [1.0, 1.0, 2.0, None], "step": [0, 1, 0, 2], "loss": [3.0, 2.9, 3.1, 2.8]}).to_csv(
+        numbered, index=False)
+    assert read_log(numbered, run="1")["loss"].tolist() == [3.0, 2.9]
 
 
 def test_trainer_state_tensorboard_and_mlflow(tmp_path):

@@ -238,6 +238,9 @@ def test_a_best_setting_at_the_end_of_its_axis_is_named():
                      "grid; extend grid.lr"]
     two = df[df["lr"] != 2e-3]  # two values: an end is all there is, nothing to say
     assert settings_at_edge(two, best_hparams(two)) == []
+    # a cell whose runs have not finished (no loss) is not judged, and does not break the others
+    partial = pd.concat([df, df.assign(D=4e8, D_grid=4e8, loss=np.nan)], ignore_index=True)
+    assert settings_at_edge(partial, best_hparams(partial)) == notes
 
 
 def test_sweep_export_best_hparams_and_the_table_fits_the_hparams_law(tmp_path, capsys):
