@@ -200,6 +200,8 @@ def cmd_fit(args) -> int:
     if args.curve_loss is not None and not args.runs:
         raise ScalingError("--curve-loss picks the column of a sweep's curves table fitted with --runs; a plain curves "
                            "table's loss column is mapped with --columns loss=<your column>")
+    if args.momentum is not None and cls.curve_law and "S2" not in cls.inputs:
+        raise ScalingError(f"--momentum sets tissue's annealing area S2, which --law {args.law} does not read")
     momentum = 0.999 if args.momentum is None else args.momentum
     if cls.curve_law:
         from .data import read_table
@@ -446,6 +448,10 @@ def cmd_plot(args) -> int:
 
     law = Law.load(args.fit)
     data = None
+    if (args.runs or args.curve_loss) and not law.curve_law:
+        raise ScalingError(f"--runs and --curve-loss apply to curve fits (tissue, mpl), not a {law.name} fit")
+    if args.curve_loss and not args.runs:
+        raise ScalingError("--curve-loss picks the column of a sweep's curves table read with --runs")
     if law.figure == "overopt":
         from .plotting import plot_overopt
 
@@ -461,7 +467,8 @@ def cmd_plot(args) -> int:
         if not args.data:
             raise ScalingError(f"plotting a {law.name} fit needs its curves: scaling plot FIT CURVES --out PNG (a "
                                "curves table: run, N, step, lr, loss)")
-        points = curve_law_points(args.data, columns=args.columns)
+        points = curve_law_points(args.data, columns=args.columns, runs=args.runs,
+                                  loss=args.curve_loss or "eval_loss")
         print(f"wrote {save(plot_curves(law, points), args.out)}")
         return 0
     if args.data and law.figure != "isoflop":
@@ -1082,6 +1089,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("fit")
     pl.add_argument("data", nargs="?")
     pl.add_argument("--columns")
+    pl.add_argument("--runs", help="a curve fit made from a sweep's curves: its runs table (as for fit --runs)")
+    pl.add_argument("--curve-loss", help="with --runs: the curves' column the fit used (default eval_loss)")
     pl.add_argument("--out", required=True)
     pl.set_defaults(func=cmd_plot)
 

@@ -110,7 +110,9 @@ def areas(lr: np.ndarray, tokens_per_step, lam: float = 0.999) -> tuple[np.ndarr
     m_i = lam * m_(i-1) + max(lr_(i-1) - lr_i, 0) / lr_max, per step (warmup is not annealing).
     """
     lr = np.asarray(lr, float)
-    peak = lr.max() if lr.size and lr.max() > 0 else 1.0
+    if not lr.size:
+        return np.zeros(0), np.zeros(0)
+    peak = lr.max() if lr.max() > 0 else 1.0
     eta = lr / peak
     b = np.broadcast_to(np.asarray(tokens_per_step, float), eta.shape)
     S1 = np.cumsum(eta * b)

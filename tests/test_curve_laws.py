@@ -198,3 +198,18 @@ def test_mpl_derivatives_are_exact():
         (fp, (Jp, _)), (fm, (Jm, _)) = model.evaluate(tp), model.evaluate(tm)
         np.testing.assert_allclose((fp - fm) / 2e-6, J[..., i], atol=1e-7)
         np.testing.assert_allclose((Jp - Jm) / 2e-6, H[..., i, :] - J[..., i, None] * J, atol=1e-7)
+
+
+def test_a_curve_fit_from_a_sweep_plots_with_its_runs_table(tmp_path, capsys):
+    sweep = Path(__file__).resolve().parent.parent / "data" / "sweeps" / "cpu-synthetic"
+    fit = tmp_path / "tissue.json"
+    assert main(["fit", str(sweep / "curves.csv"), "--law", "tissue", "--runs", str(sweep / "runs.csv"),
+                 "--bootstrap", "0", "--out", str(fit)]) == 0
+    png = tmp_path / "tissue.png"
+    assert main(["plot", str(fit), str(sweep / "curves.csv"), "--runs", str(sweep / "runs.csv"), "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+    capsys.readouterr()
+    # --momentum sets tissue's S2: mpl does not read it, so it is refused rather than ignored
+    assert main(["fit", str(sweep / "curves.csv"), "--law", "mpl", "--runs", str(sweep / "runs.csv"),
+                 "--momentum", "0.99"]) == 2
+    assert "does not read" in capsys.readouterr().err

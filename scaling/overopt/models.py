@@ -114,7 +114,7 @@ def sample(model, prompts, length: int, *, generator=None, temperature: float = 
     key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     with torch.no_grad():
         out = model(input_ids=prompts, use_cache=True)
-        past, logits = out[key], out.logits[:, -1]
+        past, logits = getattr(out, key), out.logits[:, -1]
         toks, lps = [], []
         for t in range(length):
             logp = torch.log_softmax(logits.float() / temperature, dim=-1)
@@ -123,7 +123,7 @@ def sample(model, prompts, length: int, *, generator=None, temperature: float = 
             lps.append(logp.gather(1, nxt))
             if t + 1 < length:
                 out = model(input_ids=nxt, use_cache=True, **{key: past})
-                past, logits = out[key], out.logits[:, -1]
+                past, logits = getattr(out, key), out.logits[:, -1]
     return torch.cat(toks, 1), torch.cat(lps, 1)
 
 

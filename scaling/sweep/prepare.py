@@ -273,7 +273,9 @@ def prepare(out: str | Path, text=None, hf_dataset=None, text_column: str = "tex
 
             from ..errors import ScalingWarning
 
-            warnings.warn(f"{out} holds a corpus prepared from other inputs or settings ({old.get('n_train_tokens', '?'):,} "
+            n_old = old.get("n_train_tokens")
+            n_old = f"{n_old:,}" if isinstance(n_old, int) else "?"
+            warnings.warn(f"{out} holds a corpus prepared from other inputs or settings ({n_old} "
                           f"train tokens, tokenizer {old.get('tokenizer', '?')}); it is replaced, and a sweep that trained "
                           "on it will refuse to resume on the new one (give another --out to keep both)",
                           ScalingWarning, stacklevel=2)

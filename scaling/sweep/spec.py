@@ -637,7 +637,7 @@ def _shape_for(target: float, family: str, head_dim: int, vocab: int, seq_len: i
 
 def shapes(spec: dict, warn: bool = True) -> list[dict]:
     """Model shapes with their exact parameter counts. ``warn``: say which ``model.sizes`` targets map to one shape,
-    and which land far from their target (a target below the smallest shape the family allows)."""
+    and which land far from their target (e.g. a target below the smallest shape model.head_dim allows)."""
     m = spec["model"]
     out = []
     raw = m["shapes"] or [_shape_for(float(t), m["family"], int(m["head_dim"]), int(m["vocab_size"]),
@@ -684,9 +684,8 @@ def shapes(spec: dict, warn: bool = True) -> list[dict]:
                              f"{key[1]}, N={unique[key]['N']:,}), trained once")
         far = [(t, sh) for t, sh in zip(targets, out) if max(sh["N"] / t, t / sh["N"]) > 1.5]
         notes += [f"{t:,.0f} became N={sh['N']:,} ({sh['n_layer']} layers x d_model {sh['d_model']}; "
-                  f"{max(sh['N'] / t, t / sh['N']):.1f}x {'above' if sh['N'] > t else 'below'} the target"
-                  + (", the smallest shape this family allows" if sh["N"] == min(x["N"] for x in out) and sh["N"] > t
-                     else "") + ")" for t, sh in far]
+                  f"{max(sh['N'] / t, t / sh['N']):.1f}x {'above' if sh['N'] > t else 'below'} the target)"
+                  for t, sh in far]
         if notes:
             warnings.warn("model.sizes: " + "; ".join(notes) + " (list exact shapes with model.shapes to choose them)",
                           ScalingWarning, stacklevel=3)
