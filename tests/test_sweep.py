@@ -275,8 +275,11 @@ def test_sigkill_of_the_sweep_loses_and_duplicates_nothing(tmp_path):
         if db.exists():
             import sqlite3
 
-            with sqlite3.connect(db) as c:
-                done_now = {r[0] for r in c.execute("SELECT run_id FROM runs WHERE status='done'")}
+            try:
+                with sqlite3.connect(db) as c:
+                    done_now = {r[0] for r in c.execute("SELECT run_id FROM runs WHERE status='done'")}
+            except sqlite3.OperationalError:  # the file exists before the driver has made its tables
+                continue
             # kill once a run is done and an unfinished one has checkpointed early in its run (one checkpointed
             # near its end could finish before the kill lands; on a busy machine a run can be 'running' for a
             # while before its first checkpoint)
