@@ -144,6 +144,12 @@ def _law_options(args) -> dict:
             "x": ("--x", args.x), "method": ("--method", args.method), "resample": ("--resample", args.resample)}
 
 
+def _level_of(args, law) -> None:
+    """--level, else the level the fit was made at (scaling fit --level), else 0.9."""
+    if args.level is None:
+        args.level = float(getattr(law, "level", None) or 0.9)
+
+
 def _cmd_fit_auto(args) -> int:
     """`scaling fit DATA --law auto`: the candidates scored by nested backtests, the pick fitted on every run
     (seed replicates averaged into cells first, said in a warning, unless --no-average-seeds)."""
@@ -248,22 +254,18 @@ def cmd_predict(args) -> int:
     from .laws import Law
 
     law = Law.load(args.fit)
-    if args.level is None:  # the level the fit was made at (scaling fit --level), 90% by default
-        args.level = float(getattr(law, "level", None) or 0.9)
+    _level_of(args, law)
     if law.curve_law or args.model or args.tokens:
         return _cmd_plan(args, law)
+    from .laws.base import tokens_from_compute
+
     inputs = {k: getattr(args, k) for k in ("N", "D", "C", "S", "U", "d", "rm_params") if getattr(args, k) is not None}
-    if "D" in law.inputs and "D" not in inputs and "C" in inputs and "N" in inputs:
-        inputs["D"] = inputs["C"] / (6 * inputs["N"])
-    elif "D" in law.inputs and "C" not in law.inputs and {"N", "D", "C"} <= set(inputs):
-        if not math.isclose(inputs["C"], 6 * inputs["N"] * inputs["D"], rel_tol=0.01):
-            raise ScalingError(f"--C {inputs['C']:.3g} is not 6 N D = {6 * inputs['N'] * inputs['D']:.3g}: give two of "
-                               "--N, --D, --C (D is worked out as C / 6N)")
+    inputs = {k: float(v) if k in ("N", "D") else v for k, v in tokens_from_compute(inputs, law.inputs).items()}
     missing = [k for k in law.inputs if k not in inputs]
     if missing:
         raise ScalingError(f"this {law.name} fit predicts from {list(law.inputs)}; give " +
                            " ".join(f"--{k} VALUE" for k in missing))
-    extra = [k for k in inputs if k not in law.inputs and not (k == "C" and "D" in law.inputs)]
+    extra = [k for k in inputs if k not in law.inputs]
     if extra:
         raise ScalingError(f"this {law.name} fit predicts from {list(law.inputs)}; it does not use "
                            + " ".join(f"--{k}" for k in extra))
@@ -410,8 +412,7 @@ def cmd_allocate(args) -> int:
     from .laws import Law, available_laws, get_law
 
     law = Law.load(args.fit)
-    if args.level is None:  # the level the fit was made at
-        args.level = float(getattr(law, "level", None) or 0.9)
+    _level_of(args, law)
     if not law.allocates():
         raise ScalingError(f"a {law.name} fit has no compute-optimal allocation (laws that have one: "
                            f"{', '.join(n for n in available_laws() if get_law(n).allocates())})")
@@ -654,10 +655,10 @@ def cmd_sweep_status(args) -> int:
 
     st = status(args.name, args.root)
     eta = "-" if st["eta_s"] is None else f"{st['eta_s'] / 60:.1f} min"
-    stopped = "" if st["driver"] or not st["running"] else \
-        f"  (no driver is running: they stopped with it; `scaling sweep run` resumes them)"
-    if not st["driver"] and st["remaining"] and not st["running"]:
-        stopped = "  (no driver is running)"
+    stopped = ""
+    if not st["driver"] and st["remaining"]:
+        stopped = "  (no driver is running" + (": they stopped with it; `scaling sweep run` resumes them)"
+                                                if st["running"] else ")")
     text = (f"sweep {st['name']}: {st['total']} runs\n  done      {st['done']}\n  running   {st['running']}{stopped}\n"
             f"  pending   {st['pending']}\n  failed    {st['failed']}\n  diverged  {st['diverged']}\n"
             f"  remaining {st['remaining']}  (ETA {eta})")

@@ -162,13 +162,14 @@ def make_plan(law, *, tokens: float, model: dict | None = None, N: float | None 
     if shape is None and N is None:
         raise DataError("give the model (--model) or its non-embedding parameter count (--N)")
     N = float(shape["N"]) if shape else float(N)
-    _check_schedule(sched, round(tokens / tokens_per_step))
-    if round(tokens / tokens_per_step) < MIN_PLAN_STEPS:
-        raise DataError(f"{tokens:.3g} tokens at {tokens_per_step:,} tokens per step is {round(tokens / tokens_per_step)} "
+    n_steps = round(tokens / tokens_per_step)
+    _check_schedule(sched, n_steps)
+    if n_steps < MIN_PLAN_STEPS:
+        raise DataError(f"{tokens:.3g} tokens at {tokens_per_step:,} tokens per step is {n_steps} "
                         f"optimizer step(s); a plan needs at least {MIN_PLAN_STEPS} (more --tokens, or a smaller "
                         "--tokens-per-step)")
-    if round(tokens / tokens_per_step) > MAX_PLAN_STEPS:
-        raise DataError(f"{tokens:.3g} tokens at {tokens_per_step:,} tokens per step is {round(tokens / tokens_per_step):,} "
+    if n_steps > MAX_PLAN_STEPS:
+        raise DataError(f"{tokens:.3g} tokens at {tokens_per_step:,} tokens per step is {n_steps:,} "
                         f"optimizer steps; plans are worked out step by step up to {MAX_PLAN_STEPS:,}: give the run's "
                         "real batch in tokens (--tokens-per-step; e.g. 1048576 for a batch of 1M tokens)")
     steps, lrs, feats = _curve_inputs(N, tokens, tokens_per_step, sched)

@@ -108,12 +108,11 @@ def _finish(df: pd.DataFrame, columns, source: str) -> pd.DataFrame:
     if run is not None and run not in df.columns:
         raise DataError(f"{source}: --columns maps run to {run!r}, which is not a column ({list(df.columns)})")
     if run is not None:  # a table of several runs' curves: read_log picks one
-        named = df[run].notna()
-        ids = df[run].astype(object).where(named, None)
-        num = pd.to_numeric(df.loc[named, run], errors="coerce")
+        ids = df[run].dropna()  # a row that names no run keeps NaN, and belongs to none
+        num = pd.to_numeric(ids, errors="coerce")
         if len(num) and num.notna().all() and np.all(num == np.round(num)):  # 1.0 read from a CSV is run 1
-            ids.loc[named] = num.astype("int64").astype(str)
-        out["run"] = ids.where(~named, ids.astype(str))
+            ids = num.astype("int64")
+        out["run"] = ids.astype(str).reindex(df.index)
     unreadable = df[loss][~has_loss & df[loss].map(_present).astype(bool)]
     keep = out["step"].notna() & has_loss
     out = out[keep].reset_index(drop=True)

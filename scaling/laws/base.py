@@ -34,6 +34,19 @@ from .result import FitResult, params_state, validate_dict
 from .result import from_dict as result_from_dict
 
 
+def tokens_from_compute(inputs: Mapping[str, Any], law_inputs) -> dict:
+    """``inputs`` for a law of N and D given C beside N: D = C / 6N, C dropped; given with D too, C must agree
+    with 6 N D (within 1%). Unchanged for any other law or set of inputs."""
+    inputs = dict(inputs)
+    if "C" in inputs and "C" not in law_inputs and {"N", "D"} <= set(law_inputs) and "N" in inputs:
+        C, N = np.asarray(inputs.pop("C"), float), np.asarray(inputs["N"], float)
+        if "D" not in inputs:
+            inputs["D"] = C / (6 * N)
+        elif not np.allclose(C, 6 * N * np.asarray(inputs["D"], float), rtol=0.01):
+            raise DataError("C is not 6 N D (within 1%); give two of N, D, C (D is worked out as C / 6N)")
+    return inputs
+
+
 @dataclass(frozen=True)
 class Param:
     """A public parameter; ``log=True`` means the optimiser works on its logarithm."""
@@ -371,16 +384,8 @@ class Law:
 
     def _keyword_inputs(self, inputs: dict) -> dict:
         """Keyword inputs checked: a name the law does not read is refused (it would be silently ignored), except
-        C beside N for a law of N and D, which gives D = C / 6N (and, given with D too, must agree with 6 N D)."""
-        if "C" in inputs and "C" not in self.inputs and {"N", "D"} <= set(self.inputs) and "N" in inputs:
-            inputs = dict(inputs)
-            C, N = (np.asarray(inputs.pop(k), float) for k in ("C", "N"))
-            inputs["N"] = N
-            if "D" not in inputs:
-                inputs["D"] = C / (6 * N)
-            elif not np.allclose(C, 6 * N * np.asarray(inputs["D"], float), rtol=0.01):
-                raise DataError(f"{self.name}: C is not 6 N D at every point; give two of N, D, C "
-                                "(D is worked out as C / 6N)")
+        C beside N for a law of N and D (see :func:`tokens_from_compute`)."""
+        inputs = tokens_from_compute(inputs, self.inputs)
         extra = [k for k in inputs if k not in self.inputs]
         if extra:
             raise DataError(f"{self.name} predicts from {list(self.inputs)}; it does not use {extra}")

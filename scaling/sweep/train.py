@@ -206,6 +206,7 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
     every = steps_of(cfg["checkpoint"]["every"], steps)
     # SCALING_TOY_STEP_SLEEP overrides it without changing the definition (a kill test's resume runs at full speed)
     sleep = float(os.environ.get("SCALING_TOY_STEP_SLEEP") or toy.get("step_sleep") or 0.0)
+    die_after_log = bool(os.environ.get("SCALING_TOY_DIE_AFTER_LOG"))  # tests: a run that kills its worker each time
     for step in range(start, stop):
         tokens = (step + 1) * tps
         loss = law(tokens) * math.exp(noise[step])
@@ -214,7 +215,7 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
             log.close()
             return {"status": "diverged", "step": step, "final_eval_loss": None}
         log.write(step=step, tokens=tokens, lr=lr_at(step, steps, cfg["optimizer"], cfg["schedule"]), train_loss=loss)
-        if os.environ.get("SCALING_TOY_DIE_AFTER_LOG"):  # tests: a run that kills its worker every time (memory)
+        if die_after_log:
             log.close()
             os._exit(1)
         if sleep:
