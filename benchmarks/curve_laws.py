@@ -78,19 +78,21 @@ def luo() -> None:
             pe, we = file_weighted(e, g["run"])
             print(f"{name:<8}{'per size':<10}{N / 1e6:>5.0f}M{100 * e.mean():>9.3f}%{100 * e.max():>8.3f}%"
                   f"{100 * pe:>8.3f}%{100 * we:>8.3f}%{t_each / len(fits):>7.0f}")
-        t = time.time()
-        joint = cls(bootstrap=0).fit(train)
-        t_joint = time.time() - t
-        e_all = np.abs(joint.predict(test) - test["loss"]) / test["loss"]
-        for N in sorted(test["N"].unique()):
-            e = e_all[test["N"] == N]
-            pe, we = file_weighted(e, test["run"][test["N"] == N])
-            print(f"{name:<8}{'joint':<10}{N / 1e6:>5.0f}M{100 * e.mean():>9.3f}%{100 * e.max():>8.3f}%"
-                  f"{100 * pe:>8.3f}%{100 * we:>8.3f}%")
-        pe, we = file_weighted(e_all, test["run"])
-        print(f"{name:<8}{'joint':<10}{'all':>6}{100 * e_all.mean():>9.3f}%{100 * e_all.max():>8.3f}%"
-              f"{100 * pe:>8.3f}%{100 * we:>8.3f}%{t_joint:>7.0f}")
-        print(f"  joint {name} parameters: " + ", ".join(f"{k}={v:.4g}" for k, v in joint.params_.items()))
+        for label, kwargs in (("joint", {}),) + ((("joint, decay by size", {"decay_by_size": True}),)
+                                                 if name == "mpl" else ()):
+            t = time.time()
+            joint = cls(bootstrap=0, **kwargs).fit(train)
+            t_joint = time.time() - t
+            e_all = np.abs(joint.predict(test) - test["loss"]) / test["loss"]
+            for N in sorted(test["N"].unique()):
+                e = e_all[test["N"] == N]
+                pe, we = file_weighted(e, test["run"][test["N"] == N])
+                print(f"{name:<8}{label:<10}{N / 1e6:>5.0f}M{100 * e.mean():>9.3f}%{100 * e.max():>8.3f}%"
+                      f"{100 * pe:>8.3f}%{100 * we:>8.3f}%")
+            pe, we = file_weighted(e_all, test["run"])
+            print(f"{name:<8}{label:<10}{'all':>6}{100 * e_all.mean():>9.3f}%{100 * e_all.max():>8.3f}%"
+                  f"{100 * pe:>8.4f}%{100 * we:>8.3f}%{t_joint:>7.0f}")
+            print(f"  {label} {name} parameters: " + ", ".join(f"{k}={v:.4g}" for k, v in joint.params_.items()))
 
 
 def held_out_split(sweep: Path, loss: str = "train_loss"):

@@ -15,7 +15,7 @@ from their configuration, then from their first 10%, 25% and 50% of steps, three
   size, refit on the rest, and regress those runs' final log error on their prefix offsets (beta = sum(e a) /
   sum(a^2), clipped to [0, 1.5]). beta near 0 says the prefix did not predict the end in the sweep's own data.
 
-    python benchmarks/reforecast_nested.py [--loss train_loss|eval_loss]   # ~8 min on one core
+    python benchmarks/reforecast_nested.py [--loss train_loss|eval_loss] [--decay-by-size]   # ~8 min on one core
 
 ``--loss eval_loss`` forecasts the final held-out loss (the runs table's ``loss``: the whole evaluation sample,
 standard error ~0.2%) from the run's evaluations (those during the run use a smaller subset, ``eval.curve_tokens``);
@@ -66,13 +66,13 @@ def offsets(fit, pts: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[float, dic
     return out
 
 
-def sweep_rows(sweep: Path, loss: str) -> tuple[list[dict], dict]:
+def sweep_rows(sweep: Path, loss: str, **law) -> tuple[list[dict], dict]:
     runs, pts, sizes, held, train = held_out_split(sweep, loss)
     if len(sizes) < 4:  # two held out, one for the nested fit, at least one to fit it on
         return [], {}
-    fit = MultiPowerLaw(bootstrap=0).fit(train)
+    fit = MultiPowerLaw(bootstrap=0, **law).fit(train)
     inner_held = runs[runs["N"] == sizes[-3]]
-    inner = MultiPowerLaw(bootstrap=0).fit(train[~train["run"].isin(inner_held["run_id"])].reset_index(drop=True))
+    inner = MultiPowerLaw(bootstrap=0, **law).fit(train[~train["run"].isin(inner_held["run_id"])].reset_index(drop=True))
     cal = offsets(inner, pts, inner_held)
     beta = {f: float(np.clip(sum(e * a[f] for e, a, *_ in cal) / max(sum(a[f] ** 2 for e, a, *_ in cal), 1e-12),
                              0.0, 1.5)) for f in SHARES}
@@ -94,12 +94,13 @@ def main() -> None:
     ap.add_argument("--loss", default="train_loss", choices=("train_loss", "eval_loss"),
                     help="the curve fitted, watched and forecast: the smoothed training loss (what a training log "
                          "holds) or the held-out loss of the run's evaluations (few points, each precise)")
+    ap.add_argument("--decay-by-size", action="store_true", help="fit mpl with decay_by_size (kappa_B free)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     rows = []
     with limit_threads(1):
         for sweep in sorted(p for p in ROOT.iterdir() if (p / "runs.csv").exists()):
-            got, beta = sweep_rows(sweep, args.loss)
+            got, beta = sweep_rows(sweep, args.loss, decay_by_size=args.decay_by_size)
             if not got:
                 print(f"{sweep.name}: skipped (fewer than 4 model sizes)")
                 continue

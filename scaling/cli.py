@@ -141,7 +141,8 @@ def _law_options(args) -> dict:
             "max_d": ("--max-d", args.max_d), "rm_data": ("--rm-data", args.rm_data),
             "tie_exponents": ("--tie-exponents", args.tie_exponents or None),
             "form": ("--form", args.form), "tolerance": ("--tolerance", args.tolerance),
-            "x": ("--x", args.x), "method": ("--method", args.method), "resample": ("--resample", args.resample)}
+            "x": ("--x", args.x), "method": ("--method", args.method), "resample": ("--resample", args.resample),
+            "decay_by_size": ("--decay-by-size", args.decay_by_size or None)}
 
 
 def _level_of(args, law) -> None:
@@ -495,6 +496,8 @@ def cmd_backtest(args) -> int:
     if args.holdout_runs is not None or (args.law in available_laws() and get_law(args.law).curve_law):
         return _curve_backtest(args)  # a curve law on whole curves (issue 15): its own library function
     _auto_only(args)
+    if args.decay_by_size:
+        raise ScalingError(f"--decay-by-size applies to --law mpl, not --law {args.law}")
     if args.target_N is not None or args.target_C is not None:
         raise ScalingError("scaling backtest --law auto takes its target from the held-out runs (their largest "
                            "--by); drop --target-N / --target-C")
@@ -536,8 +539,20 @@ def _curve_backtest(args) -> int:
                            "with --holdout-runs R1,R2,... (those runs' whole curves are held out)")
     if args.holdout is not None or args.holdout_top is not None:
         raise ScalingError("--holdout-runs names the held-out curves; drop --holdout / --holdout-top")
+    unused = [f for f, v in (("--tie-exponents", args.tie_exponents), ("--drop-highest-loss", args.drop_highest_loss),
+                             ("--no-average-seeds", args.no_average_seeds)) if v]
+    if unused:
+        raise ScalingError(f"{' and '.join(unused)} appl{'ies' if len(unused) == 1 else 'y'} to laws of a run's final "
+                           f"loss, not to a curve law's backtest")
+    settings = _given_settings(args)
+    if args.decay_by_size:
+        from .laws import get_law
+
+        if "decay_by_size" not in get_law(args.law).options():
+            raise ScalingError(f"--decay-by-size applies to --law mpl, not --law {args.law}")
+        settings["decay_by_size"] = True
     res = curve_backtest(args.data, args.law, holdout_runs=args.holdout_runs, columns=args.columns,
-                         level=args.level, bootstrap=args.bootstrap, seed=args.seed)
+                         level=args.level, bootstrap=args.bootstrap, seed=args.seed, dropna=args.dropna, **settings)
     if args.json:
         _emit(res.to_dict(), True, "")
         return 0
@@ -1001,6 +1016,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--runs", help="--law tissue: the sweep's runs table (DATA is its curves table)")
     f.add_argument("--curve-loss", help="curve laws with --runs: the sweep curves' column to fit (default eval_loss)")
     f.add_argument("--momentum", type=_num, help="curve laws: momentum lambda of tissue's annealing area (default 0.999)")
+    f.add_argument("--decay-by-size", action="store_true", help="--law mpl: what a learning-rate decay buys grows as a "
+                   "power of N (kappa_B; else one B for every size): for new schedules at the sizes fitted, not for "
+                   "larger ones")
     f.add_argument("--form", choices=["steplaw", "deepseek"], help="--law hparams: eta_opt and B_opt in N and D "
                    "(StepLaw) or in compute alone (DeepSeek)")
     f.add_argument("--tolerance", type=_num, help="--law hparams: near-optimal = loss within this fraction of a "
@@ -1072,6 +1090,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--by", choices=["N", "C"], default="N")
     bt.add_argument("--holdout-runs", metavar="R1,R2,...", help="curve laws (mpl, tissue) on a curves table (run, N, "
                     "step, lr, loss): hold out these runs' whole curves")
+    bt.add_argument("--decay-by-size", action="store_true", help="--law mpl: as in scaling fit")
     _uncertainty_args(bt, 200)
     bt.add_argument("--plot", help="write a PNG of held-out runs vs predictions")
     bt.add_argument("--json", action="store_true")

@@ -208,6 +208,15 @@ class Law:
         """Ties a law's own settings imply (e.g. ``tie_exponents``), on top of the user's ``tie``."""
         return []
 
+    def _extra_fixed(self) -> dict[str, float]:
+        """Parameters a law's own settings hold fixed (e.g. mpl's ``kappa_B`` unless ``decay_by_size``)."""
+        return {}
+
+    @property
+    def all_fixed(self) -> dict[str, float]:
+        """Every fixed parameter: the user's ``fixed`` and those the law's own settings imply."""
+        return {**self._extra_fixed(), **self.fixed}
+
     # ------------------------------------------------------------------ hooks
     def _log_predict(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> np.ndarray:
         """log prediction, (K, n) for K internal parameter vectors."""
@@ -304,7 +313,7 @@ class Law:
         specs = self.parameters
         names = self.param_names()
         index = {n: i for i, n in enumerate(names)}
-        fixed, tie = dict(self.fixed), list(self.tie) + self._extra_ties()
+        fixed, tie = self.all_fixed, list(self.tie) + self._extra_ties()
         bounds = {p.name: (p.lower, p.upper) for p in specs if p.lower is not None or p.upper is not None}
         bounds.update(self.bounds)
         if self.params is not None:  # an lmfit.Parameters (or any mapping of objects with those attributes)
@@ -556,6 +565,11 @@ class Law:
     @classmethod
     def _validate_dict(cls, d: Mapping[str, Any], source: str) -> None:
         validate_dict(cls, d, source)
+
+    @classmethod
+    def _upgrade_dict(cls, d: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A fit file of an earlier version of this law in the current layout (a copy; ``d`` is not changed)."""
+        return d
 
     @staticmethod
     def load(path: str | Path, key: str | None = None) -> FitResult:

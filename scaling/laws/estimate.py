@@ -133,8 +133,8 @@ def multistart(law: "Law", data, *, columns=None, drop_highest_loss: int = 0, dr
         st["bootstrap_theta_"] = bootstrap(law.name, law.bootstrap, law.seed, refit, n=y.size, groups=codes,
                                            batched=True).theta
     uncertainty(law, st)
-    check_identification(law.name, st["params_"], st["ci_"], law.level, law.fixed)
-    check_floor(law.name, st["params_"], float(np.min(y)), law.fixed)
+    check_identification(law.name, st["params_"], st["ci_"], law.level, law.all_fixed)
+    check_floor(law.name, st["params_"], float(np.min(y)), law.all_fixed)
     return st
 
 

@@ -354,7 +354,7 @@ class FitResult:
         se, ci = s.get("stderr_", {}), s.get("ci_", {})
         for n in law.param_names():
             v = s["params_"][n]
-            fixed = (" (fixed)" if n in law.fixed else
+            fixed = (" (fixed)" if n in law.all_fixed else
                      " (not estimated)" if free is not None and n not in free else
                      " (on a bound)" if any(n in b.split("=") for b in fi.get("at_bound", ())) else
                      f" (widened to the estimate: {fi['few_resamples']} resamples are too few to tell)"
@@ -515,6 +515,7 @@ def params_state(law: "Law", theta: np.ndarray, public: Mapping[str, float] | No
 def from_dict(law_cls: type, d: Mapping[str, Any], source: str) -> FitResult:
     """The ``FitResult`` a ``to_dict`` (or a fit file of any earlier version) describes, for ``law_cls``."""
     law_cls = law_cls._class_for(d)
+    d = law_cls._upgrade_dict(d)
     law_cls._validate_dict(d, source)
     s = dict(d.get("settings", {}))
     law = law_cls(loss=s.get("loss", "huber"), delta=s.get("delta", 1e-3), fixed=s.get("fixed"),
