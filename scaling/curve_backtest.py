@@ -69,10 +69,13 @@ def holdout_mask(points: pd.DataFrame, holdout_runs) -> np.ndarray:
     return mask
 
 
-def curve_backtest(data, law: str = "mpl", *, holdout_runs, columns=None, runs=None, loss: str = "eval_loss",
+def curve_backtest(data, law: str = "mpl", *, holdout_runs, columns=None, runs=None, curve_loss: str = "eval_loss",
                    level: float = 0.9, bootstrap: int = 200, seed: int = 0, dropna: bool = False,
                    **law_kwargs) -> BacktestResult:
-    """Fit curve law ``law`` on the runs not held out; score every logged point of the held-out runs."""
+    """Fit curve law ``law`` on the runs not held out; score every logged point of the held-out runs.
+
+    ``curve_loss``: with ``runs`` (a sweep's curves and runs tables), the curves' column to score; ``law_kwargs``
+    are the law's settings (``loss``, ``delta``, ``fixed``, ``bounds``, ``decay_by_size``, ...)."""
     from .laws import available_laws, get_law
 
     cls = get_law(law)
@@ -80,7 +83,7 @@ def curve_backtest(data, law: str = "mpl", *, holdout_runs, columns=None, runs=N
         curve = [n for n in available_laws() if get_law(n).curve_law]
         raise ScalingError(f"--holdout-runs backtests a curve law ({' or '.join(curve)}); {law} is fitted to final "
                            "losses: use --holdout or --holdout-top")
-    points = curve_law_points(data, columns=columns, runs=runs, loss=loss, dropna=dropna)
+    points = curve_law_points(data, columns=columns, runs=runs, loss=curve_loss, dropna=dropna)
     mask = holdout_mask(points, holdout_runs)
     train = points[~mask].reset_index(drop=True)
     test = points[mask].reset_index(drop=True)  # each run's points in order: a curve law reads their history

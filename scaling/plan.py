@@ -15,7 +15,7 @@ import numpy as np
 
 from .counting import count_params
 from .diagnostics import check_extrapolation
-from .errors import DataError
+from .errors import DataError, ScalingWarning
 from .schedules import schedule
 
 
@@ -180,7 +180,10 @@ def make_plan(law, *, tokens: float, model: dict | None = None, N: float | None 
     first = max(int(0.1 * steps), int(np.searchsorted(S1, s1_min)), 1)
     first = min(first, steps - 1)
     idx = np.unique(np.clip(np.round(np.geomspace(first, steps, points)).astype(int) - 1, 0, steps - 1))
-    check_extrapolation(law.name, {"N": np.array([N]), "S1": S1[-1:]}, getattr(law, "data_range_", None))
+    notes = check_extrapolation(law.name, {"N": np.array([N]), "S1": S1[-1:]}, getattr(law, "data_range_", None))
+    for note in law.law._input_notes(law, {"N": np.array([N])}):
+        warnings.warn(note, ScalingWarning, stacklevel=2)
+        notes.append(note)
     every = np.union1d(idx, _history_steps(steps)) if "eta" in law.inputs else idx
     mean, lo, hi = (a[np.isin(every, idx)] for a in curve_at(law, N, feats, every, interval=True, level=level))
     C = 6.0 * N * steps * tokens_per_step
@@ -191,7 +194,7 @@ def make_plan(law, *, tokens: float, model: dict | None = None, N: float | None 
         "curve": {"step": (idx + 1).tolist(), "tokens": ((idx + 1) * tokens_per_step).astype(float).tolist(),
                   "loss": mean.tolist(), "lo": np.asarray(lo).tolist(), "hi": np.asarray(hi).tolist()},
         "compute_optimal": _optimality(law, N, C, tokens_per_step, sched),
-        "warnings": [],
+        "warnings": notes,
         "fit": law.to_dict(),
     }
     return plan
@@ -209,6 +212,8 @@ def _optimality(law, N, C, tokens_per_step, sched) -> dict:
         D = C / (6 * n)
         if not MIN_PLAN_STEPS * tokens_per_step <= D <= MAX_PLAN_STEPS * tokens_per_step or not n_lo <= n <= n_hi:
             continue
+        if law.law._input_notes(law, {"N": np.array([n])}):
+            continue  # a size the fit's own settings cannot vouch for (mpl's decay_by_size beyond its sizes)
         steps, _, feats = _curve_inputs(n, D, tokens_per_step, sched)
         if feats["S1"][-1] > s_hi or feats["S2"][-1] > s2_hi:
             continue

@@ -10,7 +10,7 @@ import pytest
 
 from scaling.cli import main
 from scaling.curves import prepare_curve_points
-from scaling.errors import DataError, ScalingWarning
+from scaling.errors import DataError, ScalingWarning, SettingsError
 from scaling.laws import LossCurveLaw, MultiPowerLaw
 from scaling.laws.mpl import fit_each_size, synthetic_curves
 
@@ -242,6 +242,53 @@ def test_a_fit_file_from_before_kappa_B_loads_with_it_zero(tmp_path):
     assert back.params_["kappa_B"] == 0.0 and not back.law.decay_by_size
     np.testing.assert_allclose(back.predict(data), fit.predict(data))
     np.testing.assert_allclose(back.predict_interval(data), fit.predict_interval(data))
+
+
+def test_decay_by_size_settings_are_honoured_or_refused(tmp_path, capsys):
+    data = synthetic_curves(TRUTH_B, sizes=SIZES, schedules=("cosine", "constant", "wsd"), every=50, noise=0.0)
+    # bounds or ties on a kappa_B the law holds at 0 would be ignored: refused
+    for kw in ({"bounds": {"kappa_B": (0.1, 1.0)}}, {"tie": [("kappa", "kappa_B")]}):
+        with pytest.raises(SettingsError, match="kappa_B is held at 0 unless decay_by_size"):
+            MultiPowerLaw(**kw)
+    # published values without kappa_B are the law with one B; a non-zero kappa_B is decay_by_size
+    ten = {k: v for k, v in TRUTH.items()}
+    assert MultiPowerLaw.from_params(**ten).params_["kappa_B"] == 0.0
+    given = MultiPowerLaw.from_params(**TRUTH_B)
+    assert given.law.decay_by_size and "(fixed)" not in given.report().splitlines()[-1]
+    # a plan at a size beyond the fitted ones says so, and its size advice stays within them
+    from scaling.plan import make_plan
+
+    free = quiet(MultiPowerLaw(bootstrap=0, decay_by_size=True).fit, data)
+    with pytest.warns(ScalingWarning, match="decay_by_size carries kappa_B"):
+        plan = make_plan(free, N=1e7, tokens=800, tokens_per_step=1, schedule_spec={"type": "wsd"})
+    assert any("decay_by_size" in w for w in plan["warnings"])
+    inside = quiet(make_plan, free, N=8e5, tokens=800, tokens_per_step=1, schedule_spec={"type": "wsd"})
+    assert inside["warnings"] == [] and inside["compute_optimal"]["N_opt"] <= 1.05 * max(SIZES)
+    # the objective of a curve backtest is the law's (it was read as the curves column and dropped)
+    path = tmp_path / "curves.csv"
+    data[["run", "N", "step", "lr", "loss"]].to_csv(path, index=False)
+    assert main(["backtest", str(path), "--law", "mpl", "--holdout-runs", "wsd", "--bootstrap", "0", "--loss",
+                 "squared", "--json"]) == 0
+    capsys.readouterr()
+    from scaling.curve_backtest import curve_backtest
+
+    res = quiet(curve_backtest, str(path), "mpl", holdout_runs="wsd", bootstrap=0, loss="squared")
+    assert res.fitted.law.loss == "squared"
+
+
+def test_a_damaged_fit_file_from_before_kappa_B_is_one_clear_error(tmp_path, capsys):
+    data = synthetic_curves(TRUTH, sizes=(1e5, 1.6e6), schedules=("cosine", "constant"), every=50, seed=6)
+    old = quiet(MultiPowerLaw(bootstrap=4).fit, data).to_dict()
+    del old["params"]["kappa_B"]
+    old["bootstrap"]["params"] = [row[:-1] for row in old["bootstrap"]["params"]]
+    old["bootstrap"]["params"][0] = old["bootstrap"]["params"][0][:-1]  # one value short
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(DataError):
+        MultiPowerLaw.load(tmp_path / "old.json")
+    assert main(["predict", str(tmp_path / "old.json"), "--N", "4e5", "--tokens", "800", "--tokens-per-step", "1",
+                 "--schedule", "wsd"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err and "bug" not in err
 
 
 def test_decay_by_size_needs_sizes_and_mpl(tmp_path, capsys):

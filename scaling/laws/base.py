@@ -208,6 +208,11 @@ class Law:
         """Ties a law's own settings imply (e.g. ``tie_exponents``), on top of the user's ``tie``."""
         return []
 
+    def _input_notes(self, fit: FitResult, X: Mapping[str, np.ndarray]) -> list[str]:
+        """What a prediction of this fit at inputs X should be told besides the fitted range (e.g. mpl's
+        decay_by_size beyond the sizes fitted); a law's ``_predict`` warns them, plans list them."""
+        return []
+
     def _extra_fixed(self) -> dict[str, float]:
         """Parameters a law's own settings hold fixed (e.g. mpl's ``kappa_B`` unless ``decay_by_size``)."""
         return {}

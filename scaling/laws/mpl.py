@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from ..errors import DataError, ScalingWarning
+from ..errors import DataError, ScalingWarning, SettingsError
 from . import register_law
 from .base import Law, Param
 
@@ -224,6 +224,17 @@ class MultiPowerLaw(Law):
     def __init__(self, *, decay_by_size: bool = False, **kwargs):
         self.decay_by_size = bool(decay_by_size)
         super().__init__(**kwargs)
+        if not self.decay_by_size and "kappa_B" in set(self.bounds) | {n for t in self.tie for n in t}:
+            raise SettingsError(f"{self.name}: kappa_B is held at 0 unless decay_by_size (--decay-by-size): bound or "
+                                "tie it with that on")
+
+    @classmethod
+    def from_params(cls, **values: float):
+        """Given values (kappa_B 0 when not given: the law before decay_by_size); a non-zero kappa_B is a law
+        with decay_by_size."""
+        values = {"kappa_B": 0.0, **values}
+        law, state = cls._parametrised(values, decay_by_size=bool(values["kappa_B"]))
+        return cls.result_class(law, state)
 
     def _extra_fixed(self) -> dict[str, float]:
         return {} if self.decay_by_size else {"kappa_B": 0.0}
@@ -240,25 +251,31 @@ class MultiPowerLaw(Law):
         """Fit files written before ``kappa_B`` existed: it was 0 (one B for every size)."""
         params = d.get("params")
         if not isinstance(params, Mapping) or "kappa_B" in params or set(params) != set(cls.param_names()) - {"kappa_B"}:
-            return d
+            return d  # the current layout, or damaged: validation names what is wrong
         d = copy.deepcopy(dict(d))
         d["params"]["kappa_B"] = 0.0
         boot = d.get("bootstrap")
-        if isinstance(boot, Mapping) and boot.get("params") is not None:
-            P = np.asarray(boot["params"], float)
-            boot["params"] = np.column_stack([P, np.zeros(len(P))]).tolist()
+        rows = boot.get("params") if isinstance(boot, Mapping) else None
+        if isinstance(rows, list) and all(isinstance(r, list) and len(r) == len(params) for r in rows):
+            boot["params"] = [r + [0.0] for r in rows]
         return d
 
-    def _predict(self, fit, X):
+    def _input_notes(self, fit, X) -> list[str]:
         rng = (fit._state.get("data_range_") or {}).get("N")
-        if self.decay_by_size and "kappa_B" not in self.fixed and rng:
-            N = np.asarray(X["N"], float)
-            out = N[(N > 1.05 * rng[1]) | (N < rng[0] / 1.05)]
-            if out.size:
-                warnings.warn(f"{self.name}: decay_by_size carries kappa_B = {fit.params_['kappa_B']:.3g} to N = "
-                              f"{out[0]:.3g}, outside the sizes fitted ({rng[0]:.3g} to {rng[1]:.3g}); forecasts of "
-                              "larger models than fitted were worse with it on the package's own sweeps (median error "
-                              "2.4% -> 4.3%): for new sizes, refit without decay_by_size", ScalingWarning, stacklevel=3)
+        if not (self.decay_by_size and "kappa_B" not in self.fixed and rng):
+            return []
+        N = np.asarray(X["N"], float)
+        out = N[(N > 1.05 * rng[1]) | (N < rng[0] / 1.05)]
+        if not out.size:
+            return []
+        return [f"{self.name}: decay_by_size carries kappa_B = {fit.params_['kappa_B']:.3g} to N = {out[0]:.3g}, "
+                f"outside the sizes fitted ({rng[0]:.3g} to {rng[1]:.3g}); forecasts of larger models than fitted were "
+                "worse with it on the package's own sweeps (median error 2.4% -> 4.3%): for new sizes, refit without "
+                "decay_by_size"]
+
+    def _predict(self, fit, X):
+        for note in self._input_notes(fit, X):
+            warnings.warn(note, ScalingWarning, stacklevel=3)
         return super()._predict(fit, X)
 
     def _check_data(self, X) -> None:
