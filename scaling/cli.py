@@ -746,9 +746,16 @@ def cmd_sweep_export(args) -> int:
 def cmd_data_prepare(args) -> int:
     from .sweep.prepare import prepare
 
-    meta = prepare(args.out, text=args.text, hf_dataset=args.hf_dataset, text_column=args.text_column,
-                   tokenizer=args.tokenizer, val_fraction=args.val_fraction, eos_token=args.eos_token,
-                   progress=not args.json)
+    try:
+        meta = prepare(args.out, text=args.text, hf_dataset=args.hf_dataset, text_column=args.text_column,
+                       tokenizer=args.tokenizer, val_fraction=args.val_fraction, eos_token=args.eos_token,
+                       progress=not args.json)
+    except KeyboardInterrupt:
+        # the token files are written beside the folder's and swapped in only when whole
+        print(f"\ninterrupted: no new files in {args.out} (a corpus prepared there before is unchanged); run the "
+              "same command again to prepare it",
+              file=sys.stderr)
+        return 130
     if args.json:
         _emit({k: v for k, v in meta.items() if k != "settings"}, True, "")
     elif not meta.get("skipped"):

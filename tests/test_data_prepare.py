@@ -170,6 +170,42 @@ def test_hf_dataset_without_datasets_is_one_line(tmp_path, capsys, monkeypatch):
     assert "pip install datasets" in err
 
 
+def test_hf_columns_that_are_not_text_and_other_splits_are_named(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [f"document {i}: " + "some text " * 40 for i in range(200)]
+    datasets.Dataset.from_dict({"text": rows, "n": list(range(200)), "parts": [[r, r] for r in rows]}).save_to_disk(
+        str(tmp_path / "ds"))
+    with pytest.raises(DataError, match=r"column 'n' holds int64, not text; its text columns are \['text'\]"):
+        prepare(tmp_path / "tok", hf_dataset=tmp_path / "ds", text_column="n", tokenizer="bytes", progress=False)
+    with pytest.raises(DataError, match=r"column 'parts' holds .*not text; join each row's pieces"):
+        prepare(tmp_path / "tok", hf_dataset=tmp_path / "ds", text_column="parts", tokenizer="bytes", progress=False)
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": rows[:150]}),
+                               "test": datasets.Dataset.from_dict({"text": rows[150:]})})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    with pytest.warns(Warning, match=r"splits \['test', 'train'\]: preparing 'train' only \(150 rows; test left out"):
+        meta = prepare(tmp_path / "tok", hf_dataset=tmp_path / "dd", tokenizer="bytes", val_fraction=0.1,
+                       progress=False)
+    assert meta["n_documents"] == 150
+
+
+def test_an_empty_folder_and_an_interrupted_prepare_are_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    err = one_line_error(capsys, ["data", "prepare", "--text", str(tmp_path / "empty"), "--tokenizer", "bytes",
+                                  "--out", str(tmp_path / "tok")])
+    assert "is a folder with no files in it" in err and "no such file" not in err
+    from scaling.sweep import prepare as prep
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt  # Ctrl-C while the tokenizer loads or a batch encodes
+
+    monkeypatch.setattr(prep, "prepare", stopped)
+    (tmp_path / "a.txt").write_text("some text\n" * 100)
+    assert main(["data", "prepare", "--text", str(tmp_path / "a.txt"), "--tokenizer", "bytes", "--out",
+                 str(tmp_path / "tok")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: no new files in" in err and "run the same command again" in err and "Traceback" not in err
+
+
 def test_hf_dataset_saved_to_disk(tmp_path):
     datasets = pytest.importorskip("datasets")
     rows = [f"document {i}: " + "some text " * (50 + i % 7) for i in range(400)]
@@ -223,6 +259,7 @@ def test_nanogpt_bin_files_and_npy_arrays(tmp_path):
     ("no_folder", "does not exist"),
     ("no_val", "has no val.bin"),
     ("meta_disagrees", "corpus.dtype is 'uint32' but .*meta.json says 'uint16'"),
+    ("cut_at_a_token", "train.bin holds 17,952 tokens but .*meta.json counts 20,000"),
 ])
 def test_bad_token_folders_are_caught_before_anything_trains(tmp_path, capsys, case, match):
     rng = np.random.default_rng(0)
@@ -246,6 +283,10 @@ def test_bad_token_folders_are_caught_before_anything_trains(tmp_path, capsys, c
         (d / "val.bin").unlink()
     elif case == "meta_disagrees":
         corpus["dtype"] = "uint32"
+    elif case == "cut_at_a_token":  # a whole number of tokens, but not those scaling data prepare counted
+        (d / "meta.json").write_text(json.dumps({**meta, "n_train_tokens": 20000, "n_val_tokens": 2000}))
+        with open(d / "train.bin", "r+b") as f:
+            f.truncate(2 * 17952)
     with pytest.raises(ScalingError, match=match):
         load_spec(toy(corpus))
     path = tmp_path / "bad.yaml"

@@ -343,6 +343,13 @@ def token_folder(spec: dict) -> TokenFolder:
         if size == 0 or (kind == "bin" and size < dtype.itemsize):
             raise CorpusError(f"{f} is empty; prepare the folder again (a larger --val-fraction gives a longer "
                               "validation split)")
+        # meta.json (from `scaling data prepare`) counts each split's tokens: a file cut at a token boundary
+        # still has a whole number of tokens, but not that many
+        counted = meta.get(f"n_{f.stem}_tokens") if kind == "bin" else None
+        if isinstance(counted, int) and size // dtype.itemsize != counted:
+            raise CorpusError(f"{f} holds {size // dtype.itemsize:,} tokens but {path / 'meta.json'} counts "
+                              f"{counted:,}: the file was cut short or changed after it was prepared; prepare the "
+                              "folder again with `scaling data prepare`")
     vocab = spec.get("vocab_size")
     agree("vocab_size", vocab, "yaml")
     vocab = vocab if vocab is not None else meta.get("vocab_size")

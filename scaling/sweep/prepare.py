@@ -133,6 +133,8 @@ def text_files(patterns: list[str]) -> list[Path]:
                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
         else:
             found = sorted(Path(f) for f in glob.glob(os.path.expanduser(pat), recursive=True) if Path(f).is_file())
+        if not found and p.is_dir():
+            raise PrepareError(f"--text {pat} is a folder with no files in it (hidden files and folders are skipped)")
         if not found:
             raise PrepareError(f"--text {pat}: no such file, and no files match it"
                                + (" (quote a glob so the shell does not expand it)" if "*" not in pat else ""))
@@ -218,6 +220,16 @@ def _load_hf(folder, column: str):
                            "that Dataset.save_to_disk or DatasetDict.save_to_disk wrote") from None
     if isinstance(ds, datasets.DatasetDict):
         if "train" in ds:
+            if len(ds) > 1:
+                import warnings
+
+                from ..errors import ScalingWarning
+
+                others = sorted(k for k in ds if k != "train")
+                warnings.warn(f"--hf-dataset {path} holds the splits {sorted(ds)}: preparing 'train' only "
+                              f"({len(ds['train']):,} rows; {', '.join(others)} left out), and holding out "
+                              "--val-fraction of it; to prepare another split, save it on its own", ScalingWarning,
+                              stacklevel=2)
             ds = ds["train"]
         elif len(ds) == 1:
             ds = next(iter(ds.values()))
@@ -227,6 +239,15 @@ def _load_hf(folder, column: str):
     if column not in ds.column_names:
         raise PrepareError(f"--hf-dataset {path} has no column {column!r}; its columns are {ds.column_names} "
                            "(choose one with --text-column)")
+    feature = ds.features[column]
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):
+        texts = [c for c in ds.column_names if getattr(ds.features[c], "dtype", None) in ("string", "large_string")]
+        held = getattr(feature, "dtype", None) or type(feature).__name__
+        hint = (f"join each row's pieces into one string first, e.g. ds.map(lambda r: {{'{column}': "
+                f"'\\n'.join(r['{column}'])}})" if type(feature).__name__ in ("Sequence", "List", "LargeList")
+                else f"its text columns are {texts}" if texts else "it has no text column")
+        raise PrepareError(f"--hf-dataset {path}: column {column!r} holds {held}, not text; {hint} "
+                           "(choose the column with --text-column)")
     return ds
 
 
@@ -372,8 +393,10 @@ def _write(out: Path, source: _Source, tok, val_fraction: float, settings: dict,
     if counts["val"] == 0:
         for p in tmp.values():
             p.unlink(missing_ok=True)
-        raise PrepareError(f"the validation split is empty: {counts['train']:,} tokens in {n_docs} document(s) are "
-                           f"too few to hold out a fraction of {val_fraction}; give more text or a larger --val-fraction")
+        raise PrepareError(f"the validation split is empty: documents go to one split or the other in pieces of up "
+                           f"to {PIECE_CHARS:,} characters, and with {counts['train']:,} tokens in {n_docs} "
+                           f"document(s) every piece is larger than a fraction of {val_fraction} of the whole; give "
+                           "more text or a larger --val-fraction")
     if meta_path.exists():
         meta_path.unlink()  # for the moment the files are swapped, the folder must not look finished
     for s, p in tmp.items():
