@@ -198,8 +198,8 @@ def plot_isoflop(law, data: pd.DataFrame, columns=None):
         color = cmap(norm(prof.C))
         ax.scatter(g["N"], g["loss"], s=14, color=color)
         if g["N"].nunique() >= 3:
-            g = g.sort_values("N")
-            x, yv = np.log(g["N"].to_numpy(float)), g["loss"].to_numpy(float)
+            m = g.groupby("N", sort=True)["loss"].mean()  # seeds of one size: the parabola runs through their mean
+            x, yv = np.log(m.index.to_numpy(float)), m.to_numpy(float)
             w = getattr(law, "window", len(x))
             if len(x) > w:
                 lo = int(np.clip(int(np.argmin(yv)) - w // 2, 0, len(x) - w))

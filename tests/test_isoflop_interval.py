@@ -167,3 +167,21 @@ def test_settings_and_files_new_users_trip_on(tmp_path):
         warnings.simplefilter("ignore")
         thin = IsoFlopLaw(bootstrap=50).fit(sweep(1, sizes=3))
     assert "uncertainty: none (no budget the fit uses has more sizes" in thin.report()
+
+
+def test_the_isoflop_plot_of_seeded_runs_draws_each_parabola_through_the_seed_means(tmp_path):
+    """4 seeds a cell: the drawn parabola spans every size of its budget (it once took a window of 5 rows, two
+    sizes' seeds, and drew a near-straight line between them) and passes through the per-size means."""
+    from scaling.plotting import plot_isoflop
+
+    df = pd.concat([sweep(s).assign(seed=s) for s in range(4)], ignore_index=True)
+    fit = quiet_fit(IsoFlopLaw(bootstrap=0), df)
+    fig = plot_isoflop(fit, df)
+    lines = [ln for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) == 100]
+    assert len(lines) == 4
+    for ln, (C, g) in zip(lines, df.groupby("C")):
+        x, y = np.asarray(ln.get_xdata()), np.asarray(ln.get_ydata())
+        assert x.min() == pytest.approx(g["N"].min()) and x.max() == pytest.approx(g["N"].max())
+        means = g.groupby("N")["loss"].mean()
+        drawn = np.interp(np.log(means.index), np.log(x), y)
+        assert np.abs(drawn / means.to_numpy() - 1).max() < 0.01
