@@ -470,16 +470,17 @@ def cmd_plot(args) -> int:
             raise ScalingError(f"plotting a {law.name} fit needs its curves: scaling plot FIT CURVES --out PNG (a "
                                "curves table: run, N, step, lr, loss)")
         points = curve_law_points(args.data, columns=args.columns, runs=args.runs,
-                                  loss=args.curve_loss or "eval_loss")
+                                  loss=args.curve_loss or "eval_loss", dropna=args.dropna)
         print(f"wrote {save(plot_curves(law, points), args.out)}")
         return 0
     if args.data and law.figure != "isoflop":
         data = prepare(args.data, list(law.inputs) + [law.target] + (["C"] if "N" in law.inputs and "D" in law.inputs else []),
-                       columns=args.columns)
+                       columns=args.columns, dropna=args.dropna)
     if law.figure == "isoflop" and args.data:
         from .plotting import plot_isoflop
 
-        print(f"wrote {save(plot_isoflop(law, read_table(args.data), columns=args.columns), args.out)}")
+        fig = plot_isoflop(law, read_table(args.data), columns=args.columns, dropna=args.dropna)
+        print(f"wrote {save(fig, args.out)}")
         return 0
     fig = plot_fit(law, data, compare=law.references())
     path = save(fig, args.out)
@@ -1118,6 +1119,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--columns")
     pl.add_argument("--runs", help="a curve fit made from a sweep's curves: its runs table (as for fit --runs)")
     pl.add_argument("--curve-loss", help="with --runs: the curves' column the fit used (default eval_loss)")
+    pl.add_argument("--dropna", action="store_true", help="leave out rows with missing values, as the fit did with "
+                    "--dropna")
     pl.add_argument("--out", required=True)
     pl.set_defaults(func=cmd_plot)
 

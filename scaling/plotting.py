@@ -184,12 +184,12 @@ def plot_curves(law, points: pd.DataFrame, max_runs: int = 30):
     return fig
 
 
-def plot_isoflop(law, data: pd.DataFrame, columns=None):
+def plot_isoflop(law, data: pd.DataFrame, columns=None, dropna: bool = False):
     """IsoFLOP profiles (loss vs N per budget, parabola and minimum) and the fitted N_opt(C) with its band."""
     from matplotlib.colors import LogNorm
 
     plt = _plt()
-    df = law._prepare_data(data, columns=columns)
+    df = law._prepare_data(data, columns=columns, dropna=dropna)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     ax = axes[0]
     cmap = plt.get_cmap("plasma")

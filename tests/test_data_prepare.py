@@ -186,6 +186,12 @@ def test_hf_columns_that_are_not_text_and_other_splits_are_named(tmp_path):
         meta = prepare(tmp_path / "tok", hf_dataset=tmp_path / "dd", tokenizer="bytes", val_fraction=0.1,
                        progress=False)
     assert meta["n_documents"] == 150
+    pa = pytest.importorskip("pyarrow")
+    if hasattr(pa, "string_view"):  # newer Arrow text columns are text too
+        datasets.Dataset(pa.table({"text": pa.array(rows, type=pa.string_view())})).save_to_disk(str(tmp_path / "sv"))
+        meta = prepare(tmp_path / "tok", hf_dataset=tmp_path / "sv", tokenizer="bytes", val_fraction=0.1,
+                       progress=False)
+        assert meta["n_documents"] == 200
 
 
 def test_an_empty_folder_and_an_interrupted_prepare_are_one_line(tmp_path, capsys, monkeypatch):

@@ -185,3 +185,28 @@ def test_the_isoflop_plot_of_seeded_runs_draws_each_parabola_through_the_seed_me
         means = g.groupby("N")["loss"].mean()
         drawn = np.interp(np.log(means.index), np.log(x), y)
         assert np.abs(drawn / means.to_numpy() - 1).max() < 0.01
+
+
+def test_the_parabola_window_counts_sizes_not_rows():
+    """7 sizes a budget, 3 replicate rows a size (no seed column, so nothing averages them): the window of 5 takes
+    every row of the 5 sizes around the best mean (it once took 5 rows, under two sizes, and found 1 usable budget),
+    and the least-squares parabola through all of them has the vertex of the one through the per-size means."""
+    rows = pd.concat([sweep(s, sizes=7) for s in range(3)], ignore_index=True)
+    means = rows.groupby(["C", "N"], as_index=False).agg(D=("D", "first"), loss=("loss", "mean"))
+    every, mean = (quiet_fit(IsoFlopLaw(bootstrap=0), d) for d in (rows, means))
+    assert (every.profiles_["status"] == "ok").all()
+    assert every.params_["a"] == pytest.approx(mean.params_["a"], rel=1e-9)
+
+
+def test_plot_takes_dropna_as_the_fit_did(tmp_path, capsys):
+    df = sweep(3)
+    df.loc[4, "loss"] = np.nan  # a run that never finished
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    fit = tmp_path / "iso.json"
+    assert main(["fit", str(path), "--law", "isoflop", "--dropna", "--bootstrap", "0", "--out", str(fit)]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(fit), str(path), "--out", str(tmp_path / "a.png")]) == 2
+    assert "--dropna" in capsys.readouterr().err
+    assert main(["plot", str(fit), str(path), "--dropna", "--out", str(tmp_path / "b.png")]) == 0
+    assert (tmp_path / "b.png").stat().st_size > 10_000

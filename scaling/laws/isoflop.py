@@ -152,15 +152,17 @@ class IsoFlopLaw(AllocationLaw):
         parts = [g.iloc[rng.integers(0, len(g), len(g))] for _, g in df.groupby("_budget")]
         return pd.concat(parts, ignore_index=True)
 
-    def _window(self, x: np.ndarray, y: np.ndarray) -> slice:
-        """The rows (of a budget sorted by N) its parabola is fitted to: all, or ``window`` sizes around the best."""
-        if len(np.unique(x)) <= self.window:
-            return slice(0, len(x))
+    def _window(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The rows (of a budget sorted by N) its parabola is fitted to, as a mask: all, or every run of the
+        ``window`` sizes around the size with the lowest mean loss (seeds of one size count as one size)."""
+        sizes, which = np.unique(x, return_inverse=True)
+        if len(sizes) <= self.window:
+            return np.ones(len(x), bool)
         # a parabola describes the profile only near its minimum: keep the `window` sizes around
-        # the best run (far-off sizes, e.g. a starved large model, would drag the vertex away)
-        j = int(np.argmin(y))
-        lo = int(np.clip(j - self.window // 2, 0, len(x) - self.window))
-        return slice(lo, lo + self.window)
+        # the best one (far-off sizes, e.g. a starved large model, would drag the vertex away)
+        mean = np.bincount(which, weights=y) / np.bincount(which)
+        lo = int(np.clip(int(np.argmin(mean)) - self.window // 2, 0, len(sizes) - self.window))
+        return (which >= lo) & (which < lo + self.window)
 
     def _optima(self, df, quiet=False):
         rows = []

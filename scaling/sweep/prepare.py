@@ -240,8 +240,11 @@ def _load_hf(folder, column: str):
         raise PrepareError(f"--hf-dataset {path} has no column {column!r}; its columns are {ds.column_names} "
                            "(choose one with --text-column)")
     feature = ds.features[column]
-    if getattr(feature, "dtype", None) not in ("string", "large_string"):
-        texts = [c for c in ds.column_names if getattr(ds.features[c], "dtype", None) in ("string", "large_string")]
+    def is_text(f) -> bool:  # Value("string"), Value("large_string"), Value("string_view")
+        return type(f).__name__ == "Value" and "string" in str(getattr(f, "dtype", ""))
+
+    if not is_text(feature):
+        texts = [c for c in ds.column_names if is_text(ds.features[c])]
         held = getattr(feature, "dtype", None) or type(feature).__name__
         hint = (f"join each row's pieces into one string first, e.g. ds.map(lambda r: {{'{column}': "
                 f"'\\n'.join(r['{column}'])}})" if type(feature).__name__ in ("Sequence", "List", "LargeList")
