@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import parse_columns, prepare, read_table
+from .data import parse_columns, prepare, read_table, rows_where
 from .errors import DataError, ScalingError
 from .laws import available_laws, get_law
 from .laws.allocation import AllocationLaw
@@ -136,13 +136,7 @@ def split(df: pd.DataFrame, holdout: str | None = None, holdout_top: float | Non
     if (holdout is None) == (holdout_top is None):
         raise DataError("give exactly one of --holdout EXPR (e.g. 'N > 2.5e9') or --holdout-top FRACTION")
     if holdout is not None:
-        try:
-            mask = df.eval(holdout)
-        except Exception as exc:  # pandas raises many kinds; the user needs the expression and the columns
-            raise DataError(f"could not evaluate --holdout {holdout!r} ({exc}); columns are {list(df.columns)}") from None
-        if not isinstance(mask, pd.Series) or mask.dtype != bool:
-            raise DataError(f"--holdout {holdout!r} must be a comparison such as 'N > 2.5e9'")
-        mask = mask.to_numpy()
+        mask = rows_where(df, holdout, "--holdout")
     else:
         if by not in df.columns:
             raise DataError(f"--by {by!r}: no such column; use N or C")

@@ -124,6 +124,14 @@ def _given_settings(args) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def _where(args) -> None:
+    """--where EXPR: the command reads only those rows of its table."""
+    if getattr(args, "where", None):
+        from .data import select_rows
+
+        args.data = select_rows(args.data, args.where)
+
+
 def _auto_only(args) -> None:
     """--target-N/-C and --candidates belong to --law auto."""
     if args.law != "auto":
@@ -181,6 +189,7 @@ def cmd_fit(args) -> int:
 
     _check_out(args.out, "--out", "fit.json")
     _auto_only(args)
+    _where(args)
     if args.law == "auto":
         return _cmd_fit_auto(args)
     cls = get_law(args.law)
@@ -251,6 +260,12 @@ def cmd_fit(args) -> int:
     return 0
 
 
+#: law inputs `scaling predict` takes besides N, D, C, S, U, d and rm_params
+OTHER_INPUTS = {"D_f": "finetune: fine-tuning tokens", "D_pretrain": "finetune --x D_pretrain: pretraining tokens",
+                "pet_params": "finetune --x pet_params: parameters the method tunes",
+                "samples_per_prompt": "rlhf-samples: samples per prompt (k)"}
+
+
 def cmd_predict(args) -> int:
     from .laws import Law
 
@@ -260,7 +275,8 @@ def cmd_predict(args) -> int:
         return _cmd_plan(args, law)
     from .laws.base import tokens_from_compute
 
-    inputs = {k: getattr(args, k) for k in ("N", "D", "C", "S", "U", "d", "rm_params") if getattr(args, k) is not None}
+    inputs = {k: getattr(args, k) for k in ("N", "D", "C", "S", "U", "d", "rm_params", *OTHER_INPUTS)
+              if getattr(args, k) is not None}
     inputs = {k: float(v) if k in ("N", "D") else v for k, v in tokens_from_compute(inputs, law.inputs).items()}
     missing = [k for k in law.inputs if k not in inputs]
     if missing:
@@ -473,7 +489,9 @@ def cmd_plot(args) -> int:
                                   loss=args.curve_loss or "eval_loss", dropna=args.dropna)
         print(f"wrote {save(plot_curves(law, points), args.out)}")
         return 0
-    if args.data and law.figure != "isoflop":
+    if args.data and law.figure != "isoflop" and hasattr(law.law, "rows"):  # the rows the law fits (its method...)
+        data = law.law.rows(args.data, args.columns)
+    elif args.data and law.figure != "isoflop":
         data = prepare(args.data, list(law.inputs) + [law.target] + (["C"] if "N" in law.inputs and "D" in law.inputs else []),
                        columns=args.columns, dropna=args.dropna)
     if law.figure == "isoflop" and args.data:
@@ -494,11 +512,18 @@ def cmd_backtest(args) -> int:
 
     from .laws import available_laws, get_law
 
+    _where(args)
     if args.holdout_runs is not None or (args.law in available_laws() and get_law(args.law).curve_law):
         return _curve_backtest(args)  # a curve law on whole curves (issue 15): its own library function
     _auto_only(args)
     if args.decay_by_size:
         raise ScalingError(f"--decay-by-size applies to --law mpl, not --law {args.law}")
+    if args.law in available_laws() and get_law(args.law).target != "loss":
+        own = ("`scaling overopt backtest DATA --law " + args.law + "` (fit the smaller reward models, predict the "
+               "largest one's curve and peak)" if args.law.startswith("gao") else
+               "scaling.laws.rlhf.backtest_samples in Python (fit k <= 8, predict k >= 16)")
+        raise ScalingError(f"--law {args.law} predicts {get_law(args.law).target}, not a run's final loss: backtest it "
+                           f"with {own}")
     if args.target_N is not None or args.target_C is not None:
         raise ScalingError("scaling backtest --law auto takes its target from the held-out runs (their largest "
                            "--by); drop --target-N / --target-C")
@@ -879,7 +904,9 @@ def cmd_overopt_backtest(args) -> int:
     text = (f"{args.law}: fitted on RMs {', '.join(f'{n:,}' for n in res['trained_on'])}; predicting RM "
             f"{res['rm_params']:,} over {res['n_test']} points: mean abs error {res['mae']:.3g}, max {res['max_abs_error']:.3g}\n"
             f"  predicted peak: d* {f(pk['d_star'])}, KL* {f(pk['kl_star'])}, gold* {f(pk['gold_star'])}\n"
-            f"  its own fit:    d* {f(own['d_star'])}, KL* {f(own['kl_star'])}, gold* {f(own['gold_star'])}")
+            f"  its own fit:    d* {f(own['d_star'])}, KL* {f(own['kl_star'])}, gold* {f(own['gold_star'])}"
+            + ("" if res["fitted_peak_in_data"] else
+               f" (beyond its data, d <= {res['d_max']:.3g}: its gold had not turned down where it was measured)"))
     _emit(res, args.json, text)
     return 0
 
@@ -969,6 +996,8 @@ def _fit_settings_args(parser) -> None:
     parser.add_argument("--columns", help="map law names to your columns, e.g. N=params,loss=val_loss")
     parser.add_argument("--drop-highest-loss", type=_count, default=0, metavar="K", help="drop the K highest-loss runs")
     parser.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of failing")
+    parser.add_argument("--where", metavar="EXPR", help="use only the rows where EXPR holds, over the file's columns, "
+                        "e.g. 'D_pretrain == 4e6 and rank == 4' (pandas DataFrame.eval)")
     parser.add_argument("--loss", choices=["huber", "squared"], help="objective (default: the law's, huber for most)")
     parser.add_argument("--delta", type=_num, help="Huber delta (default 1e-3)")
     parser.add_argument("--fix", type=_pairs, action="append", help="fix parameters, e.g. E=1.69,alpha=0.34 "
@@ -1052,6 +1081,8 @@ def build_parser() -> argparse.ArgumentParser:
                     ("U", "data-constrained laws: unique tokens"), ("d", "overoptimization laws: sqrt(KL) distance")):
         pr.add_argument(f"--{k}", type=_num, help=what)
     pr.add_argument("--rm_params", "--rm-params", dest="rm_params", type=_num, help="gao laws: proxy RM parameters")
+    for k, what in OTHER_INPUTS.items():
+        pr.add_argument(f"--{k}", f"--{k.replace('_', '-')}", dest=k, type=_num, help=what)
     pr.add_argument("--level", type=_num, help="interval level (default: the fit's, 0.9 unless fitted with --level)")
     pr.add_argument("--model", help="plan a run: model shape 'n_layer=4,d_model=128' or a config file")
     pr.add_argument("--tokens", type=_num, help="plan a run: training tokens")

@@ -73,8 +73,38 @@ def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file into a DataFrame, with a clear error if that fails."""
+def require_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` itself, or one clear error when it has no rows."""
+    if len(df) == 0:
+        raise DataError(f"the table has no rows (only the header: {list(df.columns)})")
+    return df
+
+
+def rows_where(df: pd.DataFrame, expr: str, flag: str = "--where") -> np.ndarray:
+    """Boolean mask of the rows for which ``expr`` (a pandas ``DataFrame.eval`` comparison over the table's
+    columns, e.g. ``'N > 2.5e9'`` or ``'D_pretrain == 4e6 and rank == 4'``) holds; one clear error otherwise."""
+    try:
+        mask = df.eval(expr)
+    except Exception as exc:  # pandas raises many kinds; the user needs the expression and the columns
+        raise DataError(f"could not evaluate {flag} {expr!r} ({exc}); columns are {list(df.columns)}") from None
+    if not isinstance(mask, pd.Series) or mask.dtype != bool:
+        raise DataError(f"{flag} {expr!r} must be a comparison such as 'N > 2.5e9'")
+    return mask.to_numpy()
+
+
+def select_rows(data, expr: str, flag: str = "--where") -> pd.DataFrame:
+    """The rows of a table (a DataFrame or a file) for which ``expr`` holds (see :func:`rows_where`)."""
+    df = data if isinstance(data, pd.DataFrame) else read_table(data)
+    kept = df[rows_where(df, expr, flag)].reset_index(drop=True)
+    if kept.empty:
+        raise DataError(f"no row of the {len(df):,} has {expr} ({flag})")
+    return kept
+
+
+def read_table(path: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """Read a CSV or Parquet file into a DataFrame, with a clear error if that fails (a DataFrame: a copy)."""
+    if isinstance(path, pd.DataFrame):
+        return path.copy()
     path = Path(path)
     if not path.exists():
         raise DataError(f"no such file: {path}")
@@ -174,9 +204,7 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
     df = read_table(data) if isinstance(data, (str, Path)) else data
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame or a file path, got {type(df).__name__}")
-    df = df.copy()
-    if len(df) == 0:
-        raise DataError(f"the table has no rows (only the header: {list(df.columns)})")
+    df = require_rows(df.copy())
     mapping = parse_columns(columns)
     stripped = {c.strip(): c for c in df.columns if isinstance(c, str)}
     mapping = {k: v if v in df.columns else stripped.get(v, v) for k, v in mapping.items()}
@@ -577,6 +605,8 @@ def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = 
     mapping = parse_columns(columns)
     seed, target = mapping.pop("seed", "seed"), mapping.get(cls.target, cls.target)
     table = read_table(data) if isinstance(data, (str, Path)) else data
+    if isinstance(table, pd.DataFrame):
+        require_rows(table)
     if not isinstance(table, pd.DataFrame):
         return data, columns, None, notes
     changed = False

@@ -37,29 +37,69 @@ def _logspace_over(values, pad: float = 1.0, num: int = 200) -> np.ndarray:
     return np.logspace(lo - pad, hi + pad, num)
 
 
+#: where a law's input stops meaning anything (the curve is not drawn below it)
+_INPUT_FLOOR = {"samples_per_prompt": 1.0}
+
+
+def _axis_over(law, name: str, data, pad: float) -> np.ndarray:
+    """Values of input ``name`` to draw a law over: the data's range (else the fitted range) padded in log."""
+    if data is not None:
+        xs = _logspace_over(data[name], pad=pad)
+    else:
+        lo, hi = law.data_range_[name] if name in getattr(law, "data_range_", {}) else (1e6, 1e12)
+        xs = np.logspace(np.log10(lo) - pad, np.log10(hi) + pad, 200)
+    return xs[xs >= _INPUT_FLOOR.get(name, 0.0)]
+
+
 def plot_fit(law, data: pd.DataFrame | None = None, *, compare=None, compute=None):
-    """Figure for a fitted law; ``compare`` is a list of other laws (e.g. published ones) to overlay."""
+    """Figure for a fitted law; ``compare`` is a list of other laws (e.g. published ones) to overlay.
+
+    A law of N and D gets the three Chinchilla panels; another law of two inputs (e.g. ``finetune``: X and D_f)
+    one curve in the input with more distinct values per value of the other; a law of one input one curve."""
     plt = _plt()
     if tuple(law.inputs) == ("N", "D"):
         return _plot_nd(plt, law, data, compare or [], compute)
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    x_name = law.inputs[0]
-    if data is not None:
-        ax.scatter(data[x_name], data[law.target], s=14, c="k", alpha=0.6, label="runs")
-        xs = _logspace_over(data[x_name], pad=0.5)
+    has_band = getattr(law, "bootstrap_theta_", None) is not None
+    drawn = []
+    if len(law.inputs) == 2:
+        a, b = law.inputs
+        if data is not None and data[a].nunique() > data[b].nunique():
+            a, b = b, a  # lines of the input with fewer values, along the other
+        x_name = b
+        levels = (np.sort(data[a].unique()) if data is not None else
+                  np.geomspace(*law.data_range_[a], 3) if a in getattr(law, "data_range_", {}) else np.array([1.0]))
+        cmap = plt.get_cmap("viridis")
+        for i, v in enumerate(levels[:8]):
+            color = cmap(i / max(1, min(len(levels), 8) - 1))
+            xs = _axis_over(law, x_name, data, 0.3)
+            at = {x_name: xs, a: np.full(xs.size, v)}
+            if data is not None:
+                g = data[np.isclose(data[a], v)]
+                ax.scatter(g[x_name], g[law.target], s=14, color=color, alpha=0.7)
+            drawn.append(np.asarray(law.predict(**at), float))
+            ax.plot(xs, drawn[-1], color=color, label=f"{a} = {v:.3g}")
+            if has_band:
+                lo, hi = law.predict_interval(**at, kind="mean")
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.15)
     else:
-        lo, hi = law.data_range_[x_name] if hasattr(law, "data_range_") else (1e6, 1e12)
-        xs = np.logspace(np.log10(lo) - 0.5, np.log10(hi) + 0.5, 200)
-    ax.plot(xs, law.predict(**{x_name: xs}), color="C0", label=f"{law.name} fit")
-    if getattr(law, "bootstrap_theta_", None) is not None:
-        lo, hi = law.predict_interval(**{x_name: xs}, kind="mean")
-        ax.fill_between(xs, lo, hi, color="C0", alpha=0.2, label=f"{int(100 * law.level)}% band")
+        x_name = law.inputs[0]
+        xs = _axis_over(law, x_name, data, 0.5)
+        if data is not None:
+            ax.scatter(data[x_name], data[law.target], s=14, c="k", alpha=0.6, label="runs")
+        drawn.append(np.asarray(law.predict(**{x_name: xs}), float))
+        ax.plot(xs, drawn[-1], color="C0", label=f"{law.name} fit")
+        if has_band:
+            lo, hi = law.predict_interval(**{x_name: xs}, kind="mean")
+            ax.fill_between(xs, lo, hi, color="C0", alpha=0.2, label=f"{int(100 * law.level)}% band")
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    y = np.asarray(data[law.target], float) if data is not None else np.concatenate(drawn)
+    if np.all(y > 0):  # a reward can be negative: then the axis stays linear
+        ax.set_yscale("log")
+        _plain_loss_axis(ax)
     ax.set_xlabel(x_name)
     ax.set_ylabel(law.target)
-    _plain_loss_axis(ax)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

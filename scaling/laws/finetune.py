@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import pandas as pd
 
-from ..data import cell_codes, near_codes, parse_columns, read_table
+from ..data import cell_codes, near_codes, parse_columns, read_table, require_rows
 from ..errors import DataError, FitError, ScalingWarning, SettingsError
 from ..fitting.optimize import LogSumExpDesign
 from . import estimate, register_law
@@ -155,7 +155,7 @@ class FinetuneLaw(LogSumExpDesign, Law):
         """The rows this spec fits: its method's, with the other factors checked constant and a cell label.
 
         Column names are the law's (``columns`` maps them to a table's, as for every law)."""
-        df = read_table(data) if not isinstance(data, pd.DataFrame) else data.copy()
+        df = require_rows(read_table(data) if not isinstance(data, pd.DataFrame) else data.copy())
         mapping = parse_columns(columns)
         if mapping:
             missing = [v for v in mapping.values() if v not in df.columns]
@@ -167,7 +167,8 @@ class FinetuneLaw(LogSumExpDesign, Law):
             methods = sorted(map(str, df["method"].dropna().unique()))
             if self.method is None and len(methods) > 1:
                 raise DataError(f"{self.name}: the table holds methods {methods}; the law is fitted per method: "
-                                f"pick one with method={methods[0]!r} (the CLI's --method {methods[0]})")
+                                f"pick one with method={methods[0]!r} (the CLI: scaling fit --method {methods[0]}, or "
+                                f"--where \"method == '{methods[0]}'\")")
             if self.method is not None:
                 if self.method not in methods:
                     raise DataError(f"{self.name}: no rows with method == {self.method!r}; the table has methods "
@@ -189,7 +190,8 @@ class FinetuneLaw(LogSumExpDesign, Law):
                 shown = ", ".join(f"{v:.4g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
                 raise DataError(
                     f"{self.name} with x={self.x}: the rows also vary {c} ({shown}); the law scales one factor at a "
-                    f"time (Zhang et al. 2024), so fit the rows at one {c} (e.g. df[df['{c}'] == {values[-1]:.15g}]), "
+                    f"time (Zhang et al. 2024), so fit the rows at one {c} (e.g. df[df['{c}'] == {values[-1]:.15g}], "
+                    f"or on the command line --where '{c} == {values[-1]:.15g}'), "
                     f"or scale with x={c if c in FACTORS else 'pet_params'}")
         df = df.copy()
         df[_CELL] = cell_codes(df, [c for c in CELL_COLUMNS if c in df.columns])

@@ -470,4 +470,5 @@ def backtest_largest(law_cls, data, **settings) -> dict[str, Any]:
             "predicted_peak": {k: pk_pred[k][0] for k in ("d_star", "gold_star", "kl_star")},
             "predicted_peak_ci": {k: pk_pred.get(f"{k}_ci", [None])[0] for k in ("d_star", "gold_star", "kl_star")},
             "fitted_peak": {k: pk_true.get(k) for k in ("d_star", "gold_star", "kl_star")},
+            "fitted_peak_in_data": bool(pk_true.get("peak_in_data", True)), "d_max": float(test["d"].max()),
             "law": law}

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import pandas as pd
 
-from ..data import near_codes, parse_columns, read_table
+from ..data import near_codes, parse_columns, read_table, require_rows
 from ..diagnostics import check_extrapolation
 from ..errors import DataError, SettingsError, ScalingWarning
 from ..fitting.bootstrap import bootstrap
@@ -142,7 +142,7 @@ class SamplesPerPromptLaw(Law):
     # ------------------------------------------------------------- the data
     def rows(self, data, columns=None) -> pd.DataFrame:
         """The rows fitted: numeric ``samples_per_prompt`` >= 1 and a finite score, one curve (held axes constant)."""
-        df = read_table(data) if not isinstance(data, pd.DataFrame) else data.copy()
+        df = require_rows(read_table(data) if not isinstance(data, pd.DataFrame) else data.copy())
         mapping = parse_columns(columns)
         if mapping:
             df = df.rename(columns={v: k for k, v in mapping.items()})
