@@ -132,13 +132,18 @@ def _where(args) -> None:
         args.data = select_rows(args.data, args.where)
 
 
+def _applies(flags: list[str]) -> str:
+    """'--a applies' / '--a and --b apply', the start of a message refusing flags that do not belong."""
+    return f"{' and '.join(flags)} appl{'ies' if len(flags) == 1 else 'y'}"
+
+
 def _auto_only(args) -> None:
     """--target-N/-C and --candidates belong to --law auto."""
     if args.law != "auto":
         used = [f for f, v in (("--target-N", args.target_N), ("--target-C", args.target_C),
                                ("--candidates", args.candidates)) if v is not None]
         if used:
-            raise ScalingError(f"{' and '.join(used)} appl{'ies' if len(used) == 1 else 'y'} to --law auto, "
+            raise ScalingError(f"{_applies(used)} to --law auto, "
                                f"not --law {args.law}")
 
 
@@ -211,7 +216,7 @@ def cmd_fit(args) -> int:
         raise ScalingError(f"--runs applies to curve laws (fitted to a sweep's curves table), not --law {args.law}")
     curve_flags = [f for f, v in (("--momentum", args.momentum), ("--curve-loss", args.curve_loss)) if v is not None]
     if curve_flags and not cls.curve_law:
-        raise ScalingError(f"{' and '.join(curve_flags)} appl{'ies' if len(curve_flags) == 1 else 'y'} to curve laws "
+        raise ScalingError(f"{_applies(curve_flags)} to curve laws "
                            f"(--law tissue or mpl), not --law {args.law}")
     if args.curve_loss is not None and not args.runs:
         raise ScalingError("--curve-loss picks the column of a sweep's curves table fitted with --runs; a plain curves "
@@ -513,11 +518,11 @@ def cmd_backtest(args) -> int:
     from .laws import available_laws, get_law
 
     _where(args)
+    if args.decay_by_size and (args.law not in available_laws() or "decay_by_size" not in get_law(args.law).options()):
+        raise ScalingError(f"--decay-by-size applies to --law mpl, not --law {args.law}")
     if args.holdout_runs is not None or (args.law in available_laws() and get_law(args.law).curve_law):
         return _curve_backtest(args)  # a curve law on whole curves (issue 15): its own library function
     _auto_only(args)
-    if args.decay_by_size:
-        raise ScalingError(f"--decay-by-size applies to --law mpl, not --law {args.law}")
     if args.law in available_laws() and get_law(args.law).target != "loss":
         own = ("`scaling overopt backtest DATA --law " + args.law + "` (fit the smaller reward models, predict the "
                "largest one's curve and peak)" if args.law.startswith("gao") else
@@ -568,14 +573,10 @@ def _curve_backtest(args) -> int:
     unused = [f for f, v in (("--tie-exponents", args.tie_exponents), ("--drop-highest-loss", args.drop_highest_loss),
                              ("--no-average-seeds", args.no_average_seeds)) if v]
     if unused:
-        raise ScalingError(f"{' and '.join(unused)} appl{'ies' if len(unused) == 1 else 'y'} to laws of a run's final "
+        raise ScalingError(f"{_applies(unused)} to laws of a run's final "
                            f"loss, not to a curve law's backtest")
     settings = _given_settings(args)
-    if args.decay_by_size:
-        from .laws import get_law
-
-        if "decay_by_size" not in get_law(args.law).options():
-            raise ScalingError(f"--decay-by-size applies to --law mpl, not --law {args.law}")
+    if args.decay_by_size:  # cmd_backtest checked the law takes it
         settings["decay_by_size"] = True
     res = curve_backtest(args.data, args.law, holdout_runs=args.holdout_runs, columns=args.columns,
                          level=args.level, bootstrap=args.bootstrap, seed=args.seed, dropna=args.dropna, **settings)

@@ -94,7 +94,7 @@ def rows_where(df: pd.DataFrame, expr: str, flag: str = "--where") -> np.ndarray
 
 def select_rows(data, expr: str, flag: str = "--where") -> pd.DataFrame:
     """The rows of a table (a DataFrame or a file) for which ``expr`` holds (see :func:`rows_where`)."""
-    df = data if isinstance(data, pd.DataFrame) else read_table(data)
+    df = read_table(data)
     kept = df[rows_where(df, expr, flag)].reset_index(drop=True)
     if kept.empty:
         raise DataError(f"no row of the {len(df):,} has {expr} ({flag})")
@@ -605,10 +605,9 @@ def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = 
     mapping = parse_columns(columns)
     seed, target = mapping.pop("seed", "seed"), mapping.get(cls.target, cls.target)
     table = read_table(data) if isinstance(data, (str, Path)) else data
-    if isinstance(table, pd.DataFrame):
-        require_rows(table)
     if not isinstance(table, pd.DataFrame):
         return data, columns, None, notes
+    require_rows(table)
     changed = False
     if cls.name == "hparams" and "D_grid" in table.columns and not {"D", "C"} & set(mapping):
         if "D" not in table.columns:  # best_hparams.csv: one row per cell, at the grid's D

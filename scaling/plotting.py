@@ -68,11 +68,11 @@ def plot_fit(law, data: pd.DataFrame | None = None, *, compare=None, compute=Non
             a, b = b, a  # lines of the input with fewer values, along the other
         x_name = b
         levels = (np.sort(data[a].unique()) if data is not None else
-                  np.geomspace(*law.data_range_[a], 3) if a in getattr(law, "data_range_", {}) else np.array([1.0]))
+                  np.geomspace(*law.data_range_[a], 3) if a in getattr(law, "data_range_", {}) else np.array([1.0]))[:8]
         cmap = plt.get_cmap("viridis")
-        for i, v in enumerate(levels[:8]):
-            color = cmap(i / max(1, min(len(levels), 8) - 1))
-            xs = _axis_over(law, x_name, data, 0.3)
+        xs = _axis_over(law, x_name, data, 0.3)
+        for i, v in enumerate(levels):
+            color = cmap(i / max(1, len(levels) - 1))
             at = {x_name: xs, a: np.full(xs.size, v)}
             if data is not None:
                 g = data[np.isclose(data[a], v)]
@@ -240,10 +240,8 @@ def plot_isoflop(law, data: pd.DataFrame, columns=None, dropna: bool = False):
         if g["N"].nunique() >= 3:
             m = g.groupby("N", sort=True)["loss"].mean()  # seeds of one size: the parabola runs through their mean
             x, yv = np.log(m.index.to_numpy(float)), m.to_numpy(float)
-            w = getattr(law, "window", len(x))
-            if len(x) > w:
-                lo = int(np.clip(int(np.argmin(yv)) - w // 2, 0, len(x) - w))
-                x, yv = x[lo:lo + w], yv[lo:lo + w]
+            keep = law.law._window(x, yv)  # the sizes the fit's own parabola used
+            x, yv = x[keep], yv[keep]
             p = np.polyfit(x, yv, 2)
             xs = np.linspace(x.min(), x.max(), 100)
             ax.plot(np.exp(xs), np.polyval(p, xs), color=color, lw=1, ls="-" if prof.status == "ok" else ":")

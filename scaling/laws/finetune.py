@@ -155,7 +155,7 @@ class FinetuneLaw(LogSumExpDesign, Law):
         """The rows this spec fits: its method's, with the other factors checked constant and a cell label.
 
         Column names are the law's (``columns`` maps them to a table's, as for every law)."""
-        df = require_rows(read_table(data) if not isinstance(data, pd.DataFrame) else data.copy())
+        df = require_rows(read_table(data))  # a file, or a copy of a DataFrame
         mapping = parse_columns(columns)
         if mapping:
             missing = [v for v in mapping.values() if v not in df.columns]

@@ -142,7 +142,7 @@ class SamplesPerPromptLaw(Law):
     # ------------------------------------------------------------- the data
     def rows(self, data, columns=None) -> pd.DataFrame:
         """The rows fitted: numeric ``samples_per_prompt`` >= 1 and a finite score, one curve (held axes constant)."""
-        df = require_rows(read_table(data) if not isinstance(data, pd.DataFrame) else data.copy())
+        df = require_rows(read_table(data))  # a file, or a copy of a DataFrame
         mapping = parse_columns(columns)
         if mapping:
             df = df.rename(columns={v: k for k, v in mapping.items()})

@@ -22,12 +22,13 @@ import glob
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from ..errors import DataError, MissingExtraError, SettingsError
+from ..errors import DataError, MissingExtraError, ScalingWarning, SettingsError
 
 #: a document is cut into pieces of at most this many characters (at a line end when there is one)
 PIECE_CHARS = 8192
@@ -203,6 +204,11 @@ class _Source:
                     yield ("" if t is None else str(t)), 1
 
 
+def _is_text(feature) -> bool:
+    """A datasets feature that holds one string a row: Value("string"), "large_string" or "string_view"."""
+    return type(feature).__name__ == "Value" and "string" in str(getattr(feature, "dtype", ""))
+
+
 def _load_hf(folder, column: str):
     path = Path(os.path.expanduser(str(folder)))
     if not path.is_dir():
@@ -221,10 +227,6 @@ def _load_hf(folder, column: str):
     if isinstance(ds, datasets.DatasetDict):
         if "train" in ds:
             if len(ds) > 1:
-                import warnings
-
-                from ..errors import ScalingWarning
-
                 others = sorted(k for k in ds if k != "train")
                 warnings.warn(f"--hf-dataset {path} holds the splits {sorted(ds)}: preparing 'train' only "
                               f"({len(ds['train']):,} rows; {', '.join(others)} left out), and holding out "
@@ -240,11 +242,8 @@ def _load_hf(folder, column: str):
         raise PrepareError(f"--hf-dataset {path} has no column {column!r}; its columns are {ds.column_names} "
                            "(choose one with --text-column)")
     feature = ds.features[column]
-    def is_text(f) -> bool:  # Value("string"), Value("large_string"), Value("string_view")
-        return type(f).__name__ == "Value" and "string" in str(getattr(f, "dtype", ""))
-
-    if not is_text(feature):
-        texts = [c for c in ds.column_names if is_text(ds.features[c])]
+    if not _is_text(feature):
+        texts = [c for c in ds.column_names if _is_text(ds.features[c])]
         held = getattr(feature, "dtype", None) or type(feature).__name__
         hint = (f"join each row's pieces into one string first, e.g. ds.map(lambda r: {{'{column}': "
                 f"'\\n'.join(r['{column}'])}})" if type(feature).__name__ in ("Sequence", "List", "LargeList")
@@ -293,10 +292,6 @@ def prepare(out: str | Path, text=None, hf_dataset=None, text_column: str = "tex
                       f"{old['n_val_tokens']:,} validation tokens); nothing to do")
             return {**old, "skipped": True}
         if old:
-            import warnings
-
-            from ..errors import ScalingWarning
-
             n_old = old.get("n_train_tokens")
             n_old = f"{n_old:,}" if isinstance(n_old, int) else "?"
             warnings.warn(f"{out} holds a corpus prepared from other inputs or settings ({n_old} "
@@ -383,10 +378,6 @@ def _write(out: Path, source: _Source, tok, val_fraction: float, settings: dict,
         bar.close()
     skipped = getattr(source, "skipped", [])
     if skipped:
-        import warnings
-
-        from ..errors import ScalingWarning
-
         warnings.warn(f"skipped {len(skipped)} file(s) that are not text (such as {skipped[0]})", ScalingWarning,
                       stacklevel=2)
     if counts["train"] == 0:
