@@ -73,6 +73,15 @@ def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
+def first_row(mask: pd.Series) -> int:
+    """The table's own row number (from 0) of the first True in ``mask``: its index label where the index holds the
+    rows as read (a subset such as one method's rows keeps those labels), else its position."""
+    hit = mask.to_numpy(bool)
+    if pd.api.types.is_integer_dtype(mask.index) and mask.index.is_unique:
+        return int(mask.index[hit][0])
+    return int(np.flatnonzero(hit)[0])
+
+
 def require_rows(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` itself, or one clear error when it has no rows."""
     if len(df) == 0:
@@ -240,7 +249,7 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
             cols = [c for c in required if (df[c].isna() | ~np.isfinite(df[c])).any()]
             raise DataError(
                 f"{int(nan.sum())} row(s) have NaN or infinite values in {cols} (first at row "
-                f"{int(np.flatnonzero(nan.to_numpy())[0])}, counting the table's rows from 0); remove them or pass "
+                f"{first_row(nan)}, counting the table's rows from 0); remove them or pass "
                 "dropna=True (--dropna)"
             )
         df = df.loc[~nan]
@@ -631,7 +640,8 @@ def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = 
             if bad.any() and not dropna:
                 raise DataError(
                     f"{int(bad.sum())} row(s) have NaN or infinite values in [{target!r}] (first at row "
-                    f"{int(np.flatnonzero(bad)[0])}, counting the table's rows from 0; diverged or failed runs?): "
+                    f"{first_row(pd.Series(bad, index=table.index))}, counting the table's rows from 0; diverged or "
+                    "failed runs?): "
                     "--no-average-seeds fits every run as it is, so remove them or pass --dropna to leave them out "
                     "(without --no-average-seeds, each cell's mean leaves out its NaN seeds)")
         else:

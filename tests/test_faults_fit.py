@@ -451,3 +451,39 @@ def test_a_plan_of_a_few_steps_is_one_line_not_a_numpy_error():
         make_plan(law, N=1e6, tokens=10, tokens_per_step=4096)
     plan = make_plan(law, N=1e6, tokens=4096 * 200, tokens_per_step=4096)  # a real one still works
     assert plan["steps"] == 200 and len(plan["curve"]["loss"]) > 10
+
+
+def test_a_stderr_set_by_a_few_extreme_resamples_is_flagged_and_a_normal_spread_is_not():
+    from scaling.laws.result import HEAVY_TAIL_RATIO, FitResult, heavy_tailed, uncertainty
+
+    rng = np.random.default_rng(0)
+    bulk = rng.normal(size=(200, 2))
+    assert heavy_tailed(bulk, ["x", "y"], dict(zip("xy", bulk.std(axis=0, ddof=1)))) == []
+    tail = bulk.copy()
+    tail[:4, 1] = 1e3  # 2% of the resamples run away: the sd becomes ~140, the bulk's half-width stays ~1
+    sd = dict(zip("xy", tail.std(axis=0, ddof=1)))
+    assert sd["y"] > 30 * HEAVY_TAIL_RATIO and heavy_tailed(tail, ["x", "y"], sd) == ["y"]
+
+    result, _ = fit_quiet(ChinchillaLaw(bootstrap=100, starts="coarse"), law_runs())
+    assert "extreme resamples" not in result.report()
+    state = {k: getattr(result, k) for k in ("params_", "theta_", "fit_info_", "residuals_", "bootstrap_theta_",
+                                              "objective_", "n_points_", "converged_")}
+    state["fit_info_"] = dict(state["fit_info_"])
+    i = result.param_names().index("B")
+    state["bootstrap_theta_"] = state["bootstrap_theta_"].copy()
+    state["bootstrap_theta_"][:3, i] += 8  # three resamples with B e^8 times the rest
+    uncertainty(result.law, state)
+    assert state["fit_info_"]["heavy_tailed"] == ["B"]
+    line = next(ln for ln in FitResult(result.law, state).report().splitlines() if ln.strip().startswith("B "))
+    assert "stderr inflated by a few extreme resamples" in line
+
+
+def test_a_nan_in_one_methods_rows_is_placed_by_its_row_in_the_file(tmp_path, capsys):
+    rows = [{"method": m, "rm_params": p, "d": d, "gold": 0.1 * d - 0.01 * d * d, "proxy": 0.2 * d}
+            for m in ("rl", "bon") for p in (1e6, 1e7) for d in (0.5, 1.0, 2.0, 3.0)]
+    df = pd.DataFrame(rows)
+    df.loc[13, "gold"] = np.nan  # the 6th bon row, row 13 of the file
+    path = tmp_path / "overopt.csv"
+    df.to_csv(path, index=False)
+    assert main(["fit", str(path), "--law", "gao-bon"]) == 2
+    assert "first at row 13" in capsys.readouterr().err

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import pandas as pd
 
-from ..data import parse_columns, read_table
+from ..data import first_row, parse_columns, read_table
 from ..diagnostics import at_chance
 from ..errors import DataError, FitError, ScalingWarning, SettingsError
 from ..fitting.bootstrap import bootstrap, percentile_interval
@@ -150,7 +150,9 @@ class GaoLaw(Law):
             v = pd.to_numeric(df[c], errors="coerce")
             if v.isna().any():
                 bad = df.loc[v.isna(), c].head(3).tolist()
-                raise DataError(f"{self.name}: column {c!r} has missing or non-numeric values, e.g. {bad}")
+                raise DataError(f"{self.name}: {int(v.isna().sum())} row(s) have missing or non-numeric values in "
+                                f"column {c!r}, e.g. {bad} (first at row {first_row(v.isna())}, counting the "
+                                "table's rows from 0)")
             df[c] = v.astype(float)
         if (df["d"] < 0).any():
             raise DataError(f"{self.name}: d = sqrt(KL) cannot be negative; got {df.loc[df['d'] < 0, 'd'].min():.3g}")

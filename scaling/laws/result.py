@@ -361,7 +361,9 @@ class FitResult:
                      if n in fi.get("ci_widened", ()) and fi.get("few_resamples") else
                      " (not identified: the resamples all moved away from the estimate)"
                      if n in fi.get("ci_widened", ()) else
-                     f" (not identified: {fi['not_identified'][n]})" if n in fi.get("not_identified", {}) else "")
+                     f" (not identified: {fi['not_identified'][n]})" if n in fi.get("not_identified", {}) else
+                     " (stderr inflated by a few extreme resamples: read the CI)" if n in fi.get("heavy_tailed", ())
+                     else "")
             se_s = f"{se[n]:12.4g}" if se.get(n) is not None else f"{'-':>12}"
             ci_s = f"[{ci[n][0]:.4g}, {ci[n][1]:.4g}]" if ci.get(n) is not None else "-"
             lines.append(f"  {n:<10}{v:14.6g}{se_s}{ci_s:>30}{fixed}")
@@ -459,6 +461,20 @@ def _sig(x, digits: int = 12) -> list:
 FEW_RESAMPLES = 20
 
 
+#: a bootstrap standard deviation this many times the half-width of the central 68% of the resamples (what the
+#: standard deviation would be for a normal spread) is set by a few extreme resamples, not by the bulk
+HEAVY_TAIL_RATIO = 3.0
+
+
+def heavy_tailed(P: np.ndarray, names: list[str], stderr: dict[str, float | None]) -> list[str]:
+    """Parameters whose bootstrap standard deviation a few far-out resamples inflate (a weakly identified B whose
+    resamples run to 1e6 while 90% of them stay within [1e2, 1e4]); the report says so beside its stderr."""
+    q16, q84 = np.percentile(P, [16, 84], axis=0)
+    half = (q84 - q16) / 2
+    return [n for i, n in enumerate(names)
+            if stderr.get(n) is not None and np.ptp(P[:, i]) > 0 and stderr[n] > HEAVY_TAIL_RATIO * half[i]]
+
+
 def uncertainty(law: "Law", state: dict[str, Any], warn: bool = True) -> dict[str, Any]:
     """Standard errors, percentile intervals and covariance from the bootstrap samples in ``state``
     (set there, with ``fit_info_["ci_widened"]`` when an interval had to be widened); returns ``state``."""
@@ -487,6 +503,11 @@ def uncertainty(law: "Law", state: dict[str, Any], warn: bool = True) -> dict[st
             ci[n] = [min(a, v), max(b, v)]
             widened.append(n)
     state["stderr_"], state["ci_"] = stderr, ci
+    heavy = heavy_tailed(P, names, stderr)
+    if "fit_info_" in state:
+        state["fit_info_"].pop("heavy_tailed", None)
+        if heavy:
+            state["fit_info_"]["heavy_tailed"] = heavy
     if widened and "fit_info_" in state:
         state["fit_info_"]["ci_widened"] = widened
         if len(B) < FEW_RESAMPLES:  # a handful of resamples all on one side says little about identification
