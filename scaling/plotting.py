@@ -285,6 +285,20 @@ def save(fig, path: str | Path, dpi: int = 120) -> Path:
     return path
 
 
+def _overopt_curves(sub: pd.DataFrame, key: str, point: str) -> tuple[pd.DataFrame, list[str]]:
+    """One row per point of each curve, and the columns that tell a colour group's curves apart.
+
+    A per-prompt export holds a row per prompt, and a table may hold several seeds: each point is their mean
+    (gold, proxy and d), so a line is drawn through means rather than zigzagging through every prompt. Policies and
+    samples per prompt that share a reward model are separate curves (``policy``, ``samples_per_prompt``)."""
+    curves = [c for c in ("policy", "samples_per_prompt") if c in sub.columns and sub[c].nunique() > 1]
+    averaged = [c for c in ("prompt", "seed") if c in sub.columns and sub[c].nunique() > 1]
+    if averaged and point in sub.columns:
+        by = [key, *curves, point]
+        sub = sub.groupby(by, as_index=False, dropna=False)[["d", "gold", "proxy"]].mean()
+    return sub, curves
+
+
 def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, kl_penalty: float | None = 0.0,
                  rm_data: float | None = None):
     """Gao et al. Figure 1: gold (top row) and proxy (bottom row) reward against sqrt(KL), a colour per RM size.
@@ -326,14 +340,27 @@ def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, 
         if m == "rl" and kl_penalty is not None and np.isclose(sub["kl_penalty"], kl_penalty).any():
             sub = sub[np.isclose(sub["kl_penalty"], kl_penalty)]
         key = "kl_penalty" if m == "dpo" else "rm_params"
+        sub, curves = _overopt_curves(sub, key, "n" if m == "bon" else "step")
         groups = sorted(sub[key].dropna().unique())
         law = laws.get(m)
         for i, g in enumerate(groups):
             color = cmap(i / max(1, len(groups) - 1) * 0.9)
-            s = sub[sub[key] == g].sort_values("d")
             label = f"beta {g:g}" if m == "dpo" else f"RM {int(g):,}"
-            top.plot(s["d"], s["gold"], "-o", ms=3, color=color, label=label)
-            bottom.plot(s["d"], s["proxy"], "--o", ms=2, color=color, label=label)
+            lines = list(sub[sub[key] == g].groupby(curves, sort=True, dropna=False)) if curves else \
+                [(None, sub[sub[key] == g])]
+            for c, (ident, s) in enumerate(lines):
+                s = s.sort_values("d")
+                if len(groups) == 1 and len(lines) > 1:  # one reward model: a colour per curve, named in the legend
+                    ident = ident if isinstance(ident, tuple) else (ident,)
+                    color = cmap(c / (len(lines) - 1) * 0.9)
+                    lab = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{v}"
+                                    for k, v in zip(["k" if k == "samples_per_prompt" else k for k in curves], ident))
+                else:
+                    lab = label if c == 0 else None
+                top.plot(s["d"], s["gold"], "-o", ms=3, color=color, label=lab, lw=1.5 if not curves else 1.0)
+                bottom.plot(s["d"], s["proxy"], "--o", ms=2, color=color, label=lab, lw=1.5 if not curves else 1.0)
+            color = cmap(i / max(1, len(groups) - 1) * 0.9)
+            s = sub[sub[key] == g]
             if law is not None and m != "dpo":
                 hi = s["d"].max() if law.max_d is None else min(s["d"].max(), law.max_d)
                 xs = np.linspace(0, hi, 100)
@@ -352,6 +379,11 @@ def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, 
         top.set_ylabel("gold reward (vs the initial policy)")
         bottom.set_ylabel("proxy reward (vs the initial policy)")
         bottom.set_xlabel("d = sqrt(KL(pi || pi_init))  [nats^1/2]")
-        top.legend(fontsize=7)
+        # several curves a colour: named in the legend's title (one reward model) or in its note
+        note = ", ".join("k" if c == "samples_per_prompt" else c for c in curves)
+        outside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if len(top.get_legend_handles_labels()[1]) > 6 \
+            else {}
+        top.legend(fontsize=7, title=(note if len(groups) == 1 else f"a line per {note}") if curves else None,
+                   title_fontsize=7, **outside)
     fig.tight_layout()
     return fig

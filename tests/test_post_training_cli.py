@@ -100,3 +100,22 @@ def test_overopt_backtest_says_when_the_held_out_rms_own_peak_lies_beyond_its_da
     assert res["fitted_peak_in_data"] is (not beyond)
     assert main(argv) == 0
     assert ("beyond its data, d <=" in capsys.readouterr().out) is beyond
+
+
+def test_overopt_plot_of_a_per_prompt_export_draws_each_curves_prompt_mean():
+    from scaling.plotting import plot_overopt
+
+    # two policies share the reward model; two prompts and two seeds a point: one line per policy, through the means
+    rows = [{"method": "rl", "policy": pol, "policy_params": pp, "rm_params": 1e5, "kl_penalty": 0.0, "step": step,
+             "d": 0.5 * step, "gold": 0.1 * step * (1 + pp / 1e5) + 0.01 * (prompt - 0.5) + 0.002 * seed,
+             "proxy": 0.3 * step + 0.02 * prompt, "prompt": prompt, "seed": seed}
+            for pol, pp in (("small", 1e4), ("large", 4e4)) for step in (0, 1, 2, 3) for prompt in (0, 1)
+            for seed in (0, 1)]
+    fig = plot_overopt(pd.DataFrame(rows))
+    top = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in top.get_lines() if not ln.get_label().startswith("_")}
+    assert sorted(lines) == ["large", "small"]
+    for name, pp in (("small", 1e4), ("large", 4e4)):
+        x, y = lines[name].get_data()
+        assert list(x) == [0.0, 0.5, 1.0, 1.5]  # one point a step, not one a prompt and seed
+        assert np.allclose(y, 0.1 * np.arange(4) * (1 + pp / 1e5) + 0.001)  # prompt terms cancel; mean seed 0.5
