@@ -332,11 +332,14 @@ def _cmd_plan(args, law) -> int:
     pct = int(round(100 * args.level))
     text = (f"plan: N = {plan['N']:,.0f} non-embedding parameters, {plan['tokens']:,.0f} tokens "
             f"({plan['steps']} steps of {plan['tokens_per_step']}), C = {plan['C']:.3g} FLOPs, {args.schedule} schedule\n"
-            f"final loss {plan['final_loss']:.4f}, {pct}% interval for the run [{plan['final_interval'][0]:.4f}, "
-            f"{plan['final_interval'][1]:.4f}]\ncompute-optimal? {'-' if co['is_optimal'] is None else ('yes' if co['is_optimal'] else 'no')}: {co['note']}"
+            f"final loss {plan['final_loss']:.4f}, "
+            + (f"{pct}% interval for the run [{plan['final_interval'][0]:.4f}, {plan['final_interval'][1]:.4f}]"
+               if plan["band"] else "no interval (the fit has no bootstrap resamples: refit with --bootstrap 200; "
+                                    "watch then judges spikes, divergence and flat stretches, not drift)")
+            + f"\ncompute-optimal? {'-' if co['is_optimal'] is None else ('yes' if co['is_optimal'] else 'no')}: {co['note']}"
             + (f"\nwrote {args.out} (check a live run with: scaling watch LOG --plan {args.out})" if args.out else ""))
     out = {k: plan[k] for k in ("N", "N_total", "tokens", "steps", "C", "final_loss", "final_interval", "compute_optimal")}
-    out["loss"], out["interval"] = plan["final_loss"], plan["final_interval"]
+    out["loss"], out["interval"] = plan["final_loss"], plan["final_interval"] if plan["band"] else None
     _emit(out, args.json, text)
     return 0
 
@@ -369,7 +372,7 @@ def cmd_watch(args) -> int:
         last = st
         if args.json:
             print(json.dumps(st.to_dict()))
-        elif st.expected is not None or st.state == "diverged":
+        elif st.expected is not None or st.off_track:
             exp = "" if st.expected is None else f" expected {st.expected:.4f} [{st.lo:.4f}, {st.hi:.4f}] {100 * st.deviation:+6.2f}%"
             fc = "" if st.forecast is None else f"  final {st.forecast:.4f} [{st.forecast_lo:.4f}, {st.forecast_hi:.4f}]"
             print(f"step {st.step:>7} loss {st.loss:.4f}{exp}{fc}  {st.state.upper() if st.off_track else 'ok'}"
@@ -465,47 +468,16 @@ def cmd_allocate(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .data import prepare, read_table
     from .laws import Law
     from .plotting import plot_fit, save
 
     law = Law.load(args.fit)
-    data = None
     if (args.runs or args.curve_loss) and not law.curve_law:
         raise ScalingError(f"--runs and --curve-loss apply to curve fits (tissue, mpl), not a {law.name} fit")
     if args.curve_loss and not args.runs:
         raise ScalingError("--curve-loss picks the column of a sweep's curves table read with --runs")
-    if law.figure == "overopt":
-        from .plotting import plot_overopt
-
-        if not args.data:
-            raise ScalingError(f"plotting a {law.name} fit needs its data: scaling plot FIT DATA --out PNG")
-        table = read_table(args.data)
-        print(f"wrote {save(plot_overopt(table, {law.method: law}, methods=[law.method]), args.out)}")
-        return 0
-    if law.curve_law:
-        from .curve_backtest import curve_law_points
-        from .plotting import plot_curves
-
-        if not args.data:
-            raise ScalingError(f"plotting a {law.name} fit needs its curves: scaling plot FIT CURVES --out PNG (a "
-                               "curves table: run, N, step, lr, loss)")
-        points = curve_law_points(args.data, columns=args.columns, runs=args.runs,
-                                  loss=args.curve_loss or "eval_loss", dropna=args.dropna)
-        print(f"wrote {save(plot_curves(law, points), args.out)}")
-        return 0
-    if args.data and law.figure != "isoflop" and hasattr(law.law, "rows"):  # the rows the law fits (its method...)
-        data = law.law.rows(args.data, args.columns)
-    elif args.data and law.figure != "isoflop":
-        data = prepare(args.data, list(law.inputs) + [law.target] + (["C"] if "N" in law.inputs and "D" in law.inputs else []),
-                       columns=args.columns, dropna=args.dropna)
-    if law.figure == "isoflop" and args.data:
-        from .plotting import plot_isoflop
-
-        fig = plot_isoflop(law, read_table(args.data), columns=args.columns, dropna=args.dropna)
-        print(f"wrote {save(fig, args.out)}")
-        return 0
-    fig = plot_fit(law, data, compare=law.references())
+    fig = plot_fit(law, args.data, columns=args.columns, dropna=args.dropna, runs=args.runs, curve_loss=args.curve_loss,
+                   compare=law.references())
     path = save(fig, args.out)
     print(f"wrote {path}")
     return 0
@@ -580,6 +552,11 @@ def _curve_backtest(args) -> int:
         settings["decay_by_size"] = True
     res = curve_backtest(args.data, args.law, holdout_runs=args.holdout_runs, columns=args.columns,
                          level=args.level, bootstrap=args.bootstrap, seed=args.seed, dropna=args.dropna, **settings)
+    if args.plot:
+        from .curve_backtest import plot_curve_backtest
+        from .plotting import save
+
+        print(f"wrote {save(plot_curve_backtest(res), args.plot)}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         _emit(res.to_dict(), True, "")
         return 0

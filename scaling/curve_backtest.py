@@ -106,3 +106,42 @@ def curve_backtest(data, law: str = "mpl", *, holdout_runs, columns=None, runs=N
                           max_ape=float(ape.max()), coverage=float(covered.mean()) if bootstrap else None,
                           coverage_noise=float(covered.mean()) if bootstrap else None,
                           level=level, table=table, fitted=fitted, train=train)
+
+
+def plot_curve_backtest(result: BacktestResult):
+    """The held-out runs' curves (solid) against the law fitted without them (dashed, with its band where the fit
+    has a bootstrap), and the relative error along each, coloured by N."""
+    from matplotlib.colors import LogNorm
+
+    from .plotting import _plain_loss_axis, _plt
+
+    plt = _plt()
+    t = result.table
+    x_name = "tokens" if "tokens" in t.columns else "step"
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    sizes = t.groupby("run", sort=False)["N"].first()
+    norm = LogNorm(vmin=sizes.min(), vmax=max(sizes.max(), sizes.min() * 1.01))
+    cmap = plt.get_cmap("viridis")
+    for run, g in t.groupby("run", sort=False):
+        color = cmap(norm(sizes[run]))
+        x = g[x_name].to_numpy(float)
+        axes[0].plot(x, g["loss"], color=color, lw=1.2, label=f"{run} (N {sizes[run]:.3g})")
+        axes[0].plot(x, g["predicted"], color=color, lw=1.2, ls="--")
+        if np.isfinite(g["lo"]).all():
+            axes[0].fill_between(x, g["lo"], g["hi"], color=color, alpha=0.15)
+        axes[1].plot(x, 100 * (g["loss"] - g["predicted"]) / g["predicted"], color=color, lw=1.0)
+    axes[0].plot([], [], color="0.3", ls="--", label=f"{result.law}, fitted without them")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel(x_name)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("loss")
+    _plain_loss_axis(axes[0])
+    axes[0].legend(fontsize=7)
+    axes[0].set_title(f"held-out runs: mean error {100 * result.mape:.2f}%, max {100 * result.max_ape:.2f}%",
+                      fontsize=10)
+    axes[1].axhline(0, color="0.6", lw=0.8)
+    axes[1].set_ylabel("(actual - predicted) / predicted  [%]")
+    axes[1].set_title("error along each held-out run", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -22,7 +22,16 @@ REQUIRED = ("run", "N", "tokens", "loss")
 def _read_curves(data, columns) -> pd.DataFrame:
     """A curves table (a path or a DataFrame, copied) with the user's column names mapped; run_id is run."""
     df = read_table(data) if not isinstance(data, pd.DataFrame) else data.copy()
-    df = df.rename(columns={v: k for k, v in parse_columns(columns).items()})
+    mapping = parse_columns(columns)
+    unknown = [k for k in mapping if k not in CURVE_NAMES]
+    if unknown:
+        raise DataError(f"--columns names {unknown}, which a curves table does not have; its names are "
+                        f"{', '.join(CURVE_NAMES)} (e.g. --columns step=Step,loss=train/loss)")
+    absent = [v for v in mapping.values() if v not in df.columns]
+    if absent:
+        raise DataError(f"--columns maps to {absent}, which the table does not have; its columns are "
+                        f"{list(df.columns)}")
+    df = df.rename(columns={v: k for k, v in mapping.items()})
     if "run" not in df.columns and "run_id" in df.columns:
         df = df.rename(columns={"run_id": "run"})
     return df
@@ -75,6 +84,8 @@ def prepare_curves(data, *, columns=None) -> pd.DataFrame:
 # ------------------------------------------------------------------ inputs of the curve laws
 #: columns a plain curves table needs for a curve law (tokens, or batch in tokens per step, optional)
 CURVE_LAW_COLUMNS = ("run", "N", "step", "lr", "loss")
+#: every name a curves table's columns may be mapped to (--columns NAME=yours)
+CURVE_NAMES = ("run", "run_id", "N", "step", "lr", "loss", "tokens", "batch")
 
 
 def schedule_features(lr, tokens_per_step=1.0, lam: float = 0.999) -> dict[str, np.ndarray]:
@@ -97,6 +108,46 @@ def _bad_curves(msg: str) -> DataError:
                      "loss (tokens or batch optional; map yours with --columns, e.g. loss=train/loss)")
 
 
+def _merge_split_rows(g: pd.DataFrame) -> pd.DataFrame:
+    """One row per step where a log wrote one step's values on several rows (the loss and the learning rate logged
+    by separate calls): rows of one step whose values never disagree become one; any that do stay apart (a
+    restarted run logging a step twice is then refused by the step check)."""
+    g = g.reset_index(drop=True)
+    dup = g["step"].duplicated(keep=False) & g["step"].notna()
+    if not dup.any():
+        return g
+    read = [c for c in ("N", "lr", "loss", "tokens", "batch") if c in g.columns]  # others (a runtime) may differ
+    clash = g[dup].groupby("step")[read].nunique(dropna=True).gt(1).any(axis=1)
+    mergeable = dup & ~g["step"].isin(clash.index[clash])
+    if not mergeable.any():
+        return g
+    merged = g[mergeable].groupby("step", sort=False).first()  # first non-null value of each column
+    first = mergeable & ~g["step"].duplicated(keep="first")  # each joined step stays where it first appeared
+    out = g[~mergeable | first].copy()
+    at = out.index[first[out.index].to_numpy()]
+    out.loc[at, merged.columns] = merged.loc[out.loc[at, "step"]].to_numpy()
+    return out
+
+
+def _fill_from_own_rows(g: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """A run's learning rate on rows that lack it, linear in step between the rows that log it (flat beyond them),
+    and its one N on rows that lack it; with the number of rows filled."""
+    n = 0
+    step = g["step"].to_numpy(float)
+    lr = g["lr"].to_numpy(float)
+    has = np.isfinite(lr) & np.isfinite(step)
+    if has.any() and not has.all():
+        fill = ~np.isfinite(lr) & np.isfinite(step)
+        g = g.copy()
+        g.loc[fill, "lr"] = np.interp(step[fill], step[has], lr[has])
+        n += int(fill.sum())
+    Ns = g["N"].dropna().unique()
+    if len(Ns) == 1 and g["N"].isna().any():
+        n += int(g["N"].isna().sum())
+        g = g.assign(N=float(Ns[0]))
+    return g, n
+
+
 def prepare_curve_points(data, *, columns=None, lam: float = 0.999, dropna: bool = False) -> pd.DataFrame:
     """A plain curves table (``run, N, step, lr, loss``; ``tokens`` or ``batch`` optional) as curve-law inputs.
 
@@ -107,7 +158,11 @@ def prepare_curve_points(data, *, columns=None, lam: float = 0.999, dropna: bool
     steps. Returns one row per logged loss: ``run, N, step, tokens, S1, S2, eta, loss`` (the inputs of
     ``tissue`` and ``mpl``), sorted by run and step.
 
-    Errors, each naming the run: a missing column, a learning rate that is missing, negative or never
+    Rows of one step written separately (the loss and the learning rate logged by calls of their own) are joined,
+    and a learning rate missing on some rows of a run is taken as linear between the steps that log it (with a
+    warning).
+
+    Errors, each naming the run: a missing column, a learning rate that is missing on every row, negative or never
     positive, steps that repeat or go backwards within a run, a NaN or infinite loss (``dropna=True``
     keeps such rows as learning-rate history only), N changing within a run.
     """
@@ -122,14 +177,18 @@ def prepare_curve_points(data, *, columns=None, lam: float = 0.999, dropna: bool
     num = ["N", "step", "lr", "loss"] + [c for c in ("tokens", "batch") if c in df.columns]
     for c in num:
         df[c] = pd.to_numeric(df[c], errors="coerce")
-    out = []
+    out, filled, diverged = [], [], []
     for run, g in df.groupby("run", sort=True):
-        g = g.reset_index(drop=True)
+        g = _merge_split_rows(g).reset_index(drop=True)
+        g, n_filled = _fill_from_own_rows(g)
+        if n_filled:
+            filled.append(f"{run} ({n_filled})")
         for c in ("N", "step", "lr"):
             bad = g[c].isna() | ~np.isfinite(g[c])
             if bad.any():
-                raise _bad_curves(f"run {run!r} has a missing or non-numeric {c} at row(s) "
-                                  f"{list(g.index[bad][:3])}")
+                raise _bad_curves(f"run {run!r} has no {c} on any of its rows" if bad.all() else
+                                  f"run {run!r} has a missing or non-numeric {c} at step(s) "
+                                  f"{[float(v) for v in g.loc[bad, 'step'][:3]]}")
         if g["N"].nunique() > 1 or g["N"].iloc[0] <= 0:
             raise _bad_curves(f"run {run!r}: N must be one positive number per run (it has {sorted(g['N'].unique())[:3]})")
         step = g["step"].to_numpy(float)
@@ -147,9 +206,13 @@ def prepare_curve_points(data, *, columns=None, lam: float = 0.999, dropna: bool
         bad = ~np.isfinite(loss)
         if bad.any() and not dropna:
             i = int(np.flatnonzero(bad)[0])
-            raise _bad_curves(f"run {run!r}: loss is {loss[i]} at step {step[i]:g} ({int(bad.sum())} such row(s)); "
-                              "a diverged run cannot be fitted: drop it, or pass dropna=True (--dropna) to keep rows "
-                              "without a loss as learning-rate history only")
+            raise _bad_curves(f"run {run!r}: loss is {loss[i]} at step {step[i]:g} ({int(bad.sum())} such row(s)): "
+                              "rows that log other metrics (a sparse export) or a run that diverged; pass dropna=True "
+                              "(--dropna) to keep rows without a loss as learning-rate history only, and drop a run "
+                              "that diverged")
+        ok = loss[~bad]
+        if bad.any() and bad[-1] and ok.size and ok[-1] > 1.5 * ok.min():  # rose well above its best, then no loss
+            diverged.append(f"{run} (loss {ok.min():.3g} -> {ok[-1]:.3g}, then {loss[-1]})")
         if (loss[~bad] <= 0).any():
             raise _bad_curves(f"run {run!r}: losses must be positive")
         # per-step learning rate and tokens on the whole step grid: linear between logged steps, a linear
@@ -177,6 +240,15 @@ def prepare_curve_points(data, *, columns=None, lam: float = 0.999, dropna: bool
         rows = pd.DataFrame({"run": run, "N": float(g["N"].iloc[0]), "step": step, "tokens": tokens,
                              "S1": f["S1"][at], "S2": f["S2"][at], "eta": f["eta"][at], "loss": loss})
         out.append(rows[~bad])
+    if diverged:
+        warnings.warn(f"curves: {len(diverged)} run(s) look diverged, their loss rising to 1.5x their lowest before "
+                      f"rows without a loss: {', '.join(diverged[:3])}{' ...' if len(diverged) > 3 else ''}; their "
+                      "points are fitted as they are: drop such runs (--where 'run != ...')", ScalingWarning,
+                      stacklevel=2)
+    if filled:
+        warnings.warn(f"curves: the learning rate (or N) was missing on some rows of {len(filled)} run(s): "
+                      f"{', '.join(filled[:3])}{' ...' if len(filled) > 3 else ''} rows; taken as linear between "
+                      "the steps that log it (logged by a call of its own?)", ScalingWarning, stacklevel=2)
     res = pd.concat(out, ignore_index=True)
     if res["N"].nunique() < 1 or not len(res):
         raise _bad_curves("no logged losses")

@@ -117,6 +117,9 @@ def read_table(path: str | Path | pd.DataFrame) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError(f"no such file: {path}")
+    if path.is_dir():
+        tables = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".csv", ".parquet", ".jsonl", ".gz"))
+        raise DataError(f"{path} is a folder, not a table" + (f"; it holds {', '.join(tables[:4])}" if tables else ""))
     suffix = path.suffix.lower()
     if suffix == ".gz":  # name.csv.gz and the like: pandas decompresses
         suffix = Path(path.stem).suffix.lower()

@@ -1,7 +1,8 @@
 """While a run trains: check each logged loss against the plan and say early when it drifts.
 
     monitor = Monitor(plan)
-    status = monitor.update(step, loss)       # -> Status(state="ok" | "drift" | "diverged" | "spike" | "flat", ...)
+    status = monitor.update(step, loss)       # -> Status(state="ok" | "drift" | "diverged" | "spike" | "flat" |
+                                              #    "invalid", ...)
 
 Each point also re-forecasts the run's final loss from its own observed prefix, with the plan as
 the prior (:func:`reforecast`): ``status.forecast`` and its band ``forecast_lo``/``forecast_hi``.
@@ -33,7 +34,7 @@ class Status:
     lo: float | None
     hi: float | None
     deviation: float | None  # (loss - expected) / expected
-    state: str  # ok, drift, diverged, spike, flat, before-plan, after-plan
+    state: str  # ok, drift, diverged, spike, flat, invalid (a loss <= 0), before-plan, after-plan
     consecutive_out: int = 0
     message: str = ""
     smoothed: float | None = None  # the moving average compared with the band
@@ -43,13 +44,29 @@ class Status:
 
     @property
     def off_track(self) -> bool:
-        return self.state in ("drift", "diverged", "spike", "flat")
+        return self.state in ("drift", "diverged", "spike", "flat", "invalid")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The status as plain values; NaN and infinities become None (JSON has no NaN)."""
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(self).items()}
 
 
-_SEVERITY = {"diverged": 4, "spike": 3, "drift": 2, "flat": 1}
+_SEVERITY = {"diverged": 4, "invalid": 3, "spike": 3, "drift": 2, "flat": 1}
+
+
+def _point(step, loss, tokens) -> tuple[int, float, float | None]:
+    """A logged point as numbers, or one clear error (a None or a string from a log is not a loss)."""
+    from .errors import DataError
+
+    try:
+        step_f = float(step)
+        loss = float(loss)
+        tokens = None if tokens is None else float(tokens)
+    except (TypeError, ValueError):
+        raise DataError(f"a logged point needs numbers: got step={step!r}, loss={loss!r}, tokens={tokens!r}") from None
+    if not math.isfinite(step_f) or step_f < 0 or step_f != int(step_f):
+        raise DataError(f"step must be a whole number >= 0, got {step!r}")
+    return int(step_f), loss, tokens
 
 #: the share of the run seen at which the run's own points weigh as much as the plan (the prior)
 SEEN_HALF = 0.1
@@ -151,6 +168,12 @@ class Monitor:
         self._final = float(self.plan.get("final_loss") or c_loss)
         band = self.plan.get("final_interval") or [c_lo, c_hi]
         self._final_band = (float(min(band[0], self._final)), float(max(band[1], self._final)))
+        # a plan from a fit without bootstrap resamples has a band of width 0: drift is not judged against it
+        self._band = bool(self.plan.get("band", True)) and bool(np.any(self._hi > self._lo))
+        if not self._band:
+            self.notes.append("the plan has no band (its fit has no bootstrap resamples): drift is not judged, only "
+                              "spikes, divergence, invalid values and flat stretches")
+        self._best = math.inf  # the lowest finite positive loss so far: a spike before the plan's curve is judged by it
         self._seen = np.empty((256, 3))  # (tokens, expected, loss) of the finite points on the plan, first _n_seen rows
         self._n_seen = 0
 
@@ -174,7 +197,7 @@ class Monitor:
         return tuple(float(np.exp(np.interp(lt, self._t, a))) for a in (self._mean, self._lo, self._hi))
 
     def update(self, step: int, loss: float, tokens: float | None = None) -> Status:
-        step = int(step)
+        step, loss, tokens = _point(step, loss, tokens)
         if step <= self.last_step:  # restarted from a checkpoint: forget what came after it
             self.notes.append(f"step went back from {self.last_step} to {step}: treated as a resumed run")
             self.history = [h for h in self.history if h.step < step]
@@ -183,6 +206,7 @@ class Monitor:
             self._noise2 = None
             back_to = float(tokens) if tokens is not None and np.isfinite(tokens) else float(step) * self.plan["tokens_per_step"]
             self._n_seen = int(np.searchsorted(self._seen[:self._n_seen, 0], back_to))
+            self._best = min((h.loss for h in self.history if math.isfinite(h.loss) and h.loss > 0), default=math.inf)
             if self._diverged is not None and self._diverged.step >= step:
                 self.notes.append(f"resumed at step {step}, before the divergence at step {self._diverged.step}")
                 self._diverged = None
@@ -195,16 +219,24 @@ class Monitor:
                 self._diverged = st
             self.history.append(self._with_forecast(st))
             return st
+        raw = float(loss)
         exp = self.expected(tokens) if tokens > 0 else None
+        mean, lo, hi = exp if exp is not None else (None, None, None)
+        if raw <= 0:  # no cross-entropy is: kept out of the moving average and the forecast
+            return self._alone(Status(step, tokens, raw, mean, lo, hi, None, "invalid", self.n_out,
+                                      f"loss {raw:g} at step {step} is not positive, which no cross-entropy loss is "
+                                      "(a logging bug? a reward or a log-likelihood logged as the loss?)"))
+        best, self._best = self._best, min(self._best, raw)
         if exp is None:
             state = "before-plan" if tokens > 0 and math.log(tokens) < self._t[0] else "after-plan"
-            st = Status(step, tokens, float(loss), None, None, None, None, state, self.n_out,
-                        "outside the planned curve's range")
-            self._stay_diverged(st)
-            self.history.append(self._with_forecast(st))
-            return st
-        mean, lo, hi = exp
-        raw = float(loss)
+            st = Status(step, tokens, raw, None, None, None, None, state, self.n_out, "outside the planned curve's range")
+            if raw > self.spike * best:  # no plan to compare with here: the run's own lowest loss so far
+                st.state, st.message = "spike", (f"loss {raw:.4f} is {raw / best:.2f}x the lowest so far ({best:.4f}), "
+                                                 "outside the planned curve's range")
+            return self._alone(st)
+        if raw > self.spike * mean:  # judged alone, and kept out of the moving average and the forecast
+            return self._alone(Status(step, tokens, raw, mean, lo, hi, float((raw - mean) / mean), "spike", self.n_out,
+                                      f"loss {raw:.4f} is {raw / mean:.2f}x the expected {mean:.4f}"))
         # per-step losses are noisier than the band (batch noise): compare a short moving average of the
         # run with the same moving average of the plan, so the average's lag cancels
         # the span is in optimizer steps: a log written every k steps moves the average k steps' worth at each point
@@ -224,12 +256,10 @@ class Monitor:
             self._ema_exp += self._alpha_now * (mean - self._ema_exp)
         loss = self._ema * mean / self._ema_exp
         dev = (loss - mean) / mean
-        outside = not (lo <= loss <= hi)
+        outside = self._band and not (lo <= loss <= hi)
         self.n_out = self.n_out + 1 if outside else 0
         state, msg = "ok", "within the band"
-        if raw > self.spike * mean:
-            state, msg = "spike", f"loss {raw:.4f} is {raw / mean:.2f}x the expected {mean:.4f}"
-        elif self.n_out >= self.consecutive:
+        if self.n_out >= self.consecutive:
             side = "above" if loss > hi else "below"
             state, msg = "drift", f"{self.n_out} points in a row {side} the band (now {100 * dev:+.1f}% from expected)"
         else:
@@ -240,11 +270,16 @@ class Monitor:
                 msg = f"outside the band ({100 * dev:+.1f}%), {self.n_out} in a row"
         st = Status(step, tokens, raw, mean, lo, hi, float(dev), state, self.n_out, msg, float(loss))
         self._stay_diverged(st)
-        if raw > 0:
-            if self._n_seen == len(self._seen):
-                self._seen = np.concatenate([self._seen, np.empty_like(self._seen)])
-            self._seen[self._n_seen] = (tokens, mean, raw)
-            self._n_seen += 1
+        if self._n_seen == len(self._seen):
+            self._seen = np.concatenate([self._seen, np.empty_like(self._seen)])
+        self._seen[self._n_seen] = (tokens, mean, raw)
+        self._n_seen += 1
+        self.history.append(self._with_forecast(st))
+        return st
+
+    def _alone(self, st: Status) -> Status:
+        """A point judged on its own (kept out of the moving average and the forecast), recorded and returned."""
+        self._stay_diverged(st)
         self.history.append(self._with_forecast(st))
         return st
 

@@ -191,6 +191,8 @@ def make_plan(law, *, tokens: float, model: dict | None = None, N: float | None 
         "N": N, "N_total": shape["N_total"] if shape else None, "model": shape, "tokens": float(steps * tokens_per_step),
         "tokens_per_step": int(tokens_per_step), "steps": int(steps), "C": C, "schedule": sched, "level": level,
         "final_loss": float(mean[-1]), "final_interval": [float(lo[-1]), float(hi[-1])],
+        # no bootstrap in the fit: lo = hi = the curve, a band of width 0 that `watch` must not judge drift by
+        "band": getattr(law, "bootstrap_theta_", None) is not None,
         "curve": {"step": (idx + 1).tolist(), "tokens": ((idx + 1) * tokens_per_step).astype(float).tolist(),
                   "loss": mean.tolist(), "lo": np.asarray(lo).tolist(), "hi": np.asarray(hi).tolist()},
         "compute_optimal": _optimality(law, N, C, tokens_per_step, sched),

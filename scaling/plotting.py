@@ -51,11 +51,39 @@ def _axis_over(law, name: str, data, pad: float) -> np.ndarray:
     return xs[xs >= _INPUT_FLOOR.get(name, 0.0)]
 
 
-def plot_fit(law, data: pd.DataFrame | None = None, *, compare=None, compute=None):
-    """Figure for a fitted law; ``compare`` is a list of other laws (e.g. published ones) to overlay.
+def plot_fit(law, data=None, *, columns=None, dropna: bool = False, runs=None, curve_loss: str | None = None,
+             compare=None, compute=None):
+    """Figure for a fitted law against its data (a DataFrame or a table's path, read as the fit read it; ``columns``
+    maps your names, ``dropna`` leaves out rows with NaN); ``compare``: other laws (e.g. published ones) to overlay.
 
-    A law of N and D gets the three Chinchilla panels; another law of two inputs (e.g. ``finetune``: X and D_f)
-    one curve in the input with more distinct values per value of the other; a law of one input one curve."""
+    A law of N and D gets the three Chinchilla panels; an IsoFLOP fit with data its profiles
+    (:func:`plot_isoflop`); a curve law (``mpl``, ``tissue``) each run's curve against the law's
+    (:func:`plot_curves`: a plain curves table, or a sweep's curves with ``runs=`` its runs table and
+    ``curve_loss=`` the column); an overoptimization law gold and proxy reward against sqrt(KL)
+    (:func:`plot_overopt`); another law of two inputs (e.g. ``finetune``: X and D_f) one curve in the input with
+    more distinct values per value of the other; a law of one input one curve."""
+    from .data import prepare, read_table
+    from .errors import ScalingError
+
+    figure = getattr(law, "figure", None)
+    if figure == "overopt" or law.curve_law:
+        if data is None:
+            what = "curves (a table: run, N, step, lr, loss)" if law.curve_law else "data"
+            raise ScalingError(f"plotting a {law.name} fit needs its {what} (the CLI: scaling plot FIT DATA --out PNG)")
+        if figure == "overopt":
+            return plot_overopt(read_table(data), {law.method: law}, methods=[law.method])
+        from .curve_backtest import curve_law_points
+
+        return plot_curves(law, curve_law_points(data, columns=columns, runs=runs, loss=curve_loss or "eval_loss",
+                                                 dropna=dropna))
+    if data is not None:
+        if figure == "isoflop":
+            return plot_isoflop(law, read_table(data), columns=columns, dropna=dropna)
+        if hasattr(law.law, "rows"):  # the rows the law fits (its method, its policy...)
+            data = law.law.rows(data, columns)
+        else:  # C derived from N and D where the table has no C column
+            both = "N" in law.inputs and "D" in law.inputs
+            data = prepare(data, [*law.inputs, law.target, *(["C"] if both else [])], columns=columns, dropna=dropna)
     plt = _plt()
     if tuple(law.inputs) == ("N", "D"):
         return _plot_nd(plt, law, data, compare or [], compute)
@@ -178,9 +206,13 @@ def _plot_nd(plt, law, data, compare, compute):
 def plot_curves(law, points: pd.DataFrame, max_runs: int = 30):
     """A curve law against the curves: each run's loss (solid) and the law's prediction through its schedule
     (dashed), coloured by N, and the relative error along each run. ``points``: the curve laws' input table
-    (:func:`scaling.curves.prepare_curve_points`); at most ``max_runs`` runs, spread over N."""
+    (:func:`scaling.curves.prepare_curve_points`) or a plain curves table; at most ``max_runs`` runs, spread
+    over N."""
     from matplotlib.colors import LogNorm
 
+    from .curve_backtest import curve_law_points
+
+    points = curve_law_points(points)  # a plain curves table (run, N, step, lr, loss) too
     plt = _plt()
     runs = points.groupby("run", sort=False)["N"].first().sort_values()
     if len(runs) > max_runs:

@@ -193,6 +193,8 @@ def read_csv(path, columns=None) -> pd.DataFrame:
         return _empty("the log is empty")
     if _binary(text):
         raise _not_text(path)
+    if not text.endswith("\n") and "\n" in text.strip():
+        text = text[:text.rfind("\n") + 1]  # the last line has no newline yet: the writer may be mid-line
     try:  # a literal nan/inf stays a string here, so _finish keeps it as a diverged point; an empty cell is missing
         sep = sniff_delimiter(text.lstrip().split("\n", 1)[0])  # semicolon or tab exports read like fit's tables
         df = pd.read_csv(io.StringIO(text), sep=sep, on_bad_lines="skip", keep_default_na=False, na_values=[""])
@@ -382,13 +384,13 @@ def detect_reader(path) -> str:
 
 
 #: columns that name the run of each row in a table of several runs' curves (W&B exports, a curves table)
-RUN_NAMES = ("run", "run_id", "run_name")
+RUN_NAMES = ("run", "run_id", "run_name", "Name")  # Name: a W&B table export
 
 
 def read_log(path, reader: str = "auto", columns=None, run: str | None = None) -> pd.DataFrame:
     """One run's logged points (``step``, ``loss``, ``tokens``) from a log of any registered kind.
 
-    A table holding several runs (a ``run``/``run_id``/``run_name`` column, or one mapped with ``--columns
+    A table holding several runs (a ``run``/``run_id``/``run_name``/``Name`` column, or one mapped with ``--columns
     run=...``) is refused unless ``run`` names the one to read: read as one run, its curves would look like
     one run restarting over and over."""
     if not Path(path).exists():

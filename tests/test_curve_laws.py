@@ -342,3 +342,56 @@ def test_a_curve_fit_from_a_sweep_plots_with_its_runs_table(tmp_path, capsys):
     assert main(["fit", str(sweep / "curves.csv"), "--law", "mpl", "--runs", str(sweep / "runs.csv"),
                  "--momentum", "0.99"]) == 2
     assert "does not read" in capsys.readouterr().err
+
+
+# ------------------------------------------------- logs as W&B writes them (a newcomer review, 2026-12-02)
+def test_mpl_fits_a_schedule_that_decays_to_zero_and_predicts_through_it():
+    truth = synthetic_curves(TRUTH, sizes=SIZES, schedules=("cosine", "step:0.8:0"), every=20, seed=5)
+    assert (truth["lr"] == 0).sum() > 20  # a fifth of each step run at a rate of 0
+    r = quiet(MultiPowerLaw(bootstrap=0).fit, truth)
+    err = np.abs(r.predict(truth) / truth["loss"] - 1)
+    assert np.median(err) < 0.002 and err.max() < 0.01
+    assert r.params_["alpha"] == pytest.approx(TRUTH["alpha"], abs=0.03)
+
+
+def test_mpl_thins_runs_logged_at_every_step_and_says_so():
+    from scaling.laws.mpl import MAX_POINTS_PER_RUN
+
+    dense = synthetic_curves(TRUTH, sizes=SIZES, schedules=("cosine", "constant"), steps=1500, every=1, seed=6)
+    assert dense.groupby("run").size().min() > 5 * MAX_POINTS_PER_RUN
+    with pytest.warns(ScalingWarning, match=rf"6 run\(s\) have more than {MAX_POINTS_PER_RUN} points"):
+        r = MultiPowerLaw(bootstrap=0).fit(dense)
+    assert r.n_points_ == 6 * MAX_POINTS_PER_RUN
+    assert np.median(np.abs(quiet(r.predict, dense) / dense["loss"] - 1)) < 0.002  # every point, still
+
+
+def test_a_learning_rate_logged_on_rows_of_its_own_is_joined_or_interpolated():
+    d = plain_table()
+    clean = prepare_curve_points(d)
+    # the loss and the learning rate written by two calls: two rows a step, each with one of them
+    split = pd.concat([d.assign(lr=np.nan), d.assign(loss=np.nan)]).sort_values(["run", "step"], kind="stable")
+    pd.testing.assert_frame_equal(prepare_curve_points(split, dropna=True), clean)
+    # the learning rate logged at other steps: linear between them, with a warning
+    other = pd.concat([d.assign(lr=np.nan), d.assign(loss=np.nan, step=d["step"] - 5)])
+    other = other.sort_values(["run", "step"], kind="stable")
+    with pytest.warns(ScalingWarning, match="taken as linear between the steps that log it"):
+        got = prepare_curve_points(other, dropna=True)
+    # the same areas but for the warmup before the first logged point, rebuilt from another first step
+    np.testing.assert_allclose(got["S1"], clean["S1"], rtol=0.01, atol=5.0)
+    np.testing.assert_allclose(got["loss"], clean["loss"])
+
+
+def test_a_mistyped_columns_key_and_a_folder_are_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match=r"--columns names \['stp'\].*step"):
+        prepare_curve_points(plain_table().rename(columns={"step": "Step"}), columns="stp=Step")
+    with pytest.raises(DataError, match="is a folder, not a table"):
+        prepare_curve_points(tmp_path)
+
+
+def test_curve_backtest_draws_its_plot(tmp_path, capsys):
+    path = tmp_path / "curves.csv"
+    plain_table().to_csv(path, index=False)
+    png = tmp_path / "bt.png"
+    assert main(["backtest", str(path), "--law", "tissue", "--bootstrap", "0", "--holdout-runs", "N1.6e+06-cosine",
+                 "--plot", str(png)]) == 0
+    assert png.stat().st_size > 10_000 and f"wrote {png}" in capsys.readouterr().out

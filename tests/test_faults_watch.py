@@ -255,3 +255,62 @@ def test_watch_says_when_some_losses_could_not_be_read(tmp_path, capsys, plan_pa
     write_jsonl(tmp_path / "clean.jsonl", healthy)
     main(["watch", str(tmp_path / "clean.jsonl"), "--plan", str(plan_path), "--once"])
     assert "not checked" not in capsys.readouterr().err
+
+
+# ------------------------------------------- logs as W&B writes them (a newcomer review, 2026-12-02)
+def write_csv(path, rows, tail: str = ""):
+    path.write_text("Step,Name,train/loss,tokens\n" + "".join(f"{s},live,{v!r},{t!r}\n" for s, v, t in rows) + tail)
+    return path
+
+
+def test_a_half_written_last_csv_line_is_not_read_as_a_point(tmp_path, capsys, plan_path, healthy):
+    rows = list(healthy[:200])
+    log = write_csv(tmp_path / "log.csv", rows, tail="200,live,3")  # the writer is mid-line: 3 of 4.01...
+    df = read_log(log, columns="step=Step,loss=train/loss")
+    assert len(df) == 200 and df["step"].iloc[-1] == 199
+    code, out, _ = watch(capsys, log, plan_path, "--columns", "step=Step,loss=train/loss")
+    assert code == 0 and "step     200" not in out, out[-2000:]
+
+
+def test_a_blow_up_before_the_planned_curve_starts_is_a_spike(tmp_path, capsys, plan_path, healthy, plan):
+    first = plan["curve"]["step"][0]
+    rows = [(s, v * (20.0 if s >= first // 2 else 1.0), t) for s, v, t in healthy[:first]]
+    code, out, _ = watch(capsys, write_jsonl(tmp_path / "log.jsonl", rows), plan_path)
+    assert code == 1 and "SPIKE" in out and "the lowest so far" in out  # it once said "nothing was checked", exit 0
+
+
+def test_watch_json_writes_null_for_a_nan_loss(tmp_path, capsys, plan_path, healthy):
+    rows = list(healthy[:200])
+    rows[150] = (150, float("nan"), rows[150][2])
+    code, out, _ = watch(capsys, write_jsonl(tmp_path / "log.jsonl", rows), plan_path, "--json")
+    lines = [json.loads(ln, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) for ln in out.splitlines()
+             if ln.startswith("{")]
+    assert code == 1 and any(d["state"] == "diverged" and d["loss"] is None for d in lines)
+
+
+def test_a_plan_without_a_band_judges_spikes_not_drift(tmp_path, capsys, law, healthy):
+    from scaling.plan import make_plan
+
+    bare = law.law.from_params(**law.params_)  # the same law, no bootstrap resamples
+    plan = make_plan(bare, model=MODEL, tokens=STEPS * 4096, tokens_per_step=4096)
+    assert plan["band"] is False and plan["final_interval"][0] == plan["final_interval"][1]
+    path = tmp_path / "bare.json"
+    save_plan(plan, path)
+    shifted = [(s, 1.02 * v, t) for s, v, t in healthy]  # 2% off a band of width 0: not drift
+    code, out, err = watch(capsys, write_jsonl(tmp_path / "log.jsonl", shifted), path)
+    assert code == 0 and "DRIFT" not in out and "the plan has no band" in err
+    fit = bare.save(tmp_path / "bare_fit.json")
+    assert main(["predict", str(fit), "--model", MODEL, "--tokens", str(STEPS * 4096), "--tokens-per-step", "4096"]) == 0
+    assert "no interval (the fit has no bootstrap resamples" in capsys.readouterr().out
+    spiky = list(healthy)
+    spiky[150] = (150, 3.0 * spiky[150][1], spiky[150][2])
+    code, out, _ = watch(capsys, write_jsonl(tmp_path / "spiky.jsonl", spiky), path)
+    assert code == 1 and "SPIKE" in out
+
+
+def test_a_wandb_table_of_several_runs_is_refused_by_its_name_column(tmp_path, capsys, plan_path, healthy):
+    text = "Step,Name,train/loss\n" + "".join(f"{s},{run},{v!r}\n" for run in ("a", "b") for s, v, _ in healthy[:50])
+    (tmp_path / "wandb.csv").write_text(text)
+    assert main(["watch", str(tmp_path / "wandb.csv"), "--plan", str(plan_path), "--once",
+                 "--columns", "step=Step,loss=train/loss"]) == 2
+    assert "holds 2 runs" in capsys.readouterr().err

@@ -286,6 +286,15 @@ class Law:
         missing = set(names) - set(values)
         if unknown or missing:
             raise SettingsError(f"{cls.name} takes parameters {names}; unknown {sorted(unknown)}, missing {sorted(missing)}")
+        for p in cls.parameters:  # what a saved fit must satisfy to load again
+            v = values[p.name]
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v):
+                raise SettingsError(f"{cls.name}: parameter {p.name} is {v!r}, not a finite number")
+            if p.log and v <= 0:
+                raise SettingsError(f"{cls.name}: parameter {p.name} must be positive, got {v}")
+            if (p.lower is not None and v < p.lower) or (p.upper is not None and v > p.upper):
+                raise SettingsError(f"{cls.name}: parameter {p.name} = {v} lies outside [{p.lower}, {p.upper}] "
+                                    f"(the form writes the signs out: {cls.formula})")
         law = cls(bootstrap=0, **settings)
         return law, params_state(law, cls._to_internal(values), values)
 
@@ -392,6 +401,10 @@ class Law:
 
     # -------------------------------------------------------------------- data
     def _frame(self, data, *, columns=None, drop_highest_loss=0, dropna=False, target=True) -> pd.DataFrame:
+        if self.curve_law:  # a plain curves table (run, N, step, lr, loss) becomes the points the law reads
+            from .curve import as_curve_points
+
+            data, columns = as_curve_points(data, columns, dropna=dropna)
         required = list(self.inputs) + ([self.target] if target else [])
         return prepare(data, required, columns=columns, drop_highest_loss=drop_highest_loss,
                        dropna=dropna, target=self.target, nonnegative=self.nonnegative_inputs)
@@ -405,7 +418,17 @@ class Law:
             raise DataError(f"{self.name} predicts from {list(self.inputs)}; it does not use {extra}")
         return inputs
 
-    def _inputs_from(self, data=None, **inputs) -> dict[str, np.ndarray]:
+    def _inputs_from(self, data=None, columns=None, **inputs) -> dict[str, np.ndarray]:
+        if columns is not None:
+            if not isinstance(data, pd.DataFrame):
+                raise DataError("columns= maps a DataFrame's columns to the law's inputs; pass the DataFrame too")
+            from ..data import parse_columns
+
+            data = data.rename(columns={v: k for k, v in parse_columns(columns).items()})
+        if data is not None and inputs:
+            extra = [k for k in inputs if k not in self.inputs]
+            if extra:
+                raise DataError(f"{self.name} predicts from {list(self.inputs)}; it does not use {extra}")
         if data is not None:
             if isinstance(data, pd.DataFrame):
                 missing = [c for c in self.inputs if c not in data.columns]
@@ -424,7 +447,18 @@ class Law:
         missing = [c for c in self.inputs if c not in inputs]
         if missing:
             raise DataError(f"{self.name} predicts from {list(self.inputs)}; missing {missing}")
-        arrays = np.broadcast_arrays(*[_as_1d(inputs[c]) for c in self.inputs])
+        try:
+            values = [_as_1d(inputs[c]) for c in self.inputs]
+        except (TypeError, ValueError):
+            raise DataError(f"{self.name}'s inputs {list(self.inputs)} must be numbers or arrays of numbers") from None
+        try:
+            arrays = np.broadcast_arrays(*values)
+        except ValueError:
+            sizes = {c: v.size for c, v in zip(self.inputs, values)}
+            raise DataError(f"the inputs have different lengths {sizes}: give arrays of one length, or single "
+                            "values for any input that is the same at every point") from None
+        if arrays[0].size == 0:
+            raise DataError("no points to predict at: the inputs are empty")
         X = {c: np.ascontiguousarray(a, dtype=float) for c, a in zip(self.inputs, arrays)}
         for c, a in X.items():
             if not np.all(np.isfinite(a)) or np.any(a < 0) or (c not in self.nonnegative_inputs and np.any(a == 0)):

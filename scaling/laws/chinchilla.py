@@ -161,21 +161,29 @@ class ChinchillaLaw(LogSumExpDesign, Law):
 
     def _allocate(self, theta, C, strict, flops: float | Callable | None = None):
         """Closed form for 6ND (``flops=None``) or kND (a number k); a function ``flops(N, D)`` is
-        solved numerically (point estimate only: no bootstrap interval for it)."""
+        solved numerically for each parameter vector (for an interval, at most ``NUMERIC_RESAMPLES`` of the
+        bootstrap's, evenly spread)."""
+        if callable(flops) and theta.shape[0] > NUMERIC_RESAMPLES:
+            theta = theta[np.unique(np.linspace(0, theta.shape[0] - 1, NUMERIC_RESAMPLES).round().astype(int))]
         P = self._to_public(theta)
         k = 6.0 if flops is None or callable(flops) else float(flops)
         _, _, _, N, D, L = self._allocation(*(P[:, i:i + 1] for i in range(5)), C[None, :], k, strict=strict)
         if callable(flops):
-            def predict(n, d):
-                return np.exp(self._log_predict(theta[:1], self._inputs_from(N=n, D=d))[0])
+            rows = []
+            for r in range(theta.shape[0]):
+                def predict(n, d, r=r):
+                    return np.exp(self._log_predict(theta[r:r + 1], {"N": np.atleast_1d(n).astype(float),
+                                                                     "D": np.atleast_1d(d).astype(float)})[0])
 
-            N, D = _numeric_optimum(predict, flops, C, N[0])
-            N, D = N[None, :], D[None, :]
-            L = predict(N[0], D[0])[None, :]
+                try:
+                    n_opt, d_opt = _numeric_optimum(predict, flops, C, N[r])
+                except (ValueError, RuntimeError):  # a resample whose optimum the solver cannot bracket
+                    if strict:
+                        raise
+                    n_opt = d_opt = np.full(C.size, np.nan)
+                rows.append((n_opt, d_opt, predict(n_opt, d_opt) if np.isfinite(n_opt).all() else n_opt))
+            N, D, L = (np.array([row[i] for row in rows]) for i in range(3))
         return {"N_opt": N, "D_opt": D, "loss": L}
-
-    def _interval_allocatable(self, flops=None, **_):
-        return not callable(flops)
 
     def _allocation_exponents(self, theta):
         P = self._to_public(theta)
@@ -204,6 +212,10 @@ class ChinchillaLaw(LogSumExpDesign, Law):
         if "ci" in co:
             line += f"\n  {pct}% CI: a in [{co['ci']['a'][0]:.3f}, {co['ci']['a'][1]:.3f}], b in [{co['ci']['b'][0]:.3f}, {co['ci']['b'][1]:.3f}]"
         return [line]
+
+
+#: bootstrap resamples whose allocation is solved numerically for a FLOP model given as a function
+NUMERIC_RESAMPLES = 200
 
 
 def _numeric_optimum(predict: Callable, flops: Callable, C: np.ndarray, N_guess: np.ndarray):

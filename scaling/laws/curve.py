@@ -20,6 +20,7 @@ schedule-blind alternative.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -29,6 +30,58 @@ from ..schedules import areas
 from . import register_law
 from .base import Param
 from .kaplan import _FunctionLaw
+
+
+def _plain_curves(data, columns):
+    """``(table, names)`` when ``data`` is a plain curves table (no ``S1``; ``run`` and ``step`` under
+    ``columns``' names), ``(None, None)`` when it already holds a curve law's inputs or is not a table."""
+    from ..data import parse_columns, read_table
+    from ..errors import DataError
+
+    if not isinstance(data, (pd.DataFrame, str, Path)):
+        return None, None
+    table = read_table(data)
+    mapping = parse_columns(columns)
+    name = {c: mapping.get(c, c) for c in ("run", "step", "lr", "loss", "S1")}
+    if name["S1"] in table.columns:
+        return None, None
+    if not {name["run"], name["step"]} <= set(table.columns):  # with them, prepare_curve_points names what lacks
+        raise DataError(
+            "a curve law fits points along runs (inputs N, S1, ...: areas under each run's learning rate); give a "
+            "plain curves table with columns run, N, step, lr, loss (map yours with columns=..., e.g. "
+            "'run=Name,step=Step,lr=trainer/learning_rate,loss=train/loss'), or a sweep's curves with its runs "
+            f"table through scaling.laws.curve.curve_points(curves, runs); this table has {list(table.columns)}")
+    return table, name
+
+
+def as_curve_points(data, columns=None, *, dropna: bool = False):
+    """``(table, columns)`` a curve law fits: a plain curves table (``run, N, step, lr, loss``, as exported from
+    W&B, TensorBoard or a training log; ``columns`` maps yours) becomes the laws' per-point inputs through
+    :func:`scaling.curves.prepare_curve_points` (S2 with its default momentum; call it yourself for another);
+    a table that already has them is returned as it is."""
+    from ..curves import prepare_curve_points
+
+    table, _ = _plain_curves(data, columns)
+    if table is None:
+        return data, columns
+    return prepare_curve_points(table, columns=columns, dropna=dropna), None
+
+
+def curve_inputs(data, columns=None):
+    """``(points, rows)`` to predict a plain curves table's rows: the points in run and step order (the order a
+    curve law reads a run's schedule in) and, for each row of the table, its point (``rows``), so predictions
+    come back in the table's order. ``(data, None)`` for anything else. The loss column is not needed."""
+    from ..curves import prepare_curve_points
+
+    table, name = _plain_curves(data, columns)
+    if table is None:
+        return data, None
+    table = table.assign(**{name["loss"]: 1.0, name["step"]: pd.to_numeric(table[name["step"]], errors="coerce")})
+    ordered = table.sort_values([name["run"], name["step"]], kind="stable")  # any row order predicts
+    pts = prepare_curve_points(ordered, columns=columns).drop(columns="loss")
+    where = pd.Series(np.arange(len(pts)), index=pd.MultiIndex.from_frame(pts[["run", "step"]]))
+    keys = pd.MultiIndex.from_arrays([table[name["run"]], table[name["step"]]])
+    return pts, where.reindex(keys).to_numpy(int)
 
 
 @register_law

@@ -43,6 +43,7 @@ import warnings
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
+import pandas as pd
 
 from ..errors import DataError, ScalingWarning, SettingsError
 from . import register_law
@@ -56,13 +57,40 @@ ETA_FLOOR = 1e-4
 SMALL_DROP = 0.02
 #: the size at which A is the S1 term's coefficient
 N_REF = 1e8
+#: points of one run a fit keeps (evenly spaced; more are thinned with a warning): every point pairs with every
+#: earlier drop of the learning rate, so the work grows with the square of a run's points (a run logged at each of
+#: 3,000 steps of a cosine had 4.5M pairs and needed 22 GB). Luo et al.'s training curves have 188 points a run
+MAX_POINTS_PER_RUN = 200
+#: at most this many (parameter vector x drop pair) values at once when predicting for many parameter vectors
+CHUNK_ELEMENTS = 4_000_000
 
 
 def run_starts(N: np.ndarray, S1: np.ndarray) -> np.ndarray:
-    """Boolean: point i starts a new run (the first point, S1 not increasing, or N changing)."""
+    """Boolean: point i starts a new run (the first point, S1 falling, or N changing). S1 that stays level is one
+    run's stretch at a learning rate of 0 (a schedule that decays to zero and stays there)."""
     new = np.ones(S1.size, bool)
-    new[1:] = (np.diff(S1) <= 0) | (np.diff(N) != 0)
+    new[1:] = (np.diff(S1) < 0) | (np.diff(N) != 0)
     return new
+
+
+def thin_runs(df: pd.DataFrame, cap: int, name: str = "mpl") -> pd.DataFrame:
+    """At most ``cap`` evenly spaced points of each run (its first and last kept), with a warning naming how many
+    runs were thinned. Runs are the ``run`` column's, else the stretches where S1 grows at one N."""
+    runs = (pd.factorize(df["run"])[0] if "run" in df.columns else
+            np.cumsum(run_starts(df["N"].to_numpy(float), df["S1"].to_numpy(float))))
+    sizes = np.bincount(runs)
+    if sizes.max() <= cap:
+        return df
+    keep = np.zeros(len(df), bool)
+    for r in range(sizes.size):
+        idx = np.flatnonzero(runs == r)
+        keep[idx[np.unique(np.round(np.linspace(0, idx.size - 1, min(cap, idx.size))).astype(int))]] = True
+    long = int((sizes > cap).sum())
+    warnings.warn(f"{name}: {long} run(s) have more than {cap} points (up to {int(sizes.max()):,}); each is fitted on "
+                  f"{cap} evenly spaced ones (every point pairs with every earlier drop of the learning rate, so the "
+                  "work grows with the square of a run's points; the areas S1 were computed from every step)",
+                  ScalingWarning, stacklevel=5)
+    return df[keep].reset_index(drop=True)
 
 
 class DropPairs:
@@ -139,6 +167,9 @@ class MPLModel:
     def evaluate(self, theta, jac=True):
         th = np.atleast_2d(theta)
         K = th.shape[0]
+        per = max(1, CHUNK_ELEMENTS // max(self.pairs.point.size, 1))
+        if not jac and K > per:  # many resamples (an interval) over long curves: a few at a time
+            return np.concatenate([self.evaluate(th[i:i + per], jac=False)[0] for i in range(0, K, per)]), None
         col = [th[:, i:i + 1] for i in range(11)]
         lE, lAN, aN, lA, al, lB, lC, be, ga, ka, kb = col
         P = self.pairs
@@ -220,6 +251,7 @@ class MultiPowerLaw(Law):
                               "(eta_k-1 - eta_k) [1 - (C eta_k^-gamma S_k(t) + 1)^-beta]")
     bootstrap_groups: ClassVar[str | None] = "run"
     curve_law = True
+    nonnegative_inputs: ClassVar[tuple[str, ...]] = ("eta",)  # a schedule that decays to 0 (drops land on ETA_FLOOR)
 
     def __init__(self, *, decay_by_size: bool = False, **kwargs):
         self.decay_by_size = bool(decay_by_size)
@@ -277,6 +309,10 @@ class MultiPowerLaw(Law):
         for note in self._input_notes(fit, X):
             warnings.warn(note, ScalingWarning, stacklevel=3)
         return super()._predict(fit, X)
+
+    def _frame(self, data, **kw):
+        df = super()._frame(data, **kw)
+        return thin_runs(df, MAX_POINTS_PER_RUN, self.name) if kw.get("target", True) else df
 
     def _check_data(self, X) -> None:
         super()._check_data(X)

@@ -204,13 +204,25 @@ class FitResult:
         return pd.DataFrame(self.law._to_public(self._require_bootstrap()), columns=self.law.param_names())
 
     # ------------------------------------------------------------ predicting
-    def predict(self, data=None, **inputs):
-        """What the law predicts at the given inputs (a DataFrame, a mapping, or keyword arrays)."""
+    def predict(self, data=None, *, columns=None, **inputs):
+        """What the law predicts at the given inputs (a DataFrame, with ``columns`` mapping its names to the law's,
+        a mapping, or keyword arrays)."""
         with warnings_at_caller():
-            X = self.law._inputs_from(data, **inputs)
-            return self.law._predict(self, X)
+            data, rows = self._rows(data, columns)
+            X = self.law._inputs_from(data, columns if rows is None else None, **inputs)
+            out = self.law._predict(self, X)
+            return out if rows is None else np.asarray(out)[rows]
 
-    def predict_interval(self, data=None, *, level: float | None = None, kind: str | None = None, **inputs):
+    def _rows(self, data, columns=None):
+        """A curve law given a plain curves table (run, N, step, lr): its points and the table's rows among them."""
+        if not self.law.curve_law:
+            return data, None
+        from .curve import curve_inputs
+
+        return curve_inputs(data, columns)
+
+    def predict_interval(self, data=None, *, level: float | None = None, kind: str | None = None, columns=None,
+                         **inputs):
         """Bootstrap interval at the inputs: of a new run from noise alone (``kind="prediction"``: each
         bootstrap curve plus a residual drawn from the fit), of the curve itself (``"mean"``), or of a new run
         including the error of the law's form when extrapolating (``"total"``: the noise-only interval widened
@@ -229,16 +241,19 @@ class FitResult:
                            "--law auto), or add one with scaling.selection.with_form_error(result, data)")
         level = self.level if level is None else level
         with warnings_at_caller():
-            X = self.law._inputs_from(data, **inputs)
+            data, rows = self._rows(data, columns)
+            X = self.law._inputs_from(data, columns if rows is None else None, **inputs)
             if kind != "total":
-                return self.law._predict_interval(self, X, level, kind)
+                band = self.law._predict_interval(self, X, level, kind)
+                return band if rows is None else tuple(np.asarray(b)[rows] for b in band)
             from ..selection import total_interval
 
             lo, hi = self.law._predict_interval(self, X, level, "prediction")
             point = self.law._log_predict(self._state["theta_"][None, :], X)[0]
             alt_points = [p for p in (_alternative_log_predict(a, X) for a in fe.get("alternatives", ()))
                           if p is not None]
-            return total_interval(lo, hi, point, X, fe, level, alt_points)
+            band = total_interval(lo, hi, point, X, fe, level, alt_points)
+            return band if rows is None else tuple(np.asarray(b)[rows] for b in band)
 
     def compute_optimal(self, C, *, level: float | None = None, interval: bool = True, **conditions) -> pd.DataFrame:
         """The loss-minimising allocation of each compute budget ``C``: one row per budget.
@@ -346,6 +361,8 @@ class FitResult:
             lost = (f" ({asked - nb} of {asked} failed to fit and were left out)"
                     if isinstance(asked, int) and nb and 0 < asked - nb < asked else "")
             lines.append(f"uncertainty: {nb} bootstrap resamples over {over}{lost}" if nb else
+                         "uncertainty: the parameters' intervals as stored in the file (its bootstrap resamples were "
+                         "not kept, so predictions have no interval)" if fi.get("stored_intervals") else
                          f"uncertainty: none ({over.split(': ', 1)[1]})" if over.startswith("nothing: ") else
                          "uncertainty: none (bootstrap=0)")
         lines.append("")
@@ -403,8 +420,14 @@ class FitResult:
 
         return Law.from_dict(d, source=source)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+    def save(self, path: str | Path) -> Path:
+        """Write the fit as JSON (folders made as needed); returns the path."""
+        path = Path(path)
+        if path.is_dir():
+            raise DataError(f"{path} is a folder: give the fit file's name, e.g. {path / 'fit.json'}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
 
     @staticmethod
     def load(path: str | Path) -> "FitResult":
@@ -562,8 +585,21 @@ def from_dict(law_cls: type, d: Mapping[str, Any], source: str) -> FitResult:
         state["bootstrap_theta_"] = theta
         state["residuals_"] = np.asarray(boot["residuals"], float)
     uncertainty(law, state, warn=False)
+    if not boot:  # a file that kept its intervals but not the resamples (written with bootstrap samples left out)
+        stored_ci, stored_se = d.get("ci") or {}, d.get("stderr") or {}
+        ci = {n: list(map(float, stored_ci[n])) if _pair(stored_ci.get(n)) else None for n in law_cls.param_names()}
+        if any(v is not None for v in ci.values()):
+            state["ci_"] = ci
+            state["stderr_"] = {n: float(stored_se[n]) if isinstance(stored_se.get(n), (int, float)) else None
+                                for n in law_cls.param_names()}
+            state.setdefault("fit_info_", {})["stored_intervals"] = True
     state.update(extra)
     return law.result_class(law, state)
+
+
+def _pair(v) -> bool:
+    return (isinstance(v, (list, tuple)) and len(v) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
 
 
 def validate_dict(law_cls: type, d: Mapping[str, Any], source: str) -> None:
