@@ -2,8 +2,6 @@
 curves table the README promises, plot_fit draws any fit from the table it was fitted on, and the monitor keeps a
 spike or a bad value out of what it judges the run by."""
 
-import warnings
-
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -15,14 +13,9 @@ from scaling.curves import prepare_curve_points
 from scaling.errors import DataError
 from scaling.laws.mpl import synthetic_curves
 
+from test_curve_laws import TRUTH, quiet
+
 matplotlib.use("Agg")
-TRUTH = dict(E=1.5, A_N=30.0, alpha_N=0.3, A=2.0, alpha=0.4, B=0.4, C=0.05, beta=0.5, gamma=0.6, kappa=0.1)
-
-
-def quiet(fn, *a, **k):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*a, **k)
 
 
 @pytest.fixture(scope="module")
