@@ -68,6 +68,7 @@ def _point(step, loss, tokens) -> tuple[int, float, float | None]:
         raise DataError(f"step must be a whole number >= 0, got {step!r}")
     return int(step_f), loss, tokens
 
+
 #: the share of the run seen at which the run's own points weigh as much as the plan (the prior)
 SEEN_HALF = 0.1
 #: the residuals of a run about its plan are correlated along the run: count at most this many as independent
