@@ -292,7 +292,10 @@ def cmd_predict(args) -> int:
         raise ScalingError(f"this {law.name} fit predicts from {list(law.inputs)}; it does not use "
                            + " ".join(f"--{k}" for k in extra))
     X = {k: inputs[k] for k in law.inputs}
-    loss = _scalar(law.predict(**X))
+    pred = law.predict(**X)
+    if hasattr(pred, "columns"):  # a table: a law of several outputs (hparams: the optimal lr and batch)
+        return _predict_outputs(args, law, X, pred)
+    loss = _scalar(pred)
     out = {"law": law.name, "inputs": X, law.target: loss, "interval": None, "level": args.level}
     text = f"{law.name}: predicted {law.target} at " + ", ".join(f"{k}={v:.4g}" for k, v in X.items()) + f": {loss:.4f}"
     if getattr(law, "bootstrap_theta_", None) is not None:
@@ -308,6 +311,25 @@ def cmd_predict(args) -> int:
     else:
         text += "\n(no interval: this fit has no bootstrap; refit with --bootstrap B)"
     _emit(out, args.json, text)
+    return 0
+
+
+def _predict_outputs(args, law, X, pred) -> int:
+    """`scaling predict` of a law with several outputs: each (``lr``, ``batch``) with its interval."""
+    at = ", ".join(f"{k}={v:.4g}" for k, v in X.items())
+    out = {"law": law.name, "inputs": X, **{k: _scalar(pred[k]) for k in pred.columns}, "level": args.level}
+    lines = [f"{law.name}: predicted at {at}:"]
+    band = None
+    if getattr(law, "bootstrap_theta_", None) is not None:
+        band = law.predict_interval(level=args.level, kind="prediction", **X)
+    pct = int(round(100 * args.level))
+    for k in pred.columns:
+        out[f"{k}_interval"] = [_scalar(band[0][k]), _scalar(band[1][k])] if band is not None else None
+        lines.append(f"  {k:<6} {out[k]:.4g}" + (f"   {pct}% interval [{out[f'{k}_interval'][0]:.4g}, "
+                                                  f"{out[f'{k}_interval'][1]:.4g}]" if band is not None else ""))
+    if band is None:
+        lines.append("(no intervals: this fit has no bootstrap; refit with --bootstrap B)")
+    _emit(out, args.json, "\n".join(lines))
     return 0
 
 
@@ -340,6 +362,7 @@ def _cmd_plan(args, law) -> int:
             + (f"\nwrote {args.out} (check a live run with: scaling watch LOG --plan {args.out})" if args.out else ""))
     out = {k: plan[k] for k in ("N", "N_total", "tokens", "steps", "C", "final_loss", "final_interval", "compute_optimal")}
     out["loss"], out["interval"] = plan["final_loss"], plan["final_interval"] if plan["band"] else None
+    out["final_interval"] = out["interval"]  # no bootstrap: no interval (the plan file keeps its band of width 0)
     _emit(out, args.json, text)
     return 0
 
@@ -463,6 +486,13 @@ def cmd_allocate(args) -> int:
         out["level"] = args.level
         pct = int(round(100 * args.level))
         text += "\n" + "\n".join(f"  {pct}% CI {k}: [{v[0]:.4g}, {v[1]:.4g}]" for k, v in out["interval"].items())
+        alts = law.compute_optimal(args.compute, level=args.level, **conditions).attrs.get("alternatives")
+        if alts:
+            out["interval_includes"] = alts
+            text += (f"\n  (the intervals include the allocations of {', '.join(alts)}: within noise of this fit in "
+                     "its selection, and allocating differently)")
+    if getattr(law.law, "tie_exponents", False) or ("alpha", "beta") in [tuple(t) for t in law.law.tie]:
+        text += "\n  note: alpha and beta are tied in this fit, so a = b = 0.5 by construction, not measured"
     _emit(out, args.json, text)
     return 0
 
@@ -504,10 +534,13 @@ def cmd_backtest(args) -> int:
     if args.target_N is not None or args.target_C is not None:
         raise ScalingError("scaling backtest --law auto takes its target from the held-out runs (their largest "
                            "--by); drop --target-N / --target-C")
+    if args.by is not None and args.holdout is not None and args.law != "auto":
+        raise ScalingError("--by ranks the runs for --holdout-top; --holdout EXPR names the held-out runs itself "
+                           "(e.g. --holdout 'C > 1e21')")
     settings = _given_settings(args)
     if args.tie_exponents:
         settings["tie_exponents"] = True
-    res = backtest(args.data, args.law, holdout=args.holdout, holdout_top=args.holdout_top, by=args.by,
+    res = backtest(args.data, args.law, holdout=args.holdout, holdout_top=args.holdout_top, by=args.by or "N",
                    level=args.level, bootstrap=args.bootstrap, columns=args.columns, seed=args.seed,
                    drop_highest_loss=args.drop_highest_loss, dropna=args.dropna, candidates=args.candidates,
                    average_seeds=not args.no_average_seeds, **settings)
@@ -1104,7 +1137,8 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_settings_args(bt)
     bt.add_argument("--holdout", help="held-out runs, e.g. 'N > 2.5e9'")
     bt.add_argument("--holdout-top", type=_num, metavar="FRACTION", help="hold out the top fraction of sizes")
-    bt.add_argument("--by", choices=["N", "C"], default="N")
+    bt.add_argument("--by", choices=["N", "C"], default=None,
+                    help="what --holdout-top ranks the runs by (and --law auto's target): N (default) or C")
     bt.add_argument("--holdout-runs", metavar="R1,R2,...", help="curve laws (mpl, tissue) on a curves table (run, N, "
                     "step, lr, loss): hold out these runs' whole curves")
     bt.add_argument("--decay-by-size", action="store_true", help="--law mpl: as in scaling fit")

@@ -24,10 +24,9 @@ def compare(runs=None, *, compute: float, curves=None, bootstrap: int = 200, lev
         jobs.append(("1: envelope of training curves", lambda: EnvelopeLaw(bootstrap=bootstrap, seed=seed, level=level)
                      .fit(curves, columns=curve_columns)))
     if runs is not None:
-        jobs.append(("2: IsoFLOP profiles", lambda: IsoFlopLaw(bootstrap=bootstrap, seed=seed, level=level)
-                     .fit(runs, columns=columns)))
-        jobs.append(("3: parametric L(N, D)", lambda: ChinchillaLaw(bootstrap=bootstrap, seed=seed, level=level)
-                     .fit(runs, columns=columns)))
+        for label, cls in (("2: IsoFLOP profiles", IsoFlopLaw), ("3: parametric L(N, D)", ChinchillaLaw)):
+            jobs.append((label, lambda cls=cls: _fit_cells(cls(bootstrap=bootstrap, seed=seed, level=level), runs,
+                                                           columns)))
     if not jobs:
         raise ScalingError("compare needs a runs table, a curves table, or both")
     rows = []
@@ -40,7 +39,7 @@ def compare(runs=None, *, compute: float, curves=None, bootstrap: int = 200, lev
             co = law.compute_optimal(compute, level=level).iloc[0]
             row.update(law=law.name, a=float(co["a"]), b=float(co["b"]), N_opt=float(co["N_opt"]),
                        D_opt=float(co["D_opt"]), loss=float(co["loss"]), note="; ".join(
-                           str(w.message) for w in caught)[:300])
+                           dict.fromkeys(str(w.message) for w in caught)))  # every caveat, each once
             if "N_opt_lo" in co:
                 # the approaches resample different things (runs, whole curves, the IsoFLOP parabolas'
                 # residuals with the design fixed): a table that puts their intervals side by side says which
@@ -52,6 +51,24 @@ def compare(runs=None, *, compute: float, curves=None, bootstrap: int = 200, lev
             row.update(law=None, note=f"not applicable: {exc}")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _fit_cells(law, runs, columns):
+    """``law`` fitted as ``scaling fit`` fits it: a table with a seed column and replicated cells on the per-cell
+    means over seeds (a warning says so), every run otherwise."""
+    from .data import replicate_note, seed_means
+    from .errors import ScalingWarning
+
+    data, cols, averaged, notes = seed_means(runs, law, columns, average=True)
+    for note in notes:
+        warnings.warn(note, ScalingWarning, stacklevel=2)
+    result = law.fit(data, columns=cols)
+    if averaged is not None:
+        from .data import parse_columns
+
+        target = parse_columns(columns).get(law.target, law.target)
+        warnings.warn(replicate_note(data, averaged, target=target, law=result), ScalingWarning, stacklevel=2)
+    return result
 
 
 def format_comparison(table: pd.DataFrame, compute: float, level: float | None) -> str:

@@ -110,6 +110,22 @@ def select_rows(data, expr: str, flag: str = "--where") -> pd.DataFrame:
     return kept
 
 
+def map_columns(df: pd.DataFrame, columns) -> pd.DataFrame:
+    """``df`` with its columns renamed to the law's names per ``columns`` (law name -> yours; names match with
+    surrounding spaces stripped); a name that is not a column is an error, and a mapped name replaces a column
+    already called that (``D=C`` on a table that has a D)."""
+    mapping = parse_columns(columns)
+    if not mapping:
+        return df
+    stripped = {c.strip(): c for c in df.columns if isinstance(c, str)}
+    mapping = {k: v if v in df.columns else stripped.get(v, v) for k, v in mapping.items()}
+    missing_src = [v for v in mapping.values() if v not in df.columns]
+    if missing_src:
+        raise DataError(f"--columns names {missing_src} but the table has columns {list(df.columns)}")
+    shadowed = [k for k, v in mapping.items() if k in df.columns and k != v and k not in mapping.values()]
+    return df.drop(columns=shadowed).rename(columns={v: k for k, v in mapping.items()})
+
+
 def read_table(path: str | Path | pd.DataFrame) -> pd.DataFrame:
     """Read a CSV or Parquet file into a DataFrame, with a clear error if that fails (a DataFrame: a copy)."""
     if isinstance(path, pd.DataFrame):
@@ -217,15 +233,7 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame or a file path, got {type(df).__name__}")
     df = require_rows(df.copy())
-    mapping = parse_columns(columns)
-    stripped = {c.strip(): c for c in df.columns if isinstance(c, str)}
-    mapping = {k: v if v in df.columns else stripped.get(v, v) for k, v in mapping.items()}
-    missing_src = [v for v in mapping.values() if v not in df.columns]
-    if missing_src:
-        raise DataError(f"--columns names {missing_src} but the table has columns {list(df.columns)}")
-    # a mapped name replaces a column already called that (--columns D=C on a table that has D)
-    shadowed = [k for k, v in mapping.items() if k in df.columns and k != v and k not in mapping.values()]
-    df = df.drop(columns=shadowed).rename(columns={v: k for k, v in mapping.items()})
+    df = map_columns(df, columns)
     required = list(required)
     k = flops_per_token_param
     derived_D = "D" in required and "D" not in df.columns and {"C", "N"} <= set(df.columns)
@@ -255,6 +263,8 @@ def prepare(data: pd.DataFrame | str | Path, required: Iterable[str], *,
                 f"{first_row(nan)}, counting the table's rows from 0); remove them or pass "
                 "dropna=True (--dropna)"
             )
+        warnings.warn(f"{int(nan.sum())} of {len(df)} row(s) have NaN or infinite values in {required} and are left "
+                      f"out (dropna; the first at row {first_row(nan)})", ScalingWarning, stacklevel=3)
         df = df.loc[~nan]
     for c in required:
         bad = df[c] < 0 if c in nonnegative else df[c] <= 0
@@ -615,10 +625,13 @@ def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = 
     if cls.curve_law or cls.target != "loss":
         return data, columns, None, notes
     mapping = parse_columns(columns)
-    seed, target = mapping.pop("seed", "seed"), mapping.get(cls.target, cls.target)
+    seed, target = mapping.pop("seed", None), mapping.get(cls.target, cls.target)
     table = read_table(data) if isinstance(data, (str, Path)) else data
     if not isinstance(table, pd.DataFrame):
         return data, columns, None, notes
+    if seed is None:  # a seed column by any capitalisation (Seed, SEED): one that replicates cells is never ignored
+        named = [c for c in table.columns if isinstance(c, str) and c.strip().lower() in ("seed", "run_seed")]
+        seed = "seed" if "seed" in table.columns else named[0] if len(named) == 1 else "seed"
     require_rows(table)
     changed = False
     if cls.name == "hparams" and "D_grid" in table.columns and not {"D", "C"} & set(mapping):

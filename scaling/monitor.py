@@ -175,6 +175,7 @@ class Monitor:
             self.notes.append("the plan has no band (its fit has no bootstrap resamples): drift is not judged, only "
                               "spikes, divergence, invalid values and flat stretches")
         self._best = math.inf  # the lowest finite positive loss so far: a spike before the plan's curve is judged by it
+        self._n_spike = 0  # spikes in a row
         self._seen = np.empty((256, 3))  # (tokens, expected, loss) of the finite points on the plan, first _n_seen rows
         self._n_seen = 0
 
@@ -203,6 +204,7 @@ class Monitor:
             self.notes.append(f"step went back from {self.last_step} to {step}: treated as a resumed run")
             self.history = [h for h in self.history if h.step < step]
             self.n_out = 0
+            self._n_spike = 0
             self._ema = None
             self._noise2 = None
             back_to = float(tokens) if tokens is not None and np.isfinite(tokens) else float(step) * self.plan["tokens_per_step"]
@@ -235,9 +237,12 @@ class Monitor:
                 st.state, st.message = "spike", (f"loss {raw:.4f} is {raw / best:.2f}x the lowest so far ({best:.4f}), "
                                                  "outside the planned curve's range")
             return self._alone(st)
-        if raw > self.spike * mean:  # judged alone, and kept out of the moving average and the forecast
+        spike = raw > self.spike * mean
+        self._n_spike = self._n_spike + 1 if spike else 0
+        if spike and self._n_spike < self.consecutive:  # a blip: judged alone, kept out of the average and forecast
             return self._alone(Status(step, tokens, raw, mean, lo, hi, float((raw - mean) / mean), "spike", self.n_out,
                                       f"loss {raw:.4f} is {raw / mean:.2f}x the expected {mean:.4f}"))
+        # `consecutive` spikes in a row are the run's level, not a blip: they count in the average and the forecast
         # per-step losses are noisier than the band (batch noise): compare a short moving average of the
         # run with the same moving average of the plan, so the average's lag cancels
         # the span is in optimizer steps: a log written every k steps moves the average k steps' worth at each point
@@ -260,7 +265,10 @@ class Monitor:
         outside = self._band and not (lo <= loss <= hi)
         self.n_out = self.n_out + 1 if outside else 0
         state, msg = "ok", "within the band"
-        if self.n_out >= self.consecutive:
+        if spike:
+            state, msg = "spike", (f"loss {raw:.4f} is {raw / mean:.2f}x the expected {mean:.4f}, {self._n_spike} points "
+                                   "in a row: the run's level, not a blip")
+        elif self.n_out >= self.consecutive:
             side = "above" if loss > hi else "below"
             state, msg = "drift", f"{self.n_out} points in a row {side} the band (now {100 * dev:+.1f}% from expected)"
         else:

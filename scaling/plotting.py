@@ -51,10 +51,11 @@ def _axis_over(law, name: str, data, pad: float) -> np.ndarray:
     return xs[xs >= _INPUT_FLOOR.get(name, 0.0)]
 
 
-def plot_fit(law, data=None, *, columns=None, dropna: bool = False, runs=None, curve_loss: str | None = None,
+def plot_fit(law, data=None, *, columns=None, dropna: bool = True, runs=None, curve_loss: str | None = None,
              compare=None, compute=None):
     """Figure for a fitted law against its data (a DataFrame or a table's path, read as the fit read it; ``columns``
-    maps your names, ``dropna`` leaves out rows with NaN); ``compare``: other laws (e.g. published ones) to overlay.
+    maps your names, ``dropna`` leaves out rows with NaN, with a warning); ``compare``: other laws (e.g. published
+    ones) to overlay.
 
     A law of N and D gets the three Chinchilla panels; an IsoFLOP fit with data its profiles
     (:func:`plot_isoflop`); a curve law (``mpl``, ``tissue``) each run's curve against the law's
@@ -322,8 +323,10 @@ def _overopt_curves(sub: pd.DataFrame, key: str, point: str) -> tuple[pd.DataFra
 
     A per-prompt export holds a row per prompt, and a table may hold several seeds: each point is their mean
     (gold, proxy and d), so a line is drawn through means rather than zigzagging through every prompt. Policies and
-    samples per prompt that share a reward model are separate curves (``policy``, ``samples_per_prompt``)."""
-    curves = [c for c in ("policy", "samples_per_prompt") if c in sub.columns and sub[c].nunique() > 1]
+    samples per prompt, KL penalties... that share a reward model are separate curves (any setting column that
+    varies)."""
+    curves = [c for c in ("policy", "samples_per_prompt", "kl_penalty", "rm_data", "beta")
+              if c != key and c in sub.columns and sub[c].nunique() > 1]  # any setting that varies is its own curve
     averaged = [c for c in ("prompt", "seed") if c in sub.columns and sub[c].nunique() > 1]
     if averaged and point in sub.columns:
         by = [key, *curves, point]

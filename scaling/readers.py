@@ -186,6 +186,17 @@ def read_jsonl(path, columns=None) -> pd.DataFrame:
     return _finish(df, mapping, str(path))
 
 
+def _complete_lines(text: str) -> str:
+    """A CSV log without its last line when that line is still being written: no newline yet and fewer fields than
+    the header (a finished log without a final newline keeps its last row)."""
+    if text.endswith("\n") or "\n" not in text.strip():
+        return text
+    head, last = text[:text.rfind("\n") + 1], text[text.rfind("\n") + 1:]
+    header = text.lstrip().split("\n", 1)[0]
+    sep = sniff_delimiter(header)
+    return head if last.count(sep) < header.count(sep) else text
+
+
 @register_reader("csv")
 def read_csv(path, columns=None) -> pd.DataFrame:
     text = _text(path)
@@ -193,8 +204,7 @@ def read_csv(path, columns=None) -> pd.DataFrame:
         return _empty("the log is empty")
     if _binary(text):
         raise _not_text(path)
-    if not text.endswith("\n") and "\n" in text.strip():
-        text = text[:text.rfind("\n") + 1]  # the last line has no newline yet: the writer may be mid-line
+    text = _complete_lines(text)
     try:  # a literal nan/inf stays a string here, so _finish keeps it as a diverged point; an empty cell is missing
         sep = sniff_delimiter(text.lstrip().split("\n", 1)[0])  # semicolon or tab exports read like fit's tables
         df = pd.read_csv(io.StringIO(text), sep=sep, on_bad_lines="skip", keep_default_na=False, na_values=[""])

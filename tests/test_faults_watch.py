@@ -272,6 +272,16 @@ def test_a_half_written_last_csv_line_is_not_read_as_a_point(tmp_path, capsys, p
     assert code == 0 and "step     200" not in out, out[-2000:]
 
 
+def test_a_finished_csv_log_without_a_final_newline_keeps_its_last_row(tmp_path, capsys, plan_path, healthy):
+    rows = list(healthy[:200])
+    rows[199] = (199, float("nan"), rows[199][2])  # diverged on the very last row, written without a newline
+    log = write_csv(tmp_path / "log.csv", rows)
+    log.write_text(log.read_text().rstrip("\n"))
+    assert read_log(log, columns="step=Step,loss=train/loss")["step"].iloc[-1] == 199
+    code, out, _ = watch(capsys, log, plan_path, "--columns", "step=Step,loss=train/loss")
+    assert code == 1 and "DIVERGED" in out
+
+
 def test_a_blow_up_before_the_planned_curve_starts_is_a_spike(tmp_path, capsys, plan_path, healthy, plan):
     first = plan["curve"]["step"][0]
     rows = [(s, v * (20.0 if s >= first // 2 else 1.0), t) for s, v, t in healthy[:first]]

@@ -2,6 +2,8 @@
 curves table the README promises, plot_fit draws any fit from the table it was fitted on, and the monitor keeps a
 spike or a bad value out of what it judges the run by."""
 
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -132,3 +134,37 @@ def test_save_makes_its_folders_and_refuses_a_folder(tmp_path):
     assert scaling.load(path).params_ == fit.params_
     with pytest.raises(DataError, match="is a folder"):
         fit.save(tmp_path)
+
+
+def test_each_run_of_a_plain_table_is_predicted_from_its_own_history(raw):
+    """Two runs of one size, the second logged only late (its first S1 beyond the first run's last): predicted
+    together they once shared the first run's learning-rate drops (14% off)."""
+    m = quiet(scaling.fit, raw, law="mpl", columns=COLS, bootstrap=0)
+    plain = raw.rename(columns={"Name": "run", "train/loss": "loss"})
+    a = plain[plain["run"] == "N4e+05-wsd"].assign(run="a")
+    b = plain[(plain["run"] == "N4e+05-constant")].assign(run="b")
+    b_late = b[b["step"] >= a["step"].max()]
+    alone = quiet(m.predict, b_late)
+    together = quiet(m.predict, pd.concat([a, b_late]))[len(a):]
+    np.testing.assert_allclose(together, alone, rtol=1e-12)
+    with pytest.raises(DataError, match=r"1 row\(s\) of the curves table have no run"):
+        m.predict(plain.assign(run=plain["run"].where(plain.index != 5)))
+
+
+def test_a_run_that_stays_far_above_its_plan_is_forecast_from_its_level(plan):
+    c = plan["curve"]
+    mon = scaling.Monitor(plan)
+    for s in range(50, 801, 10):
+        st = mon.update(s, 1.6 * float(np.interp(s, c["step"], c["loss"])))
+    assert st.state == "spike" and "not a blip" in st.message
+    # the run's own offset, counted with weight seen / (seen + 0.1) = 0.91 at its end: 1.6^0.91 = 1.53x the plan
+    assert st.forecast == pytest.approx(1.6 ** (1 / 1.1) * plan["final_loss"], rel=0.02)  # not the plan's own final
+
+
+def test_predict_maps_columns_as_the_fit_did():
+    runs = pd.read_csv(Path(__file__).resolve().parents[1] / "data" / "sweeps" / "cpu-chinchilla" / "runs.csv")
+    r = quiet(scaling.fit, runs, law="chinchilla", columns="N=N_total", bootstrap=0)
+    want = r.predict(N=runs["N_total"], D=runs["D"])
+    np.testing.assert_allclose(r.predict(runs, columns="N=N_total"), want)  # the table's own N is replaced
+    with pytest.raises(DataError, match=r"names \['N_totl'\]"):
+        r.predict(runs, columns="N=N_totl")

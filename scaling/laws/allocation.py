@@ -157,7 +157,14 @@ class AllocationLaw(Law):
         bad = opt[opt["status"] != "ok"]
         if bad.empty:
             return "all budgets usable"
-        return "; ".join(f"C={c:.3g}: {s}" for c, s in zip(bad["C"], bad["status"]))
+        parts = []
+        for status, g in bad.groupby("status", sort=False):  # one line per reason, a few budgets named
+            Cs = [f"{c:.3g}" for c in g["C"]]
+            parts.append(f"C={', '.join(Cs[:3])}" + (f" and {len(Cs) - 3} more" if len(Cs) > 3 else "") + f": {status}")
+        hint = ("; each budget holds about one run: an N x D grid rather than IsoFLOP profiles (fit the parametric law, "
+                "--law chinchilla)" if len(bad) >= 5 and (bad["status"].str.contains("only 1 model size")).mean() > 0.8
+                else "")
+        return "; ".join(parts) + hint
 
     def _log_predict(self, theta, X):
         lC = np.log(X["C"])[None, :]

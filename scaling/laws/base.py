@@ -422,9 +422,9 @@ class Law:
         if columns is not None:
             if not isinstance(data, pd.DataFrame):
                 raise DataError("columns= maps a DataFrame's columns to the law's inputs; pass the DataFrame too")
-            from ..data import parse_columns
+            from ..data import map_columns
 
-            data = data.rename(columns={v: k for k, v in parse_columns(columns).items()})
+            data = map_columns(data, columns)
         if data is not None and inputs:
             extra = [k for k in inputs if k not in self.inputs]
             if extra:

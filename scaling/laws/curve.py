@@ -45,6 +45,8 @@ def _plain_curves(data, columns):
     name = {c: mapping.get(c, c) for c in ("run", "step", "lr", "loss", "S1")}
     if name["S1"] in table.columns:
         return None, None
+    if name["run"] not in table.columns and "run_id" in table.columns and "run" not in mapping:
+        name["run"] = "run_id"  # a sweep's own curves name their runs so
     if not {name["run"], name["step"]} <= set(table.columns):  # with them, prepare_curve_points names what lacks
         raise DataError(
             "a curve law fits points along runs (inputs N, S1, ...: areas under each run's learning rate); give a "
@@ -76,6 +78,15 @@ def curve_inputs(data, columns=None):
     table, name = _plain_curves(data, columns)
     if table is None:
         return data, None
+    from ..data import first_row
+    from ..errors import DataError
+
+    for what in ("run", "step"):
+        missing = table[name[what]].isna() | (pd.to_numeric(table[name[what]], errors="coerce").isna()
+                                              if what == "step" else False)
+        if missing.any():
+            raise DataError(f"{int(missing.sum())} row(s) of the curves table have no {what} (first at row "
+                            f"{first_row(missing)}): every row to predict needs its run and step")
     table = table.assign(**{name["loss"]: 1.0, name["step"]: pd.to_numeric(table[name["step"]], errors="coerce")})
     ordered = table.sort_values([name["run"], name["step"]], kind="stable")  # any row order predicts
     pts = prepare_curve_points(ordered, columns=columns).drop(columns="loss")

@@ -253,6 +253,7 @@ def _check_selection(law: HyperparameterLaw, df: pd.DataFrame, near: pd.DataFram
             "best loss, so every setting counts as near-optimal and the fit follows the grid, not the optimum "
             "(the losses do not tell the settings apart at this tolerance): lower the tolerance, or sweep "
             "learning rate and batch over a wider range", ScalingWarning, stacklevel=3)
+    _check_edges(law, df)
     names = law.param_names()
     k = 1 + len(law.lr_terms)
     out: dict[str, str] = {}
@@ -273,6 +274,29 @@ def _check_selection(law: HyperparameterLaw, df: pd.DataFrame, near: pd.DataFram
             + ("" if df[col].nunique() == 1 else " and finer, or raise the tolerance"),
             ScalingWarning, stacklevel=3)
     return out
+
+
+def _check_edges(law: HyperparameterLaw, df: pd.DataFrame) -> None:
+    """Warn when the best setting of many cells is the smallest or largest value the cell swept: the optimum may
+    lie outside the sweep, and a law fitted to the edges follows the grid, not the optimum."""
+    cells = law._cells(df)
+    for col in ("lr", "batch"):
+        low = high = swept = 0
+        for _, g in df.groupby(cells):
+            values = np.unique(g[col].to_numpy(float))
+            if values.size < 3:  # too few values to call one an edge
+                continue
+            swept += 1
+            best = float(g[col].to_numpy(float)[int(np.argmin(g["loss"].to_numpy(float)))])
+            low += best == values[0]
+            high += best == values[-1]
+        if swept >= 3 and (low + high) > swept / 2:
+            side = ("smallest" if low >= high else "largest")
+            warnings.warn(
+                f"{law.name}: in {low + high} of {swept} cells the best {col} is an edge of the values swept "
+                f"({low} at the smallest, {high} at the largest): the optimum may lie beyond the sweep, and the fit "
+                f"then follows the grid's edge; extend the {col} sweep past its {side} value", ScalingWarning,
+                stacklevel=4)
 
 
 HyperparameterLaw.estimator = staticmethod(estimate_hparams)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..diagnostics import check_extrapolation
-from ..errors import DataError, FitError, ScalingWarning, SettingsError, UnsupportedError
+from ..errors import DataError, FitError, ScalingError, ScalingWarning, SettingsError, UnsupportedError
 from ..fitting.bootstrap import percentile_interval
 
 if TYPE_CHECKING:
@@ -209,9 +209,10 @@ class FitResult:
         a mapping, or keyword arrays)."""
         with warnings_at_caller():
             data, rows = self._rows(data, columns)
-            X = self.law._inputs_from(data, columns if rows is None else None, **inputs)
-            out = self.law._predict(self, X)
-            return out if rows is None else np.asarray(out)[rows]
+            if rows is not None:  # a plain curves table: each run alone (a curve law reads a run's own history)
+                return _by_run(data, lambda g: (np.asarray(self.law._predict(self, self.law._inputs_from(g))),))[0][rows]
+            X = self.law._inputs_from(data, columns, **inputs)
+            return self.law._predict(self, X)
 
     def _rows(self, data, columns=None):
         """A curve law given a plain curves table (run, N, step, lr): its points and the table's rows among them."""
@@ -242,18 +243,19 @@ class FitResult:
         level = self.level if level is None else level
         with warnings_at_caller():
             data, rows = self._rows(data, columns)
-            X = self.law._inputs_from(data, columns if rows is None else None, **inputs)
+            if rows is not None:  # a plain curves table: each run alone, in the table's row order
+                band = _by_run(data, lambda g: self.predict_interval(g, level=level, kind=kind))
+                return tuple(b[rows] for b in band)
+            X = self.law._inputs_from(data, columns, **inputs)
             if kind != "total":
-                band = self.law._predict_interval(self, X, level, kind)
-                return band if rows is None else tuple(np.asarray(b)[rows] for b in band)
+                return self.law._predict_interval(self, X, level, kind)
             from ..selection import total_interval
 
             lo, hi = self.law._predict_interval(self, X, level, "prediction")
             point = self.law._log_predict(self._state["theta_"][None, :], X)[0]
             alt_points = [p for p in (_alternative_log_predict(a, X) for a in fe.get("alternatives", ()))
                           if p is not None]
-            band = total_interval(lo, hi, point, X, fe, level, alt_points)
-            return band if rows is None else tuple(np.asarray(b)[rows] for b in band)
+            return total_interval(lo, hi, point, X, fe, level, alt_points)
 
     def compute_optimal(self, C, *, level: float | None = None, interval: bool = True, **conditions) -> pd.DataFrame:
         """The loss-minimising allocation of each compute budget ``C``: one row per budget.
@@ -301,7 +303,37 @@ class FitResult:
                 lo, hi = percentile_interval(np.asarray(samples[k], float), level)
                 df[f"{k}_lo"], df[f"{k}_hi"] = lo, hi
             df.attrs["level"] = level
+            self._widen_for_alternatives(df, C, conditions)
         return df
+
+    def _widen_for_alternatives(self, df: pd.DataFrame, C: np.ndarray, conditions) -> None:
+        """A fit picked by --law auto keeps the laws within noise of it (``form_error_["alternatives"]``): where one
+        allocates differently (the tied Chinchilla law's a is 0.5 by construction, the free one's is not), the
+        intervals grow to include its allocation, and ``df.attrs["alternatives"]`` names them."""
+        from . import get_law
+
+        alts = (self._state.get("form_error_") or {}).get("alternatives") or []
+        used = []
+        for alt in alts:
+            cls = get_law(alt["law"])
+            if not cls.allocates() or set(cls.allocation_conditions) - set(conditions):
+                continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    other = cls.from_params(**alt["params"]).compute_optimal(C, interval=False, **{
+                        k: v for k, v in conditions.items() if k in (*cls.allocation_conditions,
+                                                                     *cls.allocation_options)})
+            except ScalingError:
+                continue
+            used.append(alt["label"])
+            for k in ("N_opt", "D_opt", "tokens_per_param", "loss"):
+                if f"{k}_lo" in df and k in other:
+                    v = other[k].to_numpy(float)
+                    df[f"{k}_lo"] = np.fmin(df[f"{k}_lo"].to_numpy(float), v)
+                    df[f"{k}_hi"] = np.fmax(df[f"{k}_hi"].to_numpy(float), v)
+        if used:
+            df.attrs["alternatives"] = used
 
     def allocation_exponent_intervals(self, level: float | None = None) -> dict[str, list[float]]:
         """Percentile intervals of the allocation exponents over the bootstrap (empty without one)."""
@@ -369,9 +401,13 @@ class FitResult:
         lines.append(f"  {'param':<10}{'value':>14}{'stderr':>12}{f'{pct}% CI':>30}")
         free = free_names(fi)
         se, ci = s.get("stderr_", {}), s.get("ci_", {})
+        tied = {m: t[0] for t in [*law.tie, *law._extra_ties()] for m in t[1:]}  # equal to the group's first by design
+        if getattr(law, "tie_exponents", False) and {"alpha", "beta"} <= set(law.param_names()):
+            tied.setdefault("beta", "alpha")  # a law whose stages tie them (data-constrained's Chinchilla stage)
         for n in law.param_names():
             v = s["params_"][n]
             fixed = (" (fixed)" if n in law.all_fixed else
+                     f" (tied to {tied[n]})" if n in tied else
                      " (not estimated)" if free is not None and n not in free else
                      " (on a bound)" if any(n in b.split("=") for b in fi.get("at_bound", ())) else
                      f" (widened to the estimate: {fi['few_resamples']} resamples are too few to tell)"
@@ -434,6 +470,18 @@ class FitResult:
         from .base import Law
 
         return Law.load(path)
+
+
+def _by_run(points: pd.DataFrame, f) -> tuple[np.ndarray, ...]:
+    """``f`` (a tuple of arrays) on each run's points alone, put back in the points' order."""
+    out = None
+    for _, idx in points.groupby("run", sort=False).indices.items():
+        got = f(points.iloc[idx].reset_index(drop=True))
+        if out is None:
+            out = tuple(np.full(len(points), np.nan) for _ in got)
+        for o, g in zip(out, got):
+            o[idx] = np.asarray(g, float)
+    return out
 
 
 # --------------------------------------------------------------------- state
