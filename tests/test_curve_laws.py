@@ -395,3 +395,23 @@ def test_curve_backtest_draws_its_plot(tmp_path, capsys):
     assert main(["backtest", str(path), "--law", "tissue", "--bootstrap", "0", "--holdout-runs", "N1.6e+06-cosine",
                  "--plot", str(png)]) == 0
     assert png.stat().st_size > 10_000 and f"wrote {png}" in capsys.readouterr().out
+
+
+def test_a_run_logged_only_late_is_not_fitted_as_the_previous_runs_continuation():
+    from scaling.laws.mpl import run_starts, separate_runs
+
+    # per size: a run whose rate falls to 0 at 30% (its S1 stops near 240 steps), then a constant run logged only
+    # from step 500 on (S1 480 and up): the second starts above where the first ended
+    data = synthetic_curves(TRUTH, sizes=SIZES, schedules=("step:0.3:0.0", "constant"), every=20, seed=8)
+    late = data["run"].str.endswith("constant") & (data["step"] < 500)
+    data = data[~late].reset_index(drop=True)
+    first = data.groupby("run", sort=False).head(1).index[1:]
+    assert not run_starts(data["N"].to_numpy(), data["S1"].to_numpy())[first].all()  # a start the law misses
+    fixed = separate_runs(data)
+    starts = run_starts(fixed["N"].to_numpy(), fixed["S1"].to_numpy())
+    assert starts.sum() == data["run"].nunique()  # every run's start seen, and no other
+    a = quiet(MultiPowerLaw(bootstrap=0).fit, data)
+    b = quiet(MultiPowerLaw(bootstrap=0).fit, data.sort_values(["run", "step"]).reset_index(drop=True))  # constant 1st
+    for k in ("E", "A", "alpha", "B"):
+        assert a.params_[k] == pytest.approx(b.params_[k], rel=1e-4), k  # the row order no longer matters
+    assert a.params_["alpha"] == pytest.approx(TRUTH["alpha"], abs=0.03)

@@ -93,6 +93,23 @@ def thin_runs(df: pd.DataFrame, cap: int, name: str = "mpl") -> pd.DataFrame:
     return df[keep].reset_index(drop=True)
 
 
+def separate_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs in an order where each one's start shows (the law finds a run's start where S1 falls or N changes):
+    a run logged only from late steps, after a run of the same size that ended at a smaller S1, would read as that
+    run's continuation and borrow its drops of the learning rate. Such tables are reordered, within each size, by
+    decreasing last S1 (every run then starts below where the one before it ended); others are left as they are."""
+    if "run" not in df.columns or df.empty:
+        return df
+    code = pd.factorize(df["run"])[0]
+    S1, N = df["S1"].to_numpy(float), df["N"].to_numpy(float)
+    hidden = (np.diff(code) != 0) & (np.diff(N) == 0) & (np.diff(S1) >= 0)  # a new run the law would not see
+    if not hidden.any():
+        return df
+    last = pd.Series(S1).groupby(code).transform("last").to_numpy()
+    order = np.lexsort((np.arange(len(df)), code, -last, N))  # by size, then decreasing last S1, rows in order
+    return df.iloc[order].reset_index(drop=True)
+
+
 class DropPairs:
     """Every (point, earlier learning-rate drop) pair of a set of curve points, built once per data set.
 
@@ -312,7 +329,7 @@ class MultiPowerLaw(Law):
 
     def _frame(self, data, **kw):
         df = super()._frame(data, **kw)
-        return thin_runs(df, MAX_POINTS_PER_RUN, self.name) if kw.get("target", True) else df
+        return separate_runs(thin_runs(df, MAX_POINTS_PER_RUN, self.name)) if kw.get("target", True) else df
 
     def _check_data(self, X) -> None:
         super()._check_data(X)

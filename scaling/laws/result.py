@@ -415,7 +415,7 @@ class FitResult:
                      " (not identified: the resamples all moved away from the estimate)"
                      if n in fi.get("ci_widened", ()) else
                      f" (not identified: {fi['not_identified'][n]})" if n in fi.get("not_identified", {}) else
-                     " (stderr inflated by a few extreme resamples: read the CI)" if n in fi.get("heavy_tailed", ())
+                     " (stderr set by a long tail of the resamples: read the CI)" if n in fi.get("heavy_tailed", ())
                      else "")
             se_s = f"{se[n]:12.4g}" if se.get(n) is not None else f"{'-':>12}"
             ci_s = f"[{ci[n][0]:.4g}, {ci[n][1]:.4g}]" if ci.get(n) is not None else "-"
