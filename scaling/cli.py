@@ -473,7 +473,8 @@ def cmd_allocate(args) -> int:
         missing = " ".join(f"--{c} VALUE" for c, v in conditions.items() if v is None)
         raise ScalingError(f"a {law.name} fit allocates compute given {list(conditions)}: add {missing}"
                            + (" (unique tokens available)" if "U" in conditions else ""))
-    co = law.compute_optimal(args.compute, level=args.level, **conditions).iloc[0]
+    table = law.compute_optimal(args.compute, level=args.level, **conditions)
+    co = table.iloc[0]
     out = {"law": law.name, "compute": args.compute}
     for k in ("N_opt", "D_opt", "tokens_per_param", "loss"):
         out[k] = float(co[k])
@@ -486,12 +487,13 @@ def cmd_allocate(args) -> int:
         out["level"] = args.level
         pct = int(round(100 * args.level))
         text += "\n" + "\n".join(f"  {pct}% CI {k}: [{v[0]:.4g}, {v[1]:.4g}]" for k, v in out["interval"].items())
-        alts = law.compute_optimal(args.compute, level=args.level, **conditions).attrs.get("alternatives")
+        alts = table.attrs.get("alternatives")
         if alts:
             out["interval_includes"] = alts
             text += (f"\n  (the intervals include the allocations of {', '.join(alts)}: within noise of this fit in "
                      "its selection, and allocating differently)")
-    if getattr(law.law, "tie_exponents", False) or ("alpha", "beta") in [tuple(t) for t in law.law.tie]:
+    tied = getattr(law.law, "tie_exponents", False) or ("alpha", "beta") in [tuple(t) for t in law.law.tie]
+    if tied and not law.law.allocation_conditions:  # under a data limit (U) the allocation is not C^0.5
         text += "\n  note: alpha and beta are tied in this fit, so a = b = 0.5 by construction, not measured"
     _emit(out, args.json, text)
     return 0

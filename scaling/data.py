@@ -632,6 +632,9 @@ def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = 
     if seed is None:  # a seed column by any capitalisation (Seed, SEED): one that replicates cells is never ignored
         named = [c for c in table.columns if isinstance(c, str) and c.strip().lower() in ("seed", "run_seed")]
         seed = "seed" if "seed" in table.columns else named[0] if len(named) == 1 else "seed"
+        if seed not in table.columns and len(named) > 1:
+            notes.append(f"columns {named} could each name the seed, so none is used and every run is fitted as "
+                         "its own: name the seed with --columns seed=<column> (Python: columns='seed=...')")
     require_rows(table)
     changed = False
     if cls.name == "hparams" and "D_grid" in table.columns and not {"D", "C"} & set(mapping):

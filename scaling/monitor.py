@@ -226,11 +226,13 @@ class Monitor:
         exp = self.expected(tokens) if tokens > 0 else None
         mean, lo, hi = exp if exp is not None else (None, None, None)
         if raw <= 0:  # no cross-entropy is: kept out of the moving average and the forecast
+            self._n_spike = 0
             return self._alone(Status(step, tokens, raw, mean, lo, hi, None, "invalid", self.n_out,
                                       f"loss {raw:g} at step {step} is not positive, which no cross-entropy loss is "
                                       "(a logging bug? a reward or a log-likelihood logged as the loss?)"))
         best, self._best = self._best, min(self._best, raw)
         if exp is None:
+            self._n_spike = 0
             state = "before-plan" if tokens > 0 and math.log(tokens) < self._t[0] else "after-plan"
             st = Status(step, tokens, raw, None, None, None, None, state, self.n_out, "outside the planned curve's range")
             if raw > self.spike * best:  # no plan to compare with here: the run's own lowest loss so far
@@ -239,7 +241,7 @@ class Monitor:
             return self._alone(st)
         spike = raw > self.spike * mean
         self._n_spike = self._n_spike + 1 if spike else 0
-        if spike and self._n_spike < self.consecutive:  # a blip: judged alone, kept out of the average and forecast
+        if spike and self._n_spike < max(2, self.consecutive):  # a blip: judged alone, out of the average and forecast
             return self._alone(Status(step, tokens, raw, mean, lo, hi, float((raw - mean) / mean), "spike", self.n_out,
                                       f"loss {raw:.4f} is {raw / mean:.2f}x the expected {mean:.4f}"))
         # `consecutive` spikes in a row are the run's level, not a blip: they count in the average and the forecast
@@ -361,10 +363,13 @@ def follow(path, *, reader: str = "auto", columns=None, interval: float = 2.0, o
                 seen = 0  # rotated or truncated
             size = cur
             df = read_log(path, reader, columns, run=run) if p.exists() else None
-            if df is not None and len(df) > seen:
-                for r in df.iloc[seen:].itertuples():
+            n = 0 if df is None else len(df)
+            if n and not once and df.attrs.get("unterminated_step") == float(df["step"].iloc[-1]):
+                n -= 1  # its last line has no newline yet: the writer may be mid-number, so wait for it
+            if n > seen:
+                for r in df.iloc[seen:n].itertuples():
                     yield int(r.step), float(r.loss), float(r.tokens)
-                seen = len(df)
+                seen = n
         if once or (timeout is not None and time.time() - start > timeout):
             return
         time.sleep(interval)

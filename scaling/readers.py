@@ -212,7 +212,10 @@ def read_csv(path, columns=None) -> pd.DataFrame:
         return _empty("the log is empty")
     except pd.errors.ParserError as exc:
         raise DataError(f"nothing could be read from {path}: it is not a CSV table ({exc})") from None
-    return _finish(df, columns, str(path))
+    out = _finish(df, columns, str(path))
+    if not text.endswith("\n") and len(out):  # its last row may be cut short: a follower waits for its newline
+        out.attrs["unterminated_step"] = float(pd.to_numeric(out["step"], errors="coerce").iloc[-1])
+    return out
 
 
 @register_reader("hf")
@@ -423,11 +426,12 @@ def read_log(path, reader: str = "auto", columns=None, run: str | None = None) -
     runs = list(dict.fromkeys(df["run"]))
     if run is None:
         if len(runs) > 1:
-            shown = ", ".join(runs[:5]) + (f", ... ({len(runs)} in all)" if len(runs) > 5 else "")
+            shown = ", ".join(map(str, runs[:5])) + (f", ... ({len(runs)} in all)" if len(runs) > 5 else "")
             raise DataError(f"{path} holds {len(runs)} runs ({shown}): watch one at a time with --run NAME")
         return df.drop(columns="run")
     if run not in runs:
-        raise DataError(f"no run {run!r} in {path}; it holds {', '.join(runs[:10])}{' ...' if len(runs) > 10 else ''}")
+        raise DataError(f"no run {run!r} in {path}; it holds {', '.join(map(str, runs[:10]))}"
+                        f"{' ...' if len(runs) > 10 else ''}")
     attrs = dict(df.attrs)
     out = df[df["run"] == run].drop(columns="run").reset_index(drop=True)
     out.attrs.update(attrs)

@@ -168,3 +168,46 @@ def test_predict_maps_columns_as_the_fit_did():
     np.testing.assert_allclose(r.predict(runs, columns="N=N_total"), want)  # the table's own N is replaced
     with pytest.raises(DataError, match=r"names \['N_totl'\]"):
         r.predict(runs, columns="N=N_totl")
+
+
+def test_a_follower_waits_for_the_newline_of_a_half_written_csv_row(tmp_path):
+    from scaling.monitor import follow
+
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss\n1000,2.41\n1100,2.40\n1200,0.")  # the writer stopped mid-number
+    g = follow(log, reader="csv", interval=0.05, timeout=1.0)
+    got = [next(g), next(g)]
+    log.write_text("step,loss\n1000,2.41\n1100,2.40\n1200,0.98\n")
+    got += list(g)
+    assert [(s, v) for s, v, _ in got] == [(1000, 2.41), (1100, 2.40), (1200, 0.98)]  # never (1200, 0.0)
+
+
+def test_predict_takes_the_fits_own_columns_mapping():
+    runs = pd.read_csv(Path(__file__).resolve().parents[1] / "data" / "sweeps" / "cpu-chinchilla" / "runs.csv")
+    cols = {"N": "params", "D": "tokens", "loss": "val_loss"}
+    table = runs.rename(columns={"N": "params", "D": "tokens", "loss": "val_loss"})
+    r = quiet(scaling.fit, table, law="chinchilla", columns=cols, bootstrap=0)
+    new = pd.DataFrame({"params": [3e5], "tokens": [1e7]})  # no loss column: the mapping's loss is not needed
+    assert r.predict(new, columns=cols)[0] == pytest.approx(r.predict(N=3e5, D=1e7)[0])
+
+
+def test_one_blip_with_consecutive_one_is_not_taken_as_the_runs_level(plan):
+    c = plan["curve"]
+    mon = scaling.Monitor(plan, consecutive=1)
+    states = [mon.update(s, (3.0 if s == 300 else 1.0) * float(np.interp(s, c["step"], c["loss"]))).state
+              for s in range(50, 801, 10)]
+    assert states.count("spike") == 1 and "drift" not in states
+
+
+def test_a_points_table_with_runs_is_predicted_run_by_run(raw):
+    m = quiet(scaling.fit, raw, law="mpl", columns=COLS, bootstrap=20)
+    plain = raw.rename(columns={"Name": "run", "train/loss": "loss"})
+    a = plain[plain["run"] == "N4e+05-wsd"].assign(run="a")
+    b = plain[plain["run"] == "N4e+05-constant"].assign(run="b")
+    pts = prepare_curve_points(pd.concat([a, b[b["step"] >= a["step"].max()]]))
+    b_pts = pts[pts["run"] == "b"].reset_index(drop=True)
+    np.testing.assert_allclose(quiet(m.predict, pts)[pts["run"].to_numpy() == "b"], quiet(m.predict, b_pts),
+                               rtol=1e-12)
+    lo, hi = quiet(m.predict_interval, pts)
+    b_lo, b_hi = quiet(m.predict_interval, b_pts)
+    np.testing.assert_allclose(lo[pts["run"].to_numpy() == "b"], b_lo, rtol=1e-12)

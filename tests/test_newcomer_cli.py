@@ -122,3 +122,31 @@ def test_by_with_a_holdout_expression_is_refused(tmp_path, capsys):
     seeded_grid(seeds=1).to_csv(path, index=False)
     assert main(["backtest", str(path), "--columns", COLS, "--holdout", "params > 1e9", "--by", "C"]) == 2
     assert "--by ranks the runs for --holdout-top" in capsys.readouterr().err
+
+
+def test_an_hparams_edge_is_judged_on_the_near_optimal_settings_not_the_row_order():
+    # in every cell the two smallest batches tie for the best loss: the optimum lies inside the sweep, whatever the
+    # order of the rows (the first of the tied rows once decided it)
+    rows = []
+    for N in (1e7, 3e7, 1e8, 3e8):
+        for D in (1e9, 1e10):
+            for i, lr in enumerate((1e-3, 2e-3, 4e-3)):
+                for j, batch in enumerate((6.4e4, 1.28e5, 2.56e5)):
+                    rows.append(dict(N=N, D=D, lr=lr * (1e8 / N) ** 0.3, batch=batch,
+                                     loss=2.0 + 0.01 * (i - 1) ** 2 + 0.02 * max(j - 1, 0)))
+    table = pd.DataFrame(rows)
+    for order in (table, table.iloc[::-1]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scaling.fit(order, law="hparams", bootstrap=0, tolerance=0.0)
+        assert not any("best batch is an edge" in str(w.message) for w in caught)
+    # the loss only rising with batch: the best is the smallest batch swept, in every cell
+    edge = table.assign(loss=2.0 + 0.01 * np.log2(table["batch"] / 6.4e4) + 0.01 * np.log2(table["lr"]) ** 2 / 100)
+    with pytest.warns(scaling.ScalingWarning, match=r"in 8 of 8 cells the best batch is an edge.*8 at the smallest"):
+        scaling.fit(edge, law="hparams", bootstrap=0, tolerance=0.0)
+
+
+def test_allocate_says_by_construction_only_where_it_is(tmp_path, capsys):
+    path = scaling.get_law("data-constrained").muennighoff2023().save(tmp_path / "dc.json")
+    assert main(["allocate", str(path), "--compute", "1e22", "--U", "2e10"]) == 0
+    assert "by construction" not in capsys.readouterr().out

@@ -422,9 +422,10 @@ class Law:
         if columns is not None:
             if not isinstance(data, pd.DataFrame):
                 raise DataError("columns= maps a DataFrame's columns to the law's inputs; pass the DataFrame too")
-            from ..data import map_columns
+            from ..data import map_columns, parse_columns
 
-            data = map_columns(data, columns)
+            # the fit's own mapping works here too: names of what the law does not read (its target, a seed) are skipped
+            data = map_columns(data, {k: v for k, v in parse_columns(columns).items() if k in self.inputs})
         if data is not None and inputs:
             extra = [k for k in inputs if k not in self.inputs]
             if extra:

@@ -287,9 +287,10 @@ def _check_edges(law: HyperparameterLaw, df: pd.DataFrame) -> None:
             if values.size < 3:  # too few values to call one an edge
                 continue
             swept += 1
-            best = float(g[col].to_numpy(float)[int(np.argmin(g["loss"].to_numpy(float)))])
-            low += best == values[0]
-            high += best == values[-1]
+            loss = g["loss"].to_numpy(float)
+            best = set(g[col].to_numpy(float)[loss <= loss.min() * (1 + law.tolerance)])  # the near-optimal values
+            low += best == {values[0]}
+            high += best == {values[-1]}
         if swept >= 3 and (low + high) > swept / 2:
             side = ("smallest" if low >= high else "largest")
             warnings.warn(

@@ -209,10 +209,17 @@ class FitResult:
         a mapping, or keyword arrays)."""
         with warnings_at_caller():
             data, rows = self._rows(data, columns)
-            if rows is not None:  # a plain curves table: each run alone (a curve law reads a run's own history)
-                return _by_run(data, lambda g: (np.asarray(self.law._predict(self, self.law._inputs_from(g))),))[0][rows]
+            if rows is not None or self._runs_apart(data, inputs):  # each run alone: a curve law reads its history
+                cols = columns if rows is None else None  # a plain table's names were mapped with its points
+                out = _by_run(data, lambda g: (np.asarray(self.law._predict(self, self.law._inputs_from(g, cols))),))[0]
+                return out if rows is None else out[rows]
             X = self.law._inputs_from(data, columns, **inputs)
             return self.law._predict(self, X)
+
+    def _runs_apart(self, data, inputs) -> bool:
+        """A curve law given a points table with a ``run`` column (and no overriding inputs): predicted run by run."""
+        return (self.law.curve_law and isinstance(data, pd.DataFrame) and "run" in data.columns and not inputs
+                and data["run"].nunique() > 1)
 
     def _rows(self, data, columns=None):
         """A curve law given a plain curves table (run, N, step, lr): its points and the table's rows among them."""
@@ -243,9 +250,10 @@ class FitResult:
         level = self.level if level is None else level
         with warnings_at_caller():
             data, rows = self._rows(data, columns)
-            if rows is not None:  # a plain curves table: each run alone, in the table's row order
-                band = _by_run(data, lambda g: self.predict_interval(g, level=level, kind=kind))
-                return tuple(b[rows] for b in band)
+            if rows is not None or self._runs_apart(data, inputs):  # each run alone, in the table's row order
+                band = _by_run(data, lambda g: self.predict_interval(g.drop(columns="run"), level=level, kind=kind,
+                                                                     columns=columns if rows is None else None))
+                return band if rows is None else tuple(b[rows] for b in band)
             X = self.law._inputs_from(data, columns, **inputs)
             if kind != "total":
                 return self.law._predict_interval(self, X, level, kind)
