@@ -81,28 +81,15 @@ def fit(data, law="chinchilla", *, columns=None, drop_highest_loss: int = 0, dro
     a ``ScalingWarning`` that says so and ``fit_info_["averaged_seeds"]`` (runs and cells) in the
     result; ``average_seeds=False`` fits every run. ``Law.fit`` itself always fits the rows it is given.
     """
-    import warnings
-
     from .laws.result import warnings_at_caller
 
     if isinstance(law, str) and law == "auto":
         return _fit_auto(data, columns, drop_highest_loss, dropna, average_seeds, settings)
     with warnings_at_caller():  # every warning names the line that called scaling.fit
-        spec = _law_spec(law, settings)
-        from .data import seed_means
-        from .errors import ScalingWarning
+        from .data import fit_cell_means
 
-        data, columns, averaged, notes = seed_means(data, spec, columns, average=average_seeds, dropna=dropna)
-        for note in notes:
-            warnings.warn(f"{spec.name}: {note}", ScalingWarning, stacklevel=2)
-        result = spec.fit(data, columns=columns, drop_highest_loss=drop_highest_loss, dropna=dropna)
-        if averaged is not None:
-            from .data import parse_columns, replicate_note
-
-            target = parse_columns(columns).get(spec.target, spec.target)
-            note = replicate_note(data, averaged, target=target, law=result)
-            warnings.warn(f"{spec.name}: {note}; average_seeds=False fits every run", ScalingWarning, stacklevel=2)
-    return result
+        return fit_cell_means(_law_spec(law, settings), data, columns, average=average_seeds, dropna=dropna,
+                              drop_highest_loss=drop_highest_loss, switch="average_seeds=False")
 
 
 def _fit_auto(data, columns, drop_highest_loss, dropna, average_seeds, settings) -> "FitResult":

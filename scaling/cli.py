@@ -492,8 +492,7 @@ def cmd_allocate(args) -> int:
             out["interval_includes"] = alts
             text += (f"\n  (the intervals include the allocations of {', '.join(alts)}: within noise of this fit in "
                      "its selection, and allocating differently)")
-    tied = getattr(law.law, "tie_exponents", False) or ("alpha", "beta") in [tuple(t) for t in law.law.tie]
-    if tied and not law.law.allocation_conditions:  # under a data limit (U) the allocation is not C^0.5
+    if law.law.tied_params().get("beta") == "alpha" and not law.law.allocation_conditions:  # under U it is not C^0.5
         text += "\n  note: alpha and beta are tied in this fit, so a = b = 0.5 by construction, not measured"
     _emit(out, args.json, text)
     return 0

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .data import fit_cell_means
 from .errors import ScalingError
 from .laws import ChinchillaLaw, EnvelopeLaw, IsoFlopLaw
 
@@ -25,8 +26,8 @@ def compare(runs=None, *, compute: float, curves=None, bootstrap: int = 200, lev
                      .fit(curves, columns=curve_columns)))
     if runs is not None:
         for label, cls in (("2: IsoFLOP profiles", IsoFlopLaw), ("3: parametric L(N, D)", ChinchillaLaw)):
-            jobs.append((label, lambda cls=cls: _fit_cells(cls(bootstrap=bootstrap, seed=seed, level=level), runs,
-                                                           columns)))
+            jobs.append((label, lambda cls=cls: fit_cell_means(cls(bootstrap=bootstrap, seed=seed, level=level), runs,
+                                                               columns)))
     if not jobs:
         raise ScalingError("compare needs a runs table, a curves table, or both")
     rows = []
@@ -51,24 +52,6 @@ def compare(runs=None, *, compute: float, curves=None, bootstrap: int = 200, lev
             row.update(law=None, note=f"not applicable: {exc}")
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _fit_cells(law, runs, columns):
-    """``law`` fitted as ``scaling fit`` fits it: a table with a seed column and replicated cells on the per-cell
-    means over seeds (a warning says so), every run otherwise."""
-    from .data import replicate_note, seed_means
-    from .errors import ScalingWarning
-
-    data, cols, averaged, notes = seed_means(runs, law, columns, average=True)
-    for note in notes:
-        warnings.warn(note, ScalingWarning, stacklevel=2)
-    result = law.fit(data, columns=cols)
-    if averaged is not None:
-        from .data import parse_columns
-
-        target = parse_columns(columns).get(law.target, law.target)
-        warnings.warn(replicate_note(data, averaged, target=target, law=result), ScalingWarning, stacklevel=2)
-    return result
 
 
 def format_comparison(table: pd.DataFrame, compute: float, level: float | None) -> str:

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .data import parse_columns, read_table
+from .data import map_columns, parse_columns, read_table
 from .errors import DataError, ScalingWarning
 
 REQUIRED = ("run", "N", "tokens", "loss")
@@ -27,11 +27,7 @@ def _read_curves(data, columns) -> pd.DataFrame:
     if unknown:
         raise DataError(f"--columns names {unknown}, which a curves table does not have; its names are "
                         f"{', '.join(CURVE_NAMES)} (e.g. --columns step=Step,loss=train/loss)")
-    absent = [v for v in mapping.values() if v not in df.columns]
-    if absent:
-        raise DataError(f"--columns maps to {absent}, which the table does not have; its columns are "
-                        f"{list(df.columns)}")
-    df = df.rename(columns={v: k for k, v in mapping.items()})
+    df = map_columns(df, mapping)
     if "run" not in df.columns and "run_id" in df.columns:
         df = df.rename(columns={"run_id": "run"})
     return df

@@ -605,6 +605,23 @@ def load_chinchilla(drop_highest_loss: int = 0) -> pd.DataFrame:
     return prepare(df, ["N", "D", "C", "loss"], drop_highest_loss=drop_highest_loss)
 
 
+def fit_cell_means(spec, data, columns=None, *, average: bool = True, dropna: bool = False, drop_highest_loss: int = 0,
+                   switch: str | None = None):
+    """``spec`` fitted as ``scaling fit`` fits it: a table with a seed column and replicated cells on the per-cell
+    means over seeds (:func:`seed_means`), each note and the replicate scatter as a ``ScalingWarning`` (``switch``:
+    the caller's way to fit every run, named at the end of it); every run otherwise."""
+    data, cols, averaged, notes = seed_means(data, spec, columns, average=average, dropna=dropna)
+    for note in notes:
+        warnings.warn(f"{spec.name}: {note}", ScalingWarning, stacklevel=3)
+    result = spec.fit(data, columns=cols, drop_highest_loss=drop_highest_loss, dropna=dropna)
+    if averaged is not None:
+        target = parse_columns(columns).get(spec.target, spec.target)
+        note = replicate_note(data, averaged, target=target, law=result)
+        warnings.warn(f"{spec.name}: {note}" + (f"; {switch} fits every run" if switch else ""), ScalingWarning,
+                      stacklevel=3)
+    return result
+
+
 def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = False):
     """What ``scaling fit`` and ``scaling.fit`` fit for a final-loss ``law`` (a class or a spec):
     ``(data, columns, runs averaged or None, notes)``.

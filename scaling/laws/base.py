@@ -204,6 +204,14 @@ class Law:
                           if p.kind is p.KEYWORD_ONLY}
         return names
 
+    def tied_params(self) -> dict[str, str]:
+        """Each parameter held equal to another by design (``tie``, the law's own ties such as ``tie_exponents``),
+        mapped to the one it follows."""
+        tied = {m: t[0] for t in [*self.tie, *self._extra_ties()] for m in t[1:]}
+        if getattr(self, "tie_exponents", False) and {"alpha", "beta"} <= set(self.param_names()):
+            tied.setdefault("beta", "alpha")  # a law whose stages tie them (data-constrained's Chinchilla stage)
+        return tied
+
     def _extra_ties(self) -> list[tuple[str, ...]]:
         """Ties a law's own settings imply (e.g. ``tie_exponents``), on top of the user's ``tie``."""
         return []

@@ -409,9 +409,7 @@ class FitResult:
         lines.append(f"  {'param':<10}{'value':>14}{'stderr':>12}{f'{pct}% CI':>30}")
         free = free_names(fi)
         se, ci = s.get("stderr_", {}), s.get("ci_", {})
-        tied = {m: t[0] for t in [*law.tie, *law._extra_ties()] for m in t[1:]}  # equal to the group's first by design
-        if getattr(law, "tie_exponents", False) and {"alpha", "beta"} <= set(law.param_names()):
-            tied.setdefault("beta", "alpha")  # a law whose stages tie them (data-constrained's Chinchilla stage)
+        tied = law.tied_params()
         for n in law.param_names():
             v = s["params_"][n]
             fixed = (" (fixed)" if n in law.all_fixed else
