@@ -410,9 +410,12 @@ def cmd_watch(args) -> int:
     from .readers import read_log
 
     if last is not None and Path(args.log).exists():
-        skipped = read_log(args.log, args.reader, args.columns, run=args.run).attrs.get("unreadable")
-        if skipped:
-            print(f"warning: {skipped}", file=sys.stderr)
+        attrs = read_log(args.log, args.reader, args.columns, run=args.run).attrs
+        if attrs.get("unreadable"):
+            print(f"warning: {attrs['unreadable']}", file=sys.stderr)
+        if args.once and attrs.get("unterminated_step") is not None:
+            print(f"warning: the log's last line (step {attrs['unterminated_step']:g}) has no newline: if the run is "
+                  "still writing it, its number may be cut short; check again once it is complete", file=sys.stderr)
     if last is None:
 
         why = read_log(args.log, args.reader, args.columns, run=args.run).attrs.get("note", "no loss points") \

@@ -278,8 +278,9 @@ def test_a_finished_csv_log_without_a_final_newline_keeps_its_last_row(tmp_path,
     log = write_csv(tmp_path / "log.csv", rows)
     log.write_text(log.read_text().rstrip("\n"))
     assert read_log(log, columns="step=Step,loss=train/loss")["step"].iloc[-1] == 199
-    code, out, _ = watch(capsys, log, plan_path, "--columns", "step=Step,loss=train/loss")
+    code, out, err = watch(capsys, log, plan_path, "--columns", "step=Step,loss=train/loss")
     assert code == 1 and "DIVERGED" in out
+    assert "last line (step 199) has no newline" in err  # it may still be being written: the user is told
 
 
 def test_a_blow_up_before_the_planned_curve_starts_is_a_spike(tmp_path, capsys, plan_path, healthy, plan):
