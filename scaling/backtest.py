@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .data import parse_columns, prepare, read_table, rows_where
-from .errors import DataError, ScalingError
+from .errors import DataError, ScalingError, SettingsError
 from .laws import available_laws, get_law
 from .laws.allocation import AllocationLaw
 
@@ -170,6 +170,9 @@ def backtest(data, law: str = "chinchilla", *, holdout: str | None = None, holdo
     """
     raw = read_table(data) if not isinstance(data, pd.DataFrame) else data
     named = get_law(law) if law not in ("all", "auto") else None
+    if named is not None and not named.predicts_loss:
+        raise SettingsError(f"{law} ({named.formula}) does not predict a run's loss, so it cannot be backtested: "
+                            "backtest scores held-out runs' losses against the law's predictions")
     raw, columns, averaged = averaged_runs(raw, named, columns, average=average_seeds, dropna=dropna,
                                            who=f"backtest {law}")
     present = [c for c in SIZE_COLUMNS if c in raw.columns or c in parse_columns(columns)]

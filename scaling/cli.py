@@ -283,6 +283,10 @@ def cmd_predict(args) -> int:
     inputs = {k: getattr(args, k) for k in ("N", "D", "C", "S", "U", "d", "rm_params", *OTHER_INPUTS)
               if getattr(args, k) is not None}
     inputs = {k: float(v) if k in ("N", "D") else v for k, v in tokens_from_compute(inputs, law.inputs).items()}
+    if tuple(law.inputs) == ("C",) and "C" not in inputs and {"N", "D"} <= set(inputs):  # as sweeps count it
+        inputs["C"] = 6.0 * inputs.pop("N") * inputs.pop("D")
+        print(f"note: C = 6 N D = {inputs['C']:.4g} FLOPs (this {law.name} fit predicts from compute alone)",
+              file=sys.stderr)
     missing = [k for k in law.inputs if k not in inputs]
     if missing:
         raise ScalingError(f"this {law.name} fit predicts from {list(law.inputs)}; give " +
@@ -326,7 +330,9 @@ def _predict_outputs(args, law, X, pred) -> int:
     for k in pred.columns:
         out[f"{k}_interval"] = [_scalar(band[0][k]), _scalar(band[1][k])] if band is not None else None
         lines.append(f"  {k:<6} {out[k]:.4g}" + (f"   {pct}% interval [{out[f'{k}_interval'][0]:.4g}, "
-                                                  f"{out[f'{k}_interval'][1]:.4g}]" if band is not None else ""))
+                                                  f"{out[f'{k}_interval'][1]:.4g}]" if band is not None else "")
+                     + ("   (in the unit of the fitted table's batch column: tokens, or sequences if it counted "
+                        "them)" if k == "batch" else ""))
     if band is None:
         lines.append("(no intervals: this fit has no bootstrap; refit with --bootstrap B)")
     _emit(out, args.json, "\n".join(lines))
@@ -622,11 +628,22 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _resume_options(args) -> str:
+    """The options of an interrupted sweep command that its resume command should repeat (workers, executor)."""
+    out = ""
+    if getattr(args, "workers", None) is not None:
+        out += f" --workers {args.workers}"
+    if getattr(args, "executor", "local") not in (None, "local"):
+        out += f" --executor {args.executor}"
+    return out
+
+
 def _interrupted(exc: KeyboardInterrupt, command: str, args, unit: str = "runs") -> int:
     """Ctrl-C or SIGTERM during a sweep: one line saying what is kept and how to resume; 130 (143 for SIGTERM)."""
     import signal
 
-    root = "" if args.root in ("out/sweeps", "out/overopt") else f" --root {args.root}"
+    root = "" if args.root in ("out/sweeps", "out/overopt", "out/finetune") else f" --root {args.root}"
+    root += _resume_options(args)
     done = exc.summary() if hasattr(exc, "summary") else f"the finished {unit} are kept"
     print(f"interrupted: {done}; resume with: scaling {command} run {args.definition}{root}", file=sys.stderr)
     return 128 + int(getattr(exc, "signum", signal.SIGINT))
@@ -694,7 +711,7 @@ def cmd_sweep_extend(args) -> int:
         root = "" if args.root == "out/sweeps" else f" --root {args.root}"
         done = exc.summary() if hasattr(exc, "summary") else "the finished runs are kept"
         print(f"interrupted: {done}; the round's runs are in the store: resume with: scaling sweep extend "
-              f"{args.sweep}{root}", file=sys.stderr)
+              f"{args.sweep}{root}{_resume_options(args)}", file=sys.stderr)
         return 128 + int(getattr(exc, "signum", signal.SIGINT))
     ci = "no interval" if out["ci_a"] is None else f"[{out['ci_a'][0]:.3f}, {out['ci_a'][1]:.3f}]"
     a = "no fit" if out["a"] is None else f"{out['a']:.3f}"
@@ -830,7 +847,7 @@ def cmd_overopt_run(args) -> int:
 def _write_overopt(df, per_prompt, out) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False, float_format="%.8g")
+    df.to_parquet(out, index=False) if out.suffix == ".parquet" else df.to_csv(out, index=False, float_format="%.8g")
     # one row per prompt and point: large, so compressed (read_table and pandas read it as is)
     per_prompt.to_csv(out.with_name(out.stem + "-prompts.csv.gz"), index=False, float_format="%.6g")
     if "samples_per_prompt" in df.columns and (df["method"] == "rl").any():  # the RLHF axes: gold at RL's end
@@ -893,13 +910,13 @@ def cmd_finetune_status(args) -> int:
 def cmd_finetune_export(args) -> int:
     from .finetune.runner import export
 
-    out = Path(args.out)  # a folder (DIR/NAME.csv), or the file itself when it is named .csv
-    out = _check_out(out if out.suffix == ".csv" else out / f"{args.name}.csv", what="--out", example="")
+    out = Path(args.out)  # a folder (DIR/NAME.csv), or the file itself when it is named .csv or .parquet
+    out = _check_out(out if out.suffix in (".csv", ".parquet") else out / f"{args.name}.csv", what="--out", example="")
     df = export(args.name, args.root)
     if df.empty:
         raise ScalingError(f"fine-tuning sweep {args.name!r} has no finished cells yet "
                            f"(`scaling finetune status {args.name}` says where it is)")
-    df.to_csv(out, index=False, float_format="%.8g")
+    df.to_parquet(out, index=False) if out.suffix == ".parquet" else df.to_csv(out, index=False, float_format="%.8g")
     method = "lora" if "lora" in set(df["method"]) else str(df["method"].iloc[0])
     print(f"wrote {out} ({len(df)} rows, methods {', '.join(sorted(set(df['method'])))}); fit it with "
           f"`scaling fit {out} --law finetune --x N --method {method}`")
@@ -986,7 +1003,15 @@ def cmd_laws(args) -> int:
 
     rows = {n: {"formula": get_law(n).formula, "inputs": list(get_law(n).inputs), "params": get_law(n).param_names()}
             for n in available_laws()}
-    _emit(rows, args.json, "\n".join(f"{n:<12} {r['formula']}" for n, r in rows.items()))
+    lines = []
+    for n, r in rows.items():
+        lines.append(f"{n:<12} {r['formula']}")
+        forms = getattr(get_law(n), "forms", None)  # a law with several forms (hparams): each under --form
+        if forms:
+            r["forms"] = {f: {"formula": c.formula, "inputs": list(c.inputs), "params": c.param_names()}
+                          for f, c in forms().items()}
+            lines += [f"{'':<12}   --form {f}: {c['formula']}" for f, c in r["forms"].items()]
+    _emit(rows, args.json, "\n".join(lines))
     return 0
 
 
@@ -1208,8 +1233,9 @@ def build_parser() -> argparse.ArgumentParser:
     dp = dasub.add_parser("prepare", help="text -> DIR/train.bin, DIR/val.bin, DIR/meta.json (documents separated "
                           "by EOS; safe to interrupt and rerun)")
     src = dp.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", action="append", metavar="PATH_OR_GLOB",
-                     help="plain text files: a file, a folder or a quoted glob ('data/**/*.txt'); repeatable")
+    src.add_argument("--text", action="extend", nargs="+", metavar="PATH_OR_GLOB",
+                     help="plain text files: files, folders or a quoted glob ('data/**/*.txt'; unquoted, the shell's "
+                          "list of files works too); repeatable")
     src.add_argument("--hf-dataset", metavar="DIR", help="a Hugging Face datasets dataset saved with save_to_disk")
     dp.add_argument("--text-column", default="text", help="--hf-dataset: the column holding the text (text)")
     dp.add_argument("--tokenizer", required=True, metavar="DIR|bytes",
@@ -1247,7 +1273,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = oosub.add_parser("plot", help="gold and proxy vs sqrt(KL) per RM size, with fitted laws overlaid")
     r.add_argument("data")
     r.add_argument("--fit", action="append", help="a gao-bon or gao-rl fit JSON (repeatable)")
-    r.add_argument("--kl-penalty", type=_num, default=0.0, help="RL runs to show (default 0)")
+    r.add_argument("--kl-penalty", type=_num, help="RL runs to show (default: those without a penalty, else all)")
     r.add_argument("--rm-data", type=_num, help="reward models trained on this many pairs (default: the most)")
     r.add_argument("--out", required=True)
     r.set_defaults(func=cmd_overopt_plot)

@@ -669,6 +669,8 @@ def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = 
     inputs = law.inputs if not isinstance(law, type) else cls.inputs
     if any(mapping.get(c, c) not in table.columns for c in inputs):  # cells need every input: the fit names it
         return (table, mapping or None, None, notes) if changed else (data, columns, None, notes)
+    if cls.name != "hparams":
+        notes += _settings_within_cells(table, (*inputs, *getattr(cls, "cell_columns", ())), mapping, target)
     if seed in table.columns and target in table.columns:
         y = pd.to_numeric(table[target], errors="coerce").to_numpy(float)
         bad = ~np.isfinite(y)
@@ -698,6 +700,30 @@ def seed_means(data, law, columns=None, *, average: bool = True, dropna: bool = 
     if not changed:
         return data, columns, None, notes
     return table, mapping or None, averaged, notes
+
+
+def _settings_within_cells(table: pd.DataFrame, inputs, mapping: dict, target: str) -> list[str]:
+    """A loss law fitted on a table whose cells (one value of each input) hold several learning rates or batch
+    sizes fits the poor settings as if they were runs of the same model: say so once, and how to pick one
+    setting per cell."""
+    by = [c for c in dict.fromkeys(mapping.get(c, c) for c in inputs) if c in table.columns]
+    code = cell_codes(table, by)
+    varying, cells, most = [], 0, 0
+    for h in HPARAM_COLUMNS:
+        col = mapping.get(h, h)
+        if col not in table.columns or col in by or col == target:
+            continue
+        counts = pd.to_numeric(table[col], errors="coerce").groupby(code).nunique()
+        if (counts > 1).any():
+            varying.append(col)
+            cells, most = max(cells, int((counts > 1).sum())), max(most, int(counts.max()))
+    if not varying:
+        return []
+    return [f"{' and '.join(varying)} vary within {cells} of {int(code.max()) + 1} cell(s) of ({', '.join(by)}), up "
+            f"to {most} values in one: every setting is fitted as a run of the same model, the poor ones too, which "
+            "biases the law; fit each cell's best setting (`scaling sweep export NAME --best-hparams` writes "
+            "best_hparams.csv; Python: scaling.data.best_hparams(table, settings=[...])) or keep one setting with "
+            f"--where \"{varying[0]} == VALUE\""]
 
 
 def _cell_name(table, by, rows) -> str:

@@ -77,6 +77,8 @@ def plot_fit(law, data=None, *, columns=None, dropna: bool = True, runs=None, cu
 
         return plot_curves(law, curve_law_points(data, columns=columns, runs=runs, loss=curve_loss or "eval_loss",
                                                  dropna=dropna))
+    if figure == "hparams":
+        return plot_hparams(law, data, columns=columns, dropna=dropna)
     if data is not None:
         if figure == "isoflop":
             return plot_isoflop(law, read_table(data), columns=columns, dropna=dropna)
@@ -129,6 +131,54 @@ def plot_fit(law, data=None, *, columns=None, dropna: bool = True, runs=None, cu
     ax.set_xlabel(x_name)
     ax.set_ylabel(law.target)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_hparams(law, data=None, *, columns=None, dropna: bool = True):
+    """An ``hparams`` fit: the optimal learning rate and batch size against the law's inputs, one line per value
+    of the other input (N for the learning rate of the steplaw form, which depends on N and D), with its band,
+    and, given the run table, every cell's near-optimal settings (the points the law was fitted to)."""
+    with warnings.catch_warnings():  # the fit's own warnings were given when it was made
+        warnings.simplefilter("ignore")
+        near = None
+        if data is not None:
+            df = law.law._table(data, columns, dropna)
+            near = law.law._near_optimal(df)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    has_band = getattr(law, "bootstrap_theta_", None) is not None
+    rng = getattr(law, "data_range_", {}) or {}
+    cmap = plt.get_cmap("viridis")
+    for ax, target, terms in ((axes[0], "lr", law.law.lr_terms), (axes[1], "batch", law.law.batch_terms)):
+        x_name = terms[-1]  # D (or C) along the axis; N, where this law has it, one line per value
+        xs = _axis_over(law, x_name, near, 0.2)
+        unused = {c: np.full(xs.size, np.sqrt(np.prod(rng.get(c, (1.0, 1.0))))) for c in law.inputs if c not in terms}
+        levels = [None]
+        if len(terms) > 1:
+            vals = np.unique(near[terms[0]]) if near is not None else np.geomspace(*rng.get(terms[0], (1e8, 1e9)), 3)
+            levels = list(vals[np.unique(np.linspace(0, len(vals) - 1, min(len(vals), 6)).round().astype(int))])
+        for i, v in enumerate(levels):
+            color = cmap(i / max(1, len(levels) - 1)) if v is not None else "C0"
+            at = {x_name: xs, **unused, **({terms[0]: np.full(xs.size, v)} if v is not None else {})}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax.plot(xs, law.predict(**at)[target], color=color,
+                        label=f"{terms[0]} = {v:.3g}" if v is not None else f"{law.name} fit")
+                if has_band:
+                    lo, hi = law.predict_interval(**at, kind="mean")
+                    ax.fill_between(xs, lo[target], hi[target], color=color, alpha=0.15)
+            if near is not None:
+                g = near if v is None else near[np.isclose(near[terms[0]], v)]
+                ax.scatter(g[x_name], g[target], s=16, color=color if v is not None else "k", alpha=0.7,
+                           label="near-optimal runs" if v is None else None)
+        ax.set(xscale="log", yscale="log", xlabel=x_name, ylabel="optimal " + ("learning rate" if target == "lr"
+                                                                                else "batch (the table's unit)"),
+               title=f"{'eta' if target == 'lr' else 'B'}_opt")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{law.name} ({law.law.form}): {law.law.formula}" +
+                 (f"; points: settings within {100 * law.law.tolerance:.3g}% of their cell's best loss"
+                  if near is not None else ""), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -334,14 +384,14 @@ def _overopt_curves(sub: pd.DataFrame, key: str, point: str) -> tuple[pd.DataFra
     return sub, curves
 
 
-def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, kl_penalty: float | None = 0.0,
+def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, kl_penalty: float | None = None,
                  rm_data: float | None = None):
     """Gao et al. Figure 1: gold (top row) and proxy (bottom row) reward against sqrt(KL), a colour per RM size.
 
     ``data`` is an exported overoptimization table; ``laws`` maps a method ("bon",
     "rl") to a fitted gao law, whose curves (dotted, over the range it was fitted
-    on) and peaks (x) are overlaid. RL panels show the runs with ``kl_penalty``
-    (default: no penalty) and every panel the reward models (or DPO runs) trained on
+    on) and peaks (x) are overlaid. RL panels show the runs with ``kl_penalty`` (an error if there are none;
+    default: those without a penalty where there are any, else every run, a line per penalty) and every panel the reward models (or DPO runs) trained on
     ``rm_data`` preference pairs (default: the most). Gold axes stop at three times the highest gold below
     zero, so a collapse does not flatten the rise and fall.
     """
@@ -360,9 +410,10 @@ def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, 
         df["d"] = np.sqrt(df["kl"].where(df["kl"] >= 0))
     if "rm_data" in df.columns and df["rm_data"].notna().any():
         pick = df["rm_data"].max() if rm_data is None else rm_data
+        have = sorted(df["rm_data"].astype(float).dropna().unique())
         df = df[np.isclose(df["rm_data"].astype(float), pick)]
         if df.empty:
-            raise DataError(f"no rows with rm_data == {pick:g}")
+            raise DataError(f"no rows with rm_data == {pick:g}; the table has rm_data {', '.join(f'{v:g}' for v in have)}")
     methods = [m for m in (methods or ("bon", "rl", "dpo")) if m in set(df["method"])]
     if not methods:
         raise DataError(f"no {', '.join(methods or ('bon', 'rl', 'dpo'))} rows to plot (the method column has {sorted(set(df['method']))})")
@@ -372,8 +423,16 @@ def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, 
     for j, m in enumerate(methods):
         top, bottom = axes[0, j], axes[1, j]
         sub = df[df["method"] == m]
-        if m == "rl" and kl_penalty is not None and np.isclose(sub["kl_penalty"], kl_penalty).any():
-            sub = sub[np.isclose(sub["kl_penalty"], kl_penalty)]
+        if m == "rl" and "kl_penalty" in sub.columns:
+            pen = sub["kl_penalty"].astype(float)
+            if kl_penalty is not None and not np.isclose(pen, kl_penalty).any():
+                raise DataError(f"no rl rows with kl_penalty == {kl_penalty:g}; the table has kl_penalty "
+                                f"{', '.join(f'{v:g}' for v in sorted(pen.dropna().unique()))}")
+            pick = kl_penalty if kl_penalty is not None else 0.0
+            if np.isclose(pen, pick).any():
+                sub = sub[np.isclose(pen, pick)]
+        shown = (sorted(sub["kl_penalty"].astype(float).dropna().unique())
+                 if m == "rl" and "kl_penalty" in sub.columns else [])
         key = "kl_penalty" if m == "dpo" else "rm_params"
         sub, curves = _overopt_curves(sub, key, "n" if m == "bon" else "step")
         groups = sorted(sub[key].dropna().unique())
@@ -408,7 +467,8 @@ def plot_overopt(data: pd.DataFrame, laws: dict | None = None, *, methods=None, 
             top.set_ylim(-3 * gmax, 1.15 * gmax)
         for ax in (top, bottom):
             ax.axhline(0, color="0.6", lw=0.8)
-        extra = f", kl_penalty {kl_penalty:g}" if m == "rl" and kl_penalty is not None else ""
+        extra = (f", kl_penalty {shown[0]:g}" if len(shown) == 1 else
+                 f", kl_penalty {', '.join(f'{v:g}' for v in shown)}" if shown else "")
         top.set_title(f"{titles[m]}{extra}: gold" + (" (points), fit (dotted)" if law is not None else ""), fontsize=9)
         bottom.set_title(f"{titles[m]}{extra}: proxy", fontsize=9)
         top.set_ylabel("gold reward (vs the initial policy)")

@@ -106,7 +106,7 @@ def test_prepare_is_safe_to_interrupt_and_rerun(texts, tmp_path, monkeypatch):
     meta = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
     again = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
     assert again.get("skipped") and again["n_train_tokens"] == meta["n_train_tokens"]
-    with pytest.warns(Warning, match="prepared from other inputs or settings.*it is replaced"):  # new settings: redone
+    with pytest.warns(Warning, match="prepared from other inputs or settings.*prepared again"):  # new settings: redone
         other = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.3, progress=False)
     assert not other.get("skipped") and other["n_val_tokens"] > meta["n_val_tokens"]
 
@@ -318,7 +318,7 @@ def test_a_corpus_re_prepared_under_the_same_name_is_a_changed_sweep(tmp_path):
                      meta={"vocab_size": 300, "dtype": "uint16", "eos_id": 0})
     run_sweep(toy({"name": "tokens", "path": str(d)}), root=tmp_path / "root", workers=1, progress=False)
     write_tokens(d, rng.integers(0, 300, 20000), rng.integers(0, 300, 2000))
-    with pytest.raises(SweepChangedError, match="corpus.fingerprint"):
+    with pytest.raises(SweepChangedError, match=r"corpus: the token files in .* are not those the sweep trained on"):
         run_sweep(toy({"name": "tokens", "path": str(d)}), root=tmp_path / "root", workers=1, progress=False)
 
 
@@ -432,3 +432,113 @@ def test_runs_longer_than_the_training_split_are_named(tmp_path):
     with pytest.warns(Warning, match=r"1 of 2 runs train on more tokens than the corpus's training split holds "
                                      r"\(80,000\): up to 200,704 tokens, 2.5 passes"):
         warn_repeated_data(spec, expand(spec))
+
+
+# ------------------------------------------------------------------ a newcomer's review (2026-12-02, afternoon)
+def test_the_same_text_prepared_again_is_the_same_corpus_and_a_store_from_before_resumes(texts, tmp_path, monkeypatch):
+    import os
+
+    from scaling.sweep.corpus import TokenFolder
+
+    out = tmp_path / "tok"
+    prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
+    spec = toy({"name": "tokens", "path": str(out)}, sizes=[20000, 40000])
+    first = run_sweep(spec, root=tmp_path / "root", workers=1, progress=False)
+    for f in texts.iterdir():  # touched (a checkout, a copy): other times, the same text
+        os.utime(f, (1e9, 1e9))
+    with pytest.warns(Warning, match="or from the same files touched since"):
+        prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
+    again = run_sweep(spec, root=tmp_path / "root", workers=1, progress=False)
+    assert sorted(again["run_id"]) == sorted(first["run_id"]) and (again["attempts"] == 1).all()
+    # a store whose fingerprint hashed meta.json whole (before 2026-12-02) resumes on the same tokens, its ids kept
+    legacy = TokenFolder.fingerprint
+    monkeypatch.setattr(TokenFolder, "fingerprint", lambda self, legacy=True: legacy_fp(self))
+    legacy_fp = lambda self: legacy(self, legacy=True)  # noqa: E731
+    old = run_sweep({**spec, "name": "legacy"}, root=tmp_path / "root", workers=1, progress=False)
+    monkeypatch.setattr(TokenFolder, "fingerprint", legacy)
+    now = run_sweep({**spec, "name": "legacy"}, root=tmp_path / "root", workers=1, progress=False)
+    assert sorted(now["run_id"]) == sorted(old["run_id"]) and (now["attempts"] == 1).all()
+    assert set(now["run_id"]) != set(again["run_id"])  # the ids did hash the other fingerprint
+
+
+def test_an_out_folder_inside_the_text_folder_is_never_read_as_text(texts, tmp_path):
+    out = texts / "tokens"
+    meta = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
+    again = prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
+    assert again.get("skipped") and again["n_documents"] == meta["n_documents"] == len(list(texts.glob("*.txt")))
+    other = prepare(tmp_path / "elsewhere", text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
+    assert other["n_train_tokens"] + other["n_val_tokens"] == meta["n_train_tokens"] + meta["n_val_tokens"]
+
+
+def test_text_in_other_encodings_is_decoded_or_named(tmp_path):
+    d = tmp_path / "enc"
+    d.mkdir()
+    text = "Café naïve résumé\n" * 50
+    (d / "a.txt").write_bytes(text.encode("latin-1"))
+    (d / "b.txt").write_bytes(text.encode("utf-16"))  # with its byte-order mark
+    (d / "c.txt").write_bytes(text.encode("utf-8"))
+    n_bad = sum(ord(ch) > 127 for ch in text)  # 4 a line: each one latin-1 byte, not UTF-8
+    with pytest.warns(Warning, match=rf"1 file\(s\) are not UTF-8 \(such as .*a.txt: {n_bad} character\(s\) replaced"):
+        meta = prepare(tmp_path / "tok", text=str(d), tokenizer="bytes", val_fraction=0.2, progress=False)
+    assert meta["n_documents"] == 3 and "skipped" not in meta["source"]
+    tokens = np.concatenate([np.fromfile(tmp_path / "tok" / f"{s}.bin", np.uint16) for s in ("train", "val")])
+    # b.txt decoded as UTF-16 is c.txt's bytes; in a.txt each 2-byte UTF-8 letter became 3 bytes of U+FFFD; + 3 EOS
+    assert tokens.size == 3 * len(text.encode("utf-8")) + n_bad + 3
+
+
+def test_prepare_names_an_empty_training_split_and_clears_stale_temporary_files(texts, tmp_path, capsys):
+    err = one_line_error(capsys, ["data", "prepare", "--text", str(texts), "--tokenizer", "bytes",
+                                  "--val-fraction", "0.9999", "--out", str(tmp_path / "x")])
+    assert "the training split is empty" in err and "lower --val-fraction" in err
+    out = tmp_path / "tok"
+    prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False)
+    (out / "train.bin.12345.tmp").write_bytes(b"x" * 100)  # a killed re-prepare's leftovers
+    assert prepare(out, text=str(texts), tokenizer="bytes", val_fraction=0.1, progress=False).get("skipped")
+    assert not list(out.glob("*.tmp"))
+
+
+def test_corpus_settings_that_cannot_hold_or_do_not_apply_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    d = write_tokens(tmp_path / "n", rng.integers(0, 1500, 20000), rng.integers(0, 1500, 2000))
+    with pytest.raises(DataError, match=r"corpus.dtype uint8 holds ids up to 255, but the vocabulary has 1,500"):
+        load_spec(toy({"name": "tokens", "path": str(d), "dtype": "uint8", "vocab_size": 1500}))
+    with pytest.raises(SpecError, match=r"corpus.val_fraction does not apply to the tokens corpus, which reads path, "
+                                        r"dtype, vocab_size \(.*scaling data prepare --val-fraction"):
+        load_spec(toy({"name": "tokens", "path": str(d), "dtype": "uint16", "vocab_size": 1500, "val_fraction": 0.3}))
+    with pytest.raises(SpecError, match=r"corpus.states does not apply to the python-stdlib corpus"):
+        load_spec(toy({"name": "python-stdlib", "states": 64}))
+    spec = load_spec(toy({"name": "tokens", "path": str(d), "dtype": "uint16", "vocab_size": 1500}))
+    assert load_spec(spec)["corpus"] == spec["corpus"]  # a loaded spec, every key at its default, passes back in
+
+
+def test_a_relative_corpus_path_is_read_beside_the_definition(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "project"
+    write_tokens(folder / "tok", rng.integers(0, 300, 20000), rng.integers(0, 300, 2000),
+                 meta={"vocab_size": 300, "dtype": "uint16", "eos_id": 0})
+    (folder / "s.yaml").write_text(yaml.safe_dump(toy({"name": "tokens", "path": "tok"})))
+    monkeypatch.chdir(tmp_path)  # elsewhere
+    assert load_spec(folder / "s.yaml")["corpus"]["path"] == str((folder / "tok").resolve())
+    (folder / "t.yaml").write_text(yaml.safe_dump(toy({"name": "tokens", "path": "nope"})))
+    with pytest.raises(SpecError, match=r"corpus.path nope does not exist beside the definition .* nor in the "
+                                        r"current directory"):
+        load_spec(folder / "t.yaml")
+
+
+def test_an_unquoted_glob_is_a_list_of_files_and_an_interrupted_sweep_repeats_its_options(texts, tmp_path, capsys,
+                                                                                         monkeypatch):
+    files = [str(f) for f in sorted(texts.glob("*.txt"))]
+    assert main(["data", "prepare", "--text", *files, "--tokenizer", "bytes", "--val-fraction", "0.2", "--out",
+                 str(tmp_path / "t")]) == 0
+    assert json.loads((tmp_path / "t" / "meta.json").read_text())["n_documents"] == len(files)
+    import scaling.sweep as sweep
+    from scaling.sweep.graph import SweepInterrupted
+
+    def stopped(*a, **k):
+        raise SweepInterrupted(1, 0, 2, 2)
+
+    monkeypatch.setattr(sweep, "run_sweep", stopped)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(TOY))
+    assert main(["sweep", "run", str(path), "--workers", "1", "--root", str(tmp_path / "r")]) == 130
+    assert f"resume with: scaling sweep run {path} --root {tmp_path / 'r'} --workers 1" in capsys.readouterr().err

@@ -353,7 +353,7 @@ def test_changed_overopt_training_settings_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(graph, "get_executor", no_executor)  # the one runner every sweep kind uses
     changed = json.loads(json.dumps(spec))
     changed["rl"]["lr"] = 0.01
-    with pytest.raises(SweepChangedError, match=r"rl.lr: '1e-3' -> 0.01.*new `name:`"):
+    with pytest.raises(SweepChangedError, match=r"rl.lr: 0.001 -> 0.01.*new `name:`"):
         oo.run_overopt(changed, root=tmp_path, progress=False)
     more = json.loads(json.dumps(spec))
     more["rl"]["kl_penalty"] = [0.0, 0.1, 0.5]

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import scaling
 from scaling.cli import main
@@ -524,7 +525,8 @@ def test_batch_from_a_fitted_hparams_law_is_its_B_opt_in_whole_sequences(tmp_pat
     spec = load_spec(toy_spec(batch={"tokens_per_step": {"from": str(path)}}))
     assert spec["batch"]["tokens_per_step"]["fitted"]["params"] == pytest.approx(HP)
     assert load_spec(spec)["batch"] == spec["batch"]  # a loaded spec passed back in
-    runs = expand(spec)
+    with pytest.warns(ScalingWarning, match=r"the batch sizes of this sweep extrapolate the fit"):
+        runs = expand(spec)
     seq = 64
     for r in runs:
         B = HP["B0"] * r["D_grid"] ** HP["B_D"]
@@ -535,3 +537,38 @@ def test_batch_from_a_fitted_hparams_law_is_its_B_opt_in_whole_sequences(tmp_pat
         load_spec(toy_spec(batch={"tokens_per_step": {"from": str(tmp_path / "nope.json")}}))
     with pytest.raises(SpecError, match=r"batch.tokens_per_step is a number, a list .* got the keys \['base'\]"):
         load_spec(toy_spec(batch={"tokens_per_step": {"base": 3}}))
+
+
+def test_batch_from_a_fit_in_sequences_is_multiplied_by_seq_len_and_a_wrong_unit_is_refused(tmp_path):
+    # a fit whose batch column counted sequences (StepLaw's table does): B_opt = 0.02 D^0.55 sequences
+    df = hparam_runs(noise=0.0, truth={**HP, "B0": 0.02})
+    path = tmp_path / "seqs.json"
+    HyperparameterLaw(bootstrap=0).fit(df).save(path)
+    with pytest.warns(ScalingWarning, match=r"batch.tokens_per_step.from: the batch sizes of this sweep extrapolate "
+                                            r"the fit .*D 2e\+05-8e\+05 \(fitted on 1e\+09-1e\+11\)"):
+        runs = expand(load_spec(toy_spec(batch={"tokens_per_step": {"from": str(path), "unit": "sequences"}})))
+    for r in runs:
+        B = 0.02 * r["D_grid"] ** HP["B_D"] * 64  # sequences of 64 tokens
+        assert r["tokens_per_step"] == max(64, round(B / 64) * 64)
+    # read as tokens, the same fit asks for a fraction of one sequence: refused, not clamped to one sequence
+    with pytest.raises(SpecError, match=r"predicts a batch of 16.\d+ tokens .*less than one sequence of 64\. Was "
+                                        r"the fit's batch in sequences\? Say so with unit: sequences"):
+        expand(load_spec(toy_spec(batch={"tokens_per_step": {"from": str(path)}})))
+    with pytest.raises(SpecError, match=r"batch.tokens_per_step.unit is the unit of the fitted batch, one of "
+                                        r"\['tokens', 'sequences'\]; got 'seqs'"):
+        load_spec(toy_spec(batch={"tokens_per_step": {"from": str(path), "unit": "seqs"}}))
+
+
+def test_yaml_reads_3e_minus_3_as_a_number_and_an_old_store_holding_text_is_not_a_change(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(toy_spec()) + "optimizer:\n  lr: 3e-3\n")
+    spec = load_spec(path)
+    assert spec["optimizer"]["lr"] == 0.003 and type(spec["optimizer"]["lr"]) is float
+    runs = expand(spec)
+    assert all(type(r["optimizer"]["lr"]) is float for r in runs)
+    # a store written when PyYAML's 1.1 rules made it the text '3e-3': the same setting, not a change
+    old = json.loads(json.dumps(spec))
+    old["optimizer"]["lr"] = "3e-3"
+    assert changed_settings(old, spec) == []
+    old["optimizer"]["lr"] = "4e-3"
+    assert changed_settings(old, spec) == ["optimizer.lr: '4e-3' -> 0.003"]

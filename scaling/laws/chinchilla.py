@@ -199,6 +199,10 @@ class ChinchillaLaw(LogSumExpDesign, Law):
         ci = fit.allocation_exponent_intervals()
         if ci:
             d["ci"] = ci
+        loose = fit.allocation_not_identified()
+        if loose:
+            d["note"] = (f"not identified: {' and '.join(loose)} {'is' if len(loose) == 1 else 'are'} not (see the "
+                         "parameters), so neither are a and b; no interval")
         return {"compute_optimal": d}
 
     def _report_extra(self, fit):
@@ -211,6 +215,8 @@ class ChinchillaLaw(LogSumExpDesign, Law):
         line = f"\ncompute-optimal: N_opt = G (C/6)^a, D_opt = (C/6)^b / G with a = {co['a']:.4f}, b = {co['b']:.4f}, G = {co['G']:.4g}"
         if "ci" in co:
             line += f"\n  {pct}% CI: a in [{co['ci']['a'][0]:.3f}, {co['ci']['a'][1]:.3f}], b in [{co['ci']['b'][0]:.3f}, {co['ci']['b'][1]:.3f}]"
+        if co.get("note"):
+            line += f"\n  {co['note']}"
         return [line]
 
 

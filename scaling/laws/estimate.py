@@ -105,6 +105,7 @@ def multistart(law: "Law", data, *, columns=None, drop_highest_loss: int = 0, dr
         "n_pruned": int(n_pruned),
         "n_at_best": int(near.sum()),
         "start_spread": _spread(law, st["theta_"], transform, res, finite, fbest),
+        "start_spread_by_param": _spread(law, st["theta_"], transform, res, finite, fbest, each=True),
         "free": [law.param_names()[g[0]] if len(g) == 1 else "=".join(law.param_names()[i] for i in g)
                  for g in groups],
         "loss": law.loss,
@@ -153,8 +154,9 @@ def _multistart(prune: bool, obj: RobustObjective, phi0: np.ndarray, lower, uppe
                        n_iter=np.zeros(int(done.sum()) + len(rest.x), int)), int((~keep).sum())
 
 
-def _spread(law: "Law", theta, transform, res, finite, fbest) -> float:
-    """Largest relative parameter difference among starts within 1e-4 of the best objective.
+def _spread(law: "Law", theta, transform, res, finite, fbest, each: bool = False):
+    """Largest relative parameter difference among starts within 1e-4 of the best objective (``each``: per
+    parameter, a dict).
 
     Log-scale parameters compare by their logs (a difference of 0.1 is ~10%).
     """
@@ -164,7 +166,14 @@ def _spread(law: "Law", theta, transform, res, finite, fbest) -> float:
     for i, p in enumerate(law.parameters):
         if not p.log:
             d[:, i] /= max(abs(theta[i]), 1e-3)
+    if each:
+        return {p.name: float(min(d[:, i].max(), 1e3)) if d.size else 0.0 for i, p in enumerate(law.parameters)}
     return float(min(d.max(), 1e3)) if d.size else 0.0
+
+
+#: a parameter whose near-best starts disagree by more than this (relative; log-scale ones by their logs) in a fit
+#: that did not converge is not identified: no interval is given for it
+UNIDENTIFIED_SPREAD = 1.0
 
 
 def _warn_after_fit(law: "Law", st: dict[str, Any], lower, upper, phi) -> None:
@@ -189,6 +198,14 @@ def _warn_after_fit(law: "Law", st: dict[str, Any], lower, upper, phi) -> None:
     if not st["converged_"]:
         warnings.warn(f"{law.name}: the best start did not converge within the iteration limit",
                       ScalingWarning, stacklevel=3)
+        # the bootstrap refits from this point and stays in its corner: its interval would look precise
+        loose = {n: v for n, v in info.pop("start_spread_by_param", {}).items()
+                 if v > UNIDENTIFIED_SPREAD and n in {m for g in names for m in g.split("=")}}
+        if loose:
+            info["not_identified"] = {**info.get("not_identified", {}), **{
+                n: f"the fit did not converge, and starts as good as the best disagree on it by {_pct(v)}"
+                for n, v in loose.items()}}
+    info.pop("start_spread_by_param", None)
     if info["start_spread"] > 0.05:
         warnings.warn(
             f"{law.name}: starts that reach nearly the same objective disagree by up to "

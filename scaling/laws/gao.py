@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import first_row, parse_columns, read_table
-from ..diagnostics import at_chance
+from ..diagnostics import at_chance, check_extrapolation
 from ..errors import DataError, FitError, ScalingWarning, SettingsError
 from ..fitting.bootstrap import bootstrap, percentile_interval
 from . import register_law
@@ -166,10 +166,12 @@ class GaoLaw(Law):
         """Rows where ``column`` equals ``value`` (all rows when either is absent)."""
         if value is None or column not in df.columns:
             return df
-        df = df[np.isclose(df[column].astype(float), value)]
-        if df.empty:
-            raise DataError(f"no {self.method} rows with {column} == {value:g}")
-        return df
+        picked = df[np.isclose(df[column].astype(float), value)]
+        if picked.empty:
+            have = sorted(df[column].astype(float).dropna().unique())
+            raise DataError(f"no {self.method} rows with {column} == {value:g}; the {self.method} rows have {column} "
+                            f"{', '.join(f'{v:g}' for v in have) or '(none)'}")
+        return picked
 
     def _drop_chance_rms(self, df: pd.DataFrame) -> pd.DataFrame:
         if not {"rm_accuracy", "rm_n_eval"} <= set(df.columns):
@@ -268,6 +270,13 @@ class GaoLaw(Law):
     # ------------------------------------------------------------ predicting
     def _predict(self, fit, X):
         """Gold (or the fitted score) at d = sqrt(KL) for reward models of ``rm_params`` parameters."""
+        rng = fit._state.get("data_range_") or {}
+        check_extrapolation(self.name, {"rm_params": X["rm_params"]}, {k: v for k, v in rng.items() if k == "rm_params"})
+        d = np.asarray(X["d"], float)
+        if "d" in rng and d.size and np.nanmax(d) > D_BEYOND * rng["d"][1]:
+            warnings.warn(f"{self.name}: predicting at d = sqrt(KL) = {np.nanmax(d):.3g}, beyond the largest d measured "
+                          f"({rng['d'][1]:.3g}): the law's shape there (where gold turns down, and how far) is not in "
+                          "the data; treat the number with care", ScalingWarning, stacklevel=3)
         return self._value(fit._state["theta_"], X["d"], X["rm_params"], fit._state["n_ref_"])[0]
 
     def _predict_interval(self, fit, X, level, kind):
@@ -416,6 +425,10 @@ def _residual_targets(law: GaoLaw, df: pd.DataFrame, resid: np.ndarray, fitted: 
 
 GaoLaw.estimator = staticmethod(estimate_gao)
 GaoLaw.result_class = GaoResult
+
+
+#: a prediction at a sqrt(KL) this many times the largest measured is warned of: the turn of gold is not in the data
+D_BEYOND = 1.5
 
 
 @register_law

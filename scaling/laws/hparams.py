@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import prepare
+from ..diagnostics import check_extrapolation
 from ..errors import DataError, ScalingWarning, SettingsError
 from ..fitting.bootstrap import bootstrap, percentile_interval
 from . import register_law
@@ -37,6 +38,7 @@ class HyperparameterLaw(Law):
     name = "hparams"
     target = "loss"
     predicts_loss = False
+    figure = "hparams"
     supports = frozenset({"fixed"})
     default_loss = "squared"
     form: ClassVar[str] = "steplaw"
@@ -68,12 +70,24 @@ class HyperparameterLaw(Law):
         self.tolerance = tolerance
         super().__init__(bootstrap=bootstrap, **kwargs)
 
+    @staticmethod
+    def forms() -> dict[str, type]:
+        """The forms ``--form`` chooses, by name."""
+        return dict(_FORMS)
+
     def _unsupported_reason(self) -> str:
         return "the hyperparameter laws are log-linear least squares on near-optimal settings; fix a parameter instead"
 
     # ------------------------------------------------------------------ data
     def _cells(self, df: pd.DataFrame) -> np.ndarray:
-        return df.groupby(["N", "D"], sort=True).ngroup().to_numpy()
+        """One label per (N, D) cell; values within CELL_RTOL (relative) are one value: a D logged as the tokens
+        actually trained (steps x batch x sequence) differs by a fraction of a percent between batch settings of
+        one cell, and must not split it (each batch would be trivially the best of its own cell)."""
+        from .isoflop import group_budgets
+
+        n = group_budgets(df["N"].to_numpy(float), rtol=CELL_RTOL)
+        d = group_budgets(df["D"].to_numpy(float), rtol=CELL_RTOL)
+        return pd.factorize(pd.Series(list(zip(n, d))), sort=True)[0]
 
     def _table(self, data, columns=None, dropna=False) -> pd.DataFrame:
         need = list(self.inputs) + ["lr", "batch", "loss"]
@@ -118,6 +132,7 @@ class HyperparameterLaw(Law):
 
     def _predict(self, fit, X) -> pd.DataFrame:
         """The optimal learning rate and batch size (columns ``lr``, ``batch``) at the given inputs."""
+        check_extrapolation(self.name, X, fit._state.get("data_range_"))
         out = self._predict_theta(fit._state["theta_"][None, :], X)
         return pd.DataFrame({"lr": out["lr"][0], "batch": out["batch"][0]})
 
@@ -179,8 +194,11 @@ class DeepSeekHyperparameterLaw(HyperparameterLaw):
     def _cells(self, df):
         from .isoflop import group_budgets
 
-        return group_budgets(df["C"].to_numpy(float), rtol=0.01)
+        return group_budgets(df["C"].to_numpy(float), rtol=CELL_RTOL)
 
+
+#: values of a cell's inputs (N, D or C) within this relative distance are one cell
+CELL_RTOL = 0.01
 
 _FORMS = {"steplaw": HyperparameterLaw, "deepseek": DeepSeekHyperparameterLaw}
 
@@ -199,11 +217,14 @@ def estimate_hparams(law: HyperparameterLaw, data, *, columns=None, drop_highest
         raise DataError(f"{law.name} needs more runs: {n_cells} cell(s) of {list(law.inputs)}; the exponents "
                         "need settings swept at 3 or more cells (sizes, token counts or budgets)")
     for c in law.inputs:
-        if df[c].nunique() < 2:
+        exps = [f"eta_{c}"] + ([f"B_{c}"] if c in law.batch_terms else [])
+        if df[c].nunique() < 2 and not all(e in law.fixed for e in exps):  # fixed exponents need no spread
             raise DataError(f"all runs share one value of {c}; the {law.form} form needs several {c} "
-                            "to estimate an exponent in it")
+                            f"to estimate an exponent in it (or fix {' and '.join(exps)}: --fix "
+                            f"{','.join(e + '=0' for e in exps)})")
     near = law._near_optimal(df)
-    rows = "seed means" if "n_seeds" in df.columns else "runs"
+    seeds = pd.to_numeric(df["n_seeds"], errors="coerce") if "n_seeds" in df.columns else None
+    rows = "seed means" if seeds is not None and (seeds > 1).any() else "runs"
     counts = near["_cell"].map(near["_cell"].value_counts()).to_numpy(float)
     weights = 1.0 / counts  # every cell weighs the same, however many of its settings are near-optimal
     theta = law._solve(near, weights)
@@ -238,7 +259,9 @@ def estimate_hparams(law: HyperparameterLaw, data, *, columns=None, drop_highest
         st["bootstrap_theta_"] = bootstrap(
             law.name, law.bootstrap, law.seed, refit,
             sampler=lambda rng, B: [np.bincount(rng.integers(0, n_cells, n_cells), minlength=n_cells)
-                                    for _ in range(B)]).theta
+                                    for _ in range(B)],
+            why=f"held one distinct cell only (no slope to fit; to be expected with {n_cells} cells) or could not be "
+                "refitted").theta
     uncertainty(law, st)  # no interval for what fit_info_["not_identified"] names
     return st
 
@@ -247,7 +270,8 @@ def _check_selection(law: HyperparameterLaw, df: pd.DataFrame, near: pd.DataFram
     """Warn when the near-optimal selection says nothing: every run is near-optimal (the losses do not
     tell the settings apart), or a setting never varies among the near-optimal runs (its exponents come
     out exactly 0 with a zero-width interval). Returns the exponents that are not identified, with why."""
-    if len(near) == len(df):
+    one_per_cell = len(np.unique(law._cells(df))) == len(df)  # best_hparams.csv: each cell's best already chosen
+    if len(near) == len(df) and not one_per_cell:
         warnings.warn(
             f"{law.name}: all {len(near)} of {len(df)} {rows} lie within {100 * law.tolerance:.3g}% of their cell's "
             "best loss, so every setting counts as near-optimal and the fit follows the grid, not the optimum "
@@ -278,17 +302,24 @@ def _check_selection(law: HyperparameterLaw, df: pd.DataFrame, near: pd.DataFram
 
 def _check_edges(law: HyperparameterLaw, df: pd.DataFrame) -> None:
     """Warn when the best setting of many cells is the smallest or largest value the cell swept: the optimum may
-    lie outside the sweep, and a law fitted to the edges follows the grid, not the optimum."""
+    lie outside the sweep, and a law fitted to the edges follows the grid, not the optimum. With only two values
+    a cell, every best is an edge: warn when it is the same end in every such cell."""
     cells = law._cells(df)
     for col in ("lr", "batch"):
         low = high = swept = 0
+        two = {"smallest": 0, "largest": 0, "cells": 0}
         for _, g in df.groupby(cells):
             values = np.unique(g[col].to_numpy(float))
-            if values.size < 3:  # too few values to call one an edge
+            if values.size < 2:
                 continue
-            swept += 1
             loss = g["loss"].to_numpy(float)
             best = set(g[col].to_numpy(float)[loss <= loss.min() * (1 + law.tolerance)])  # the near-optimal values
+            if values.size == 2:
+                two["cells"] += 1
+                two["smallest"] += best == {values[0]}
+                two["largest"] += best == {values[-1]}
+                continue
+            swept += 1
             low += best == {values[0]}
             high += best == {values[-1]}
         if swept >= 3 and (low + high) > swept / 2:
@@ -298,6 +329,13 @@ def _check_edges(law: HyperparameterLaw, df: pd.DataFrame) -> None:
                 f"({low} at the smallest, {high} at the largest): the optimum may lie beyond the sweep, and the fit "
                 f"then follows the grid's edge; extend the {col} sweep past its {side} value", ScalingWarning,
                 stacklevel=4)
+        elif swept == 0 and two["cells"] >= 3:
+            side = next((k for k in ("smallest", "largest") if two[k] == two["cells"]), None)
+            if side:
+                warnings.warn(
+                    f"{law.name}: every cell swept only two values of {col}, and in all {two['cells']} the {side} is "
+                    f"the best: the optimum may lie beyond the sweep, and two values cannot place it; sweep 3 or "
+                    f"more values of {col}, past the {side}", ScalingWarning, stacklevel=4)
 
 
 HyperparameterLaw.estimator = staticmethod(estimate_hparams)

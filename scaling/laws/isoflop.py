@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 
+import warnings
 import numpy as np
 import pandas as pd
 
 from ..data import prepare
-from ..errors import DataError, FitError, SettingsError
+from ..errors import ScalingWarning, DataError, FitError, SettingsError
 from . import register_law
 from .allocation import AllocationLaw
 
@@ -140,10 +141,14 @@ class IsoFlopLaw(AllocationLaw):
     def _prepare_data(self, data, columns=None, dropna=False, drop_highest_loss=0):
         df = prepare(data, ["N", "D", "C", "loss"], columns=columns, dropna=dropna,
                      flops_per_token_param=self.flops_per_token_param, drop_highest_loss=drop_highest_loss)
-        if "budget" in df.columns:
+        if "budget" in df.columns and df["budget"].notna().all():
             codes, uniques = pd.factorize(df["budget"], sort=True)
             df["_budget"] = codes
-        else:
+        else:  # no budget column, or an N x D sweep's export whose budget is empty: group by C
+            if "budget" in df.columns and df["budget"].notna().any():
+                n_missing = int(df["budget"].isna().sum())
+                warnings.warn(f"isoflop: {n_missing} of {len(df)} rows have no budget; grouping every run by its C "
+                              "instead (runs within 10% share a budget)", ScalingWarning, stacklevel=4)
             df["_budget"] = group_budgets(df["C"].to_numpy())
         return df[[c for c in ("run", "N", "D", "C", "loss", "_budget") if c in df.columns]]
 

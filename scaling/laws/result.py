@@ -346,13 +346,19 @@ class FitResult:
     def allocation_exponent_intervals(self, level: float | None = None) -> dict[str, list[float]]:
         """Percentile intervals of the allocation exponents over the bootstrap (empty without one)."""
         boot = self._boot
-        if boot is None or len(boot) < 2:
+        if boot is None or len(boot) < 2 or self.allocation_not_identified():
             return {}
         level = self.level if level is None else level
         with np.errstate(all="ignore"):
             ex = self.law._allocation_exponents(boot)
         return {k: [float(x) for x in percentile_interval(np.asarray(v, float).reshape(-1), level)]
                 for k, v in ex.items()}
+
+    def allocation_not_identified(self) -> list[str]:
+        """The parameters the allocation rests on (the terms' scales and exponents) that these data do not identify:
+        then it has no interval (a bootstrap stuck where the fit stopped would make it look precise)."""
+        loose = (self._state.get("fit_info_") or {}).get("not_identified") or {}
+        return [n for n in ("A", "alpha", "B", "beta") if n in loose]
 
     # ------------------------------------------------------------- reporting
     def summary(self) -> dict[str, Any]:

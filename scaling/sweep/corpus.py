@@ -237,8 +237,12 @@ class TokenFolder:
         """Both splits, memory-mapped (read-only), as 1-D arrays."""
         return _open_tokens(self.train, self.kind, self.dtype), _open_tokens(self.val, self.kind, self.dtype)
 
-    def fingerprint(self) -> str:
-        """A cheap identity of the data: sizes, the first and last 64 KiB of each file, and meta.json."""
+    def fingerprint(self, legacy: bool = False) -> str:
+        """A cheap identity of the tokens: sizes, the first and last 64 KiB of each file, and what meta.json says
+        about the tokens (vocabulary, dtype, EOS, counts, and the content hash `scaling data prepare` records), not
+        where they came from: the same text prepared again (its files touched, copied or checked out anew) gives
+        the same tokens and the same fingerprint. ``legacy``: the identity before 2026-12-02, which hashed the whole
+        meta.json (the sources' paths and times too), to compare with stores written then."""
         h = hashlib.sha1()
         for f in (self.train, self.val):
             size = f.stat().st_size
@@ -247,8 +251,28 @@ class TokenFolder:
                 h.update(fh.read(65536))
                 fh.seek(max(0, size - 65536))
                 h.update(fh.read(65536))
-        h.update(json.dumps(self.meta, sort_keys=True, default=str).encode())
-        return h.hexdigest()[:16]
+        if legacy:
+            h.update(json.dumps(self.meta, sort_keys=True, default=str).encode())
+            return h.hexdigest()[:16]
+        tokens = {k: self.meta.get(k) for k in TOKEN_META if k in self.meta}
+        h.update(json.dumps(tokens, sort_keys=True, default=str).encode())
+        return FINGERPRINT_PREFIX + h.hexdigest()[:16]
+
+
+#: what a folder's meta.json says about the tokens themselves (its fingerprint): not the sources' paths or times
+TOKEN_META = ("vocab_size", "dtype", "eos_id", "n_train_tokens", "n_val_tokens", "sha1")
+#: marks a fingerprint of the tokens (TokenFolder.fingerprint), told apart from the earlier one of meta.json whole
+FINGERPRINT_PREFIX = "t:"
+
+
+def same_tokens(recorded: str, spec: dict) -> bool:
+    """Whether the tokens corpus ``spec`` (its path) still holds the data a store ``recorded`` the fingerprint of;
+    a fingerprint from before FINGERPRINT_PREFIX is compared as it was computed then."""
+    try:
+        folder = token_folder(spec)
+    except (CorpusError, SettingsError):
+        return False
+    return folder.fingerprint(legacy=not str(recorded).startswith(FINGERPRINT_PREFIX)) == recorded
 
 
 def _open_tokens(path: Path, kind: str, dtype) -> np.ndarray:
@@ -298,8 +322,11 @@ def token_folder(spec: dict) -> TokenFolder:
                               "corpus.vocab_size") from None
     kinds = [k for k in ("bin", "npy") if (path / f"train.{k}").exists() or (path / f"val.{k}").exists()]
     if not kinds:
-        raise CorpusError(f"{path} has no train.bin/val.bin or train.npy/val.npy; prepare it with "
-                          f"`scaling data prepare ... --out {path}`")
+        texts = any(f.is_file() for f in path.iterdir())
+        raise CorpusError(f"{path} has no train.bin/val.bin or train.npy/val.npy; " + (
+            f"if it holds your text, prepare it into its own folder with `scaling data prepare --text '{path}/*' "
+            f"--tokenizer TOKENIZER_DIR_OR_bytes --out {path}-tokens` and set corpus.path: {path}-tokens"
+            if texts else f"prepare it with `scaling data prepare --text FILES --tokenizer bytes --out {path}`"))
     if len(kinds) > 1:
         raise CorpusError(f"{path} holds both .bin and .npy token files; keep one kind")
     kind = kinds[0]
@@ -335,6 +362,11 @@ def token_folder(spec: dict) -> TokenFolder:
         if str(name) not in TOKEN_DTYPES:
             raise SettingsError(f"corpus.dtype must be one of {', '.join(TOKEN_DTYPES)}; got {name!r}")
         dtype = np.dtype(str(name))
+    vocab = spec.get("vocab_size") if spec.get("vocab_size") is not None else meta.get("vocab_size")
+    if vocab is not None and dtype.kind in "ui" and int(vocab) - 1 > np.iinfo(dtype).max:
+        raise CorpusError(f"corpus.dtype {dtype} holds ids up to {np.iinfo(dtype).max:,}, but the vocabulary has "
+                          f"{int(vocab):,} tokens: the files cannot be {dtype} (nanoGPT's and `scaling data prepare`'s "
+                          "files are uint16 up to 65,536 tokens, uint32 above); fix corpus.dtype")
     for f in (train, val):
         size = f.stat().st_size
         if kind == "bin" and size % dtype.itemsize:

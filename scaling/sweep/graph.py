@@ -36,6 +36,7 @@ import fcntl
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -250,6 +251,11 @@ def progress_bar(total: int, initial: int, name: str, progress: bool, unit: str 
 
 
 # --------------------------------------------------------------------- the loop
+#: a driver restarts its pool after a worker died at most this many times in one invocation
+MAX_POOL_RESTARTS = 50
+WORKER_DIED = "its worker process died (killed, or out of memory?)"
+
+
 class _PoolBroken(Exception):
     """The local worker pool broke (a worker died) with ``run_ids`` in it: not a failure of each of them."""
 
@@ -314,61 +320,104 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
         except BrokenProcessPool:  # the pool broke before this run reached it
             raise _PoolBroken([rid]) from None
 
+    restarts = 0
+
+    def recover(exc) -> set:
+        """A worker died: shut the broken pool down; the cells in it that had not started are pending again with no
+        attempt counted, those that had started (one of them may be what killed it: out of memory) count one and
+        are retried or fail. Returns the started ones (none: the pool could not start a worker at all)."""
+        nonlocal ex
+        ex.shutdown(kill=True)
+        in_flight = set(futures.values()) | set(exc.run_ids)
+        futures.clear()
+        started = {rid for rid in in_flight if (p := log_of(rid)) is not None and Path(p).exists()}
+        store.requeue(in_flight - started)
+        for rid in in_flight - started:
+            attempts[rid] -= 1
+            status[rid] = "pending"
+            waiting.insert(0, rid)
+        for rid in sorted(started):
+            ingest(rid)
+            failed = attempts[rid] > retries
+            store.set_status(rid, "failed" if failed else "pending", error=WORKER_DIED)
+            status[rid] = "failed" if failed else "pending"
+            if failed:
+                out["failed"].append(rid)
+                bar.update(1)
+            else:
+                waiting.insert(0, rid)
+        exc.in_flight, exc.started = in_flight, started
+        if started:
+            bar.write(f"a worker process died (killed, or out of memory?) running {', '.join(sorted(started))}: "
+                      f"{'its' if len(started) == 1 else 'their'} attempt counts; restarting the pool and going on") \
+                if hasattr(bar, "write") else print("a worker process died: restarting the pool", file=sys.stderr)
+        return started
+
     def blocked(rid):
         return any(status[n] in ("failed", "diverged") or n in out["blocked"] for n in by_id[rid].get("needs") or [])
 
     try:
         with stoppable():
-            while True:
-                for rid in list(waiting):
-                    needs = by_id[rid].get("needs") or []
-                    if blocked(rid):
-                        waiting.remove(rid)
-                        out["blocked"].append(rid)
-                        bar.update(1)
-                    elif all(status[n] == "done" for n in needs):
-                        waiting.remove(rid)
-                        submit(rid)
-                if not futures:
-                    break
-                # with a timeout: a Ctrl-C that the kernel hands to another thread (the pool's manager, a progress
-                # bar) only sets a flag; a main thread blocked on a lock without one would never see it
-                done, _ = cf.wait(list(futures), timeout=0.25, return_when=cf.FIRST_COMPLETED)
-                # in the order submitted (``done`` is a set): the store then records runs that finish together in
-                # one order on every machine
-                broke = []
-                for fut in [f for f in futures if f in done]:
-                    rid = futures.pop(fut)
-                    try:
-                        result = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - any failure is recorded with its traceback
-                        if isinstance(exc, BrokenProcessPool):  # the pool, not (only) this run: retries would fail
-                            broke.append(rid)  # too; the batch's finished runs are recorded first
-                            continue
-                        err = "".join(traceback.format_exception(exc))[-4000:]
-                        ingest(rid)
-                        if attempts[rid] <= retries:
-                            store.set_status(rid, "pending", error=err)
-                            status[rid] = "pending"
-                            submit(rid)
-                        else:
-                            store.set_status(rid, "failed", error=err)
-                            status[rid] = "failed"
-                            out["failed"].append(rid)
+            while True:  # the loop of the pool; a worker's death restarts it (recover) and the loop goes on
+                try:
+                    while True:
+                        for rid in list(waiting):
+                            needs = by_id[rid].get("needs") or []
+                            if blocked(rid):
+                                waiting.remove(rid)
+                                out["blocked"].append(rid)
+                                bar.update(1)
+                            elif all(status[n] == "done" for n in needs):
+                                waiting.remove(rid)
+                                submit(rid)
+                        if not futures:
+                            break
+                        # with a timeout: a Ctrl-C that the kernel hands to another thread (the pool's manager, a
+                        # progress bar) only sets a flag; a main thread blocked on a lock without one would never see it
+                        done, _ = cf.wait(list(futures), timeout=0.25, return_when=cf.FIRST_COMPLETED)
+                        # in the order submitted (``done`` is a set): the store then records runs that finish
+                        # together in one order on every machine
+                        broke = []
+                        for fut in [f for f in futures if f in done]:
+                            rid = futures.pop(fut)
+                            try:
+                                result = fut.result()
+                            except Exception as exc:  # noqa: BLE001 - any failure is recorded with its traceback
+                                if isinstance(exc, BrokenProcessPool):  # the pool, not (only) this run: its
+                                    broke.append(rid)  # retries would fail too; the batch's finished runs first
+                                    continue
+                                err = "".join(traceback.format_exception(exc))[-4000:]
+                                ingest(rid)
+                                if attempts[rid] <= retries:
+                                    store.set_status(rid, "pending", error=err)
+                                    status[rid] = "pending"
+                                    submit(rid)
+                                else:
+                                    store.set_status(rid, "failed", error=err)
+                                    status[rid] = "failed"
+                                    out["failed"].append(rid)
+                                    bar.update(1)
+                                continue
+                            ingest(rid)
+                            st = result.get("status", "done") if isinstance(result, dict) else "done"
+                            store.set_status(rid, st, result=result)
+                            status[rid] = st
+                            out["ran"].append(rid)
+                            out["finished"].append(rid)
                             bar.update(1)
-                        continue
-                    ingest(rid)
-                    st = result.get("status", "done") if isinstance(result, dict) else "done"
-                    store.set_status(rid, st, result=result)
-                    status[rid] = st
-                    out["ran"].append(rid)
-                    out["finished"].append(rid)
-                    bar.update(1)
-                    if kinds[rid].tokens and hasattr(bar, "set_postfix_str"):
-                        tokens_done += kinds[rid].tokens(by_id[rid])
-                        bar.set_postfix_str(f"{tokens_done / max(time.time() - t_start, 1e-9):,.0f} tok/s")
-                if broke:
-                    raise _PoolBroken(broke)
+                            if kinds[rid].tokens and hasattr(bar, "set_postfix_str"):
+                                tokens_done += kinds[rid].tokens(by_id[rid])
+                                bar.set_postfix_str(f"{tokens_done / max(time.time() - t_start, 1e-9):,.0f} tok/s")
+                        if broke:
+                            raise _PoolBroken(broke)
+                    break
+                except _PoolBroken as exc:
+                    started = recover(exc)
+                    restarts += 1
+                    if not started or restarts > MAX_POOL_RESTARTS:
+                        raise
+                    ex = get_executor(executor, workers=workers, threads=int(threads), folder=base / "submitit",
+                                      **(executor_kwargs or {}))
     except KeyboardInterrupt as exc:
         with uninterrupted():
             stopped = True
@@ -381,18 +430,9 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
         raise SweepInterrupted(int(st.isin(FINISHED).sum()), int((st == "failed").sum()),
                                int(st.isin(["pending", "running"]).sum()), getattr(exc, "signum", signal.SIGINT),
                                unit=unit + "s") from None
-    except _PoolBroken as exc:
+    except _PoolBroken as exc:  # recover() has done the bookkeeping; no worker could start, or too many restarts
         stopped = True
-        ex.shutdown(kill=True)
-        in_flight = set(futures.values()) | set(exc.run_ids)
-        # a run that had started (its log exists) may be what killed its worker (out of memory): its attempt counts,
-        # so one that does so every time fails after its retries instead of blocking the sweep; the others lose none
-        started = {rid for rid in in_flight if (p := log_of(rid)) is not None and Path(p).exists()}
-        store.requeue(in_flight - started)
-        why = "its worker process died (killed, or out of memory?)"
-        for rid in started:
-            ingest(rid)
-            store.set_status(rid, "failed" if attempts[rid] > retries else "pending", error=why)
+        in_flight, started = exc.in_flight, exc.started
         raise ScalingError(f"a worker process died (killed, out of memory, or unable to start; a script fed on stdin "
                            "cannot be imported again by the spawned workers: run it from a file or the CLI). "
                            f"{len(in_flight)} {unit}(s) were in the pool: those not yet started are pending again with "
@@ -438,9 +478,11 @@ def cell_status(store: Store, base: Path, default_kind: str, started=None, finis
             st = "pending"
         kind = CELL_KINDS.get(cell["kind"])
         flops = kind.flops(cell) if kind is not None and kind.flops else None
+        seconds = res.get("seconds") if isinstance(res, dict) else None
         rows.append({"run_id": r.run_id, "kind": cell["kind"], "status": st, "attempts": int(r.attempts),
-                     "error": r.error, "updated": r.updated, "flops": flops, "cell": cell})
-    df = pd.DataFrame(rows, columns=["run_id", "kind", "status", "attempts", "error", "updated", "flops", "cell"])
+                     "error": r.error, "updated": r.updated, "flops": flops, "seconds": seconds, "cell": cell})
+    df = pd.DataFrame(rows, columns=["run_id", "kind", "status", "attempts", "error", "updated", "flops", "seconds",
+                                     "cell"])
     counts = {s: int((df["status"] == s).sum()) for s in ("done", "running", "pending", "failed", "diverged")}
     by_kind = {k: {s: int(n) for s, n in g["status"].value_counts().items()} for k, g in df.groupby("kind", sort=False)}
     finished = df["status"].isin(FINISHED)

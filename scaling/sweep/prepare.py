@@ -122,8 +122,16 @@ def load_tokenizer(spec: str, eos_token: str | None = None):
 
 
 # ------------------------------------------------------------------ sources
-def text_files(patterns: list[str]) -> list[Path]:
-    """Files named by paths, folders (every file under them, hidden ones skipped) or globs (``**`` recursive)."""
+def _prepared(folder: Path) -> bool:
+    """Whether ``folder`` holds a prepared corpus (its token files are output, never text to read)."""
+    return (folder / "meta.json").is_file() and ((folder / "train.bin").exists() or (folder / "val.bin").exists())
+
+
+def text_files(patterns: list[str], exclude: Path | None = None) -> list[Path]:
+    """Files named by paths, folders (every file under them, hidden ones skipped) or globs (``**`` recursive).
+
+    Never the files of a prepared corpus (a folder with meta.json and train.bin/val.bin) or anything under
+    ``exclude`` (the --out folder, which may sit inside the text's folder): a rerun must not read its own output."""
     files: list[Path] = []
     for pat in patterns:
         p = Path(os.path.expanduser(pat))
@@ -141,7 +149,13 @@ def text_files(patterns: list[str]) -> list[Path]:
                                + (" (quote a glob so the shell does not expand it)" if "*" not in pat else ""))
         files.extend(found)
     unique = list(dict.fromkeys(f.resolve() for f in files))
-    return unique
+    out = exclude.resolve() if exclude is not None else None
+    kept = [f for f in unique if not (out is not None and (f.parent == out or out in f.parents))
+            and not _prepared(f.parent)]
+    if unique and not kept:
+        raise PrepareError(f"--text {' '.join(map(str, patterns))} names only the files of prepared corpora (or of "
+                           "--out): give the text files themselves")
+    return kept
 
 
 def _pieces(text: str) -> Iterator[str]:
@@ -158,14 +172,14 @@ def _pieces(text: str) -> Iterator[str]:
 class _Source:
     """Documents in a fixed order, with a size for the progress bar and an identity for reruns."""
 
-    def __init__(self, text=None, hf_dataset=None, text_column="text"):
+    def __init__(self, text=None, hf_dataset=None, text_column="text", exclude: Path | None = None):
         if (text is None) == (hf_dataset is None):
             raise SettingsError("give the text with --text PATH_OR_GLOB (plain text files) or --hf-dataset DIR "
                                 "(a datasets dataset saved with save_to_disk), not both")
         self.text_column = text_column
         if text is not None:
             self.kind = "text"
-            self.files = text_files([text] if isinstance(text, (str, Path)) else list(text))
+            self.files = text_files([text] if isinstance(text, (str, Path)) else list(text), exclude)
             self.total = sum(f.stat().st_size for f in self.files)
             self.unit = "B"
             self.describe = {"text": [str(f) for f in self.files[:20]] + (
@@ -190,14 +204,25 @@ class _Source:
     def documents(self) -> Iterator[tuple[str, int]]:
         """(text, progress units it stands for)."""
         if self.kind == "text":
-            self.skipped = []
+            self.skipped, self.replaced = [], []
             for f in self.files:
                 data = f.read_bytes()
+                if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with its byte-order mark
+                    try:
+                        yield data.decode("utf-16"), len(data)
+                        continue
+                    except UnicodeDecodeError:
+                        pass
                 if b"\0" in data[:8192]:  # not a text file (a .pyc beside the sources, an image)
                     self.skipped.append(f)
                     yield "", len(data)
                     continue
-                yield data.decode("utf-8", errors="replace"), len(data)
+                try:
+                    yield data.decode("utf-8-sig"), len(data)
+                except UnicodeDecodeError:  # latin-1 or another 8-bit encoding: kept, but said
+                    text = data.decode("utf-8", errors="replace")
+                    self.replaced.append((f, text.count("\ufffd")))
+                    yield text, len(data)
         else:
             for batch in self.ds.iter(batch_size=1000):
                 for t in batch[self.text_column]:
@@ -277,7 +302,7 @@ def prepare(out: str | Path, text=None, hf_dataset=None, text_column: str = "tex
     out = Path(os.path.expanduser(str(out)))
     if out.exists() and not out.is_dir():
         raise SettingsError(f"--out {out} is a file; give a folder for train.bin, val.bin and meta.json")
-    source = _Source(text, hf_dataset, text_column)
+    source = _Source(text, hf_dataset, text_column, exclude=out)
     tok = load_tokenizer(tokenizer, eos_token)
     settings = _settings(source, tok, val_fraction)
     meta_path = out / "meta.json"
@@ -287,6 +312,8 @@ def prepare(out: str | Path, text=None, hf_dataset=None, text_column: str = "tex
         except (ValueError, OSError):
             old = {}
         if old.get("settings") == settings:
+            for stale in out.glob("*.bin.*.tmp"):  # left by a re-prepare that was killed
+                stale.unlink(missing_ok=True)
             if progress:
                 print(f"{out} is already prepared from the same inputs ({old['n_train_tokens']:,} train and "
                       f"{old['n_val_tokens']:,} validation tokens); nothing to do")
@@ -294,10 +321,10 @@ def prepare(out: str | Path, text=None, hf_dataset=None, text_column: str = "tex
         if old:
             n_old = old.get("n_train_tokens")
             n_old = f"{n_old:,}" if isinstance(n_old, int) else "?"
-            warnings.warn(f"{out} holds a corpus prepared from other inputs or settings ({n_old} "
-                          f"train tokens, tokenizer {old.get('tokenizer', '?')}); it is replaced, and a sweep that trained "
-                          "on it will refuse to resume on the new one (give another --out to keep both)",
-                          ScalingWarning, stacklevel=2)
+            warnings.warn(f"{out} holds a corpus prepared from other inputs or settings, or from the same files "
+                          f"touched since ({n_old} train tokens, tokenizer {old.get('tokenizer', '?')}); it is prepared "
+                          "again, and a sweep that trained on it resumes only if the tokens come out the same (give "
+                          "another --out to keep both)", ScalingWarning, stacklevel=2)
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = open(out / ".prepare.lock", "w")
@@ -327,6 +354,7 @@ def _write(out: Path, source: _Source, tok, val_fraction: float, settings: dict,
     n_docs = 0
     bar = _bar(source, progress)
     files = {s: open(p, "wb") for s, p in tmp.items()}
+    digest = {s: hashlib.sha1() for s in tmp}  # of the token bytes: the folder's identity for a sweep's fingerprint
     try:
         pending: list[tuple[str, bool, int]] = []  # (piece, ends a document, progress units)
         chars = 0
@@ -348,7 +376,9 @@ def _write(out: Path, source: _Source, tok, val_fraction: float, settings: dict,
                     # to val when that brings its share closer to val_fraction: spread over the corpus, no front-loading
                     to_val = abs(counts["val"] + n - val_fraction * total) < abs(counts["val"] - val_fraction * total)
                     split = "val" if to_val else "train"
-                    files[split].write(arr.astype(dtype, copy=False).tobytes())
+                    raw = arr.astype(dtype, copy=False).tobytes()
+                    files[split].write(raw)
+                    digest[split].update(raw)
                     counts[split] += n
                 bar.update(units)
             pending.clear()
@@ -380,9 +410,18 @@ def _write(out: Path, source: _Source, tok, val_fraction: float, settings: dict,
     if skipped:
         warnings.warn(f"skipped {len(skipped)} file(s) that are not text (such as {skipped[0]})", ScalingWarning,
                       stacklevel=2)
+    replaced = getattr(source, "replaced", [])
+    if replaced:
+        f, n = replaced[0]
+        warnings.warn(f"{len(replaced)} file(s) are not UTF-8 (such as {f}: {n:,} character(s) replaced by U+FFFD): "
+                      "the model trains on replacement characters there; convert them first (e.g. iconv -f latin1 "
+                      "-t utf-8)", ScalingWarning, stacklevel=2)
     if counts["train"] == 0:
         for p in tmp.values():
             p.unlink(missing_ok=True)
+        if counts["val"]:
+            raise PrepareError(f"the training split is empty: all {counts['val']:,} tokens went to validation with "
+                               f"--val-fraction {val_fraction}; lower --val-fraction")
         raise PrepareError("the text holds no tokens" + (f" ({len(skipped)} file(s) are not text)" if skipped else ""))
     if counts["val"] == 0:
         for p in tmp.values():
@@ -403,7 +442,8 @@ def _write(out: Path, source: _Source, tok, val_fraction: float, settings: dict,
             described["text"] = [f for f in described["text"] if f not in left_out]
     meta = {"vocab_size": tok.vocab_size, "dtype": dtype.name, "eos_id": tok.eos_id, "tokenizer": tok.name,
             "n_train_tokens": counts["train"], "n_val_tokens": counts["val"], "n_documents": n_docs,
-            "source": described, "val_fraction": val_fraction, "settings": settings}
+            "source": described, "val_fraction": val_fraction, "settings": settings,
+            "sha1": {s: d.hexdigest() for s, d in digest.items()}}
     tmp_meta = meta_path.with_suffix(f".{os.getpid()}.tmp")
     tmp_meta.write_text(json.dumps(meta, indent=1))
     os.replace(tmp_meta, meta_path)

@@ -105,6 +105,16 @@ def run_sweep(definition, *, executor: str = "local", workers: int | None = None
                 "and chose the batch per run; new runs would not be comparable with its runs. Export what it has "
                 f"(`scaling sweep export {spec['name']}`), then move {base} aside, or give the definition a new `name:`")
         check_unchanged(store, spec, base, changed_settings)
+        known = ((meta.get("spec") or {}).get("corpus") or {}).get("fingerprint")
+        if known and spec["corpus"].get("fingerprint") not in (None, known):
+            # the same tokens (check_unchanged compared them), fingerprinted as an earlier version of the package
+            # did: keep that fingerprint, which the store's run ids were made with, so no run is trained again
+            import warnings
+
+            spec["corpus"]["fingerprint"] = known
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # said when the spec was first expanded
+                configs = expand(spec)
         store.check_space()
         store.set_meta(spec=spec, format=STORE_FORMAT)
         configs = store.same_runs(configs)  # a setting the store has under another id is that run
@@ -210,11 +220,12 @@ def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
     done = df["status"].isin(["done", "diverged"])
     eta = None
     if done.any() and (~done).any():
-        t = df.loc[done, "updated"]
-        span = t.max() - t.min()
-        if span > 0 and done.sum() > 1:
-            rate = df.loc[done, "flops"].sum() / span  # FLOPs per second across the sweep
-            eta = float(df.loc[~done, "flops"].sum() / rate)
+        # one worker's speed (FLOPs per second of its runs' own wall time), times the runs in flight: the time
+        # between the first and the last finish left the first run's own time out (3x too fast early on)
+        timed = done & pd.to_numeric(df["seconds"], errors="coerce").gt(0) & df["flops"].notna()
+        if timed.any():
+            rate = df.loc[timed, "flops"].sum() / pd.to_numeric(df.loc[timed, "seconds"]).sum()
+            eta = float(df.loc[~done, "flops"].sum() / rate / max(1, st["running"]))
     rows = df["kind"] != "stable"
     flops = float(df.loc[rows, "cell"].map(lambda c: float(c["C"])).sum())
     failed = st.pop("failed_cells")
@@ -263,6 +274,11 @@ def export(name: str, root: str | Path = DEFAULT_ROOT, *, folder: str | Path | N
             carried.add(sid)
             row["flops_trained"] += stable_flops.get(sid, 0.0)
     table = pd.DataFrame(rows).drop(columns=["_stable"], errors="ignore")
+    for col in ("lr", "batch", "warmup", "lr_mult"):  # a store whose YAML gave 3e-3 recorded it as text '3e-3'
+        if col in table.columns and table[col].dtype == object:
+            num = pd.to_numeric(table[col], errors="coerce")
+            if (num.notna() | table[col].isna()).all():
+                table[col] = num
     curves = store.curves()
     if folder is not None:
         folder = Path(folder)

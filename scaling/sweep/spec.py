@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,21 @@ def _merge(base: dict, override: dict, path: str = "") -> dict:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading 3e-3 as the number it is: YAML 1.1 (what PyYAML implements) takes a float
+    without a dot for text, so ``lr: 3e-3`` became the string '3e-3', was recorded as text and compared unequal to
+    the same 0.003. (YAML 1.2 reads it as a number; quoted, "3e-3" stays text.)"""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def read_yaml(text: str):
+    """A YAML document as PyYAML's safe loader reads it, but 1e-3 is a number (:class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_definition(source: str | Path | dict, error=None) -> tuple[dict, str]:
     """(raw mapping, where it came from) from a YAML path or a dict; the name defaults to the file's stem."""
     error = error or SpecError
@@ -106,7 +122,7 @@ def read_definition(source: str | Path | dict, error=None) -> tuple[dict, str]:
         if not path.exists():
             raise error(f"no such sweep file: {path}")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = read_yaml(path.read_text())
         except yaml.YAMLError as exc:
             raise error(f"{path} is not valid YAML: {exc}") from None
         origin = str(path)
@@ -130,6 +146,8 @@ def load_spec(source: str | Path | dict) -> dict:
         raw["batch"] = {**raw["batch"], "tokens_per_step": {k: v for k, v in tps.items() if k != "fitted"}}
     if {"reward_models", "gold", "bon", "rl", "dpo"} & set(raw):
         raise SpecError(f"{origin} defines a reward-model overoptimization sweep: run it with `scaling overopt run`")
+    if {"base", "downstream", "D_f"} & set(raw):
+        raise SpecError(f"{origin} defines a fine-tuning sweep: run it with `scaling finetune run`")
     grid = raw.get("grid")
     if isinstance(grid, dict) and isinstance(grid.get("around"), dict) and "N_opt" in grid["around"]:
         # likewise: the guessed optima are worked out again (from the fit file, for a `from`)
@@ -196,12 +214,17 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
         raise SpecError(f"optimizer.lr is {spec['optimizer']['lr']}; {LR_RANGE}")
     tps = spec["batch"]["tokens_per_step"]
     if isinstance(tps, dict):  # {from: FIT.json}: B_opt of a fitted hparams law at each run's N and D
-        if set(tps) != {"from"}:
-            raise SpecError(f"batch.tokens_per_step is a number, a list (an axis), \"auto\" or {{from: FIT.json}}; "
-                            f"got the keys {sorted(tps)}")
+        if "from" not in tps or set(tps) - {"from", "unit"}:
+            raise SpecError(f"batch.tokens_per_step is a number, a list (an axis), \"auto\" or {{from: FIT.json}} "
+                            f"(with unit: tokens or sequences, the unit of the fit's batch); got the keys {sorted(tps)}")
+        unit = tps.get("unit", "tokens")
+        if unit not in BATCH_UNITS:
+            raise SpecError(f"batch.tokens_per_step.unit is the unit of the fitted batch, one of {list(BATCH_UNITS)}; "
+                            f"got {unit!r}")
         path, law = _from_fit(tps["from"], folder, "batch.tokens_per_step")
         spec["batch"]["tokens_per_step"] = {"from": str(path), "fitted": {
-            "form": law.form, "params": {k: float(v) for k, v in law.params_.items()}}}
+            "form": law.form, "params": {k: float(v) for k, v in law.params_.items()}},
+            **({"unit": unit} if unit != "tokens" else {})}  # the default left out: earlier runs keep their ids
     elif isinstance(tps, list):  # an axis of the grid
         check_numbers({"batch": {"tokens_per_step": tps}}, {"batch.tokens_per_step": ("list", 0, False)})
         if len(set(map(float, tps))) < len(tps):
@@ -210,7 +233,7 @@ def _validate(spec: dict, folder: Path | None = None) -> None:
         check_numbers(spec, {"batch.tokens_per_step": ("number|auto", 0, False)})
     if spec["corpus"]["name"] not in CORPORA:
         raise SpecError(f"corpus.name must be one of {', '.join(CORPORA)}; got {spec['corpus']['name']!r}")
-    _check_corpus(spec)
+    _check_corpus(spec, folder)
     from .branches import check_schedule
 
     check_schedule(spec)
@@ -355,6 +378,10 @@ def _check_axes(spec: dict) -> None:
     for key in ("lr", "lr_mult", "warmup"):
         if g[key] is not None and len(set(map(float, g[key]))) < len(g[key]):
             raise SpecError(f"grid.{key} lists a value twice: {g[key]}")
+    for v in map(float, g["warmup"] or []):
+        if v >= 1 and v != int(v):
+            raise SpecError(f"grid.warmup lists {v:g}: give fractions of the run below 1 (e.g. 0.05) or whole numbers "
+                            f"of steps (e.g. {int(round(v))}), as schedule.warmup")
     if g["lr"] is not None and max(map(float, g["lr"])) > MAX_LR:
         raise SpecError(f"grid.lr lists {max(map(float, g['lr'])):g}; {LR_RANGE}")
     if g["lr"] is not None and isinstance(spec["optimizer"]["lr"], dict):
@@ -461,13 +488,15 @@ def learning_rate(spec: dict, shape: dict, D: float, fit=None) -> float | None:
 #: the largest learning rate a run is started with: above it, a value is a mistake in the definition
 MAX_LR = 10.0
 LR_RANGE = f"a learning rate must be a finite number > 0 and at most {MAX_LR:g}"
+#: the units a fitted hparams law's batch may be in (batch.tokens_per_step: {from: FIT.json, unit: ...})
+BATCH_UNITS = ("tokens", "sequences")
 
 
 def _sane_lr(lr: float) -> bool:
     return math.isfinite(lr) and 0 < lr <= MAX_LR
 
 
-def _check_corpus(spec: dict) -> None:
+def _check_corpus(spec: dict, folder: Path | None = None) -> None:
     """Resolve the model's vocabulary from the corpus and check the corpus can be trained on, before any run.
 
     A ``tokens`` corpus is read here (ids scanned once, cached): ids >= vocab_size, a file that is not a whole
@@ -475,6 +504,22 @@ def _check_corpus(spec: dict) -> None:
     """
     c, m = spec["corpus"], spec["model"]
     seq = int(m["seq_len"])
+    unused = [k for k, v in c.items() if k not in CORPUS_KEYS.get(c["name"], c) and k not in ("name", "fingerprint")
+              and v != DEFAULTS["corpus"].get(k)]
+    if unused:
+        hint = (" (the tokens corpus trains on the folder's train and val files: re-split it with `scaling data "
+                "prepare --val-fraction`)" if c["name"] == "tokens" and "val_fraction" in unused else "")
+        raise SpecError(f"corpus.{', corpus.'.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to the "
+                        f"{c['name']} corpus, which reads {', '.join(CORPUS_KEYS[c['name']])}{hint}")
+    if c["name"] == "tokens" and c.get("path") and folder is not None:  # a relative path: beside the YAML first
+        given = Path(os.path.expanduser(str(c["path"])))
+        if not given.is_absolute():
+            if (folder / given).exists():
+                c["path"] = str((folder / given).resolve())
+            elif not given.exists():
+                raise SpecError(f"corpus.path {given} does not exist beside the definition ({folder.resolve() / given}) "
+                                f"nor in the current directory ({given.resolve()}); prepare it with `scaling data "
+                                f"prepare --text FILES --tokenizer TOKENIZER_DIR_OR_bytes --out {folder / given}`")
     if c["name"] != "tokens":
         if m["vocab_size"] is None:
             m["vocab_size"] = 256
@@ -503,6 +548,10 @@ def _check_corpus(spec: dict) -> None:
     c["path"] = str(folder.path)  # absolute: workers may start elsewhere
     c["fingerprint"] = folder.fingerprint()  # re-preparing other data into the folder changes the sweep's settings
 
+
+#: the corpus keys each corpus reads (a key another corpus reads, set to other than its default, is an error)
+CORPUS_KEYS = {"synthetic": ("states", "branching", "concentration", "seed", "shift_seed", "tokens", "val_fraction"),
+               "python-stdlib": ("max_bytes", "val_fraction"), "tokens": ("path", "dtype", "vocab_size")}
 
 # key: (kind, lower bound, bound included); kinds: number, int, list (of numbers), list-int; "?": None allowed;
 # "number|auto": a number or the word auto
@@ -608,10 +657,32 @@ def changed_settings(old: dict, new: dict, extensible=EXTENSIBLE) -> list[str]:
         except (TypeError, ValueError):  # "auto"
             return False
 
-    # exact comparison: the run ids hash these values, so even 1e-3 written differently makes other runs;
-    # a key only one side has (a setting a later version of the package added) is not compared
-    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b))
-            if not free(k) and a[k] != b[k] and not extended(k)]
+    def same(x, y):  # numbers as numbers: '3e-3' (how YAML 1.1 read it, and earlier stores hold it) is 0.003
+        if x == y:
+            return True
+        try:
+            return not isinstance(x, bool) and not isinstance(y, bool) and float(x) == float(y)
+        except (TypeError, ValueError):
+            return False
+
+    def corpus_changed(k):  # a fingerprint from an earlier version of the package is recomputed as it was then
+        if k != "corpus.fingerprint" or a[k] == b[k]:
+            return a[k] != b[k]
+        from .corpus import FINGERPRINT_PREFIX, same_tokens
+
+        return str(a[k]).startswith(FINGERPRINT_PREFIX) or not same_tokens(a[k], new.get("corpus", {}))
+
+    def said(k):
+        if k == "corpus.fingerprint":
+            return (f"corpus: the token files in {b.get('corpus.path', 'corpus.path')} are not those the sweep trained "
+                    "on (other text, tokenizer or settings were prepared into the folder since)")
+        return f"{k}: {a[k]!r} -> {b[k]!r}"
+
+    # a key only one side has (a setting a later version of the package added) is not compared; the runs of a
+    # value written another way keep their ids (Store.same_runs compares numbers as numbers too)
+    return [said(k) for k in sorted(set(a) & set(b))
+            if not free(k) and not same(a[k], b[k]) and not extended(k) and
+            (k != "corpus.fingerprint" or corpus_changed(k))]
 
 
 #: settings that may become an axis holding their value (or a longer list): the runs at that value are kept
@@ -703,10 +774,16 @@ def tokens_per_step(spec: dict, D: float, tps=None, *, N: float | None = None, f
         tps = min(max(D / 256, 1024), 8192)
     elif isinstance(tps, dict):
         X = {"N": float(N), "D": float(D), "C": 6.0 * float(N) * float(D)}
-        tps = float(fit.predict(**{k: X[k] for k in fit.inputs})["batch"].iloc[0])
-        if not (math.isfinite(tps) and tps > 0):
-            raise SpecError(f"batch.tokens_per_step.from: the fit in {spec['batch']['tokens_per_step']['from']} "
-                            f"predicts a batch of {tps:.4g} tokens at N={N}, D={D:.4g}; a batch must be > 0")
+        b = float(fit.predict(**{k: X[k] for k in fit.inputs})["batch"].iloc[0])
+        unit = tps.get("unit", "tokens")
+        where = f"batch.tokens_per_step.from: the fit in {tps['from']} predicts a batch of {b:.4g} {unit}"
+        if not (math.isfinite(b) and b > 0):
+            raise SpecError(f"{where} at N={N}, D={D:.4g}; a batch must be > 0")
+        tps = b * (seq if unit == "sequences" else 1)
+        if tps < seq / 2:  # would round to no sequence at all: never clamp a wrong unit to one sequence silently
+            hint = (" Was the fit's batch in sequences? Say so with unit: sequences." if unit == "tokens" else "")
+            raise SpecError(f"{where} at N={N:.4g}, D={D:.4g}: {tps:.4g} tokens, less than one sequence of "
+                            f"{seq}.{hint}")
     return max(seq, int(round(float(tps) / seq)) * seq)
 
 
@@ -766,13 +843,30 @@ def expand(spec: dict) -> list[dict]:
     elif grid["compute"] is not None:
         _warn_thin_budgets(spec, runs)
     _warn_rounded_batches(spec)
+    _check_warmups(runs)
     if fit is not None:
-        _warn_extrapolated(fit, runs, rule["from"])
+        _warn_extrapolated(fit, runs, rule["from"], "optimizer.lr.from: the learning rates")
+    if batch_fit is not None:
+        _warn_extrapolated(batch_fit, runs, axis["from"], "batch.tokens_per_step.from: the batch sizes")
     if spec["schedule"].get("branches"):  # one stable run per size, a cooldown branch per D
         from .branches import branch_cells
 
         runs = branch_cells(spec, runs)
     return runs
+
+
+def _check_warmups(runs: list[dict]) -> None:
+    """Refuse runs whose warmup, given in steps, lasts the whole run: they never reach their peak learning rate
+    and never decay, so their losses say nothing about the setting they are meant to measure."""
+    from ..schedules import warmup_steps
+
+    bad = [r for r in runs if warmup_steps(int(r["steps"]), r["schedule"]) >= int(r["steps"])]
+    if bad:
+        w = sorted({r["schedule"]["warmup"] for r in bad})
+        steps = sorted(int(r["steps"]) for r in bad)
+        raise SpecError(f"a warmup of {', '.join(f'{v:g}' for v in w)} step(s) lasts the whole run for {len(bad)} run(s) "
+                        f"of {steps[0] if steps[0] == steps[-1] else f'{steps[0]}-{steps[-1]}'} steps: they would never reach their learning rate nor decay; give "
+                        "warmup as a fraction of each run (e.g. schedule.warmup: 0.05) or fewer steps")
 
 
 def _bounds_note(grid: dict) -> str:
@@ -833,15 +927,16 @@ def _warn_rounded_batches(spec: dict) -> None:
                       ScalingWarning, stacklevel=3)
 
 
-def _warn_extrapolated(fit, runs: list[dict], path: str) -> None:
-    """One warning when a ``from`` fit sets the learning rates of runs outside the range it was fitted on."""
+def _warn_extrapolated(fit, runs: list[dict], path: str, what: str) -> None:
+    """One warning when a ``from`` fit sets ``what`` (the learning rates, the batch sizes) of runs outside the
+    range it was fitted on."""
     X = {"N": [r["N"] for r in runs], "D": [r["D"] for r in runs], "C": [r["C"] for r in runs]}
     out = []
     for k, (lo, hi) in (getattr(fit, "data_range_", None) or {}).items():
         if k in X and (min(X[k]) < lo / 1.1 or max(X[k]) > hi * 1.1):
             out.append(f"{k} {min(X[k]):.3g}-{max(X[k]):.3g} (fitted on {lo:.3g}-{hi:.3g})")
     if out:
-        warnings.warn(f"optimizer.lr.from: the learning rates of this sweep extrapolate the fit in {path}: "
+        warnings.warn(f"{what} of this sweep extrapolate the fit in {path}: "
                       f"{'; '.join(out)}", ScalingWarning, stacklevel=3)
 
 

@@ -163,7 +163,24 @@ def _identity(config: dict, free) -> str:
 def open_named(root, name: str, what: str, command: str, must_exist: bool = True) -> "Store":
     """The store of the ``what`` sweep (``"sweep"``, ``"overoptimization sweep"``, ...) ``name`` under ``root``;
     with ``must_exist``, a missing one is one error naming ``command``, the command that creates it."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():  # the definition given for its name
+        import yaml
+
+        try:
+            named = yaml.safe_load(Path(name).read_text())
+        except yaml.YAMLError:
+            named = None
+        name = str(named.get("name") or Path(name).stem) if isinstance(named, dict) else Path(name).stem
     path = Path(root) / name / "sweep.sqlite"
     if must_exist and not path.exists():
-        raise ScalingError(f"no {what} named {name!r} under {root} (expected {path}); run it with `{command}`")
+        other = [(w, c) for w, (r, c) in STORE_KINDS.items() if w != what and (Path(r) / name / "sweep.sqlite").exists()]
+        kind, cmd = other[0] if other else ("", "")
+        hint = (f"; {name!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind} (under {STORE_KINDS[kind][0]}): "
+                f"`{cmd} status {name}`, `{cmd} export {name}`") if other else ""
+        raise ScalingError(f"no {what} named {name!r} under {root} (expected {path}); run it with `{command}`{hint}")
     return Store(path)
+
+
+#: each kind of sweep store: its default root and the command family that reads it
+STORE_KINDS = {"sweep": ("out/sweeps", "scaling sweep"), "overoptimization sweep": ("out/overopt", "scaling overopt"),
+               "fine-tuning sweep": ("out/finetune", "scaling finetune")}

@@ -174,6 +174,7 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
     ``SCALING_TOY_STEP_SLEEP`` overrides it).
     """
     toy = cfg["toy"]
+    t0 = time.time()
     steps, tps, N = cfg["steps"], cfg["tokens_per_step"], cfg["N"]
     if toy.get("fail_once") and not (d / "failed_once").exists():
         (d / "failed_once").write_text("1")
@@ -206,7 +207,11 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
     every = steps_of(cfg["checkpoint"]["every"], steps)
     # SCALING_TOY_STEP_SLEEP overrides it without changing the definition (a kill test's resume runs at full speed)
     sleep = float(os.environ.get("SCALING_TOY_STEP_SLEEP") or toy.get("step_sleep") or 0.0)
-    die_after_log = bool(os.environ.get("SCALING_TOY_DIE_AFTER_LOG"))  # tests: a run that kills its worker each time
+    # tests: a run that kills its worker each time it logs (1), or only on its first attempt ("once")
+    die_after_log = os.environ.get("SCALING_TOY_DIE_AFTER_LOG", "") not in ("", "0")
+    if os.environ.get("SCALING_TOY_DIE_AFTER_LOG") == "once":
+        die_after_log = not (d / "died_after_log").exists()
+        (d / "died_after_log").write_text("1")
     for step in range(start, stop):
         tokens = (step + 1) * tps
         loss = law(tokens) * math.exp(noise[step])
@@ -230,7 +235,8 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
     final = law(steps * tps) * math.exp(noise[steps])
     log.write(step=steps, tokens=steps * tps, lr=0.0, eval_loss=final)
     log.close()
-    out = {"status": "done", "final_eval_loss": final, "resumed_from": start, "tokens_per_s": None}
+    out = {"status": "done", "final_eval_loss": final, "resumed_from": start, "tokens_per_s": None,
+           "seconds": time.time() - t0}
     return out if restarted is None else {**out, "checkpoint_set_aside": restarted}
 
 
