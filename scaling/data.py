@@ -707,7 +707,9 @@ def _settings_within_cells(table: pd.DataFrame, inputs, mapping: dict, target: s
     sizes fits the poor settings as if they were runs of the same model: say so once, and how to pick one
     setting per cell."""
     by = [c for c in dict.fromkeys(mapping.get(c, c) for c in inputs) if c in table.columns]
-    code = cell_codes(table, by)
+    if "D" in by and "D" not in mapping and "D_grid" in table.columns:  # a batch axis rounds a cell's D apart
+        by = ["D_grid" if c == "D" else c for c in by]
+    code = cell_codes(table, by, rtol=0.05)  # and C with it: sizes of a grid are further apart than 5%
     varying, cells, most = [], 0, 0
     for h in HPARAM_COLUMNS:
         col = mapping.get(h, h)

@@ -497,15 +497,15 @@ def test_prepare_names_an_empty_training_split_and_clears_stale_temporary_files(
     assert not list(out.glob("*.tmp"))
 
 
-def test_corpus_settings_that_cannot_hold_or_do_not_apply_are_refused(tmp_path):
+def test_corpus_settings_that_cannot_hold_are_refused_and_those_that_do_not_apply_named(tmp_path):
     rng = np.random.default_rng(0)
     d = write_tokens(tmp_path / "n", rng.integers(0, 1500, 20000), rng.integers(0, 1500, 2000))
     with pytest.raises(DataError, match=r"corpus.dtype uint8 holds ids up to 255, but the vocabulary has 1,500"):
         load_spec(toy({"name": "tokens", "path": str(d), "dtype": "uint8", "vocab_size": 1500}))
-    with pytest.raises(SpecError, match=r"corpus.val_fraction does not apply to the tokens corpus, which reads path, "
-                                        r"dtype, vocab_size \(.*scaling data prepare --val-fraction"):
+    with pytest.warns(Warning, match=r"corpus.val_fraction has no effect on the tokens corpus, which reads path, "
+                                     r"dtype, vocab_size \(.*scaling data prepare --val-fraction"):
         load_spec(toy({"name": "tokens", "path": str(d), "dtype": "uint16", "vocab_size": 1500, "val_fraction": 0.3}))
-    with pytest.raises(SpecError, match=r"corpus.states does not apply to the python-stdlib corpus"):
+    with pytest.warns(Warning, match=r"corpus.states has no effect on the python-stdlib corpus"):
         load_spec(toy({"name": "python-stdlib", "states": 64}))
     spec = load_spec(toy({"name": "tokens", "path": str(d), "dtype": "uint16", "vocab_size": 1500}))
     assert load_spec(spec)["corpus"] == spec["corpus"]  # a loaded spec, every key at its default, passes back in

@@ -498,3 +498,28 @@ def test_status_eta_is_the_remaining_flops_at_one_workers_speed_over_the_runs_in
     rate = sum(flops[r] for r in done) / sum(secs[r] for r in done)
     st = status("toy", tmp_path)
     assert st["remaining"] == 2 and st["eta_s"] == pytest.approx(sum(flops[r] for r in later) / rate, rel=1e-9)
+
+
+def test_a_store_whose_yaml_gave_3e_minus_3_as_text_resumes_with_its_ids_branches_too(tmp_path):
+    # PyYAML 1.1 read `lr: 3e-3` as text, which the ids hashed; now it is a number: every id changes, and the store
+    # maps each run back to its old id, a WSD branch's reference to its stable run too
+    spec = toy_spec(optimizer={"lr": "3e-3"}, model={"sizes": [20000, 80000], "seq_len": 64},
+                    schedule={"type": "wsd", "cooldown": 0.2, "shape": "1-sqrt", "branches": True})
+    first = run_sweep(spec, root=tmp_path, workers=1, progress=False)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**spec, "optimizer": {"lr": 0.003}}).replace("lr: 0.003", "lr: 3e-3"))
+    assert "lr: 3e-3" in path.read_text()
+    again = run_sweep(path, root=tmp_path, workers=1, progress=False)
+    assert sorted(again["run_id"]) == sorted(first["run_id"]) and (again["attempts"] == 1).all()
+    assert (again["status"] == "done").all()
+
+
+def test_runs_beside_a_run_that_kills_its_worker_are_not_charged_for_it(tmp_path, monkeypatch):
+    # with two workers, whatever ran beside the killer lost an attempt at every death and failed with it
+    killer = 73968  # the largest size of the toy sweep: its two runs kill their worker every time they log
+    monkeypatch.setenv("SCALING_TOY_DIE_N", str(killer))
+    monkeypatch.setenv("SCALING_TOY_STEP_SLEEP", "0.002")  # runs overlap
+    runs = run_sweep(toy_spec(retries=1), root=tmp_path, workers=2, progress=False)
+    N = runs["config"].map(lambda c: json.loads(c)["N"])
+    assert (runs.loc[N == killer, "status"] == "failed").all() and (runs.loc[N == killer, "attempts"] == 2).all()
+    assert (runs.loc[N != killer, "status"] == "done").all() and (runs.loc[N != killer, "attempts"] == 1).all()

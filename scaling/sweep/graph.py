@@ -311,7 +311,10 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
         if path is not None:
             store.ingest_log(rid, path)
 
+    submitted: dict[str, float] = {}
+
     def submit(rid):
+        submitted[rid] = time.time()
         store.set_status(rid, "running", attempt=True)
         attempts[rid] += 1
         status[rid] = "running"
@@ -321,36 +324,45 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
             raise _PoolBroken([rid]) from None
 
     restarts = 0
+    suspects: set[str] = set()  # cells running when a worker died beside others: each runs alone until cleared
 
     def recover(exc) -> set:
-        """A worker died: shut the broken pool down; the cells in it that had not started are pending again with no
-        attempt counted, those that had started (one of them may be what killed it: out of memory) count one and
-        are retried or fail. Returns the started ones (none: the pool could not start a worker at all)."""
+        """A worker died: shut the broken pool down and requeue what was in it. A cell that had started this attempt
+        (its log written since it was submitted) may be what killed it (out of memory): when it was the only one
+        running, its attempt counts, so one that kills its worker every time fails after its retries; when several
+        were running, none is charged and each becomes a suspect that runs alone, where a death is its own. The
+        others lose nothing. Returns the cells that had started (none: no worker could start at all)."""
         nonlocal ex
         ex.shutdown(kill=True)
         in_flight = set(futures.values()) | set(exc.run_ids)
         futures.clear()
-        started = {rid for rid in in_flight if (p := log_of(rid)) is not None and Path(p).exists()}
-        store.requeue(in_flight - started)
-        for rid in in_flight - started:
+        started = {rid for rid in in_flight if (p := log_of(rid)) is not None and Path(p).exists()
+                   and Path(p).stat().st_mtime >= submitted.get(rid, 0.0)}
+        charged = started if len(started) == 1 else set()
+        free = in_flight - charged
+        store.requeue(free)
+        for rid in free:
             attempts[rid] -= 1
             status[rid] = "pending"
-            waiting.insert(0, rid)
+        suspects.update(started - charged)
         for rid in sorted(started):
             ingest(rid)
+        for rid in charged:
             failed = attempts[rid] > retries
             store.set_status(rid, "failed" if failed else "pending", error=WORKER_DIED)
             status[rid] = "failed" if failed else "pending"
             if failed:
                 out["failed"].append(rid)
                 bar.update(1)
-            else:
-                waiting.insert(0, rid)
+        back = [r for r in sorted(in_flight) if status[r] == "pending"]
+        waiting[:0] = [r for r in back if r not in suspects]  # the innocent first, the suspects after the rest
+        waiting.extend(r for r in back if r in suspects)
         exc.in_flight, exc.started = in_flight, started
         if started:
-            bar.write(f"a worker process died (killed, or out of memory?) running {', '.join(sorted(started))}: "
-                      f"{'its' if len(started) == 1 else 'their'} attempt counts; restarting the pool and going on") \
-                if hasattr(bar, "write") else print("a worker process died: restarting the pool", file=sys.stderr)
+            say = (f"a worker process died (killed, or out of memory?) running {', '.join(sorted(started))}: "
+                   + ("its attempt counts" if charged else "each runs alone from now on, to tell which one it was")
+                   + "; restarting the pool and going on")
+            bar.write(say) if hasattr(bar, "write") else print(say, file=sys.stderr)
         return started
 
     def blocked(rid):
@@ -363,6 +375,10 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
                     while True:
                         for rid in list(waiting):
                             needs = by_id[rid].get("needs") or []
+                            if any(futures[f] in suspects for f in futures):
+                                break  # a suspect runs alone
+                            if rid in suspects and futures:
+                                continue  # it waits for the pool to empty
                             if blocked(rid):
                                 waiting.remove(rid)
                                 out["blocked"].append(rid)
@@ -388,10 +404,10 @@ def run_cells(store: Store, cells: list[dict], base: Path, *, name: str, default
                                     continue
                                 err = "".join(traceback.format_exception(exc))[-4000:]
                                 ingest(rid)
-                                if attempts[rid] <= retries:
-                                    store.set_status(rid, "pending", error=err)
+                                if attempts[rid] <= retries:  # retried from the queue: a submit here could
+                                    store.set_status(rid, "pending", error=err)  # meet a pool that just broke
                                     status[rid] = "pending"
-                                    submit(rid)
+                                    waiting.insert(0, rid)
                                 else:
                                     store.set_status(rid, "failed", error=err)
                                     status[rid] = "failed"
@@ -479,10 +495,14 @@ def cell_status(store: Store, base: Path, default_kind: str, started=None, finis
         kind = CELL_KINDS.get(cell["kind"])
         flops = kind.flops(cell) if kind is not None and kind.flops else None
         seconds = res.get("seconds") if isinstance(res, dict) else None
+        timed = flops  # what ``seconds`` (the last attempt's wall time) trained: a resumed run, the rest of it
+        if seconds is not None and flops is not None and res.get("resumed_from") and cell.get("steps"):
+            timed = flops * max(0.0, 1 - float(res["resumed_from"]) / float(cell["steps"]))
         rows.append({"run_id": r.run_id, "kind": cell["kind"], "status": st, "attempts": int(r.attempts),
-                     "error": r.error, "updated": r.updated, "flops": flops, "seconds": seconds, "cell": cell})
+                     "error": r.error, "updated": r.updated, "flops": flops, "seconds": seconds,
+                     "timed_flops": timed, "cell": cell})
     df = pd.DataFrame(rows, columns=["run_id", "kind", "status", "attempts", "error", "updated", "flops", "seconds",
-                                     "cell"])
+                                     "timed_flops", "cell"])
     counts = {s: int((df["status"] == s).sum()) for s in ("done", "running", "pending", "failed", "diverged")}
     by_kind = {k: {s: int(n) for s, n in g["status"].value_counts().items()} for k, g in df.groupby("kind", sort=False)}
     finished = df["status"].isin(FINISHED)

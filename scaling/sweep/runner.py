@@ -222,10 +222,11 @@ def status(name: str, root: str | Path = DEFAULT_ROOT) -> dict:
     if done.any() and (~done).any():
         # one worker's speed (FLOPs per second of its runs' own wall time), times the runs in flight: the time
         # between the first and the last finish left the first run's own time out (3x too fast early on)
-        timed = done & pd.to_numeric(df["seconds"], errors="coerce").gt(0) & df["flops"].notna()
+        timed = done & pd.to_numeric(df["seconds"], errors="coerce").gt(0) & df["timed_flops"].notna()
+        left = ~done & (df["status"] != "failed")  # a failed run is not trained again without --retry-failed
         if timed.any():
-            rate = df.loc[timed, "flops"].sum() / pd.to_numeric(df.loc[timed, "seconds"]).sum()
-            eta = float(df.loc[~done, "flops"].sum() / rate / max(1, st["running"]))
+            rate = df.loc[timed, "timed_flops"].sum() / pd.to_numeric(df.loc[timed, "seconds"]).sum()
+            eta = float(df.loc[left, "flops"].sum() / rate / max(1, st["running"]))
     rows = df["kind"] != "stable"
     flops = float(df.loc[rows, "cell"].map(lambda c: float(c["C"])).sum())
     failed = st.pop("failed_cells")

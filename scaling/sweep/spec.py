@@ -469,7 +469,9 @@ def learning_rate(spec: dict, shape: dict, D: float, fit=None) -> float | None:
         return None
     if "from" in rule:
         X = {"N": float(shape["N"]), "D": float(D), "C": 6.0 * shape["N"] * D}
-        lr = float(fit.predict(**{k: X[k] for k in fit.inputs})["lr"].iloc[0])
+        with warnings.catch_warnings():  # per run; _warn_extrapolated says it once for the sweep
+            warnings.simplefilter("ignore")
+            lr = float(fit.predict(**{k: X[k] for k in fit.inputs})["lr"].iloc[0])
         if not _sane_lr(lr):
             raise SpecError(f"optimizer.lr.from: the fit in {rule['from']} predicts lr = {lr:.4g} at N={shape['N']}, "
                             f"D={D:.4g}; {LR_RANGE}")
@@ -509,8 +511,10 @@ def _check_corpus(spec: dict, folder: Path | None = None) -> None:
     if unused:
         hint = (" (the tokens corpus trains on the folder's train and val files: re-split it with `scaling data "
                 "prepare --val-fraction`)" if c["name"] == "tokens" and "val_fraction" in unused else "")
-        raise SpecError(f"corpus.{', corpus.'.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to the "
-                        f"{c['name']} corpus, which reads {', '.join(CORPUS_KEYS[c['name']])}{hint}")
+        # a warning, not an error: a sweep that ran with the key has it in its run ids, and must still resume
+        warnings.warn(f"corpus.{', corpus.'.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect on the "
+                      f"{c['name']} corpus, which reads {', '.join(CORPUS_KEYS[c['name']])}{hint}; drop "
+                      f"{'it' if len(unused) == 1 else 'them'} from new definitions", ScalingWarning, stacklevel=4)
     if c["name"] == "tokens" and c.get("path") and folder is not None:  # a relative path: beside the YAML first
         given = Path(os.path.expanduser(str(c["path"])))
         if not given.is_absolute():
@@ -774,7 +778,9 @@ def tokens_per_step(spec: dict, D: float, tps=None, *, N: float | None = None, f
         tps = min(max(D / 256, 1024), 8192)
     elif isinstance(tps, dict):
         X = {"N": float(N), "D": float(D), "C": 6.0 * float(N) * float(D)}
-        b = float(fit.predict(**{k: X[k] for k in fit.inputs})["batch"].iloc[0])
+        with warnings.catch_warnings():  # per run; _warn_extrapolated says it once for the sweep
+            warnings.simplefilter("ignore")
+            b = float(fit.predict(**{k: X[k] for k in fit.inputs})["batch"].iloc[0])
         unit = tps.get("unit", "tokens")
         where = f"batch.tokens_per_step.from: the fit in {tps['from']} predicts a batch of {b:.4g} {unit}"
         if not (math.isfinite(b) and b > 0):

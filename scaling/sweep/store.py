@@ -81,13 +81,18 @@ class Store:
             known.setdefault(_identity(json.loads(config), free), run_id)
             have.add(run_id)
         ids = {c["run_id"] for c in configs}
-        out = []
-        for c in configs:
+        moved: dict[str, str] = {}  # new id -> the store's id of the same run
+        got: dict[str, dict] = {}
+        # cells that need others (WSD branches need their stable run) after those: their references follow the move
+        for c in sorted(configs, key=lambda c: bool(c.get("needs"))):
+            c = _moved_refs(c, moved)
             same = known.get(_identity(json.loads(json.dumps(c, default=str)), free))
-            if same is not None and same != c["run_id"] and c["run_id"] not in have and same not in ids:
+            old = c["run_id"]
+            if same is not None and same != old and old not in have and same not in ids:
+                moved[old] = same
                 c = {**c, "run_id": same}
-            out.append(c)
-        return out
+            got[old] = c
+        return [got[c["run_id"]] for c in configs]
 
     def set_status(self, run_id: str, status: str, *, error: str | None = None, result: dict | None = None,
                    attempt: bool = False) -> None:
@@ -137,6 +142,16 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _moved_refs(cell: dict, moved: dict) -> dict:
+    """``cell`` with the ids it refers to (``needs``, a branch's ``stable``) replaced where ``moved`` maps them."""
+    if not moved or not cell.get("needs"):
+        return cell
+    cell = {**cell, "needs": [moved.get(n, n) for n in cell["needs"]]}
+    if isinstance(cell.get("branch"), dict) and "stable" in cell["branch"]:
+        cell["branch"] = {**cell["branch"], "stable": moved.get(cell["branch"]["stable"], cell["branch"]["stable"])}
+    return cell
 
 
 def _identity(config: dict, free) -> str:

@@ -209,6 +209,8 @@ def train_toy(cfg: dict, d: Path, threads: int = 1) -> dict:
     sleep = float(os.environ.get("SCALING_TOY_STEP_SLEEP") or toy.get("step_sleep") or 0.0)
     # tests: a run that kills its worker each time it logs (1), or only on its first attempt ("once")
     die_after_log = os.environ.get("SCALING_TOY_DIE_AFTER_LOG", "") not in ("", "0")
+    if os.environ.get("SCALING_TOY_DIE_N") == str(N):  # tests: the runs of one size kill their worker every time
+        die_after_log = True
     if os.environ.get("SCALING_TOY_DIE_AFTER_LOG") == "once":
         die_after_log = not (d / "died_after_log").exists()
         (d / "died_after_log").write_text("1")
