@@ -258,6 +258,8 @@ def cmd_fit(args) -> int:
         target = parse_columns(args.columns).get(cls.target, cls.target)
         print(f"note: {replicate_note(data, averaged, target=target, law=law)}; --no-average-seeds fits every run",
               file=sys.stderr)
+    if cls.curve_law and getattr(args, "runs", None) and isinstance(law._state.get("fit_info_"), dict):
+        law._state["fit_info_"]["curve_loss"] = args.curve_loss or "eval_loss"  # plot reads the same column
     if args.out:
         law.save(args.out)
     text = law.report() + (f"\n\nsaved to {args.out}" if args.out else "")
@@ -441,10 +443,12 @@ def cmd_watch(args) -> int:
     if not any(h.expected is not None for h in mon.history) and not off:
         summary.append(f"no point of the log lies within the planned curve (steps {mon.history[0].step} to "
                        f"{last.step}; the plan covers tokens {plan['curve']['tokens'][0]:.4g} to "
-                       f"{plan['curve']['tokens'][-1]:.4g}): nothing was checked")
+                       f"{plan['curve']['tokens'][-1]:.4g}): nothing was checked (exit 2)")
     for line in summary:
         print(line, file=sys.stderr if args.json else sys.stdout)
-    return 1 if worst is not None and worst.off_track else 0
+    if worst is not None and worst.off_track:
+        return 1
+    return 2 if summary and summary[-1].endswith("nothing was checked (exit 2)") else 0
 
 
 def _watch_plot(plan, mon, out):
@@ -516,7 +520,11 @@ def cmd_plot(args) -> int:
         raise ScalingError(f"--runs and --curve-loss apply to curve fits (tissue, mpl), not a {law.name} fit")
     if args.curve_loss and not args.runs:
         raise ScalingError("--curve-loss picks the column of a sweep's curves table read with --runs")
-    fig = plot_fit(law, args.data, columns=args.columns, dropna=args.dropna, runs=args.runs, curve_loss=args.curve_loss,
+    if args.where and not args.data:
+        raise ScalingError("--where selects rows of DATA: give the table too (scaling plot FIT DATA --where ...)")
+    _where(args)
+    curve_loss = args.curve_loss or ((getattr(law, "fit_info_", None) or {}).get("curve_loss") if args.runs else None)
+    fig = plot_fit(law, args.data, columns=args.columns, dropna=args.dropna, runs=args.runs, curve_loss=curve_loss,
                    compare=law.references())
     path = save(fig, args.out)
     print(f"wrote {path}")
@@ -1037,7 +1045,7 @@ def _fit_settings_args(parser) -> None:
     parser.add_argument("--drop-highest-loss", type=_count, default=0, metavar="K", help="drop the K highest-loss runs")
     parser.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of failing")
     parser.add_argument("--where", metavar="EXPR", help="use only the rows where EXPR holds, over the file's columns, "
-                        "e.g. 'D_pretrain == 4e6 and rank == 4' (pandas DataFrame.eval)")
+                        "e.g. 'D_pretrain == 3999744 and rank == 4' (pandas DataFrame.eval)")
     parser.add_argument("--loss", choices=["huber", "squared"], help="objective (default: the law's, huber for most)")
     parser.add_argument("--delta", type=_num, help="Huber delta (default 1e-3)")
     parser.add_argument("--fix", type=_pairs, action="append", help="fix parameters, e.g. E=1.69,alpha=0.34 "
@@ -1190,7 +1198,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("data", nargs="?")
     pl.add_argument("--columns")
     pl.add_argument("--runs", help="a curve fit made from a sweep's curves: its runs table (as for fit --runs)")
-    pl.add_argument("--curve-loss", help="with --runs: the curves' column the fit used (default eval_loss)")
+    pl.add_argument("--curve-loss", help="with --runs: the curves' column the fit used (default: the one the fit "
+                    "recorded, else eval_loss)")
+    pl.add_argument("--where", help="plot only the rows of DATA where this pandas expression holds, as the fit "
+                    "did (e.g. \"D_pretrain == 3999744\")")
     pl.add_argument("--dropna", action="store_true", help="leave out rows with missing values, as the fit did with "
                     "--dropna")
     pl.add_argument("--out", required=True)

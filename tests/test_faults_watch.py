@@ -325,3 +325,11 @@ def test_a_wandb_table_of_several_runs_is_refused_by_its_name_column(tmp_path, c
     assert main(["watch", str(tmp_path / "wandb.csv"), "--plan", str(plan_path), "--once",
                  "--columns", "step=Step,loss=train/loss"]) == 2
     assert "holds 2 runs" in capsys.readouterr().err
+
+
+def test_once_exits_2_when_no_point_of_the_log_lies_within_the_plan(tmp_path, capsys, plan_path, healthy, plan):
+    # a cron job watching a log that never reached the planned curve passed silently (exit 0)
+    first = plan["curve"]["step"][0]
+    rows = [r for r in healthy[:first]][:max(3, first // 2)]
+    code, out, _ = watch(capsys, write_jsonl(tmp_path / "log.jsonl", rows), plan_path)
+    assert code == 2 and "nothing was checked (exit 2)" in out

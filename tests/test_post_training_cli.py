@@ -119,3 +119,16 @@ def test_overopt_plot_of_a_per_prompt_export_draws_each_curves_prompt_mean():
         x, y = lines[name].get_data()
         assert list(x) == [0.0, 0.5, 1.0, 1.5]  # one point a step, not one a prompt and seed
         assert np.allclose(y, 0.1 * np.arange(4) * (1 + pp / 1e5) + 0.001)  # prompt terms cancel; mean seed 0.5
+
+
+def test_plot_takes_where_as_the_fit_did(tmp_path, capsys):
+    where = "D_pretrain == 3999744 and rank == 4"
+    fit = tmp_path / "ft.json"
+    assert main(["fit", str(FT), "--law", "finetune", "--x", "N", "--method", "lora", "--where", where,
+                 "--bootstrap", "20", "--out", str(fit)]) == 0
+    png = tmp_path / "ft.png"
+    assert main(["plot", str(fit), str(FT), "--where", f"method == 'lora' and {where}", "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+    capsys.readouterr()
+    assert "--where 'D_pretrain ==" in error_line(capsys, ["plot", str(fit), str(FT), "--out", str(png)])
+    assert "give the table too" in error_line(capsys, ["plot", str(fit), "--where", where, "--out", str(png)])

@@ -60,7 +60,18 @@ def bootstrap(who: str, n_boot: int, seed, refit: Callable, *, n: int | None = N
     else:
         draws = resample_weights(int(n), B, seed)
     if batched:
-        theta, ok, converged = refit(draws)
+        bar = _terminal_bar(B, who)
+        if bar is None:
+            theta, ok, converged = refit(draws)
+        else:  # in chunks, so a person at a terminal sees it move (each resample is refitted on its own either way)
+            parts = []
+            for i in range(0, B, PROGRESS_CHUNK):
+                parts.append(refit(draws[i:i + PROGRESS_CHUNK]))
+                bar.update(min(PROGRESS_CHUNK, B - i))
+            bar.close()
+            theta = np.concatenate([np.asarray(p[0], float) for p in parts])
+            ok = np.concatenate([np.asarray(p[1], bool) for p in parts])
+            converged = (None if parts[0][2] is None else np.concatenate([np.asarray(p[2], bool) for p in parts]))
         ok = np.asarray(ok, bool)
         if converged is not None and (~np.asarray(converged, bool)).mean() > 0.05:
             warnings.warn(f"{who}: {int((~np.asarray(converged, bool)).sum())} of {B} bootstrap refits drifted "
@@ -69,16 +80,39 @@ def bootstrap(who: str, n_boot: int, seed, refit: Callable, *, n: int | None = N
         theta = np.asarray(theta, float)[ok]
     else:
         out = []
+        bar = _terminal_bar(B, who)
         for b in range(B):
+            if bar is not None and b and b % PROGRESS_CHUNK == 0:
+                bar.update(PROGRESS_CHUNK)
             try:
                 out.append(np.asarray(refit(draws[b]), float))
             except (ScalingError, np.linalg.LinAlgError):
                 continue
+        if bar is not None:
+            bar.close()
         theta = np.array(out) if out else np.empty((0, 0))
     if len(theta) < 0.95 * B:
         warnings.warn(f"{who}: {B - len(theta)} of {B} bootstrap resamples {why}; intervals use the rest",
                       ScalingWarning, stacklevel=2)
     return Bootstrap(theta if len(theta) else None, draws)
+
+
+#: resamples refitted between two updates of the progress bar
+PROGRESS_CHUNK = 50
+
+
+def _terminal_bar(B: int, who: str):
+    """A progress bar on stderr for a bootstrap of many resamples, only where a person watches a terminal (tests,
+    logs and notebooks stay quiet, and there the resamples are refitted all at once); None otherwise."""
+    import sys
+
+    if B < 4 * PROGRESS_CHUNK or not getattr(sys.stderr, "isatty", lambda: False)():
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=B, desc=f"{who}: bootstrap", unit="resample", leave=False, file=sys.stderr)
 
 
 def newton_refit(model: Model, log_y: np.ndarray, phi0: np.ndarray, weights: np.ndarray, *,
