@@ -349,8 +349,23 @@ def _cmd_plan(args, law) -> int:
     elif args.D is not None and args.D != args.tokens:
         raise ScalingError(f"--D {args.D:.4g} and --tokens {args.tokens:.4g} disagree: a plan's training tokens are one "
                            "number (give one of them)")
+    if args.tokens is None and args.model and Path(args.model).is_file():  # a sweep run's config.json holds its D
+        import json as _json
+
+        try:
+            cfg = _json.loads(Path(args.model).read_text())
+        except (ValueError, OSError, UnicodeDecodeError):
+            cfg = None
+        if isinstance(cfg, dict) and isinstance(cfg.get("D"), (int, float)) and cfg["D"] > 0:
+            args.tokens = float(cfg["D"])
+            if args.tokens_per_step is None and isinstance(cfg.get("tokens_per_step"), int):
+                args.tokens_per_step = cfg["tokens_per_step"]
+            print(f"note: tokens D = {args.tokens:.4g} from {args.model} (give --tokens to plan another length)",
+                  file=sys.stderr)
     if args.tokens is None:
         raise ScalingError("planning a run needs --tokens D (and --model SHAPE or --N)")
+    if args.tokens_per_step is None:
+        args.tokens_per_step = 4096
     _check_out(args.out, "--out", "plan.json")
     sched = {"type": args.schedule, "warmup": args.warmup, "final_lr_frac": args.final_lr_frac,
              "decay_frac": args.decay_frac}
@@ -1138,7 +1153,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--warmup", type=_num, default=0.05, help="warmup steps, or a fraction of them")
     pr.add_argument("--final-lr-frac", type=_num, default=0.1)
     pr.add_argument("--decay-frac", type=_num, default=0.2, help="wsd: fraction of steps that decay")
-    pr.add_argument("--tokens-per-step", type=_positive, default=4096,
+    pr.add_argument("--tokens-per-step", type=_positive,
                     help="plan a run: tokens per optimizer step, the run's batch (default 4,096); in the units the "
                          "fit's curves counted (a fit on curves with no token counts works in steps: give 1)")
     pr.add_argument("--out", help="write the plan (predicted curve with band) to this JSON file")

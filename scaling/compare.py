@@ -12,6 +12,22 @@ from .errors import ScalingError
 from .laws import ChinchillaLaw, EnvelopeLaw, IsoFlopLaw
 
 
+def _sweep_curves(curves, runs):
+    """A sweep's curves table (run_id, step, tokens, train_loss, eval_loss: what ``scaling sweep export`` writes) as
+    Approach 1 reads curves: each run's N from the runs table and its evaluations' held-out loss. Other tables
+    pass through as they are."""
+    from .data import read_table
+    from .laws.curve import curve_points
+
+    c = read_table(curves) if not isinstance(curves, pd.DataFrame) else curves
+    if {"N", "loss"} <= set(c.columns) or not {"run_id", "eval_loss"} <= set(c.columns):
+        return curves
+    r = read_table(runs) if not isinstance(runs, pd.DataFrame) else runs
+    if not {"run_id", "N"} <= set(r.columns):
+        return curves
+    return curve_points(c, r, loss="eval_loss")[["run", "N", "tokens", "loss"]]
+
+
 def compare(runs=None, *, compute: float, curves=None, bootstrap: int = 200, level: float = 0.9, seed: int = 0,
             columns=None, curve_columns=None) -> pd.DataFrame:
     """One row per approach: allocation exponents a, b and the allocation at ``compute``, with intervals.
@@ -21,6 +37,8 @@ def compare(runs=None, *, compute: float, curves=None, bootstrap: int = 200, lev
     saying why instead of numbers.
     """
     jobs = []
+    if curves is not None and runs is not None and curve_columns is None:
+        curves = _sweep_curves(curves, runs)
     if curves is not None:
         jobs.append(("1: envelope of training curves", lambda: EnvelopeLaw(bootstrap=bootstrap, seed=seed, level=level)
                      .fit(curves, columns=curve_columns)))

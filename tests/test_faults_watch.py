@@ -333,3 +333,17 @@ def test_once_exits_2_when_no_point_of_the_log_lies_within_the_plan(tmp_path, ca
     rows = [r for r in healthy[:first]][:max(3, first // 2)]
     code, out, _ = watch(capsys, write_jsonl(tmp_path / "log.jsonl", rows), plan_path)
     assert code == 2 and "nothing was checked (exit 2)" in out
+
+
+def test_a_sweep_runs_config_plans_its_own_length(tmp_path, capsys, law):
+    # `predict --model RUN/config.json` asked for --tokens, though the run's config holds its D and batch
+    fit = tmp_path / "fit.json"
+    law.save(fit)
+    shape = dict(kv.split("=") for kv in MODEL.split(","))
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({**{k: int(v) for k, v in shape.items()}, "family": "llama", "n_head": 2,
+                               "vocab_size": 256, "seq_len": 64, "D": 300 * 2048.0, "tokens_per_step": 2048}))
+    assert main(["predict", str(fit), "--model", str(cfg), "--json"]) == 0
+    cap = capsys.readouterr()
+    got = json.loads(cap.out)
+    assert got["tokens"] == 300 * 2048 and got["steps"] == 300 and "tokens D = 6.144e+05 from" in cap.err

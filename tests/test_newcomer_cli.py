@@ -150,3 +150,15 @@ def test_allocate_says_by_construction_only_where_it_is(tmp_path, capsys):
     path = scaling.get_law("data-constrained").muennighoff2023().save(tmp_path / "dc.json")
     assert main(["allocate", str(path), "--compute", "1e22", "--U", "2e10"]) == 0
     assert "by construction" not in capsys.readouterr().out
+
+
+def test_compare_reads_a_sweeps_own_curves_export_with_its_runs_table():
+    # Approach 1 said the curves table lacked N and loss, though runs.csv + curves.csv is what sweep export writes
+    from pathlib import Path
+
+    from scaling.compare import compare
+
+    sweep = Path(__file__).resolve().parents[1] / "data" / "sweeps" / "cpu-chinchilla"
+    table = compare(sweep / "runs.csv", compute=1e13, curves=sweep / "curves.csv", bootstrap=0)
+    row = table[table["approach"].str.startswith("1:")].iloc[0]
+    assert 0 < float(row["a"]) < 1, row.to_dict()
