@@ -350,13 +350,10 @@ def _cmd_plan(args, law) -> int:
         raise ScalingError(f"--D {args.D:.4g} and --tokens {args.tokens:.4g} disagree: a plan's training tokens are one "
                            "number (give one of them)")
     if args.tokens is None and args.model and Path(args.model).is_file():  # a sweep run's config.json holds its D
-        import json as _json
+        from .plan import _read_model_file
 
-        try:
-            cfg = _json.loads(Path(args.model).read_text())
-        except (ValueError, OSError, UnicodeDecodeError):
-            cfg = None
-        if isinstance(cfg, dict) and isinstance(cfg.get("D"), (int, float)) and cfg["D"] > 0:
+        cfg = _read_model_file(Path(args.model))
+        if isinstance(cfg.get("D"), (int, float)) and cfg["D"] > 0:
             args.tokens = float(cfg["D"])
             if args.tokens_per_step is None and isinstance(cfg.get("tokens_per_step"), int):
                 args.tokens_per_step = cfg["tokens_per_step"]
@@ -455,15 +452,14 @@ def cmd_watch(args) -> int:
         summary.append(f"{len(off)} point(s) off track; first at step {off[0].step} ({off[0].state}: {off[0].message})")
         if worst is not off[0]:
             summary.append(f"worst: {worst.state} at step {worst.step} ({worst.message})")
-    if not any(h.expected is not None for h in mon.history) and not off:
+    unchecked = not any(h.expected is not None for h in mon.history) and not off
+    if unchecked:
         summary.append(f"no point of the log lies within the planned curve (steps {mon.history[0].step} to "
                        f"{last.step}; the plan covers tokens {plan['curve']['tokens'][0]:.4g} to "
                        f"{plan['curve']['tokens'][-1]:.4g}): nothing was checked (exit 2)")
     for line in summary:
         print(line, file=sys.stderr if args.json else sys.stdout)
-    if worst is not None and worst.off_track:
-        return 1
-    return 2 if summary and summary[-1].endswith("nothing was checked (exit 2)") else 0
+    return 1 if worst is not None and worst.off_track else 2 if unchecked else 0
 
 
 def _watch_plot(plan, mon, out):
@@ -672,6 +668,15 @@ def _interrupted(exc: KeyboardInterrupt, command: str, args, unit: str = "runs")
     return 128 + int(getattr(exc, "signum", signal.SIGINT))
 
 
+def _write_table(df, path, float_format: str | None = None) -> None:
+    """A table to ``path``: Parquet when it is named .parquet, else CSV (``float_format`` for the CSV)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        df.to_parquet(path, index=False)
+    else:
+        df.to_csv(path, index=False, float_format=float_format)
+
+
 def _check_out(path, what: str = "--out", example: str = "runs.csv") -> Path | None:
     """An output file's path, checked (and its folder made) before any work: not a directory, folder writable.
 
@@ -783,8 +788,8 @@ def cmd_sweep_export(args) -> int:
         raise ScalingError(f"--curves and --out are the same file ({out}); give the curves another name")
     best_path = _check_out(_curves_path(out, "best_hparams"), "--best-hparams") if args.best_hparams else None
     runs, curves = export(args.name, args.root)
-    (runs.to_parquet if out.suffix == ".parquet" else runs.to_csv)(out, index=False)
-    (curves.to_parquet if curves_path.suffix == ".parquet" else curves.to_csv)(curves_path, index=False)
+    _write_table(runs, out)
+    _write_table(curves, curves_path)
     print(f"wrote {out} ({len(runs)} runs) and {curves_path} ({len(curves)} curve points)")
     if "status" in runs and (runs["status"] != "done").any():
         counts = runs.loc[runs["status"] != "done", "status"].value_counts()
@@ -806,7 +811,7 @@ def cmd_sweep_export(args) -> int:
                   "batch and warmup): nothing to compare, no file written. Add grid.lr, grid.warmup or "
                   "grid.batch_tokens to the definition to compare settings")
             return 0
-        (best.to_parquet if best_path.suffix == ".parquet" else best.to_csv)(best_path, index=False)
+        _write_table(best, best_path)
         shown = best.rename(columns={"D_grid": "D"}).drop(columns=["n_settings"])
         print(f"\nbest setting per (N, D) cell, on the mean loss over seeds ({lo if lo == hi else f'{lo}-{hi}'} "
               "settings a cell; gap: the runner-up's mean minus the best's):")
@@ -870,7 +875,7 @@ def cmd_overopt_run(args) -> int:
 def _write_overopt(df, per_prompt, out) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(out, index=False) if out.suffix == ".parquet" else df.to_csv(out, index=False, float_format="%.8g")
+    _write_table(df, out, float_format="%.8g")
     # one row per prompt and point: large, so compressed (read_table and pandas read it as is)
     per_prompt.to_csv(out.with_name(out.stem + "-prompts.csv.gz"), index=False, float_format="%.6g")
     if "samples_per_prompt" in df.columns and (df["method"] == "rl").any():  # the RLHF axes: gold at RL's end
@@ -939,7 +944,7 @@ def cmd_finetune_export(args) -> int:
     if df.empty:
         raise ScalingError(f"fine-tuning sweep {args.name!r} has no finished cells yet "
                            f"(`scaling finetune status {args.name}` says where it is)")
-    df.to_parquet(out, index=False) if out.suffix == ".parquet" else df.to_csv(out, index=False, float_format="%.8g")
+    _write_table(df, out, float_format="%.8g")
     method = "lora" if "lora" in set(df["method"]) else str(df["method"].iloc[0])
     print(f"wrote {out} ({len(df)} rows, methods {', '.join(sorted(set(df['method'])))}); fit it with "
           f"`scaling fit {out} --law finetune --x N --method {method}`")

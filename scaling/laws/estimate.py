@@ -100,12 +100,12 @@ def multistart(law: "Law", data, *, columns=None, drop_highest_loss: int = 0, dr
     st = params_state(law, transform.to_theta(res.x[best]))
     near = finite & (res.fun <= fbest * (1 + 1e-6) + 1e-300)
     st.update(objective_=fbest, n_points_=int(y.size), converged_=bool(res.converged[best]))
+    spread = _spread(law, st["theta_"], transform, res, finite, fbest)
     st["fit_info_"] = {
         "n_starts": int(len(phi0)),
         "n_pruned": int(n_pruned),
         "n_at_best": int(near.sum()),
-        "start_spread": _spread(law, st["theta_"], transform, res, finite, fbest),
-        "start_spread_by_param": _spread(law, st["theta_"], transform, res, finite, fbest, each=True),
+        "start_spread": max(spread.values(), default=0.0),
         "free": [law.param_names()[g[0]] if len(g) == 1 else "=".join(law.param_names()[i] for i in g)
                  for g in groups],
         "loss": law.loss,
@@ -117,7 +117,7 @@ def multistart(law: "Law", data, *, columns=None, drop_highest_loss: int = 0, dr
                                              else "curve points")
     st["residuals_"] = log_y - law._log_predict(st["theta_"][None, :], X)[0]
     st["data_range_"] = {c: [float(X[c].min()), float(X[c].max())] for c in law.inputs}
-    _warn_after_fit(law, st, lower, upper, res.x[best])
+    _warn_after_fit(law, st, lower, upper, res.x[best], spread)
     check_residuals(law.name, X, st["residuals_"])
     law._check_terms(st["params_"], X, y)
     st["bootstrap_theta_"] = None
@@ -154,9 +154,8 @@ def _multistart(prune: bool, obj: RobustObjective, phi0: np.ndarray, lower, uppe
                        n_iter=np.zeros(int(done.sum()) + len(rest.x), int)), int((~keep).sum())
 
 
-def _spread(law: "Law", theta, transform, res, finite, fbest, each: bool = False):
-    """Largest relative parameter difference among starts within 1e-4 of the best objective (``each``: per
-    parameter, a dict).
+def _spread(law: "Law", theta, transform, res, finite, fbest) -> dict[str, float]:
+    """Per parameter, the largest relative difference among starts within 1e-4 of the best objective.
 
     Log-scale parameters compare by their logs (a difference of 0.1 is ~10%).
     """
@@ -166,9 +165,7 @@ def _spread(law: "Law", theta, transform, res, finite, fbest, each: bool = False
     for i, p in enumerate(law.parameters):
         if not p.log:
             d[:, i] /= max(abs(theta[i]), 1e-3)
-    if each:
-        return {p.name: float(min(d[:, i].max(), 1e3)) if d.size else 0.0 for i, p in enumerate(law.parameters)}
-    return float(min(d.max(), 1e3)) if d.size else 0.0
+    return {p.name: float(min(d[:, i].max(), 1e3)) if d.size else 0.0 for i, p in enumerate(law.parameters)}
 
 
 #: a parameter whose near-best starts disagree by more than this (relative; log-scale ones by their logs) in a fit
@@ -176,7 +173,7 @@ def _spread(law: "Law", theta, transform, res, finite, fbest, each: bool = False
 UNIDENTIFIED_SPREAD = 1.0
 
 
-def _warn_after_fit(law: "Law", st: dict[str, Any], lower, upper, phi) -> None:
+def _warn_after_fit(law: "Law", st: dict[str, Any], lower, upper, phi, spread: dict[str, float]) -> None:
     info = st["fit_info_"]
     names = info["free"]
     at = [names[k] for k in range(len(phi)) if (np.isfinite(lower[k]) and phi[k] - lower[k] < 1e-6)
@@ -199,13 +196,12 @@ def _warn_after_fit(law: "Law", st: dict[str, Any], lower, upper, phi) -> None:
         warnings.warn(f"{law.name}: the best start did not converge within the iteration limit",
                       ScalingWarning, stacklevel=3)
         # the bootstrap refits from this point and stays in its corner: its interval would look precise
-        loose = {n: v for n, v in info.pop("start_spread_by_param", {}).items()
+        loose = {n: v for n, v in spread.items()
                  if v > UNIDENTIFIED_SPREAD and n in {m for g in names for m in g.split("=")}}
         if loose:
             info["not_identified"] = {**info.get("not_identified", {}), **{
                 n: f"the fit did not converge, and starts as good as the best disagree on it by {_pct(v)}"
                 for n, v in loose.items()}}
-    info.pop("start_spread_by_param", None)
     if info["start_spread"] > 0.05:
         warnings.warn(
             f"{law.name}: starts that reach nearly the same objective disagree by up to "

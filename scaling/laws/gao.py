@@ -271,7 +271,7 @@ class GaoLaw(Law):
     def _predict(self, fit, X):
         """Gold (or the fitted score) at d = sqrt(KL) for reward models of ``rm_params`` parameters."""
         rng = fit._state.get("data_range_") or {}
-        check_extrapolation(self.name, {"rm_params": X["rm_params"]}, {k: v for k, v in rng.items() if k == "rm_params"})
+        check_extrapolation(self.name, {"rm_params": X["rm_params"]}, rng)  # d: judged below, by its own measure
         d = np.asarray(X["d"], float)
         if "d" in rng and d.size and np.nanmax(d) > D_BEYOND * rng["d"][1]:
             warnings.warn(f"{self.name}: predicting at d = sqrt(KL) = {np.nanmax(d):.3g}, beyond the largest d measured "

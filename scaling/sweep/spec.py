@@ -469,9 +469,7 @@ def learning_rate(spec: dict, shape: dict, D: float, fit=None) -> float | None:
         return None
     if "from" in rule:
         X = {"N": float(shape["N"]), "D": float(D), "C": 6.0 * shape["N"] * D}
-        with warnings.catch_warnings():  # per run; _warn_extrapolated says it once for the sweep
-            warnings.simplefilter("ignore")
-            lr = float(fit.predict(**{k: X[k] for k in fit.inputs})["lr"].iloc[0])
+        lr = _fitted(fit, X, "lr")
         if not _sane_lr(lr):
             raise SpecError(f"optimizer.lr.from: the fit in {rule['from']} predicts lr = {lr:.4g} at N={shape['N']}, "
                             f"D={D:.4g}; {LR_RANGE}")
@@ -778,9 +776,7 @@ def tokens_per_step(spec: dict, D: float, tps=None, *, N: float | None = None, f
         tps = min(max(D / 256, 1024), 8192)
     elif isinstance(tps, dict):
         X = {"N": float(N), "D": float(D), "C": 6.0 * float(N) * float(D)}
-        with warnings.catch_warnings():  # per run; _warn_extrapolated says it once for the sweep
-            warnings.simplefilter("ignore")
-            b = float(fit.predict(**{k: X[k] for k in fit.inputs})["batch"].iloc[0])
+        b = _fitted(fit, X, "batch")
         unit = tps.get("unit", "tokens")
         where = f"batch.tokens_per_step.from: the fit in {tps['from']} predicts a batch of {b:.4g} {unit}"
         if not (math.isfinite(b) and b > 0):
@@ -931,6 +927,14 @@ def _warn_rounded_batches(spec: dict) -> None:
                          "a step" for v, t in rounded)
         warnings.warn(f"batch.tokens_per_step {what} (a batch is whole sequences; write that value to silence this)",
                       ScalingWarning, stacklevel=3)
+
+
+def _fitted(fit, X: dict, what: str) -> float:
+    """A fitted hparams law's ``what`` (lr, batch) at one run's N, D and C, quietly: a sweep's runs outside the
+    fitted range are said once for the whole sweep (:func:`_warn_extrapolated`), not once per run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(fit.predict(**{k: X[k] for k in fit.inputs})[what].iloc[0])
 
 
 def _warn_extrapolated(fit, runs: list[dict], path: str, what: str) -> None:
