@@ -122,7 +122,8 @@ def reforecasts(sweep: Path, bootstrap: int) -> list[dict]:
                    "final": final, "config only": abs(prior - final) / final}
             for f in (0.10, 0.25, 0.50):
                 seen = g["step"] <= f * r["steps"]
-                fc = reforecast(expected[seen], g["loss"][seen], prior, (lo, hi), f)
+                fc = reforecast(expected[seen], g["loss"][seen], prior, (lo, hi), f,
+                                calibration=fit._state.get("reforecast_"))
                 row[f"after {int(100 * f)}%"] = abs(fc.final - final) / final
                 row[f"covered {int(100 * f)}%"] = bool(fc.lo <= final <= fc.hi)
                 row[f"points {int(100 * f)}%"] = int(seen.sum())

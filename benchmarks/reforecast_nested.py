@@ -9,8 +9,11 @@ from their configuration, then from their first 10%, 25% and 50% of steps, three
   over the later half of the points seen), taken whole;
 - ``additive``: the same offset read in loss rather than log loss (mean of observed - planned over the later half),
   added whole: right if the law's error is mostly in its constant, which a log offset shrinks as the loss falls;
-- ``shipped``: `scaling.monitor.reforecast` itself, what `watch` and `Monitor` print (that offset weighted by
-  seen / (seen + 0.1));
+- ``shipped``: `scaling.monitor.reforecast` itself, what `watch` and `Monitor` print: that offset times beta(share),
+  the share of such offsets that lasted to the end in the fit's own runs (`FitResult.reforecast_`, learnt when the
+  law was fitted; the part of an offset beyond any fitted run's taken whole);
+- ``seen/(seen+0.1)``: the rule shipped before 2026-12-02 evening, the offset weighted by seen / (seen + 0.1)
+  whatever the sweep;
 - ``nested``: the offset times a factor beta learnt from the fitting data alone: hold out the largest *training*
   size, refit on the rest, and regress those runs' final log error on their prefix offsets (beta = sum(e a) /
   sum(a^2), clipped to [0, 1.5]). beta near 0 says the prefix did not predict the end in the sweep's own data.
@@ -35,7 +38,8 @@ import pandas as pd
 
 from scaling._threads import limit_threads
 from scaling.laws import MultiPowerLaw
-from scaling.monitor import late_half, reforecast
+from scaling.laws.reforecast import late_half
+from scaling.monitor import reforecast
 
 from curve_laws import held_out_split  # benchmarks/ is on the path when this runs as a script
 
@@ -48,8 +52,10 @@ def late_mean(r: np.ndarray) -> float:
     return float(late_half(r).mean()) if r.size else 0.0
 
 
-def offsets(fit, pts: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[float, dict, float, float, dict]]:
-    """Per run: (final log error, {share: prefix offset}, planned final, actual final, {share: shipped forecast})."""
+def offsets(fit, pts: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[float, dict, float, float, dict, dict]]:
+    """Per run: (final log error, {share: prefix offset}, planned final, actual final, {share: shipped forecast},
+    {share: additive offset})."""
+    cal = fit._state.get("reforecast_")
     out = []
     for _, r in runs.iterrows():
         g = pts[pts["run"] == r["run_id"]].sort_values("step").reset_index(drop=True)
@@ -60,8 +66,8 @@ def offsets(fit, pts: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[float, dic
         a = {f: late_mean(res[seen[f]]) for f in SHARES}
         add = {f: late_mean((y - m)[seen[f]]) for f in SHARES}  # the same offset in loss, not in log loss
         # the point forecast does not depend on the band: pass the plan's final as both ends
-        shipped = {f: reforecast(m[seen[f]], y[seen[f]], float(m[-1]), (float(m[-1]), float(m[-1])), f).final
-                   for f in SHARES}
+        shipped = {f: reforecast(m[seen[f]], y[seen[f]], float(m[-1]), (float(m[-1]), float(m[-1])), f,
+                                 calibration=cal).final for f in SHARES}
         out.append((float(res[-1]), a, float(m[-1]), float(y[-1]), shipped, add))
     return out
 
@@ -81,6 +87,7 @@ def sweep_rows(sweep: Path, loss: str, **law) -> tuple[list[dict], dict]:
         row = {"sweep": sweep.name, "config only": abs(prior - final) / final}
         for f in SHARES:
             for name, fc in (("full", prior * np.exp(a[f])), ("additive", prior + add[f]), ("shipped", shipped[f]),
+                             ("seen/(seen+0.1)", prior * np.exp(f / (f + 0.1) * a[f])),
                              ("nested", prior * np.exp(beta[f] * a[f]))):
                 row[f"{name} {int(100 * f)}%"] = abs(fc - final) / final
         rows.append(row)

@@ -69,10 +69,11 @@ def _point(step, loss, tokens) -> tuple[int, float, float | None]:
     return int(step_f), loss, tokens
 
 
-#: the share of the run seen at which the run's own points weigh as much as the plan (the prior)
-SEEN_HALF = 0.1
 #: the residuals of a run about its plan are correlated along the run: count at most this many as independent
 MAX_INDEPENDENT = 20
+#: the band's half-width, as a share of the part of a run's offset beyond any fitted run's: on the package's own
+#: held-out runs such offsets kept 10-110% of their size to the end (benchmarks/RESULTS.md, "reforecast_nested.py")
+BEYOND_SPREAD = 0.5
 
 
 @dataclass
@@ -80,33 +81,36 @@ class Forecast:
     final: float
     lo: float
     hi: float
-    weight: float  # how much the run's own points count (0: the plan alone)
+    weight: float  # how much of the run's offset the forecast takes (0: the plan alone; 1: the offset whole)
     offset: float  # log(observed / planned) over the later half of the points seen
 
 
-def late_half(r: np.ndarray) -> np.ndarray:
-    """The points a run's offset is read from: the later half of those seen (all of them while under four)."""
-    return r[r.size // 2:] if r.size >= 4 else r
-
-
 def reforecast(expected, observed, final: float, band: tuple[float, float], seen: float,
-               level: float = 0.9) -> Forecast:
+               level: float = 0.9, calibration=None) -> Forecast:
     """The final loss of a run re-forecast from its observed prefix, with a planned curve as the prior.
 
     ``expected``/``observed``: the plan's and the run's losses at the points seen so far, in order; ``final``:
-    the planned final loss, ``band`` its interval; ``seen``: the share of the run's tokens seen. The run is
-    taken as the plan times a run-specific factor, ``log L(t) = log m(t) + a``, with ``a`` the mean log
-    ratio over the later half of the points seen (the early ones say least about the end), counted with
-    weight ``w = seen / (seen + SEEN_HALF)``: half at 10% of the run, 71% at 25%, 83% at 50%. The band adds,
-    in quadrature (in logs), the plan's band times 1 - w, the uncertainty of ``a`` and of one point times w
-    (the residuals taken as at most MAX_INDEPENDENT independent points, as neighbouring points of a curve
-    move together), and the spread of the mix of plan and run, sqrt(w (1 - w)) |a|.
+    the planned final loss, ``band`` its interval; ``seen``: the share of the run's tokens seen;
+    ``calibration``: what the plan's fit learnt of its own runs (``plan["reforecast"]``,
+    :mod:`scaling.laws.reforecast`). The run is taken as the plan times a run-specific factor: its offset ``a``
+    (the mean log ratio of observed to planned over the later half of the points seen) counted with the weight
+    ``beta`` at this share of a run, the share of such offsets that lasted to the end in the fit's own runs.
+    The part of ``a`` beyond the largest offset any fitted run had at this share counts whole: nothing in the fit
+    says an offset that large washes out. Over the last ``END_BLEND`` of the run the forecast moves to the run's
+    own last point, which is its final loss at the end. Without a calibration (a plan from an older fit, or a
+    fit whose table has no run and step columns) ``beta`` is 0: the plan stands until the run's end.
 
-    An offset and a scale (``a + b (log m(t) - log m(T))``, b fitted too) extrapolated worse on the
-    package's own held-out runs (benchmarks/curve_laws.py, RESULTS.md): the shape of a curve that the law
-    gets wrong early says little about its end.
+    The band: the plan's, narrowed by the share of the final residuals' spread the calibration explains, with
+    the uncertainty of the offset itself (the residuals taken as at most MAX_INDEPENDENT independent points, as
+    neighbouring points of a curve move together) and BEYOND_SPREAD of the part taken whole added in quadrature.
+
+    The earlier rule, the offset weighted by seen / (seen + 10%) whatever the sweep, made the forecast of the
+    held-out loss worse on the package's own sweeps (1.45x the configuration's error after 25% of a run); this
+    one is learnt per fit and did no harm there (benchmarks/RESULTS.md, "reforecast_nested.py").
     """
     from statistics import NormalDist
+
+    from .laws.reforecast import END_BLEND, at_share, late_half
 
     m = np.log(np.asarray(expected, float))
     y = np.log(np.asarray(observed, float))
@@ -116,18 +120,24 @@ def reforecast(expected, observed, final: float, band: tuple[float, float], seen
     up0, dn0 = math.log(band[1]) - lf, lf - math.log(band[0])
     if r.size == 0 or seen <= 0:
         return Forecast(final, band[0], band[1], 0.0, 0.0)
+    seen = min(float(seen), 1.0)
     late = late_half(r)
     a_hat = float(late.mean())
     var_r = float(late.var(ddof=1)) if late.size > 1 else float(r.var()) if r.size > 1 else 0.0
-    var_a = var_r / min(late.size, MAX_INDEPENDENT)
-    w = seen / (seen + SEEN_HALF)
-    a = w * a_hat
+    se_a = math.sqrt(var_r / min(late.size, MAX_INDEPENDENT))
+    beta, explained, q = at_share(calibration, seen)
+    inside = min(max(a_hat, -q), q)
+    a_cal = beta * inside + (a_hat - inside)
+    w_cal = beta if abs(a_hat) <= q else 1.0
+    u = min(max((seen - (1.0 - END_BLEND)) / END_BLEND, 0.0), 1.0)  # the end: the run's own last point
+    a = (1.0 - u) * a_cal + u * float(r[-1])
     zq = NormalDist().inv_cdf(0.5 + level / 2)
-    h_data = zq * math.sqrt(var_a + var_r)
-    h_mix = zq * math.sqrt(w * (1 - w)) * abs(a_hat)
-    up = math.sqrt(((1 - w) * up0) ** 2 + (w * h_data) ** 2 + h_mix ** 2)
-    dn = math.sqrt(((1 - w) * dn0) ** 2 + (w * h_data) ** 2 + h_mix ** 2)
-    return Forecast(math.exp(lf + a), math.exp(lf + a - dn), math.exp(lf + a + up), w, a)
+    shrink = (1.0 - u) * math.sqrt(1.0 - explained)
+    h_a = zq * ((1.0 - u) * w_cal * se_a + u * math.sqrt(var_r))
+    h_x = BEYOND_SPREAD * (1.0 - u) * abs(a_hat - inside)
+    up = math.sqrt((shrink * up0) ** 2 + h_a ** 2 + h_x ** 2)
+    dn = math.sqrt((shrink * dn0) ** 2 + h_a ** 2 + h_x ** 2)
+    return Forecast(math.exp(lf + a), math.exp(lf + a - dn), math.exp(lf + a + up), (1.0 - u) * w_cal + u, a_hat)
 
 
 @dataclass
@@ -174,6 +184,10 @@ class Monitor:
         if not self._band:
             self.notes.append("the plan has no band (its fit has no bootstrap resamples): drift is not judged, only "
                               "spikes, divergence, invalid values and flat stretches")
+        if not self.plan.get("reforecast"):
+            self.notes.append("the plan's fit holds no re-forecast calibration (a fit file from before it, or curves "
+                              "without run and step columns): the final-loss forecast stays the plan's until the run's "
+                              "last 5%; refit and predict again to have it follow the run")
         self._best = math.inf  # the lowest finite positive loss so far: a spike before the plan's curve is judged by it
         self._n_spike = 0  # spikes in a row
         self._seen = np.empty((256, 3))  # (tokens, expected, loss) of the finite points on the plan, first _n_seen rows
@@ -185,7 +199,7 @@ class Monitor:
             return Forecast(self._final, *self._final_band, 0.0, 0.0)
         t, e, o = self._seen[:self._n_seen].T
         return reforecast(e, o, self._final, self._final_band, float(t[-1]) / float(self.plan["tokens"]),
-                          level=float(self.plan.get("level", 0.9)))
+                          level=float(self.plan.get("level", 0.9)), calibration=self.plan.get("reforecast"))
 
     def _with_forecast(self, st: "Status") -> "Status":
         f = self.forecast()

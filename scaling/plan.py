@@ -196,6 +196,8 @@ def make_plan(law, *, tokens: float, model: dict | None = None, N: float | None 
         "curve": {"step": (idx + 1).tolist(), "tokens": ((idx + 1) * tokens_per_step).astype(float).tolist(),
                   "loss": mean.tolist(), "lo": np.asarray(lo).tolist(), "hi": np.asarray(hi).tolist()},
         "compute_optimal": _optimality(law, N, C, tokens_per_step, sched),
+        # how much of a live run's offset from this curve lasts to its end, learnt from the fit's own runs
+        "reforecast": law._state.get("reforecast_"),
         "warnings": notes,
         "fit": law.to_dict(),
     }
@@ -292,4 +294,9 @@ def validate_plan(plan: dict, source: str = "the plan") -> dict:
         i = int(np.flatnonzero(arrays["lo"] > arrays["hi"])[0])
         raise DataError(f"{source}: the band is upside down at curve point {i} (lo {arrays['lo'][i]:g} > "
                         f"hi {arrays['hi'][i]:g}){hint}")
+    from .laws.reforecast import valid
+
+    if plan.get("reforecast") is not None and not valid(plan["reforecast"]):
+        raise DataError(f"{source}: its reforecast calibration is not the shares, beta, explained and range lists a "
+                        f"fit writes (each beta and explained in [0, 1]){hint}")
     return plan

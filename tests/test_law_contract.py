@@ -80,7 +80,7 @@ def curve_runs(seed=11, noise=0.003):
         lr = schedule(steps, {"lr": 1e-3}, {"type": kind, "warmup": 0.05})
         S1, S2 = areas(lr, tps)
         keep = np.arange(14, steps, 15)
-        df = pd.DataFrame({"run": f"r{i}", "N": N, "S1": S1[keep], "S2": S2[keep]})
+        df = pd.DataFrame({"run": f"r{i}", "N": N, "step": keep + 1, "S1": S1[keep], "S2": S2[keep]})
         df["loss"] = law.predict(df) * np.exp(noise * rng.standard_normal(len(df)))
         rows.append(df)
     return pd.concat(rows, ignore_index=True)

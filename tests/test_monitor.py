@@ -125,7 +125,7 @@ def test_nan_flat_and_restart(law, plan):
     for s, v, t in log[:80]:
         mon.update(s, v, t)
     st = mon.update(40, log[40][1], log[40][2])  # resumed from a checkpoint at step 40
-    assert st.state == "ok" and "resumed" in mon.notes[0]
+    assert st.state == "ok" and any("resumed" in n for n in mon.notes)
 
 
 def test_a_sparse_log_is_smoothed_over_steps_not_points(law):

@@ -62,7 +62,8 @@ class FitResult:
 
     Attributes ending in ``_`` are those the fit resolved (``params_``, ``theta_``, ``stderr_``,
     ``ci_``, ``covariance_``, ``objective_``, ``fit_info_``, ``residuals_``, ``n_points_``,
-    ``converged_``, ``data_range_``, ``bootstrap_theta_`` and a law's own, e.g. ``profiles_``,
+    ``converged_``, ``data_range_``, ``bootstrap_theta_``, a curve law's ``reforecast_`` (what a live run's
+    prefix says of its end, :mod:`scaling.laws.reforecast`) and a law's own, e.g. ``profiles_``,
     ``per_size_``); reading one gives a copy. The short names ``params``, ``se``, ``ci``,
     ``covariance``, ``objective``, ``fit_info``, ``residuals`` are aliases of the first seven.
     ``law`` is the spec that was fitted, and the law's settings and class attributes read
@@ -460,6 +461,8 @@ class FitResult:
             }
         if "data_range_" in s:
             d["data_range"] = s["data_range_"]
+        if "reforecast_" in s:
+            d["reforecast"] = s["reforecast_"]
         return d
 
     @staticmethod
@@ -633,6 +636,10 @@ def from_dict(law_cls: type, d: Mapping[str, Any], source: str) -> FitResult:
                       ("form_error", "form_error_")):
         if d.get(key) is not None:
             state[attr] = copy.deepcopy(d[key])
+    from .reforecast import valid
+
+    if valid(d.get("reforecast")):  # a file from an earlier version has none; one edited badly is not used
+        state["reforecast_"] = copy.deepcopy(d["reforecast"])
     boot = d.get("bootstrap")
     state["bootstrap_theta_"] = None
     if boot:
