@@ -122,6 +122,9 @@ def main() -> None:
     print("\nmedian of per-run ratios to the configuration-only error:")
     print(df[cols].div(df["config only"], axis=0).median().to_frame().T.to_string(index=False,
                                                                                    float_format=lambda v: f"{v:.2f}"))
+    print("\nshare of runs whose error grew by more than 0.1% of the final loss:")
+    print(df[cols].sub(df["config only"], axis=0).gt(0.001).mean().to_frame().T.to_string(
+        index=False, float_format=lambda v: f"{100 * v:.0f}%"))
     print("\nper sweep (median):")
     print(df.groupby("sweep")[cols].median().to_string(float_format=lambda v: f"{100 * v:.1f}%"))
 

@@ -409,6 +409,12 @@ def cmd_watch(args) -> int:
                   "the comparison is against the wrong curve", file=sys.stderr)
     mon = Monitor(plan, consecutive=args.consecutive)
     last, last_plot = None, time.time()
+    if not args.json:
+        band = plan.get("final_interval") or [plan["curve"]["lo"][-1], plan["curve"]["hi"][-1]]
+        print(f"plan: final loss {mon.forecast().final:.4f} [{band[0]:.4f}, {band[1]:.4f}] after {plan['tokens']:.4g} "
+              f"tokens. Each line: the loss, the plan's expected loss and band there and the smoothed loss's deviation "
+              f"from it, then the final loss re-forecast from the run so far ('final'). Points before "
+              f"{plan['curve']['tokens'][0]:.4g} tokens (where the plan's curve starts) are read, not judged.")
     for step, loss, tokens in follow(args.log, reader=args.reader, columns=args.columns, interval=args.interval,
                                      once=args.once, timeout=args.timeout, run=args.run):
         st = mon.update(step, loss, tokens)

@@ -86,23 +86,26 @@ class Forecast:
 
 
 def reforecast(expected, observed, final: float, band: tuple[float, float], seen: float,
-               level: float = 0.9, calibration=None) -> Forecast:
+               level: float = 0.9, calibration=None, shares=None) -> Forecast:
     """The final loss of a run re-forecast from its observed prefix, with a planned curve as the prior.
 
     ``expected``/``observed``: the plan's and the run's losses at the points seen so far, in order; ``final``:
-    the planned final loss, ``band`` its interval; ``seen``: the share of the run's tokens seen;
-    ``calibration``: what the plan's fit learnt of its own runs (``plan["reforecast"]``,
-    :mod:`scaling.laws.reforecast`). The run is taken as the plan times a run-specific factor: its offset ``a``
-    (the mean log ratio of observed to planned over the later half of the points seen) counted with the weight
-    ``beta`` at this share of a run, the share of such offsets that lasted to the end in the fit's own runs.
-    The part of ``a`` beyond the largest offset any fitted run had at this share counts whole: nothing in the fit
-    says an offset that large washes out. Over the last ``END_BLEND`` of the run the forecast moves to the run's
-    own last point, which is its final loss at the end. Without a calibration (a plan from an older fit, or a
-    fit whose table has no run and step columns) ``beta`` is 0: the plan stands until the run's end.
+    the planned final loss, ``band`` its interval; ``seen``: the share of the run's tokens seen; ``shares``: each
+    point's share (default: the last point at ``seen``, the others earlier); ``calibration``: what the plan's fit
+    learnt of its own runs (``plan["reforecast"]``, :mod:`scaling.laws.reforecast`). The run is taken as the plan
+    times a run-specific factor: its offset ``a`` (the mean log ratio of observed to planned over the later half
+    of the points seen) counted with the weight ``beta`` at this share of a run, the share of such offsets that
+    lasted to the end in the fit's own runs. The part of ``a`` beyond the largest offset any fitted run had by
+    this share counts whole: nothing in the fit says an offset that large washes out. Over the last
+    ``END_BLEND`` of the run the forecast moves to the run's own level there (the mean log ratio of its points in
+    that last stretch, so a training loss's batch noise is averaged): at the end, its final loss. Without a
+    calibration (a plan from an older fit, or a fit on too few runs or on curves without run and step columns)
+    ``beta`` is 0: the plan stands until that last stretch.
 
     The band: the plan's, narrowed by the share of the final residuals' spread the calibration explains, with
     the uncertainty of the offset itself (the residuals taken as at most MAX_INDEPENDENT independent points, as
     neighbouring points of a curve move together) and BEYOND_SPREAD of the part taken whole added in quadrature.
+    ``weight`` is the share of ``a`` the forecast takes (1 at the end).
 
     The earlier rule, the offset weighted by seen / (seen + 10%) whatever the sweep, made the forecast of the
     held-out loss worse on the package's own sweeps (1.45x the configuration's error after 25% of a run); this
@@ -118,7 +121,7 @@ def reforecast(expected, observed, final: float, band: tuple[float, float], seen
     r = (y - m)[ok]
     lf = math.log(final)
     up0, dn0 = math.log(band[1]) - lf, lf - math.log(band[0])
-    if r.size == 0 or seen <= 0:
+    if r.size == 0 or not math.isfinite(seen) or seen <= 0:
         return Forecast(final, band[0], band[1], 0.0, 0.0)
     seen = min(float(seen), 1.0)
     late = late_half(r)
@@ -128,12 +131,19 @@ def reforecast(expected, observed, final: float, band: tuple[float, float], seen
     beta, explained, q = at_share(calibration, seen)
     inside = min(max(a_hat, -q), q)
     a_cal = beta * inside + (a_hat - inside)
-    w_cal = beta if abs(a_hat) <= q else 1.0
-    u = min(max((seen - (1.0 - END_BLEND)) / END_BLEND, 0.0), 1.0)  # the end: the run's own last point
-    a = (1.0 - u) * a_cal + u * float(r[-1])
+    u = min(max((seen - (1.0 - END_BLEND)) / END_BLEND, 0.0), 1.0)  # the last stretch: the run's own level
+    tail = r[-1:]
+    if shares is not None:
+        sh = np.asarray(shares, float)[ok]
+        tail = r[sh >= sh[-1] - END_BLEND] if sh.size == r.size else tail
+    r_end = float(tail.mean())
+    se_end = math.sqrt(float(tail.var(ddof=1)) / min(tail.size, MAX_INDEPENDENT)) if tail.size > 1 else math.sqrt(var_r)
+    a = (1.0 - u) * a_cal + u * r_end
     zq = NormalDist().inv_cdf(0.5 + level / 2)
     shrink = (1.0 - u) * math.sqrt(1.0 - explained)
-    h_a = zq * ((1.0 - u) * w_cal * se_a + u * math.sqrt(var_r))
+    w_cal = a_cal / a_hat if a_hat else beta  # the share of the offset taken
+    slope = beta if abs(a_hat) <= q else 1.0  # how the forecast moves with the offset: its noise's share
+    h_a = zq * ((1.0 - u) * slope * se_a + u * se_end)
     h_x = BEYOND_SPREAD * (1.0 - u) * abs(a_hat - inside)
     up = math.sqrt((shrink * up0) ** 2 + h_a ** 2 + h_x ** 2)
     dn = math.sqrt((shrink * dn0) ** 2 + h_a ** 2 + h_x ** 2)
@@ -185,9 +195,9 @@ class Monitor:
             self.notes.append("the plan has no band (its fit has no bootstrap resamples): drift is not judged, only "
                               "spikes, divergence, invalid values and flat stretches")
         if not self.plan.get("reforecast"):
-            self.notes.append("the plan's fit holds no re-forecast calibration (a fit file from before it, or curves "
-                              "without run and step columns): the final-loss forecast stays the plan's until the run's "
-                              "last 5%; refit and predict again to have it follow the run")
+            self.notes.append("the plan's fit holds no re-forecast calibration (a fit file from before it, fewer than 8 "
+                              "runs, or curves without run and step columns): the final-loss forecast stays the plan's "
+                              "until the run's last 5%")
         self._best = math.inf  # the lowest finite positive loss so far: a spike before the plan's curve is judged by it
         self._n_spike = 0  # spikes in a row
         self._seen = np.empty((256, 3))  # (tokens, expected, loss) of the finite points on the plan, first _n_seen rows
@@ -198,8 +208,9 @@ class Monitor:
         if not self._n_seen:
             return Forecast(self._final, *self._final_band, 0.0, 0.0)
         t, e, o = self._seen[:self._n_seen].T
-        return reforecast(e, o, self._final, self._final_band, float(t[-1]) / float(self.plan["tokens"]),
-                          level=float(self.plan.get("level", 0.9)), calibration=self.plan.get("reforecast"))
+        shares = t / float(self.plan["tokens"])
+        return reforecast(e, o, self._final, self._final_band, float(shares[-1]), level=float(self.plan.get("level", 0.9)),
+                          calibration=self.plan.get("reforecast"), shares=shares)
 
     def _with_forecast(self, st: "Status") -> "Status":
         f = self.forecast()

@@ -89,7 +89,7 @@ def test_a_spike_is_judged_alone_and_leaves_the_forecast_and_the_average_alone(p
     # on plan everywhere else: the forecast stays the plan's final (it was 5% high with a band 60x as wide)
     assert after[4].forecast == pytest.approx(plan["final_loss"], rel=1e-3)
     lo, hi = plan["final_interval"]
-    assert after[4].forecast_hi - after[4].forecast_lo < hi - lo
+    assert after[4].forecast_hi - after[4].forecast_lo <= (hi - lo) * (1 + 1e-9)  # not wider than the plan's
 
 
 def test_a_loss_at_or_below_zero_is_invalid_and_a_non_number_is_one_error(plan):
@@ -154,13 +154,11 @@ def test_each_run_of_a_plain_table_is_predicted_from_its_own_history(raw):
 def test_a_run_that_stays_far_above_its_plan_is_forecast_from_its_level(plan):
     c = plan["curve"]
     mon = scaling.Monitor(plan)
-    assert plan["reforecast"] is not None  # the fit's runs give the re-forecast its calibration
+    assert plan["reforecast"] is None  # 4 fitted runs: too few to learn how much of an offset lasts
     for s in range(50, 801, 10):
         st = mon.update(s, 1.6 * float(np.interp(s, c["step"], c["loss"])))
         if s == 400:
-            # an offset far beyond any the fit's own runs had is taken whole, give or take half of it
-            assert st.forecast == pytest.approx(1.6 * plan["final_loss"], rel=0.02)
-            assert st.forecast_lo < 1.45 * plan["final_loss"] and st.forecast_hi > 1.75 * plan["final_loss"]
+            assert st.forecast == pytest.approx(plan["final_loss"])  # so the plan stands until the last 5%
     assert st.state == "spike" and "not a blip" in st.message
     # at its end the forecast is the run's own last point (it once stopped at 1.6^0.91 = 1.53x the plan)
     assert st.forecast == pytest.approx(1.6 * plan["final_loss"], rel=1e-3)

@@ -501,12 +501,17 @@ class Law:
         return np.exp(self._log_predict(fit._state["theta_"][None, :], X)[0])
 
     def _predict_interval(self, fit: FitResult, X: Mapping[str, np.ndarray], level: float, kind: str):
-        """Percentile band over the bootstrap curves, in logs; ``prediction`` adds a residual drawn from the fit."""
+        """Percentile band over the bootstrap curves, in logs; ``prediction`` adds a residual drawn from the fit.
+
+        A curve law draws one residual per bootstrap curve, not one per point: a run's offset from its law moves
+        slowly along the run, and independent draws made a plan's band jump by up to a third from one point to
+        the next (each point's band has the same spread either way)."""
         logp = self._log_predict(fit._state["bootstrap_theta_"], X)  # (B, m)
         if kind == "prediction":
             rng = np.random.default_rng(self.seed + 1)
             r = fit._state["residuals_"] - np.median(fit._state["residuals_"])
-            logp = logp + rng.choice(r, size=logp.shape, replace=True)
+            shape = (logp.shape[0], 1) if self.curve_law else logp.shape
+            logp = logp + rng.choice(r, size=shape, replace=True)
         lo, hi = percentile_interval(logp, level)
         return np.exp(lo), np.exp(hi)
 

@@ -117,10 +117,11 @@ def multistart(law: "Law", data, *, columns=None, drop_highest_loss: int = 0, dr
                                              else "curve points")
     st["residuals_"] = log_y - law._log_predict(st["theta_"][None, :], X)[0]
     st["data_range_"] = {c: [float(X[c].min()), float(X[c].max())] for c in law.inputs}
-    if law.curve_law and {"run", "step"} <= set(df.columns):  # what a live run's prefix says of its end
+    progress = next((c for c in ("tokens", "step") if c in df.columns and df[c].notna().all()), None)
+    if law.curve_law and "run" in df.columns and progress:  # what a live run's prefix says of its end
         from .reforecast import calibrate
 
-        cal = calibrate(df["run"].to_numpy(), df["step"].to_numpy(float), st["residuals_"])
+        cal = calibrate(df["run"].to_numpy(), df[progress].to_numpy(float), st["residuals_"])
         if cal is not None:
             st["reforecast_"] = cal
     _warn_after_fit(law, st, lower, upper, res.x[best], spread)

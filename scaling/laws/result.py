@@ -434,6 +434,9 @@ class FitResult:
             ci_s = f"[{ci[n][0]:.4g}, {ci[n][1]:.4g}]" if ci.get(n) is not None else "-"
             lines.append(f"  {n:<10}{v:14.6g}{se_s}{ci_s:>30}{fixed}")
         lines.extend(law._report_extra(self))
+        if law.curve_law and "n_points_" in s:
+            lines.append("")
+            lines.append(_reforecast_line(s.get("reforecast_")))
         if s.get("selection_"):
             from ..selection import selection_lines
 
@@ -638,8 +641,12 @@ def from_dict(law_cls: type, d: Mapping[str, Any], source: str) -> FitResult:
             state[attr] = copy.deepcopy(d[key])
     from .reforecast import valid
 
-    if valid(d.get("reforecast")):  # a file from an earlier version has none; one edited badly is not used
+    if valid(d.get("reforecast")):  # a file from an earlier version has none
         state["reforecast_"] = copy.deepcopy(d["reforecast"])
+    elif d.get("reforecast") is not None:
+        warnings.warn(f"{source}: its reforecast calibration is not the shares, beta, explained and range lists a fit "
+                      "writes; it is not used (watch keeps the plan's forecast of the final loss)", ScalingWarning,
+                      stacklevel=3)
     boot = d.get("bootstrap")
     state["bootstrap_theta_"] = None
     if boot:
@@ -662,6 +669,19 @@ def from_dict(law_cls: type, d: Mapping[str, Any], source: str) -> FitResult:
             state.setdefault("fit_info_", {})["stored_intervals"] = True
     state.update(extra)
     return law.result_class(law, state)
+
+
+def _reforecast_line(cal) -> str:
+    """What a curve fit learnt for `watch`'s re-forecast of a live run's final loss, in one line."""
+    from .reforecast import MIN_RUNS, at_share
+
+    if not cal:
+        return (f"live re-forecast: not calibrated (fewer than {MIN_RUNS} runs with points, or no run and step "
+                "columns): `watch` keeps a plan's final-loss forecast until the run's last 5%")
+    b = [at_share(cal, x)[0] for x in (0.25, 0.5)]
+    return (f"live re-forecast: of a run's offset from the law after 25% / 50% of it, {b[0]:.2f} / {b[1]:.2f} lasted "
+            f"to the end in these {max(cal['n_runs'])} runs: the weight `watch` gives a live run's offset "
+            "(0: the plan stands)")
 
 
 def _pair(v) -> bool:
@@ -717,8 +737,11 @@ def validate_dict(law_cls: type, d: Mapping[str, Any], source: str) -> None:
             raise DataError(f"{where}: the bootstrap section does not match the law's {len(names)} parameters; "
                             "refit, or delete the section to keep the point fit only")
         vals = np.array([params[n] for n in names], float)
+        # the fit itself said its resamples all moved one way from these (their intervals were widened to hold them)
+        widened = set((d.get("fit_info") or {}).get("ci_widened") or []) if isinstance(d.get("fit_info"), Mapping) else set()
         out = [n for n, v, lo, hi in zip(names, vals, P.min(axis=0), P.max(axis=0))
-               if len(P) >= 20 and not lo - 1e-9 * abs(lo) - 1e-12 <= v <= hi + 1e-9 * abs(hi) + 1e-12]
+               if len(P) >= 20 and n not in widened
+               and not lo - 1e-9 * abs(lo) - 1e-12 <= v <= hi + 1e-9 * abs(hi) + 1e-12]
         if out:
             warnings.warn(f"{where}: parameter(s) {out} lie outside every one of the {len(P)} bootstrap "
                           "resamples stored with them, so the intervals do not describe them (was the file "
