@@ -38,18 +38,13 @@ import pandas as pd
 
 from scaling._threads import limit_threads
 from scaling.laws import MultiPowerLaw
-from scaling.laws.reforecast import late_half
+from scaling.laws.reforecast import prefix_offset  # the offset as `reforecast` reads it
 from scaling.monitor import reforecast
 
 from curve_laws import held_out_split  # benchmarks/ is on the path when this runs as a script
 
 ROOT = Path(__file__).resolve().parent.parent / "data" / "sweeps"
 SHARES = (0.10, 0.25, 0.50)
-
-
-def late_mean(r: np.ndarray) -> float:
-    """The run's offset from its prefix, read as `reforecast` reads it (0, the plan itself, before any point)."""
-    return float(late_half(r).mean()) if r.size else 0.0
 
 
 def offsets(fit, pts: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[float, dict, float, float, dict, dict]]:
@@ -63,8 +58,8 @@ def offsets(fit, pts: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[float, dic
         y = g["loss"].to_numpy(float)
         res = np.log(y) - np.log(m)
         seen = {f: (g["step"] <= f * r["steps"]).to_numpy() for f in SHARES}
-        a = {f: late_mean(res[seen[f]]) for f in SHARES}
-        add = {f: late_mean((y - m)[seen[f]]) for f in SHARES}  # the same offset in loss, not in log loss
+        a = {f: prefix_offset(res[seen[f]]) for f in SHARES}
+        add = {f: prefix_offset((y - m)[seen[f]]) for f in SHARES}  # the same offset in loss, not in log loss
         # the point forecast does not depend on the band: pass the plan's final as both ends
         shipped = {f: reforecast(m[seen[f]], y[seen[f]], float(m[-1]), (float(m[-1]), float(m[-1])), f,
                                  calibration=cal).final for f in SHARES}

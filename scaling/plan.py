@@ -294,9 +294,8 @@ def validate_plan(plan: dict, source: str = "the plan") -> dict:
         i = int(np.flatnonzero(arrays["lo"] > arrays["hi"])[0])
         raise DataError(f"{source}: the band is upside down at curve point {i} (lo {arrays['lo'][i]:g} > "
                         f"hi {arrays['hi'][i]:g}){hint}")
-    from .laws.reforecast import valid
+    from .laws.reforecast import INVALID, valid
 
     if plan.get("reforecast") is not None and not valid(plan["reforecast"]):
-        raise DataError(f"{source}: its reforecast calibration is not the shares, beta, explained and range lists a "
-                        f"fit writes (each beta and explained in [0, 1]){hint}")
+        raise DataError(f"{source}: {INVALID} (each beta and explained in [0, 1]){hint}")
     return plan

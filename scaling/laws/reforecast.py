@@ -106,6 +106,10 @@ def at_share(calibration: Mapping[str, Any] | None, seen: float) -> tuple[float,
     return float(b), float(x), float(np.interp(seen, s[learnt], q[learnt]))
 
 
+#: what a plan or fit file is told when its calibration is not one ``calibrate`` writes
+INVALID = "its reforecast calibration is not the shares, beta, explained and range lists a fit writes"
+
+
 def valid(calibration) -> bool:
     """Whether ``calibration`` has the shape ``calibrate`` writes (a plan or fit file from elsewhere may not)."""
     if not isinstance(calibration, Mapping):

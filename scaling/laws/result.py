@@ -639,14 +639,13 @@ def from_dict(law_cls: type, d: Mapping[str, Any], source: str) -> FitResult:
                       ("form_error", "form_error_")):
         if d.get(key) is not None:
             state[attr] = copy.deepcopy(d[key])
-    from .reforecast import valid
+    from .reforecast import INVALID, valid
 
     if valid(d.get("reforecast")):  # a file from an earlier version has none
         state["reforecast_"] = copy.deepcopy(d["reforecast"])
     elif d.get("reforecast") is not None:
-        warnings.warn(f"{source}: its reforecast calibration is not the shares, beta, explained and range lists a fit "
-                      "writes; it is not used (watch keeps the plan's forecast of the final loss)", ScalingWarning,
-                      stacklevel=3)
+        warnings.warn(f"{source}: {INVALID}; it is not used (watch keeps the plan's forecast of the final loss)",
+                      ScalingWarning, stacklevel=3)
     boot = d.get("bootstrap")
     state["bootstrap_theta_"] = None
     if boot:
@@ -738,7 +737,8 @@ def validate_dict(law_cls: type, d: Mapping[str, Any], source: str) -> None:
                             "refit, or delete the section to keep the point fit only")
         vals = np.array([params[n] for n in names], float)
         # the fit itself said its resamples all moved one way from these (their intervals were widened to hold them)
-        widened = set((d.get("fit_info") or {}).get("ci_widened") or []) if isinstance(d.get("fit_info"), Mapping) else set()
+        info = d.get("fit_info")
+        widened = set(info.get("ci_widened") or []) if isinstance(info, Mapping) else set()
         out = [n for n, v, lo, hi in zip(names, vals, P.min(axis=0), P.max(axis=0))
                if len(P) >= 20 and n not in widened
                and not lo - 1e-9 * abs(lo) - 1e-12 <= v <= hi + 1e-9 * abs(hi) + 1e-12]
