@@ -186,7 +186,8 @@ def prepare_curve_points(data, *, columns=None, lam: float = 0.999, dropna: bool
                                   f"run {run!r} has a missing or non-numeric {c} at step(s) "
                                   f"{[float(v) for v in g.loc[bad, 'step'][:3]]}")
         if g["N"].nunique() > 1 or g["N"].iloc[0] <= 0:
-            raise _bad_curves(f"run {run!r}: N must be one positive number per run (it has {sorted(g['N'].unique())[:3]})")
+            have = ", ".join(f"{v:g}" for v in sorted(g["N"].unique())[:3])
+            raise _bad_curves(f"run {run!r}: N must be one positive number per run (it has {have})")
         step = g["step"].to_numpy(float)
         back = np.flatnonzero(np.diff(step) <= 0)
         if back.size:
