@@ -362,6 +362,13 @@ def test_save_model_keeps_final_models_and_leaves_other_sweeps_ids_alone(tmp_pat
         windows = eval_windows(len(eval_tok), 16, 512)
         loss, _, _ = evaluate(model, eval_tok, 16, 0, torch.device("cpu"), _NullCtx, starts=windows)
         assert loss == pytest.approx(res["final_eval_loss"], rel=1e-5)
+        # the curve's last point is read on the curve's windows (every 2nd of the 32: curve_tokens 256 of 512), the
+        # whole sample's loss beside it
+        last = json.loads((folder.parent / "log.jsonl").read_text().splitlines()[-1])
+        subset, _, _ = evaluate(model, eval_tok, 16, 0, torch.device("cpu"), _NullCtx, starts=windows[::2])
+        assert last["eval_loss"] == pytest.approx(subset, rel=1e-5)
+        assert last["final_eval_loss"] == pytest.approx(loss, rel=1e-5)
+        assert abs(subset - loss) > 1e-3 * loss  # two different samples, so the test can tell them apart
 
 
 class _NullCtx:
